@@ -1,0 +1,755 @@
+"""The ``ser-batch`` command line (typer + rich).
+
+Exit codes (for scripts): 0 success (every file ``done``); 3 the batch finished but some files
+failed; 2 usage error (bad option, path not found, bad configuration); 1 any other error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED = 0, 1, 2, 3
+
+app = typer.Typer(
+    help="Batch speech emotion recognition: label folders of recordings into a SQL database.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
+
+console = Console()
+err = Console(stderr=True)
+
+
+class CliError(Exception):
+    """An error with a user-facing message and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Fmt(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class Status(StrEnum):
+    pending = "pending"
+    done = "done"
+    failed = "failed"
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    from worker.settings import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as e:
+        msgs = "; ".join(f"SER_{'_'.join(map(str, x['loc'])).upper()}: {x['msg']}" for x in e.errors())
+        raise CliError(f"bad configuration: {msgs}", EXIT_USAGE) from None
+
+
+def _engine(migrate: bool = True):  # type: ignore[no-untyped-def]
+    """The database engine, with the embedded SQLite schema brought to head."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from worker.db import get_engine
+    from worker.migrate import ensure_schema
+
+    s = _settings()
+    try:
+        eng = get_engine(s.database_url)
+        if migrate:
+            ensure_schema(s.database_url)
+    except RuntimeError as e:
+        raise CliError(str(e)) from None
+    except SQLAlchemyError as e:
+        from worker.settings import redact_url
+
+        raise CliError(
+            f"cannot open database {redact_url(s.database_url)}: {' '.join(str(e.orig or e).split())[:300]}"
+        ) from None
+    return eng
+
+
+# ---------------------------------------------------------------------------------------- submit
+
+
+@app.command()
+def submit(
+    paths: Annotated[list[str] | None, typer.Argument(help="Audio files or folders (walked recursively).")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-j", min=1, help="Processes for embedded mode [default: all cores].")
+    ] = None,
+    chunk_size: Annotated[int | None, typer.Option(min=1, help="Files per unit of work.")] = None,
+    resume: Annotated[
+        int | None, typer.Option(help="Finish the pending files of an earlier batch instead of walking PATHS.")
+    ] = None,
+    wait_: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Distributed mode: wait and show progress until finished.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Label every audio file under PATHS and record one row per file.
+
+    Without SER_BROKER_URL the batch is processed on this machine with all cores; with it, the files
+    are queued for `ser-batch worker` processes. Exit code 0 when every file is done, 3 when some failed.
+    """
+    from sqlalchemy.orm import Session
+
+    from producer.walk import WalkError, collect_files
+    from worker.db import Batch, insert_pending
+
+    s = _settings()
+    if resume is None and not paths:
+        raise CliError("give at least one file or folder (or --resume BATCH_ID)", EXIT_USAGE)
+    engine = _engine()
+    if resume is not None:
+        with Session(engine) as session:
+            batch = session.get(Batch, resume)
+            if batch is None:
+                raise CliError(f"no batch {resume}", EXIT_USAGE)
+            batch_id = batch.id
+    else:
+        try:
+            walk = collect_files(list(paths or []))
+        except WalkError as e:
+            raise CliError(str(e), EXIT_USAGE) from None
+        if not walk.files:
+            raise CliError(
+                f"no audio files found in {', '.join(paths or [])} ({walk.ignored} non-audio file(s) ignored)",
+                EXIT_USAGE,
+            )
+        with Session(engine) as session, session.begin():  # the batch row is committed before any work
+            batch = Batch(
+                source_paths=[os.path.abspath(p) for p in paths or []],
+                status="running",
+                mode="distributed" if s.broker_url else "embedded",
+                n_files=len(walk.files),
+                n_ignored=walk.ignored,
+                options={"chunk_size": chunk_size or s.chunk_size},
+            )
+            session.add(batch)
+            session.flush()
+            batch_id = batch.id
+            insert_pending(session, batch_id, walk.files, walk.sizes)
+        skipped = f", {walk.ignored} non-audio file(s) ignored" if walk.ignored else ""
+        hidden = f", {walk.hidden} hidden entr(y/ies) skipped" if walk.hidden else ""
+        err.print(f"batch [bold]{batch_id}[/]: {len(walk.files)} audio file(s){skipped}{hidden}")
+    if s.broker_url:
+        raise CliError("distributed mode (SER_BROKER_URL) is not available yet in this version", EXIT_ERROR)
+    code = _run_embedded_batch(batch_id, workers or s.workers, chunk_size or s.chunk_size, quiet)
+    raise typer.Exit(code)
+
+
+def _pending_paths(engine, batch_id: int) -> list[str]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from worker.db import Result
+
+    with Session(engine) as session:
+        q = select(Result.path).where(Result.batch_id == batch_id, Result.status == "pending").order_by(Result.id)
+        return list(session.scalars(q))
+
+
+def _run_embedded_batch(batch_id: int, workers: int, chunk_size: int, quiet: bool) -> int:
+    from sqlalchemy.orm import Session
+
+    from producer.embedded import run_embedded, warm_up
+    from worker.db import batch_counts
+    from worker.registry import RegistryError, load_model
+    from worker.settings import prepare_process_env
+
+    s = _settings()
+    prepare_process_env(s)
+    engine = _engine()
+    try:
+        model = load_model(url=s.database_url)  # verifies the checksum once, before any work
+    except RegistryError as e:
+        raise CliError(str(e)) from None
+    todo = _pending_paths(engine, batch_id)
+    with Session(engine) as session:
+        total = batch_counts(session, batch_id)["total"]
+    t0 = time.perf_counter()
+    with _progress(quiet) as progress:
+        task = progress.add_task("warming up", total=total, completed=total - len(todo))
+        warm_up()
+        progress.update(task, description=f"classifying ({min(workers, max(1, len(todo)))} processes)")
+        leftovers = run_embedded(
+            batch_id,
+            todo,
+            url=s.database_url,
+            model_version=model.version,
+            workers=min(workers, max(1, len(todo) // max(1, chunk_size) or 1)),
+            chunk_size=chunk_size,
+            on_progress=lambda n: progress.advance(task, n),
+        )
+    if leftovers:
+        _mark_failed(batch_id, leftovers, model.version)
+    wall = time.perf_counter() - t0
+    return _finish_batch(batch_id, wall, len(todo))
+
+
+def _mark_failed(batch_id: int, reasons: dict[str, str], model_version: str) -> None:
+    from worker.db import utcnow
+    from worker.processing import store_rows
+
+    rows = [
+        {"path": p, "status": "failed", "error": r, "model_version": model_version, "finished_at": utcnow()}
+        for p, r in reasons.items()
+    ]
+    store_rows(batch_id, rows, url=_settings().database_url)
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet or not err.is_terminal,
+        transient=False,
+    )
+
+
+def _finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:
+    """Record the batch's final counts, print the summary, and return the exit code."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from worker.db import Batch, Result, batch_counts, utcnow
+
+    engine = _engine(migrate=False)
+    with Session(engine) as session, session.begin():
+        counts = batch_counts(session, batch_id)
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        batch.n_done, batch.n_failed = counts["done"], counts["failed"]
+        if counts["pending"] == 0:
+            batch.status = "done"
+            batch.finished_at = utcnow()
+        per_emotion = dict(
+            session.execute(
+                select(Result.emotion, func.count())
+                .where(Result.batch_id == batch_id, Result.status == "done")
+                .group_by(Result.emotion)
+                .order_by(func.count().desc())
+            ).all()
+        )
+        failures = list(
+            session.execute(
+                select(Result.path, Result.error)
+                .where(Result.batch_id == batch_id, Result.status == "failed")
+                .order_by(Result.id)
+                .limit(10)
+            ).all()
+        )
+    _print_summary(batch_id, counts, per_emotion, failures, wall_s, n_processed)
+    if counts["pending"]:
+        return EXIT_ERROR
+    return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
+
+
+def _print_summary(
+    batch_id: int,
+    counts: dict[str, int],
+    per_emotion: dict[str, int],
+    failures: list[Any],
+    wall_s: float,
+    n_processed: int,
+) -> None:
+    t = Table(title=f"batch {batch_id}", show_header=True, header_style="bold")
+    t.add_column("emotion")
+    t.add_column("files", justify="right")
+    for emo, n in per_emotion.items():
+        t.add_row(str(emo), str(n))
+    console.print(t)
+    rate = n_processed / wall_s if wall_s > 0 else 0.0
+    console.print(
+        f"batch {batch_id}: [green]{counts['done']} done[/], "
+        f"[{'red' if counts['failed'] else 'green'}]{counts['failed']} failed[/], "
+        f"{counts['pending']} pending — {n_processed} file(s) in {wall_s:.1f} s ({rate:.1f} files/s)"
+    )
+    if failures:
+        console.print(
+            f"[red]failed files[/] (first 10; all with `ser-batch results --batch {batch_id} --status failed`):"
+        )
+        for path, error in failures:
+            console.print(f"  {path}: {error}", markup=False, highlight=False)
+
+
+# ---------------------------------------------------------------------------------------- results
+
+
+RESULT_COLUMNS = (
+    "batch_id",
+    "path",
+    "status",
+    "emotion",
+    "confidence",
+    "error",
+    "model_version",
+    "duration_s",
+    "sample_rate",
+    "channels",
+    "size_bytes",
+    "sha256",
+    "processing_ms",
+    "finished_at",
+)
+
+
+@app.command()
+def results(
+    batch: Annotated[int | None, typer.Option("--batch", "-b", help="Only this batch [default: all].")] = None,
+    status: Annotated[Status | None, typer.Option(help="Only rows with this status.")] = None,
+    emotion: Annotated[str | None, typer.Option(help="Only rows labelled with this emotion.")] = None,
+    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="Output format.")] = Fmt.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
+) -> None:
+    """List result rows as a table, CSV or JSON (one row per file; p_<label> for every label)."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from ser_model.labels import EMOTIONS
+    from worker.db import Batch, Result
+
+    engine = _engine()
+    q = select(Result).order_by(Result.batch_id, Result.id)
+    if batch is not None:
+        q = q.where(Result.batch_id == batch)
+    if status is not None:
+        q = q.where(Result.status == status.value)
+    if emotion:
+        q = q.where(Result.emotion == emotion.lower())
+    if limit:
+        q = q.limit(limit)
+    with Session(engine) as session:
+        if batch is not None and session.get(Batch, batch) is None:
+            raise CliError(f"no batch {batch}", EXIT_USAGE)
+        rows = list(session.scalars(q))
+        labels = list(EMOTIONS)
+        for r in rows:
+            for lab in r.probabilities or {}:
+                if lab not in labels:
+                    labels.append(lab)
+        records = [_record(r, labels) for r in rows]
+    columns = [*RESULT_COLUMNS, *(f"p_{lab}" for lab in labels)]
+    if fmt is Fmt.table:
+        text = None
+        _print_results_table(records, output)
+    elif fmt is Fmt.csv:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        w.writeheader()
+        w.writerows(records)
+        text = buf.getvalue()
+    else:
+        text = json.dumps(records, indent=2, default=str) + "\n"
+    if text is not None:
+        if output:
+            output.write_text(text, encoding="utf-8")
+            err.print(f"wrote {len(records)} row(s) to {output}")
+        else:
+            sys.stdout.write(text)
+
+
+def _record(r: Any, labels: list[str]) -> dict[str, Any]:
+    rec: dict[str, Any] = {c: getattr(r, c) for c in RESULT_COLUMNS}
+    if isinstance(rec["finished_at"], datetime):
+        rec["finished_at"] = rec["finished_at"].isoformat()
+    probs = r.probabilities or {}
+    for lab in labels:
+        rec[f"p_{lab}"] = probs.get(lab)
+    return rec
+
+
+def _print_results_table(records: list[dict[str, Any]], output: Path | None) -> None:
+    t = Table(show_header=True, header_style="bold")
+    for col in ("batch", "path", "status", "emotion", "conf.", "duration (s)", "error"):
+        t.add_column(col, overflow="fold")
+    for r in records:
+        t.add_row(
+            str(r["batch_id"]),
+            r["path"],
+            r["status"],
+            r["emotion"] or "",
+            f"{r['confidence']:.2f}" if r["confidence"] is not None else "",
+            f"{r['duration_s']:.2f}" if r["duration_s"] is not None else "",
+            r["error"] or "",
+        )
+    if output:
+        with output.open("w", encoding="utf-8") as fh:
+            Console(file=fh, width=200).print(t)
+        err.print(f"wrote {len(records)} row(s) to {output}")
+    else:
+        console.print(t)
+        console.print(f"{len(records)} row(s)")
+
+
+# ---------------------------------------------------------------------------------------- status
+
+
+@app.command()
+def status(batch_id: Annotated[int | None, typer.Argument(help="Batch id [default: the latest].")] = None) -> None:
+    """Show done/failed/pending counts, files/s and ETA of a batch."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from worker.db import Batch, Result, batch_counts
+
+    engine = _engine()
+    with Session(engine) as session:
+        if batch_id is None:
+            batch_id = session.scalar(select(func.max(Batch.id)))
+            if batch_id is None:
+                raise CliError("no batches yet: run `ser-batch submit PATH`", EXIT_USAGE)
+        batch = session.get(Batch, batch_id)
+        if batch is None:
+            raise CliError(f"no batch {batch_id}", EXIT_USAGE)
+        counts = batch_counts(session, batch_id)
+        first, last = session.execute(
+            select(func.min(Result.finished_at), func.max(Result.finished_at)).where(
+                Result.batch_id == batch_id, Result.status != "pending"
+            )
+        ).one()
+    finished = counts["done"] + counts["failed"]
+    start = _aware(batch.created_at)
+    end = _aware(last) if counts["pending"] == 0 and last else datetime.now(UTC)
+    elapsed = max((end - start).total_seconds(), 1e-9) if start else 0.0
+    rate = finished / elapsed if elapsed and finished else 0.0
+    eta = counts["pending"] / rate if rate else None
+    t = Table(title=f"batch {batch_id}", show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("")
+    t.add_row("status", batch.status)
+    t.add_row("mode", batch.mode)
+    t.add_row("created", _aware(batch.created_at).isoformat(timespec="seconds"))
+    t.add_row("sources", "\n".join(batch.source_paths))
+    t.add_row("files", str(counts["total"]))
+    t.add_row("done", str(counts["done"]))
+    t.add_row("failed", str(counts["failed"]))
+    t.add_row("pending", str(counts["pending"]))
+    t.add_row("non-audio ignored", str(batch.n_ignored))
+    t.add_row("files/s", f"{rate:.1f}")
+    t.add_row("ETA", "-" if eta is None else f"{eta:.0f} s")
+    console.print(t)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@app.command()
+def batches(limit: Annotated[int, typer.Option(min=1, help="Newest N batches.")] = 20) -> None:
+    """List batches, newest first."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from worker.db import Batch, batch_counts
+
+    engine = _engine()
+    t = Table(show_header=True, header_style="bold")
+    for col in ("id", "created", "mode", "files", "done", "failed", "pending", "sources"):
+        t.add_column(col, overflow="fold")
+    with Session(engine) as session:
+        for b in session.scalars(select(Batch).order_by(Batch.id.desc()).limit(limit)):
+            c = batch_counts(session, b.id)
+            t.add_row(
+                str(b.id),
+                _aware(b.created_at).isoformat(timespec="seconds"),
+                b.mode,
+                str(c["total"]),
+                str(c["done"]),
+                str(c["failed"]),
+                str(c["pending"]),
+                ", ".join(b.source_paths),
+            )
+    console.print(t)
+
+
+# ---------------------------------------------------------------------------------------- config, db
+
+
+@app.command()
+def config() -> None:
+    """Show the settings in force (passwords redacted) and where each can be changed."""
+    from worker.settings import Settings
+
+    s = _settings()
+    t = Table(show_header=True, header_style="bold")
+    t.add_column("setting")
+    t.add_column("environment variable")
+    t.add_column("value", overflow="fold")
+    t.add_column("meaning", overflow="fold")
+    for name, value in s.redacted().items():
+        desc = Settings.model_fields[name].description or ""
+        t.add_row(name, f"SER_{name.upper()}", "" if value is None else str(value), desc)
+    console.print(t)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply the database migrations (SQLite or PostgreSQL) up to REVISION."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from worker.migrate import current_revision, upgrade
+    from worker.settings import redact_url
+
+    s = _settings()
+    try:
+        before = current_revision(s.database_url)
+        upgrade(s.database_url, revision)
+        after = current_revision(s.database_url)
+    except SQLAlchemyError as e:
+        raise CliError(f"cannot migrate {redact_url(s.database_url)}: {' '.join(str(e).split())[:300]}") from None
+    console.print(f"database {redact_url(s.database_url)}: {before or 'empty'} -> {after}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the migration revision the database is at."""
+    from worker.migrate import current_revision, head_revision
+
+    s = _settings()
+    _engine(migrate=False)
+    console.print(f"current: {current_revision(s.database_url) or 'empty'}; head: {head_revision()}")
+
+
+# ---------------------------------------------------------------------------------------- train, models
+
+
+class DatasetKind(StrEnum):
+    ravdess = "ravdess"
+    tess = "tess"
+    folders = "folders"
+    csv = "csv"
+
+
+@app.command()
+def train(
+    data: Annotated[list[str], typer.Argument(help="Training folders (or CSV manifests with --dataset csv).")],
+    dataset: Annotated[DatasetKind, typer.Option(help="How labels (and speakers) are read.")] = DatasetKind.ravdess,
+    emotions: Annotated[
+        str | None, typer.Option(help="Comma-separated subset of labels, e.g. calm,happy,fearful,disgust.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Bundle file to write [default: in SER_MODEL_DIR].")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Folder for metrics.json and the plots [default: next to the bundle].")
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds (grouped by speaker).")] = 5,
+    register: Annotated[bool, typer.Option(help="Register the model in the database.")] = True,
+    activate: Annotated[bool, typer.Option(help="Make it the active model for new work.")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", "-j", min=1, help="Processes.")] = None,
+) -> None:
+    """Train an MLP on labelled recordings, report speaker-independent metrics, save a bundle."""
+    from ser_model.datasets import DatasetError, load_dataset
+    from ser_model.labels import EMOTIONS, parse_emotion_list
+    from ser_model.model import save_bundle
+    from ser_model.report import write_report
+    from ser_model.training import cross_validate, extract_table, train_bundle
+    from worker.settings import prepare_process_env
+
+    s = _settings()
+    prepare_process_env(s)
+    try:
+        wanted = parse_emotion_list(emotions)
+        files = load_dataset(data, dataset.value, emotions=wanted)
+    except (DatasetError, ValueError) as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    present = {f.label for f in files}
+    labels = list(wanted) if wanted else [e for e in EMOTIONS if e in present] + sorted(present - set(EMOTIONS))
+    err.print(f"{len(files)} labelled file(s), labels: {', '.join(labels)}")
+    with _progress(False) as progress:
+        t = progress.add_task("features", total=len(files))
+        table = extract_table(
+            files,
+            n_jobs=workers or s.workers,
+            cache_dir=s.feature_cache_dir,
+            progress=lambda d, n: progress.update(t, completed=d),
+        )
+        for path, reason in table.failed:
+            err.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
+        t2 = progress.add_task("cross-validation", total=folds)
+        try:
+            cv = cross_validate(
+                table, labels=labels, n_splits=folds, progress=lambda d, n: progress.update(t2, completed=d, total=n)
+            )
+        except ValueError as e:
+            raise CliError(f"cannot cross-validate: {e}", EXIT_USAGE) from None
+        t3 = progress.add_task("final model", total=1)
+        name = f"{dataset.value}{len(labels)}"
+        bundle = train_bundle(
+            table, labels=labels, cv_report=cv, name=name, dataset=f"{dataset.value}: {', '.join(data)}"
+        )
+        progress.update(t3, completed=1)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out = output or Path(s.model_dir) / f"{name}-{stamp}.joblib"
+    digest = save_bundle(bundle, out)
+    rep_dir = report or out.with_suffix("").with_name(out.stem + "-report")
+    files_written = write_report(rep_dir, cv, bundle.meta["loss_curve"], title=f"{name}: {cv['protocol']}")
+    _print_metrics(cv)
+    console.print(f"bundle: {out} (sha256 {digest[:16]}...)")
+    console.print(f"report: {files_written['confusion']}, {files_written['metrics']}, {files_written['loss']}")
+    if register:
+        version = _register_bundle(out, digest, bundle, name, stamp, activate)
+        console.print(f"registered model version [bold]{version}[/]" + (" (active)" if activate else ""))
+
+
+def _print_metrics(cv: dict[str, Any]) -> None:
+    t = Table(title=cv["protocol"], show_header=True, header_style="bold")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("WA (accuracy)", f"{cv['wa']:.3f}")
+    t.add_row("UAR", f"{cv['uar']:.3f}")
+    t.add_row("macro-F1", f"{cv['macro_f1']:.3f}")
+    for lab, r in cv["per_class_recall"].items():
+        t.add_row(f"recall {lab}", f"{r:.3f}")
+    console.print(t)
+
+
+def _register_bundle(path: Path, digest: str, bundle: Any, name: str, stamp: str, activate: bool) -> str:
+    from sqlalchemy.orm import Session
+
+    from worker.db import ModelVersion
+    from worker.registry import activate as activate_version
+    from worker.registry import ensure_default_model
+
+    engine = _engine()
+    version = f"{name}-{stamp}-{digest[:8]}"
+    with Session(engine) as session, session.begin():
+        ensure_default_model(session)
+        session.add(
+            ModelVersion(
+                version=version,
+                labels=list(bundle.labels),
+                metrics={k: v for k, v in bundle.meta.get("metrics", {}).items()},
+                checksum=digest,
+                feature_version=bundle.feature_version,
+                active=False,
+                source="db",
+                bundle=path.read_bytes(),
+            )
+        )
+        session.flush()
+        if activate:
+            activate_version(session, version)
+    return version
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List registered model versions (the active one is marked)."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from worker.db import ModelVersion
+    from worker.registry import RegistryError, ensure_default_model
+
+    engine = _engine()
+    with Session(engine) as session, session.begin():
+        try:
+            ensure_default_model(session)
+        except RegistryError as e:
+            err.print(f"[yellow]{e}[/]")
+        t = Table(show_header=True, header_style="bold")
+        for col in ("version", "active", "created", "labels", "WA", "UAR", "macro-F1", "source"):
+            t.add_column(col, overflow="fold")
+        for m in session.scalars(select(ModelVersion).order_by(ModelVersion.created_at)):
+            met = m.metrics or {}
+            t.add_row(
+                m.version,
+                "*" if m.active else "",
+                _aware(m.created_at).isoformat(timespec="seconds"),
+                ",".join(m.labels),
+                _fmt(met.get("wa")),
+                _fmt(met.get("uar")),
+                _fmt(met.get("macro_f1")),
+                m.source,
+            )
+    console.print(t)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, int | float) else ""
+
+
+@models_app.command("activate")
+def models_activate(version: Annotated[str, typer.Argument(help="Version to make active.")]) -> None:
+    """Make VERSION the active model (atomic); new work uses it."""
+    from sqlalchemy.orm import Session
+
+    from worker.registry import RegistryError, activate, ensure_default_model
+
+    engine = _engine()
+    with Session(engine) as session, session.begin():
+        ensure_default_model(session)
+        try:
+            activate(session, version)
+        except RegistryError as e:
+            raise CliError(str(e), EXIT_USAGE) from None
+    console.print(f"active model: {version}")
+
+
+# ---------------------------------------------------------------------------------------- entry point
+
+
+def main() -> None:
+    """Console-script entry point: run the app and turn errors into messages and exit codes."""
+    try:
+        rv = app(standalone_mode=False)
+    except CliError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(e.code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: rows already written are kept; finish with `ser-batch submit --resume ID`")
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - last resort: one line, never a traceback
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(EXIT_USAGE)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        err.print(f"[red]error:[/] {type(e).__name__}: {e}", highlight=False)
+        if os.environ.get("SER_DEBUG"):
+            raise
+        sys.exit(EXIT_ERROR)
+    sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Embedded mode: process a batch on this machine with a pool of processes.
+
+Each process runs :func:`worker.processing.process_paths` — the function the Celery task wraps — on
+chunks of files and writes its rows itself (SQLite in WAL mode takes several writers). The parent
+only hands out chunks and counts progress.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+_URL: str | None = None
+
+
+def _init(url: str) -> None:
+    global _URL
+    _URL = url
+    from threadpoolctl import threadpool_limits
+
+    from worker.db import dispose_engines
+    from worker.settings import prepare_process_env
+
+    prepare_process_env()
+    dispose_engines()  # never share the parent's pooled connections after fork
+    threadpool_limits(1)
+
+
+def _run_chunk(batch_id: int, paths: list[str], model_version: str) -> dict[str, int]:
+    from worker.processing import process_paths
+
+    return process_paths(batch_id, paths, model_version=model_version, url=_URL)
+
+
+def warm_up() -> None:
+    """Import librosa and run the feature extractor once, so forked processes start warm.
+
+    The first call compiles (or loads from ``NUMBA_CACHE_DIR``) librosa's numba functions; doing it
+    once in the parent means the pool's processes inherit the compiled code.
+    """
+    import numpy as np
+
+    from ser_model.features import extract_features
+
+    t = np.arange(16000, dtype=np.float32) / 16000
+    extract_features((0.1 * np.sin(2 * np.pi * 150 * t)).astype(np.float32))
+
+
+def run_embedded(
+    batch_id: int,
+    paths: Sequence[str],
+    *,
+    url: str,
+    model_version: str,
+    workers: int,
+    chunk_size: int,
+    on_progress: Callable[[int], None],
+) -> dict[str, str]:
+    """Classify ``paths`` with ``workers`` processes; rows are written by the processes.
+
+    Args:
+        batch_id: batch whose pending rows are filled in.
+        paths: files to classify.
+        url: database URL.
+        model_version: registered model every process uses (one model per batch).
+        workers: number of processes (1 runs in this process).
+        chunk_size: files per unit of work.
+        on_progress: called with the number of files finished since the last call.
+
+    Returns:
+        ``{path: reason}`` for files whose chunk could not be processed even after a retry in a
+        fresh pool with one file per chunk (a process killed by the OS, a database error); their
+        rows stay ``pending`` for the caller to mark.
+    """
+    chunks = [list(paths[i : i + chunk_size]) for i in range(0, len(paths), chunk_size)]
+    if workers <= 1:
+        _init(url)
+        leftovers: list[tuple[list[str], str]] = []
+        for c in chunks:
+            try:
+                _run_chunk(batch_id, c, model_version)
+                on_progress(len(c))
+            except Exception as e:  # noqa: BLE001 - reported per file by the caller
+                leftovers.append((c, _reason(e)))
+    else:
+        leftovers = _pool_pass(batch_id, chunks, url, model_version, workers, on_progress)
+        if leftovers:  # retry one file per task, so one bad file cannot take others down
+            single = [[p] for c, _ in leftovers for p in c]
+            leftovers = _pool_pass(batch_id, single, url, model_version, workers, on_progress)
+    return {p: reason for c, reason in leftovers for p in c}
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, BrokenProcessPool):
+        return "worker process died while processing this file (killed by the OS, out of memory?)"
+    return f"processing error: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+
+
+def _pool_pass(
+    batch_id: int,
+    chunks: list[list[str]],
+    url: str,
+    model_version: str,
+    workers: int,
+    on_progress: Callable[[int], None],
+) -> list[tuple[list[str], str]]:
+    """One pass of ``chunks`` through a process pool; returns the chunks that did not finish, with why."""
+    failed: list[tuple[list[str], str]] = []
+    ctx_kwargs: dict[str, Any] = {}
+    if os.name == "posix":
+        import multiprocessing
+
+        ctx_kwargs["mp_context"] = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init, initargs=(url,), **ctx_kwargs) as ex:
+        pending: dict[Future[dict[str, int]], list[str]] = {}
+        it = iter(chunks)
+        broken = False
+
+        def top_up() -> None:
+            while not broken and len(pending) < workers * 3:
+                c = next(it, None)
+                if c is None:
+                    return
+                try:
+                    pending[ex.submit(_run_chunk, batch_id, c, model_version)] = c
+                except BrokenProcessPool as e:
+                    failed.append((c, _reason(e)))
+                    return
+
+        top_up()
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                c = pending.pop(fut)
+                try:
+                    fut.result()
+                    on_progress(len(c))
+                except BrokenProcessPool as e:
+                    broken = True
+                    failed.append((c, _reason(e)))
+                except Exception as e:  # noqa: BLE001 - the chunk is retried, then reported per file
+                    failed.append((c, _reason(e)))
+            top_up()
+        if broken:
+            failed.extend((c, "not run: the process pool broke") for c in it)
+    return failed

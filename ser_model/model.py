@@ -1,0 +1,260 @@
+"""The classifier (StandardScaler + MLP) and the model bundle saved with joblib.
+
+A bundle is one joblib file holding a dict: the fitted scikit-learn ``Pipeline``, the label set,
+the feature-extractor version and names, library versions, training metrics and the training data
+fingerprint. Its SHA-256 is recorded next to it (``<file>.json`` sidecar, and the ``models`` table)
+and checked before the file is unpickled: joblib/pickle executes code on load, so an unverified
+bundle is never opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ser_model.features import FEATURE_VERSION, N_FEATURES
+
+BUNDLE_FORMAT = 1
+DEFAULT_MODEL_PATH = Path(__file__).with_name("models") / "default.joblib"
+"""The default model shipped in the package (trained on RAVDESS actors 1-20, 8 emotions)."""
+
+
+class BundleError(Exception):
+    """A model bundle is missing, corrupt, tampered with, or built for another feature version."""
+
+
+@dataclass
+class ModelBundle:
+    """A trained model and what it was trained on.
+
+    Attributes:
+        pipeline: fitted ``Pipeline([("scaler", StandardScaler), ("mlp", MLPClassifier)])`` whose
+            classes are the integer indices into ``labels`` (integer targets sidestep scikit-learn
+            1.8's early-stopping validation, which fails on string targets).
+        labels: label set, in the order of the probability columns.
+        feature_version: :data:`ser_model.features.FEATURE_VERSION` at training time.
+        meta: everything else: ``metrics``, ``data_fingerprint``, ``versions``, ``created_at``,
+            ``params``, ``n_train``, ``name``.
+    """
+
+    pipeline: Pipeline
+    labels: list[str]
+    feature_version: str = FEATURE_VERSION
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities.
+
+        Args:
+            X: features, shape ``(n, N_FEATURES)``.
+
+        Returns:
+            Array ``(n, len(labels))``; rows sum to 1.
+        """
+        proba = self.pipeline.predict_proba(np.atleast_2d(X))
+        out = np.zeros((proba.shape[0], len(self.labels)), dtype=np.float64)
+        out[:, np.asarray(self.pipeline.classes_, dtype=int)] = proba
+        return out
+
+
+def build_pipeline(
+    *,
+    hidden_layer_sizes: tuple[int, ...] = (256,),
+    alpha: float = 1e-2,
+    random_state: int = 0,
+    max_iter: int = 500,
+    early_stopping: bool = True,
+) -> Pipeline:
+    """An unfitted StandardScaler + MLPClassifier pipeline.
+
+    The MLP (scikit-learn ``MLPClassifier``: ReLU, Adam, L2 penalty ``alpha``) takes standardised
+    features; early stopping holds out 10 % of the training fold for validation.
+
+    Args:
+        hidden_layer_sizes: units per hidden layer.
+        alpha: L2 regularisation strength.
+        random_state: seed for weight initialisation and the early-stopping split.
+        max_iter: maximum epochs.
+        early_stopping: stop when the validation score stops improving for 20 epochs.
+
+    Returns:
+        ``Pipeline([("scaler", ...), ("mlp", ...)])``.
+    """
+    return Pipeline(
+        [
+            ("scaler", StandardScaler()),
+            (
+                "mlp",
+                MLPClassifier(
+                    hidden_layer_sizes=hidden_layer_sizes,
+                    alpha=alpha,
+                    batch_size=64,
+                    learning_rate_init=1e-3,
+                    max_iter=max_iter,
+                    early_stopping=early_stopping,
+                    validation_fraction=0.1,
+                    n_iter_no_change=20,
+                    random_state=random_state,
+                ),
+            ),
+        ]
+    )
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries a bundle depends on."""
+    import librosa
+    import sklearn
+    import soundfile
+    import soxr
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "librosa": librosa.__version__,
+        "soundfile": soundfile.__version__,
+        "soxr": soxr.__version__,
+        "joblib": joblib.__version__,
+    }
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def bundle_to_bytes(bundle: ModelBundle) -> bytes:
+    """Serialise a bundle with joblib (zlib level 3) to bytes."""
+    buf = io.BytesIO()
+    joblib.dump(
+        {
+            "format": BUNDLE_FORMAT,
+            "pipeline": bundle.pipeline,
+            "labels": list(bundle.labels),
+            "feature_version": bundle.feature_version,
+            "meta": bundle.meta,
+        },
+        buf,
+        compress=("zlib", 3),
+    )
+    return buf.getvalue()
+
+
+def bundle_from_bytes(data: bytes, expected_sha256: str) -> ModelBundle:
+    """Verify the SHA-256 of serialised bundle bytes, then load them.
+
+    Args:
+        data: bytes written by :func:`bundle_to_bytes`.
+        expected_sha256: hex digest recorded when the bundle was saved.
+
+    Returns:
+        The bundle.
+
+    Raises:
+        BundleError: checksum mismatch (nothing is unpickled), unreadable content, or a
+            feature version other than :data:`FEATURE_VERSION`.
+    """
+    actual = sha256_bytes(data)
+    if actual != expected_sha256.lower():
+        raise BundleError(
+            f"model bundle checksum mismatch: expected sha256 {expected_sha256[:16]}..., got {actual[:16]}...; "
+            "refusing to load it"
+        )
+    try:
+        obj = joblib.load(io.BytesIO(data))
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt bundle
+        raise BundleError(f"model bundle is unreadable: {type(e).__name__}: {e}") from None
+    if not isinstance(obj, dict) or "pipeline" not in obj:
+        raise BundleError("model bundle has an unknown layout")
+    fv = obj.get("feature_version")
+    if fv != FEATURE_VERSION:
+        raise BundleError(
+            f"model bundle was built for feature version {fv!r}, this ser-batch computes {FEATURE_VERSION!r}; "
+            "retrain it with `ser-batch train`"
+        )
+    return ModelBundle(pipeline=obj["pipeline"], labels=list(obj["labels"]), feature_version=fv, meta=obj["meta"])
+
+
+def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str]) -> str:
+    """Write ``path`` (joblib) and ``path + ".json"`` (metadata with the SHA-256).
+
+    Args:
+        bundle: the model.
+        path: destination ``.joblib`` file; parent folders are created.
+
+    Returns:
+        The hex SHA-256 of the written bundle file.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    data = bundle_to_bytes(bundle)
+    digest = sha256_bytes(data)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, p)
+    sidecar = {"sha256": digest, "labels": bundle.labels, "feature_version": bundle.feature_version, **bundle.meta}
+    Path(str(p) + ".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True, default=str) + "\n")
+    return digest
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Metadata written next to a bundle by :func:`save_bundle` (no unpickling).
+
+    Raises:
+        BundleError: the sidecar is missing or not JSON.
+    """
+    side = Path(str(path) + ".json")
+    try:
+        return json.loads(side.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"model metadata not found: {side}") from None
+    except (OSError, ValueError) as e:
+        raise BundleError(f"model metadata unreadable: {side}: {e}") from None
+
+
+def load_bundle(path: str | os.PathLike[str], expected_sha256: str | None = None) -> ModelBundle:
+    """Load a bundle file after checking its SHA-256.
+
+    Args:
+        path: ``.joblib`` bundle.
+        expected_sha256: digest to check; by default the one in the ``.json`` sidecar.
+
+    Returns:
+        The bundle.
+
+    Raises:
+        BundleError: missing file or sidecar, checksum mismatch, unreadable content,
+            or another feature version.
+    """
+    p = Path(path)
+    if expected_sha256 is None:
+        expected_sha256 = str(read_sidecar(p).get("sha256", ""))
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise BundleError(f"cannot read model bundle {p}: {e.strerror or e}") from None
+    return bundle_from_bytes(data, expected_sha256)
+
+
+def new_meta(**kw: Any) -> dict[str, Any]:
+    """Bundle metadata with ``created_at`` (UTC ISO 8601), library versions, feature count and ``kw``."""
+    return {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+        "n_features": N_FEATURES,
+        **kw,
+    }

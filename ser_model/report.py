@@ -1,0 +1,98 @@
+"""Training reports: confusion-matrix and loss-curve PNGs (matplotlib, Agg backend) and metrics JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def plot_confusion(report: dict[str, Any], path: str | os.PathLike[str], title: str = "") -> Path:
+    """Save a row-normalised confusion matrix (true rows, predicted columns) as PNG.
+
+    Args:
+        report: metrics from :func:`ser_model.metrics.classification_metrics` (``labels``,
+            ``confusion``, ``wa``, ``uar``, ``macro_f1``).
+        path: PNG file to write.
+        title: first title line; the WA/UAR/macro-F1 line is added.
+
+    Returns:
+        The written path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = report["labels"]
+    cm = np.asarray(report["confusion"], dtype=float)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * n, 0.8 + 0.75 * n), dpi=110)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}\n({int(cm[i, j])})",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    sub = f"WA {report['wa']:.3f}  UAR {report['uar']:.3f}  macro-F1 {report['macro_f1']:.3f}  (n={report['n']})"
+    ax.set_title(f"{title}\n{sub}" if title else sub, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="recall")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_loss(loss_curve: list[float], path: str | os.PathLike[str]) -> Path:
+    """Save the MLP training-loss curve (cross-entropy per epoch) as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=110)
+    ax.plot(range(1, len(loss_curve) + 1), loss_curve)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (cross-entropy)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def write_report(
+    folder: str | os.PathLike[str], cv: dict[str, Any], loss_curve: list[float], title: str
+) -> dict[str, Path]:
+    """Write ``metrics.json``, ``confusion_matrix.png`` and ``loss_curve.png`` into ``folder``.
+
+    Returns:
+        ``{"metrics": path, "confusion": path, "loss": path}``.
+    """
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    metrics = {k: v for k, v in cv.items() if k != "predictions"}
+    (d / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return {
+        "metrics": d / "metrics.json",
+        "confusion": plot_confusion(cv, d / "confusion_matrix.png", title),
+        "loss": plot_loss(loss_curve, d / "loss_curve.png"),
+    }

@@ -1,0 +1,233 @@
+"""Database schema (SQLAlchemy 2.0 typed ORM), engine and sessions.
+
+The schema is created and changed only by Alembic migrations (``migrations/``); nothing here calls
+``create_all``. SQLite (embedded default) runs in WAL mode with a busy timeout so that several
+worker processes can write; PostgreSQL is the deployment database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from ser_model.labels import EMOTIONS
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+STATUSES = ("pending", "done", "failed")
+BATCH_STATUSES = ("pending", "running", "done", "failed")
+PROB_COLUMNS = tuple(f"p_{e}" for e in EMOTIONS)
+
+
+def utcnow() -> datetime:
+    """Timezone-aware current UTC time."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Batch(Base):
+    """One `ser-batch submit`: what was submitted and how it ended."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    source_paths: Mapped[list[str]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    mode: Mapped[str] = mapped_column(String(16), default="embedded")  # embedded | distributed
+    n_files: Mapped[int] = mapped_column(Integer, default=0)
+    n_done: Mapped[int] = mapped_column(Integer, default=0)
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)
+    n_ignored: Mapped[int] = mapped_column(Integer, default=0)  # non-audio files seen while walking
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (CheckConstraint(f"status IN {BATCH_STATUSES}", name="status"),)
+
+
+class Result(Base):
+    """One row per submitted file: its label and probabilities, or why it failed."""
+
+    __tablename__ = "results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    sample_rate: Mapped[int | None] = mapped_column(Integer)
+    channels: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    emotion: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    p_neutral: Mapped[float | None] = mapped_column(Float)
+    p_calm: Mapped[float | None] = mapped_column(Float)
+    p_happy: Mapped[float | None] = mapped_column(Float)
+    p_sad: Mapped[float | None] = mapped_column(Float)
+    p_angry: Mapped[float | None] = mapped_column(Float)
+    p_fearful: Mapped[float | None] = mapped_column(Float)
+    p_disgust: Mapped[float | None] = mapped_column(Float)
+    p_surprised: Mapped[float | None] = mapped_column(Float)
+    probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON)  # every label of the model
+    model_version: Mapped[str | None] = mapped_column(String(128))
+    processing_ms: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("batch_id", "path", name="uq_results_batch_path"),
+        CheckConstraint(f"status IN {STATUSES}", name="status"),
+        Index("ix_results_batch_status", "batch_id", "status"),
+        Index("ix_results_emotion", "emotion"),
+    )
+
+
+class ModelVersion(Base):
+    """A registered model bundle; exactly one row is active."""
+
+    __tablename__ = "models"
+
+    version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    labels: Mapped[list[str]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    checksum: Mapped[str] = mapped_column(String(64))
+    feature_version: Mapped[str] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str] = mapped_column(Text)  # "package:default" or "db"
+    bundle: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+_engines: dict[tuple[str, int], Engine] = {}
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    cur.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, far fewer fsyncs
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")  # wait up to 30 s for another process' write lock
+    cur.close()
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for ``url`` (default: settings), one per URL and process.
+
+    After ``fork`` a new process gets its own engine (keyed by PID), so pooled connections are never
+    shared between processes. For SQLite files the parent folder is created and WAL mode, a 30 s busy
+    timeout and foreign keys are switched on for every connection.
+    """
+    if url is None:
+        from worker.settings import get_settings
+
+        url = get_settings().database_url
+    key = (url, os.getpid())
+    eng = _engines.get(key)
+    if eng is None:
+        u = make_url(url)
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if u.get_backend_name() == "sqlite":
+            if u.database and u.database != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(u.database)), exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        eng = create_engine(url, **kwargs)
+        if u.get_backend_name() == "sqlite":
+            event.listen(eng, "connect", _sqlite_pragmas)
+        _engines[key] = eng
+    return eng
+
+
+def dispose_engines() -> None:
+    """Forget engines inherited from a parent process (call right after fork)."""
+    for eng in list(_engines.values()):
+        eng.dispose(close=False)
+    _engines.clear()
+
+
+def upsert_results(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or update result rows on the unique key (batch_id, path).
+
+    A redelivered task therefore rewrites its own row instead of adding one. Works on SQLite and
+    PostgreSQL (``INSERT ... ON CONFLICT (batch_id, path) DO UPDATE``).
+
+    Args:
+        session: open session inside a transaction.
+        rows: dicts with ``batch_id`` and ``path`` and any other :class:`Result` columns; all rows
+            must carry the same keys.
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise RuntimeError(f"unsupported database {dialect}")
+    stmt = insert(Result).values(list(rows))
+    keys = set(rows[0]) - {"batch_id", "path", "created_at"}
+    update = {k: getattr(stmt.excluded, k) for k in keys}
+    update["updated_at"] = utcnow()
+    stmt = stmt.on_conflict_do_update(index_elements=["batch_id", "path"], set_=update)
+    session.execute(stmt)
+
+
+def insert_pending(session: Session, batch_id: int, paths: Iterable[str], sizes: dict[str, int]) -> None:
+    """Insert ``pending`` rows for files not yet in the batch (existing rows are left alone)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    rows = [{"batch_id": batch_id, "path": p, "status": "pending", "size_bytes": sizes.get(p)} for p in paths]
+    for i in range(0, len(rows), 500):
+        stmt = insert(Result).values(rows[i : i + 500]).on_conflict_do_nothing(index_elements=["batch_id", "path"])
+        session.execute(stmt)
+
+
+def batch_counts(session: Session, batch_id: int) -> dict[str, int]:
+    """``{"pending": n, "done": n, "failed": n, "total": n}`` counted from the results rows."""
+    counts = dict.fromkeys(STATUSES, 0)
+    q = select(Result.status, func.count()).where(Result.batch_id == batch_id).group_by(Result.status)
+    for status, n in session.execute(q):
+        counts[status] = n
+    counts["total"] = sum(counts[s] for s in STATUSES)
+    return counts

@@ -1,0 +1,131 @@
+"""Model registry: the ``models`` table, the packaged default model, and the per-process model cache.
+
+Bundles trained by ``ser-batch train`` are stored in the database itself (``models.bundle``), so
+every worker on every machine that reaches the database reaches the model, with no shared file
+system. The packaged default is referenced as ``source = "package:default"``. Every load checks the
+SHA-256 recorded in the row before unpickling.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from worker.db import ModelVersion, get_engine
+
+PACKAGE_SOURCE = "package:default"
+
+
+class RegistryError(Exception):
+    """No usable model: none registered, or the active one cannot be loaded."""
+
+
+def default_version_name(sha256: str, created_at: str) -> str:
+    """Version string of the packaged default model, e.g. ``default-20261121-1a2b3c4d``."""
+    return f"default-{created_at[:10].replace('-', '')}-{sha256[:8]}"
+
+
+def ensure_default_model(session: Session) -> str:
+    """Register the packaged default model if it is not registered yet; activate it if none is active.
+
+    Returns:
+        The default model's version string.
+
+    Raises:
+        RegistryError: the packaged bundle or its metadata is missing.
+    """
+    from ser_model.model import DEFAULT_MODEL_PATH, BundleError, read_sidecar
+
+    try:
+        side = read_sidecar(DEFAULT_MODEL_PATH)
+    except BundleError as e:
+        raise RegistryError(f"the packaged default model is missing: {e}") from None
+    version = default_version_name(side["sha256"], str(side.get("created_at", "")))
+    row = session.get(ModelVersion, version)
+    if row is None:
+        has_active = session.scalar(select(ModelVersion.version).where(ModelVersion.active.is_(True)))
+        session.add(
+            ModelVersion(
+                version=version,
+                labels=list(side["labels"]),
+                metrics=side.get("metrics", {}),
+                checksum=side["sha256"],
+                feature_version=side["feature_version"],
+                active=has_active is None,
+                source=PACKAGE_SOURCE,
+            )
+        )
+        session.flush()
+    return version
+
+
+def active_version(session: Session) -> str | None:
+    """Version string of the active model, or None."""
+    return session.scalar(select(ModelVersion.version).where(ModelVersion.active.is_(True)))
+
+
+def activate(session: Session, version: str) -> None:
+    """Make ``version`` the only active model, in the caller's transaction (atomic on commit).
+
+    Raises:
+        RegistryError: no such version.
+    """
+    if session.get(ModelVersion, version) is None:
+        raise RegistryError(f"no model version {version!r}")
+    session.execute(update(ModelVersion).where(ModelVersion.version != version).values(active=False))
+    session.execute(update(ModelVersion).where(ModelVersion.version == version).values(active=True))
+
+
+@dataclass
+class LoadedModel:
+    """A bundle loaded in this process and the version it was registered under."""
+
+    version: str
+    bundle: object  # ser_model.model.ModelBundle (typed loosely to keep this module import-light)
+
+
+_cache: dict[str, LoadedModel] = {}
+_lock = threading.Lock()
+
+
+def load_model(version: str | None = None, *, url: str | None = None) -> LoadedModel:
+    """The model ``version`` (default: the active one), loaded once per process and cached.
+
+    When the active version changes in the database, the next call loads the new one: workers pick
+    up an activation without a restart.
+
+    Raises:
+        RegistryError: no active model, unknown version, or the bundle fails its checksum or
+            feature-version check.
+    """
+    from ser_model.model import DEFAULT_MODEL_PATH, BundleError, bundle_from_bytes, load_bundle
+
+    engine = get_engine(url)
+    with Session(engine) as s, s.begin():
+        if version is None:
+            version = active_version(s) or ensure_default_model(s)
+        if version in _cache:
+            return _cache[version]
+        row = s.get(ModelVersion, version)
+        if row is None:
+            raise RegistryError(f"no model version {version!r} in the registry")
+        source, checksum, blob = row.source, row.checksum, row.bundle
+    with _lock:
+        if version in _cache:
+            return _cache[version]
+        try:
+            if source == PACKAGE_SOURCE:
+                bundle = load_bundle(DEFAULT_MODEL_PATH, expected_sha256=checksum)
+            elif blob is not None:
+                bundle = bundle_from_bytes(blob, checksum)
+            else:
+                raise RegistryError(f"model {version!r} has no stored bundle")
+        except BundleError as e:
+            raise RegistryError(f"model {version!r} cannot be loaded: {e}") from None
+        loaded = LoadedModel(version=version, bundle=bundle)
+        _cache.clear()  # keep one model per process
+        _cache[version] = loaded
+        return loaded

@@ -1,0 +1,117 @@
+"""The one settings object read by the CLI, the workers and ``migrations/env.py``.
+
+Every setting has a default that works on one machine with nothing installed, and an ``SER_``
+environment variable (``SER_DATABASE_URL``, ``SER_BROKER_URL``, ...). ``ser-batch config`` shows
+what is in force, with passwords redacted.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from platformdirs import user_cache_dir, user_data_dir
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+APP_NAME = "ser-batch"
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{Path(user_data_dir(APP_NAME)) / 'ser-batch.db'}"
+
+
+class Settings(BaseSettings):
+    """ser-batch configuration, from ``SER_*`` environment variables (or a ``.env`` file)."""
+
+    model_config = SettingsConfigDict(env_prefix="SER_", env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        default_factory=_default_database_url,
+        description="SQLAlchemy URL of the results database (SQLite file by default; "
+        "postgresql+psycopg://user:pass@host/db in deployment).",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker URL (redis://host:6379/0). Unset: `submit` works on this machine.",
+    )
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Processes used by embedded `submit` and local training.",
+    )
+    max_duration_s: float = Field(
+        default=600.0, gt=0, description="Recordings longer than this (seconds) fail with a reason."
+    )
+    max_file_bytes: int = Field(
+        default=2 * 1024**3, gt=0, description="Files larger than this (bytes) fail with a reason."
+    )
+    chunk_size: int = Field(default=8, ge=1, le=1000, description="Files per classify task.")
+    numba_cache_dir: str = Field(
+        default_factory=lambda: str(Path(user_cache_dir(APP_NAME)) / "numba"),
+        description="Writable cache for librosa's numba-compiled functions (NUMBA_CACHE_DIR).",
+    )
+    feature_cache_dir: str = Field(
+        default_factory=lambda: str(Path(user_cache_dir(APP_NAME)) / "features"),
+        description="Cache of training feature vectors keyed by file SHA-256 and feature version.",
+    )
+    model_dir: str = Field(
+        default_factory=lambda: str(Path(user_data_dir(APP_NAME)) / "models"),
+        description="Where `ser-batch train` writes bundles and reports by default.",
+    )
+    task_soft_time_limit_s: int = Field(default=300, gt=0, description="Soft limit of one classify task (s).")
+    task_time_limit_s: int = Field(default=360, gt=0, description="Hard limit of one classify task (s).")
+    visibility_timeout_s: int = Field(
+        default=3600, gt=0, description="Redis visibility timeout (s); above the hard time limit."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db_url(cls, v: str) -> str:
+        try:
+            make_url(v)
+        except Exception as e:  # noqa: BLE001 - any parse failure is a bad config
+            raise ValueError(f"not a valid SQLAlchemy URL: {e}") from None
+        return v
+
+    def redacted(self) -> dict[str, object]:
+        """Settings as a dict with passwords in URLs replaced by ``***``."""
+        out: dict[str, object] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name.endswith("_url") and value:
+                value = redact_url(str(value))
+            out[name] = value
+        return out
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:***@host/db`` for a URL with a password; other URLs unchanged."""
+    try:
+        u = make_url(url)
+    except Exception:  # noqa: BLE001
+        return url
+    if u.password:
+        return u.render_as_string(hide_password=True)
+    return url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings in force (read once per process)."""
+    return Settings()
+
+
+def prepare_process_env(settings: Settings | None = None) -> None:
+    """Environment for processes that compute features: single-threaded BLAS, a writable numba cache.
+
+    Must run before numpy/librosa are imported to take effect on BLAS thread pools.
+    """
+    s = settings or get_settings()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        Path(s.numba_cache_dir).mkdir(parents=True, exist_ok=True)
+        os.environ["NUMBA_CACHE_DIR"] = s.numba_cache_dir
