@@ -159,9 +159,81 @@ def submit(
         hidden = f", {walk.hidden} hidden entr(y/ies) skipped" if walk.hidden else ""
         err.print(f"batch [bold]{batch_id}[/]: {len(walk.files)} audio file(s){skipped}{hidden}")
     if s.broker_url:
-        raise CliError("distributed mode (SER_BROKER_URL) is not available yet in this version", EXIT_ERROR)
+        raise typer.Exit(_enqueue_batch(batch_id, chunk_size or s.chunk_size, wait_, quiet))
     code = _run_embedded_batch(batch_id, workers or s.workers, chunk_size or s.chunk_size, quiet)
     raise typer.Exit(code)
+
+
+def _enqueue_batch(batch_id: int, chunk_size: int, wait: bool, quiet: bool) -> int:
+    """Distributed mode: publish the batch's pending files by task name; optionally wait for the workers.
+
+    Imports neither librosa nor scikit-learn (only Celery's client side and the database). The batch
+    and its pending rows are committed before this runs, so no worker can find a chunk without rows.
+    """
+    from kombu.exceptions import OperationalError as BrokerError
+    from sqlalchemy.orm import Session
+
+    from worker.registry import active_version
+    from worker.settings import redact_url
+
+    s = _settings()
+    engine = _engine(migrate=False)
+    try:
+        from worker.celery_app import enqueue_chunks
+    except ValueError as e:  # time limits not ordered soft < hard < visibility timeout
+        raise CliError(f"bad configuration: {e}", EXIT_USAGE) from None
+    with Session(engine) as session:
+        model_version = active_version(session)  # one model per batch; None: workers register the default
+    todo = _pending_paths(engine, batch_id)
+    try:
+        n_messages = enqueue_chunks(batch_id, todo, chunk_size=chunk_size, model_version=model_version)
+    except BrokerError as e:
+        raise CliError(
+            f"cannot reach the broker {redact_url(s.broker_url or '')}: {' '.join(str(e).split())[:200]}; "
+            f"batch {batch_id} is saved, queue it again with `ser-batch submit --resume {batch_id}`"
+        ) from None
+    err.print(f"queued {len(todo)} file(s) of batch {batch_id} in {n_messages} task(s) of up to {chunk_size} file(s)")
+    console.print(batch_id)
+    if not wait:
+        err.print(f"follow with `ser-batch status {batch_id}`; results with `ser-batch results --batch {batch_id}`")
+        return EXIT_OK
+    return _wait_for_batch(batch_id, len(todo), quiet)
+
+
+def _wait_for_batch(batch_id: int, n_queued: int, quiet: bool, poll_s: float = 1.0) -> int:
+    """Show progress from database counts until no row of the batch is pending; then summarise."""
+    from sqlalchemy.orm import Session
+
+    from worker.db import batch_counts
+
+    engine = _engine(migrate=False)
+    t0 = time.perf_counter()
+    last_change, last_finished, hinted = t0, -1, False
+    try:
+        with _progress(quiet) as progress:
+            task = progress.add_task("waiting for workers", total=None)
+            while True:
+                with Session(engine) as session:
+                    counts = batch_counts(session, batch_id)
+                finished = counts["done"] + counts["failed"]
+                progress.update(task, total=counts["total"], completed=finished)
+                if counts["pending"] == 0:
+                    break
+                now = time.perf_counter()
+                if finished != last_finished:
+                    last_finished, last_change = finished, now
+                    if finished:
+                        progress.update(task, description="classifying")
+                elif not hinted and now - last_change > 60:
+                    err.print(
+                        "[yellow]no progress for 60 s[/]: is a worker running on this broker? (`ser-batch worker`)"
+                    )
+                    hinted = True
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        err.print(f"[yellow]stopped waiting[/]: the workers go on; follow with `ser-batch status {batch_id}`")
+        raise typer.Exit(130) from None
+    return _finish_batch(batch_id, time.perf_counter() - t0, n_queued)
 
 
 def _pending_paths(engine, batch_id: int) -> list[str]:  # type: ignore[no-untyped-def]
@@ -301,6 +373,69 @@ def _print_summary(
         )
         for path, error in failures:
             console.print(f"  {path}: {error}", markup=False, highlight=False)
+
+
+# ---------------------------------------------------------------------------------------- worker
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", min=1, help="Pool processes [default: SER_WORKERS].")
+    ] = None,
+    queues: Annotated[
+        str, typer.Option("--queues", "-Q", help="Comma-separated queues to serve: classify, training.")
+    ] = "classify",
+    loglevel: Annotated[LogLevel, typer.Option("--loglevel", "-l", help="Log level.")] = LogLevel.info,
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", "-n", help="Node name, e.g. w1@%h [default: celery@HOST].")
+    ] = None,
+) -> None:
+    """Start a Celery worker on SER_BROKER_URL that labels queued files (this process becomes the worker).
+
+    Before starting it brings an SQLite database to the current schema and registers the packaged
+    default model (PostgreSQL: run `ser-batch db upgrade` first). It then runs the same as
+    `celery -A worker.celery_app worker -Q classify --concurrency N --loglevel info --without-gossip
+    --without-mingle`, which warms up (librosa, numba, model) before it takes the first task.
+    Serve the training queue with its own worker: `ser-batch worker -Q training -c 1`.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.orm import Session
+
+    from worker.registry import RegistryError, ensure_default_model
+
+    s = _settings()
+    if not s.broker_url:
+        raise CliError("set SER_BROKER_URL (e.g. redis://localhost:6379/0) to start a worker", EXIT_USAGE)
+    try:
+        from worker.celery_app import check_time_limits
+
+        check_time_limits(s)
+    except ValueError as e:
+        raise CliError(f"bad configuration: {e}", EXIT_USAGE) from None
+    engine = _engine()  # migrates a fresh SQLite; refuses a PostgreSQL behind head
+    try:
+        with Session(engine) as session, session.begin():
+            ensure_default_model(session)
+    except (RegistryError, SQLAlchemyError) as e:
+        raise CliError(f"cannot register the default model: {' '.join(str(e).split())[:300]}") from None
+    engine.dispose()  # the worker opens its own connections
+    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"]
+    argv += [f"--queues={queues}", f"--concurrency={concurrency or s.workers}", f"--loglevel={loglevel.value}"]
+    argv += ["--without-gossip", "--without-mingle"]  # no worker-to-worker chatter over Redis; not needed here
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    err.print("starting: " + " ".join(argv[1:]), highlight=False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)  # like `exec celery ...` in a start script: signals go straight to Celery
 
 
 # ---------------------------------------------------------------------------------------- results
@@ -737,12 +872,11 @@ def main() -> None:
         err.print("[yellow]interrupted[/]: rows already written are kept; finish with `ser-batch submit --resume ID`")
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - last resort: one line, never a traceback
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        # click's usage errors (typer >= 0.22 vendors click as typer._click, so match by behaviour)
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(EXIT_USAGE)
-        if isinstance(e, click.exceptions.Abort):
+        if type(e).__name__ == "Abort":
             sys.exit(130)
         err.print(f"[red]error:[/] {type(e).__name__}: {e}", highlight=False)
         if os.environ.get("SER_DEBUG"):

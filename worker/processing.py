@@ -146,9 +146,17 @@ def process_paths(
     Raises:
         worker.registry.RegistryError: no usable model (the whole chunk cannot be labelled).
         sqlalchemy.exc.OperationalError: the database is unreachable (transient; callers retry).
+        PASSTHROUGH: re-raised from :func:`analyse_file` (a Celery time limit) after the rows
+            finished so far have been stored.
     """
     model = load_model(model_version, url=url)
-    rows = [analyse_file(p, model) for p in paths]
+    rows: list[dict[str, Any]] = []
+    try:
+        for p in paths:
+            rows.append(analyse_file(p, model))
+    except PASSTHROUGH:
+        store_rows(batch_id, rows, url=url)  # keep the files finished before a time limit hit
+        raise
     store_rows(batch_id, rows, url=url)
     done = sum(r["status"] == "done" for r in rows)
     return {"done": done, "failed": len(rows) - done}
