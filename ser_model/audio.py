@@ -157,11 +157,11 @@ def load_audio(
         raise AudioError(f"recording too short: {data.shape[0] / sr:.3f} s decoded < {MIN_DURATION_S} s minimum")
     if not np.isfinite(data).all():
         raise AudioError("audio contains NaN or infinite sample values")
-    peak = float(np.max(np.abs(data)))
+    y = to_mono_16k(data, sr)
+    peak = float(np.max(np.abs(y)))  # after the mono mix: channels in antiphase cancel out
     if peak <= 10 ** (SILENCE_PEAK_DBFS / 20):
         level = "-inf" if peak == 0 else f"{20 * np.log10(peak):.1f}"
         raise AudioError(f"silent recording: peak level {level} dBFS < {SILENCE_PEAK_DBFS:.0f} dBFS")
-    y = to_mono_16k(data, sr)
     return y, info
 
 

@@ -47,6 +47,14 @@ def upgrade(url: str, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def downgrade(url: str, revision: str) -> None:
+    """Migrate the database at ``url`` down to ``revision`` (``"base"`` for empty)."""
+    cfg = alembic_config(url)
+    with get_engine(url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
 def ensure_schema(url: str) -> bool:
     """Bring the embedded SQLite database up to head automatically; never touches other databases.
 

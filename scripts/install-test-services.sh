@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the servers the integration tests start themselves (redis-server, PostgreSQL) when they are
+# missing. Uses apt-get as root, or through sudo; otherwise says what is missing (those tests then skip).
+set -euo pipefail
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else
+  echo "note: ${missing[*]} not installed and no root/sudo: the integration tests that need them will be skipped" >&2
+  exit 0
+fi
+if command -v apt-get >/dev/null 2>&1; then
+  echo "installing ${missing[*]} with apt-get" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  # the Debian packages start system services; the tests start their own instances on free ports
+else
+  echo "note: no apt-get; install ${missing[*]} by hand to run the integration tests" >&2
+fi

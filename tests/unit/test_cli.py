@@ -1,0 +1,168 @@
+"""The `ser-batch` command end to end, as a user runs it (subprocess, real files, real SQLite)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ser_model.labels import parse_ravdess_name
+from tests.conftest import RAVDESS, RAVDESS_48K, REPO, make_bad_inputs, needs_corpus
+
+EXAMPLES = REPO / "examples" / "recordings"
+
+
+def run(args: list[str], db: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SER_")}
+    e.update({"SER_DATABASE_URL": f"sqlite:///{db}", "SER_WORKERS": "2", "COLUMNS": "200", **env})
+    exe = shutil.which("ser-batch") or f"{sys.executable} -m producer.cli"
+    return subprocess.run([*exe.split(), *args], capture_output=True, text=True, env=e, timeout=600, cwd=REPO)
+
+
+def no_traceback(p: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in p.stdout + p.stderr, p.stderr
+
+
+def rows(db: Path, batch_id: int | None = None) -> list[sqlite3.Row]:
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    q = "SELECT * FROM results" + (f" WHERE batch_id = {int(batch_id)}" if batch_id else "") + " ORDER BY id"
+    out = con.execute(q).fetchall()
+    con.close()
+    return out
+
+
+def test_submit_examples_then_results_csv(tmp_path):
+    db = tmp_path / "ser.db"
+    p = run(["submit", str(EXAMPLES)], db)
+    no_traceback(p)
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert "8 done" in p.stdout and "0 failed" in p.stdout
+    r = rows(db)
+    assert len(r) == 8 and {x["status"] for x in r} == {"done"}
+    for x in r:
+        assert x["sample_rate"] == 48000 and x["channels"] == 1 and len(x["sha256"]) == 64
+        assert x["model_version"].startswith("default-")
+        probs = [x[f"p_{e}"] for e in ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-6)
+        assert x["confidence"] == pytest.approx(max(probs))
+    c = run(["results", "--format", "csv"], db)
+    assert c.returncode == 0
+    table = list(csv.DictReader(io.StringIO(c.stdout)))
+    assert len(table) == 8
+    for col in ("batch_id", "path", "status", "emotion", "confidence", "error", "model_version", "duration_s"):
+        assert col in table[0]
+    assert "p_neutral" in table[0] and "p_surprised" in table[0]
+    j = run(["results", "--format", "json", "--emotion", table[0]["emotion"]], db)
+    assert j.returncode == 0 and all(x["emotion"] == table[0]["emotion"] for x in json.loads(j.stdout))
+    s = run(["status"], db)
+    assert s.returncode == 0 and "done" in s.stdout
+    b = run(["batches"], db)
+    assert b.returncode == 0 and str(EXAMPLES) in b.stdout.replace("\n", "").replace(" ", "") or "1" in b.stdout
+
+
+def test_bad_inputs_each_get_one_row_with_reason(tmp_path):
+    folder = tmp_path / "bad"
+    expected = make_bad_inputs(folder)
+    os.symlink(folder / "loop.wav", folder / "loop.wav")
+    expected["loop.wav"] = "failed"
+    db = tmp_path / "ser.db"
+    p = run(["submit", str(folder)], db)
+    no_traceback(p)
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert "1 non-audio file(s) ignored" in p.stderr
+    got = {Path(x["path"]).name: x for x in rows(db)}
+    assert set(got) == set(expected)  # exactly one row per audio-named file, notes.txt ignored
+    for name, status in expected.items():
+        assert got[name]["status"] == status, (name, got[name]["error"])
+        if status == "failed":
+            err = got[name]["error"]
+            assert err and "\n" not in err and "Traceback" not in err
+            assert not err.startswith("internal error"), (name, err)
+    assert "symlink loop" in got["loop.wav"]["error"]
+    c = run(["results", "--status", "failed", "--format", "csv"], db)
+    parsed = list(csv.DictReader(io.StringIO(c.stdout)))
+    assert len(parsed) == sum(v == "failed" for v in expected.values())
+
+
+def test_usage_errors_exit_2(tmp_path):
+    db = tmp_path / "ser.db"
+    p = run(["submit", str(tmp_path / "does-not-exist")], db)
+    no_traceback(p)
+    assert p.returncode == 2 and "path not found" in p.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("x")
+    p = run(["submit", str(empty)], db)
+    assert p.returncode == 2 and "no audio files" in p.stderr
+    p = run(["results", "--format", "xml"], db)
+    assert p.returncode == 2
+    p = run(["status", "999"], db)
+    assert p.returncode == 2 and "no batch 999" in p.stderr
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    p = run(["config"], tmp_path / "x.db", SER_WORKERS="zero")
+    no_traceback(p)
+    assert p.returncode == 2 and "SER_WORKERS" in p.stderr
+
+
+def test_config_redacts_passwords(tmp_path):
+    p = run(["config"], tmp_path / "x.db", SER_BROKER_URL="redis://:s3cret@localhost:6379/0")
+    assert p.returncode == 0
+    assert "s3cret" not in p.stdout and "***" in p.stdout
+
+
+def test_help_lists_commands(tmp_path):
+    p = run(["--help"], tmp_path / "x.db")
+    assert p.returncode == 0
+    for cmd in ("submit", "results", "status", "batches", "config", "db", "train", "models"):
+        assert cmd in p.stdout
+
+
+def test_db_upgrade_on_fresh_file(tmp_path):
+    db = tmp_path / "fresh.db"
+    p = run(["db", "upgrade"], db)
+    assert p.returncode == 0 and "empty -> 0001" in p.stdout.replace("\n", "")
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+
+
+@needs_corpus
+def test_48k_originals_are_resampled_and_agree_with_16k_copies(tmp_path):
+    """48 kHz WAV originals get the same labels as the 16 kHz FLAC copies the model was trained on."""
+    db = tmp_path / "ser.db"
+    p48 = run(["submit", str(RAVDESS_48K)], db)
+    assert p48.returncode == 0, p48.stdout + p48.stderr
+    names = sorted(f.stem for f in (RAVDESS_48K / "Actor_01").glob("*.wav"))
+    p16 = run(["submit", *[str(RAVDESS / "Actor_01" / f"{n}.flac") for n in names]], db)
+    assert p16.returncode == 0
+    lab48 = {Path(x["path"]).stem: x["emotion"] for x in rows(db, 1)}
+    lab16 = {Path(x["path"]).stem: x["emotion"] for x in rows(db, 2)}
+    assert {x["sample_rate"] for x in rows(db, 1)} == {48000}
+    assert len(lab48) == len(names) == 15
+    agree = sum(lab48[n] == lab16[n] for n in names)
+    assert agree >= 13, (lab48, lab16)
+    # and the labels are mostly right (actor 01 was in training, so this checks the resampling path)
+    correct = sum(lab48[n] == parse_ravdess_name(n).emotion for n in names)
+    assert correct >= 12
+
+
+@needs_corpus
+@pytest.mark.slow
+def test_submit_two_ravdess_actors(tmp_path):
+    db = tmp_path / "ser.db"
+    p = run(["submit", str(RAVDESS / "Actor_03"), str(RAVDESS / "Actor_04")], db)
+    no_traceback(p)
+    assert p.returncode == 0
+    r = rows(db)
+    assert len(r) == 120 and all(x["status"] == "done" for x in r)
+    assert len({x["path"] for x in r}) == 120
