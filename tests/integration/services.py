@@ -285,3 +285,42 @@ def temp_dir(prefix: str) -> Path:
     d = Path(tempfile.mkdtemp(prefix=prefix))
     d.chmod(0o755)
     return d
+
+
+def result_rows(database_url: str, batch_id: int | None = None) -> list[dict[str, object]]:
+    """Every ``results`` row (of one batch, or all) as dicts, ordered by id."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from worker.db import Result, get_engine
+
+    q = select(Result).order_by(Result.id)
+    if batch_id is not None:
+        q = q.where(Result.batch_id == batch_id)
+    with Session(get_engine(database_url)) as s:
+        return [
+            {c: getattr(r, c) for c in ("batch_id", "path", "status", "emotion", "confidence", "error", "attempts")}
+            | {"probabilities": r.probabilities}
+            for r in s.scalars(q)
+        ]
+
+
+def wait_batch_finished(database_url: str, batch_id: int, timeout_s: float = 120.0) -> dict[str, int]:
+    """Poll until no row of ``batch_id`` is pending; returns the counts.
+
+    Raises:
+        TimeoutError: rows still pending after ``timeout_s`` seconds.
+    """
+    from sqlalchemy.orm import Session
+
+    from worker.db import batch_counts, get_engine
+
+    end = time.monotonic() + timeout_s
+    counts: dict[str, int] = {}
+    while time.monotonic() < end:
+        with Session(get_engine(database_url)) as s:
+            counts = batch_counts(s, batch_id)
+        if counts["total"] and counts["pending"] == 0:
+            return counts
+        time.sleep(0.1)
+    raise TimeoutError(f"batch {batch_id} not finished after {timeout_s} s: {counts}")

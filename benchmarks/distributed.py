@@ -1,0 +1,170 @@
+"""Throughput of distributed mode (Redis + PostgreSQL + Celery workers) next to embedded mode.
+
+Starts its own redis-server and PostgreSQL cluster (as tests/integration does), then for each
+configuration: a fresh database, warmed-up workers, ``ser-batch submit DIR`` and the wall time from
+the start of ``submit`` until no row of the batch is pending. Embedded mode runs ``ser-batch submit
+DIR -j N`` on a fresh SQLite file, timed the same way (its time includes its own start-up).
+
+Usage::
+
+    NUMBA_CACHE_DIR=/tmp/numbacache python benchmarks/distributed.py /work/shared/data/ravdess \\
+        --out benchmarks/results/distributed
+
+Writes ``results.json`` and ``results.md`` (a table of files/s) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+
+from services import (  # noqa: E402
+    PostgresCluster,
+    RedisServer,
+    ser_batch,
+    service_env,
+    start_worker,
+    temp_dir,
+)
+
+
+def _wait_done(database_url: str, timeout_s: float = 1800.0) -> dict[str, int]:
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from worker.db import Batch, batch_counts, get_engine
+
+    end = time.monotonic() + timeout_s
+    eng = get_engine(database_url)
+    while time.monotonic() < end:
+        with Session(eng) as s:
+            bid = s.scalar(select(func.max(Batch.id)))
+            if bid is not None:
+                c = batch_counts(s, bid)
+                if c["total"] and c["pending"] == 0:
+                    return c
+        time.sleep(0.05)
+    raise TimeoutError("batch not finished")
+
+
+def run_distributed(
+    data: str, pg: PostgresCluster, redis: RedisServer, tmp: Path, *, name: str, workers: list[int], chunk: int
+) -> dict[str, Any]:
+    """One distributed run: ``workers`` lists the concurrency of each worker process started."""
+    url = pg.create_database(name)
+    redis.client().flushall()
+    env = service_env(url, redis.url, SER_CHUNK_SIZE=str(chunk))
+    p = ser_batch(["db", "upgrade"], env)
+    assert p.returncode == 0, p.stderr
+    procs = [start_worker(env, tmp / "logs", name=f"{name}-w{i}", concurrency=c) for i, c in enumerate(workers)]
+    try:
+        for w in procs:
+            w.wait_ready()
+        t0 = time.perf_counter()
+        p = ser_batch(["submit", data, "-q"], env)
+        assert p.returncode == 0, p.stderr
+        t_enqueued = time.perf_counter() - t0
+        counts = _wait_done(url)
+        wall = time.perf_counter() - t0
+    finally:
+        for w in procs:
+            w.stop()
+    return {
+        "mode": "distributed",
+        "name": name,
+        "worker_processes": sum(workers),
+        "workers": workers,
+        "chunk_size": chunk,
+        "files": counts["total"],
+        "done": counts["done"],
+        "failed": counts["failed"],
+        "submit_s": round(t_enqueued, 2),
+        "wall_s": round(wall, 2),
+        "files_per_s": round(counts["total"] / wall, 1),
+    }
+
+
+def run_embedded(data: str, tmp: Path, *, name: str, jobs: int, chunk: int) -> dict[str, Any]:
+    """One embedded run on a fresh SQLite file."""
+    db = tmp / f"{name}.db"
+    env = service_env(f"sqlite:///{db}", None)
+    t0 = time.perf_counter()
+    p = ser_batch(["submit", data, "-j", str(jobs), "--chunk-size", str(chunk), "-q"], env)
+    wall = time.perf_counter() - t0
+    assert p.returncode in (0, 3), p.stderr
+    counts = _wait_done(env["SER_DATABASE_URL"], timeout_s=10)
+    return {
+        "mode": "embedded",
+        "name": name,
+        "worker_processes": jobs,
+        "chunk_size": chunk,
+        "files": counts["total"],
+        "done": counts["done"],
+        "failed": counts["failed"],
+        "wall_s": round(wall, 2),
+        "files_per_s": round(counts["total"] / wall, 1),
+    }
+
+
+def main() -> None:
+    """Run the configurations and write the results."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("data", help="folder of recordings (e.g. the 1,200 RAVDESS files)")
+    ap.add_argument("--out", default="benchmarks/results/distributed")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--chunks", default="1,8,32", help="chunk sizes to compare (2 worker processes)")
+    ap.add_argument("--chunk", type=int, default=None, help="chunk size of the 1-vs-2-process runs")
+    args = ap.parse_args()
+    os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp/numbacache")
+    tmp = temp_dir("ser-bench-")
+    redis = RedisServer(tmp / "redis").start()
+    pg = PostgresCluster(tmp / "pg").start()
+    rows: list[dict[str, Any]] = []
+    try:
+        chunks = [int(c) for c in args.chunks.split(",") if c]
+        chunk = args.chunk or 8
+        for r in range(args.repeats):
+            for c in chunks:
+                rows.append(run_distributed(args.data, pg, redis, tmp, name=f"c{c}_r{r}", workers=[2], chunk=c))
+                print(json.dumps(rows[-1]), flush=True)
+            for jobs in (1, 2):
+                rows.append(run_embedded(args.data, tmp, name=f"emb{jobs}_r{r}", jobs=jobs, chunk=chunk))
+                print(json.dumps(rows[-1]), flush=True)
+            for ws in ([1], [1, 1]):
+                n = "_".join(map(str, ws))
+                rows.append(run_distributed(args.data, pg, redis, tmp, name=f"w{n}_r{r}", workers=ws, chunk=chunk))
+                print(json.dumps(rows[-1]), flush=True)
+    finally:
+        pg.stop()
+        redis.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    (out / "results.json").write_text(json.dumps({"machine": meta, "runs": rows}, indent=2) + "\n")
+    lines = [
+        f"# Distributed vs embedded throughput ({meta['cpus']} CPUs, {meta['platform']})",
+        "",
+        "| mode | worker processes | workers | chunk size | files | wall (s) | files/s |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['worker_processes']} | {r.get('workers', '-')} | {r['chunk_size']} | "
+            f"{r['files']} | {r['wall_s']} | {r['files_per_s']} |"
+        )
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Distributed mode end to end: real redis-server, real PostgreSQL, real Celery worker processes."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from services import REPO, result_rows, ser_batch, wait_batch_finished
+
+pytestmark = pytest.mark.integration
+
+
+def _batch_id(stdout: str) -> int:
+    """The batch id `submit` prints on stdout (its first line)."""
+    return int(stdout.strip().splitlines()[0])
+
+
+def _embedded_labels(env_for, tmp_path: Path, folder: Path) -> dict[str, tuple[str, float]]:
+    db = tmp_path / "embedded.db"
+    env = env_for(f"sqlite:///{db}", None)
+    p = ser_batch(["submit", str(folder), "-j", "2", "-q"], env)
+    assert p.returncode == 0, p.stderr
+    rows = result_rows(f"sqlite:///{db}")
+    return {str(r["path"]): (str(r["emotion"]), float(r["confidence"])) for r in rows}  # type: ignore[arg-type]
+
+
+PRODUCER_SCRIPT = """
+import json, sys
+sys.argv = ["ser-batch", "submit", sys.argv[1], "--chunk-size", "5"]
+from producer.cli import main
+try:
+    main()
+except SystemExit as e:
+    code = e.code
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"librosa", "sklearn", "numba", "scipy", "soundfile"})
+print(json.dumps({"code": code, "heavy": heavy, "celery": "celery" in sys.modules}), file=sys.stderr)
+"""
+
+
+def test_submit_enqueues_by_name_without_ml_libraries(broker_url, pg_url, recordings, env_for, redis_server):
+    folder = recordings(12)
+    env = env_for(pg_url, broker_url)
+    p = subprocess.run(
+        [sys.executable, "-c", PRODUCER_SCRIPT, str(folder)], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    report = json.loads(p.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0, p.stderr
+    assert report["celery"], "the producer should publish with Celery"
+    assert report["heavy"] == [], f"the producer imported {report['heavy']}"
+    batch_id = _batch_id(p.stdout)
+    # The batch and one pending row per file were committed; 12 files / 5 per task = 3 messages.
+    rows = result_rows(pg_url, batch_id)
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"pending"}
+    client = redis_server.client()
+    assert client.llen("classify") == math.ceil(12 / 5)
+    body = json.loads(json.loads(client.lindex("classify", 0))["body"])  # not base64: JSON serializer
+    assert body[0][0] == batch_id and len(body[0][1]) == 5
+
+
+def test_distributed_labels_equal_embedded_and_status_reports_completion(
+    broker_url, pg_url, recordings, env_for, start_workers, tmp_path
+):
+    folder = recordings(24)
+    expected = _embedded_labels(env_for, tmp_path, folder)
+    assert len(expected) == 24
+    env = env_for(pg_url, broker_url, SER_CHUNK_SIZE="4")
+    start_workers(env, name="w1", concurrency=2).wait_ready()
+    p = ser_batch(["submit", str(folder), "--wait"], env, timeout_s=180)
+    assert p.returncode == 0, p.stderr
+    batch_id = _batch_id(p.stdout)
+    assert "24 done" in p.stdout
+    rows = result_rows(pg_url, batch_id)
+    assert sorted(str(r["path"]) for r in rows) == sorted(expected)  # exactly one row per file
+    got = {str(r["path"]): (r["status"], r["emotion"], r["confidence"]) for r in rows}
+    for path, (emotion, confidence) in expected.items():
+        status, emo, conf = got[path]
+        assert status == "done"
+        assert emo == emotion, path
+        assert conf == pytest.approx(confidence, abs=1e-6)
+    st = ser_batch(["status", str(batch_id)], env)
+    assert st.returncode == 0, st.stderr
+    lines = {ln.strip("│ ").split("│")[0].strip(): ln for ln in st.stdout.splitlines() if "│" in ln}
+    assert "done" in lines["status"]
+    assert lines["done"].split("│")[2].strip() == "24"
+    assert lines["pending"].split("│")[2].strip() == "0"
+    assert float(lines["files/s"].split("│")[2].strip()) > 0
+    assert lines["ETA"].split("│")[2].strip() == "0 s"
+
+
+def test_two_worker_processes_share_one_batch(broker_url, pg_url, recordings, env_for, start_workers):
+    folder = recordings(96)
+    env = env_for(pg_url, broker_url, SER_CHUNK_SIZE="2")
+    w1 = start_workers(env, name="w1", concurrency=1)
+    w2 = start_workers(env, name="w2", concurrency=1)
+    w1.wait_ready()
+    w2.wait_ready()
+    p = ser_batch(["submit", str(folder), "--wait", "-q"], env, timeout_s=180)
+    assert p.returncode == 0, p.stderr
+    rows = result_rows(pg_url, _batch_id(p.stdout))
+    files = sorted(str(f) for f in folder.iterdir())
+    assert sorted(str(r["path"]) for r in rows) == files  # no missing and no duplicate row
+    assert {r["status"] for r in rows} == {"done"}
+    assert {r["attempts"] for r in rows} == {1}  # every file was started exactly once
+    n1, n2 = w1.tasks_succeeded(), w2.tasks_succeeded()
+    assert n1 > 0 and n2 > 0, (n1, n2)  # both workers took part
+    assert n1 + n2 == 48
+
+
+def test_worker_killed_mid_batch_then_replaced_leaves_every_file_done_once(
+    broker_url, pg_url, recordings, env_for, start_workers, redis_server
+):
+    from sqlalchemy.orm import Session
+
+    from worker.db import batch_counts, get_engine
+
+    folder = recordings(200)
+    # A small visibility timeout so that the dead worker's unacknowledged messages come back quickly.
+    env = env_for(
+        pg_url,
+        broker_url,
+        SER_CHUNK_SIZE="4",
+        SER_VISIBILITY_TIMEOUT_S="8",
+        SER_TASK_TIME_LIMIT_S="6",
+        SER_TASK_SOFT_TIME_LIMIT_S="5",
+    )
+    doomed = start_workers(env, name="doomed", concurrency=2)
+    doomed.wait_ready()
+    p = ser_batch(["submit", str(folder)], env)
+    assert p.returncode == 0, p.stderr
+    batch_id = _batch_id(p.stdout)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        with Session(get_engine(pg_url)) as s:
+            c = batch_counts(s, batch_id)
+        if c["done"] >= 20:
+            break
+        time.sleep(0.02)
+    doomed.kill()  # SIGKILL to the main process and its pool: nothing is acknowledged any more
+    with Session(get_engine(pg_url)) as s:
+        c = batch_counts(s, batch_id)
+    assert 0 < c["pending"] < 200, c
+    assert redis_server.client().hlen("unacked") > 0  # messages were in flight when it died
+    fresh = start_workers(env, name="fresh", concurrency=2)
+    fresh.wait_ready()
+    counts = wait_batch_finished(pg_url, batch_id, timeout_s=120)
+    assert counts == {"pending": 0, "done": 200, "failed": 0, "total": 200}
+    rows = result_rows(pg_url, batch_id)
+    assert sorted(str(r["path"]) for r in rows) == sorted(str(f) for f in folder.iterdir())
+    assert fresh.tasks_succeeded() > 0
+    assert redis_server.client().hlen("unacked") == 0

@@ -1,0 +1,87 @@
+"""PostgreSQL: the migration, the upserts and the status query on a real server."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from services import ser_batch
+
+pytestmark = pytest.mark.integration
+
+
+def test_db_upgrade_on_postgresql(pg_cluster, env_for):
+    url = pg_cluster.create_database("fresh_upgrade")
+    env = env_for(url, None)
+    p = ser_batch(["db", "upgrade"], env)
+    assert p.returncode == 0, p.stderr
+    assert "empty -> 0001" in p.stdout
+    p = ser_batch(["db", "current"], env)
+    assert p.returncode == 0, p.stderr
+    assert "current: 0001; head: 0001" in p.stdout
+    p = ser_batch(["db", "upgrade"], env)  # idempotent
+    assert p.returncode == 0 and "0001 -> 0001" in p.stdout, p.stdout + p.stderr
+
+
+def test_postgresql_behind_head_is_not_migrated_silently(pg_cluster, env_for, tmp_path):
+    url = pg_cluster.create_database("never_upgraded")
+    p = ser_batch(["status"], env_for(url, None))
+    assert p.returncode == 1
+    assert "ser-batch db upgrade" in p.stderr
+
+
+def test_upserts_and_pending_rows_on_postgresql(pg_url):
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from worker.db import Batch, Result, batch_counts, get_engine, insert_pending, upsert_results
+
+    eng = get_engine(pg_url)
+    with Session(eng) as s, s.begin():
+        b = Batch(source_paths=["/x"], status="running", mode="distributed", n_files=3)
+        s.add(b)
+        s.flush()
+        bid = b.id
+        insert_pending(s, bid, ["/x/a.wav", "/x/b.wav", "/x/c.wav"], {"/x/a.wav": 10})
+        insert_pending(s, bid, ["/x/a.wav"], {})  # already there: left alone
+    row = {"batch_id": bid, "path": "/x/a.wav", "status": "done", "emotion": "sad", "confidence": 0.5}
+    for emotion in ("sad", "angry"):  # the same row delivered twice, second time with another label
+        with Session(eng) as s, s.begin():
+            upsert_results(s, [{**row, "emotion": emotion}])
+    with Session(eng) as s:
+        n = s.scalar(select(func.count()).select_from(Result).where(Result.path == "/x/a.wav"))
+        r = s.scalars(select(Result).where(Result.path == "/x/a.wav")).one()
+        assert n == 1
+        assert (r.status, r.emotion, r.size_bytes) == ("done", "angry", 10)
+        assert r.updated_at >= r.created_at
+        assert batch_counts(s, bid) == {"pending": 2, "done": 1, "failed": 0, "total": 3}
+
+
+def test_status_on_postgresql_shows_rate_and_eta(pg_url, env_for):
+    from sqlalchemy.orm import Session
+
+    from worker.db import Batch, get_engine, insert_pending, upsert_results, utcnow
+
+    eng = get_engine(pg_url)
+    start = utcnow() - timedelta(seconds=10)
+    with Session(eng) as s, s.begin():
+        b = Batch(source_paths=["/d"], status="running", mode="distributed", n_files=4, created_at=start)
+        s.add(b)
+        s.flush()
+        bid = b.id
+        insert_pending(s, bid, [f"/d/{i}.wav" for i in range(4)], {})
+        upsert_results(
+            s,
+            [
+                {"batch_id": bid, "path": "/d/0.wav", "status": "done", "emotion": "sad", "finished_at": utcnow()},
+                {"batch_id": bid, "path": "/d/1.wav", "status": "failed", "error": "x", "finished_at": utcnow()},
+            ],
+        )
+    p = ser_batch(["status", str(bid)], env_for(pg_url, None))
+    assert p.returncode == 0, p.stderr
+    cells = {ln.split("│")[1].strip(): ln.split("│")[2].strip() for ln in p.stdout.splitlines() if ln.count("│") >= 3}
+    assert (cells["done"], cells["failed"], cells["pending"]) == ("1", "1", "2")
+    rate = float(cells["files/s"])
+    assert 0.1 < rate < 0.3  # 2 files in about 10 s
+    eta = float(cells["ETA"].rstrip(" s"))
+    assert 5 < eta < 15  # 2 pending at about 0.2 files/s
