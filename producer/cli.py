@@ -706,65 +706,129 @@ def train(
     register: Annotated[bool, typer.Option(help="Register the model in the database.")] = True,
     activate: Annotated[bool, typer.Option(help="Make it the active model for new work.")] = False,
     workers: Annotated[int | None, typer.Option("--workers", "-j", min=1, help="Processes.")] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Train on this machine even when SER_BROKER_URL is set.")
+    ] = False,
 ) -> None:
-    """Train an MLP on labelled recordings, report speaker-independent metrics, save a bundle."""
-    from ser_model.datasets import DatasetError, load_dataset
-    from ser_model.labels import EMOTIONS, parse_emotion_list
-    from ser_model.model import save_bundle
-    from ser_model.report import write_report
-    from ser_model.training import cross_validate, extract_table, train_bundle
+    """Train an MLP on labelled recordings, report speaker-independent metrics, save and register a bundle.
+
+    Labels come from RAVDESS or TESS names (fear -> fearful, ps -> surprised), from one folder per
+    label, or from a CSV manifest with columns path,label[,speaker]. With SER_BROKER_URL set (and no
+    --local) the job runs as a `ser.train` task on the `training` queue and this command follows it.
+    """
+    from ser_model.datasets import DatasetError
+    from ser_model.labels import parse_emotion_list
     from worker.settings import prepare_process_env
+    from worker.training import TrainRequest
 
     s = _settings()
-    prepare_process_env(s)
     try:
         wanted = parse_emotion_list(emotions)
-        files = load_dataset(data, dataset.value, emotions=wanted)
-    except (DatasetError, ValueError) as e:
+    except ValueError as e:
         raise CliError(str(e), EXIT_USAGE) from None
-    present = {f.label for f in files}
-    labels = list(wanted) if wanted else [e for e in EMOTIONS if e in present] + sorted(present - set(EMOTIONS))
-    err.print(f"{len(files)} labelled file(s), labels: {', '.join(labels)}")
+    missing = [d for d in data if not Path(d).exists()]
+    if missing:
+        raise CliError(f"training data not found: {', '.join(missing)}", EXIT_USAGE)
+    req = TrainRequest(
+        data=[os.path.abspath(d) for d in data],
+        dataset=dataset.value,
+        emotions=list(wanted) if wanted else None,
+        folds=folds,
+        activate=activate,
+        register=register,
+        output=str(output.resolve()) if output else None,
+        report=str(report.resolve()) if report else None,
+        workers=workers,
+    )
+    if s.broker_url and not local:
+        if not register:
+            raise CliError("--no-register needs --local: a queued training job always registers its model", EXIT_USAGE)
+        outcome = _train_remote(req)
+    else:
+        from worker.training import run_training
+
+        prepare_process_env(s)
+        _engine()  # migrate/open the database before the long work
+        with _progress(False) as progress:
+            tasks: dict[str, Any] = {}
+
+            def on(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = progress.add_task(stage, total=total)
+                progress.update(tasks[stage], completed=done, total=total)
+
+            try:
+                result = run_training(req, settings=s, progress=on, log=lambda m: err.print(m, highlight=False))
+            except (DatasetError, ValueError) as e:
+                raise CliError(str(e), EXIT_USAGE) from None
+        outcome = result.__dict__
+    _print_metrics(outcome["metrics"])
+    console.print(f"bundle: {outcome['bundle_path']} (sha256 {outcome['sha256'][:16]}...)")
+    rep = outcome["report_files"]
+    console.print(f"report: {rep['confusion']}, {rep['metrics']}, {rep['loss']}")
+    if outcome["version"]:
+        active = " (active)" if activate else " (not active: `ser-batch models activate VERSION`)"
+        console.print(f"registered model version [bold]{outcome['version']}[/]{active}")
+
+
+def _train_remote(req: Any) -> dict[str, Any]:
+    """Queue a training job on the broker and follow its progress through the ``jobs`` table."""
+    import uuid
+
+    from sqlalchemy.orm import Session
+
+    from worker.db import Job
+
+    s = _settings()
+    engine = _engine()
+    job_id = uuid.uuid4().hex
+    with Session(engine) as session, session.begin():
+        session.add(Job(id=job_id, kind="train", status="queued", request=req.to_json()))
+    from celery import Celery
+
+    Celery(broker=s.broker_url).send_task("ser.train", args=[job_id, req.to_json()], queue="training")
+    err.print(
+        f"training job {job_id} queued on 'training'; waiting for a worker (`ser-batch worker --queues training`)"
+    )
+    return _follow_job(job_id)
+
+
+def _follow_job(job_id: str, poll_s: float = 1.0) -> dict[str, Any]:
+    from sqlalchemy.orm import Session
+
+    from worker.db import Job
+
+    engine = _engine(migrate=False)
     with _progress(False) as progress:
-        t = progress.add_task("features", total=len(files))
-        table = extract_table(
-            files,
-            n_jobs=workers or s.workers,
-            cache_dir=s.feature_cache_dir,
-            progress=lambda d, n: progress.update(t, completed=d),
-        )
-        for path, reason in table.failed:
-            err.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
-        t2 = progress.add_task("cross-validation", total=folds)
-        try:
-            cv = cross_validate(
-                table, labels=labels, n_splits=folds, progress=lambda d, n: progress.update(t2, completed=d, total=n)
-            )
-        except ValueError as e:
-            raise CliError(f"cannot cross-validate: {e}", EXIT_USAGE) from None
-        t3 = progress.add_task("final model", total=1)
-        name = f"{dataset.value}{len(labels)}"
-        bundle = train_bundle(
-            table, labels=labels, cv_report=cv, name=name, dataset=f"{dataset.value}: {', '.join(data)}"
-        )
-        progress.update(t3, completed=1)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    out = output or Path(s.model_dir) / f"{name}-{stamp}.joblib"
-    digest = save_bundle(bundle, out)
-    rep_dir = report or out.with_suffix("").with_name(out.stem + "-report")
-    files_written = write_report(rep_dir, cv, bundle.meta["loss_curve"], title=f"{name}: {cv['protocol']}")
-    _print_metrics(cv)
-    console.print(f"bundle: {out} (sha256 {digest[:16]}...)")
-    console.print(f"report: {files_written['confusion']}, {files_written['metrics']}, {files_written['loss']}")
-    if register:
-        version = _register_bundle(out, digest, bundle, name, stamp, activate)
-        console.print(f"registered model version [bold]{version}[/]" + (" (active)" if activate else ""))
+        tasks: dict[str, Any] = {}
+        while True:
+            with Session(engine) as session:
+                job = session.get(Job, job_id)
+                assert job is not None
+                status, stage, done, total, message, result = (
+                    job.status,
+                    job.stage,
+                    job.done,
+                    job.total,
+                    job.message,
+                    job.result,
+                )
+            if stage:
+                if stage not in tasks:
+                    tasks[stage] = progress.add_task(stage, total=max(total, 1))
+                progress.update(tasks[stage], completed=done, total=max(total, 1))
+            if status == "done" and result is not None:
+                return result
+            if status == "failed":
+                raise CliError(f"training job {job_id} failed: {message}")
+            time.sleep(poll_s)
 
 
 def _print_metrics(cv: dict[str, Any]) -> None:
-    t = Table(title=cv["protocol"], show_header=True, header_style="bold")
+    t = Table(title=cv.get("protocol", ""), show_header=True, header_style="bold")
     t.add_column("metric")
     t.add_column("value", justify="right")
+    t.add_row("files", str(cv.get("n", "")))
     t.add_row("WA (accuracy)", f"{cv['wa']:.3f}")
     t.add_row("UAR", f"{cv['uar']:.3f}")
     t.add_row("macro-F1", f"{cv['macro_f1']:.3f}")
@@ -773,33 +837,50 @@ def _print_metrics(cv: dict[str, Any]) -> None:
     console.print(t)
 
 
-def _register_bundle(path: Path, digest: str, bundle: Any, name: str, stamp: str, activate: bool) -> str:
-    from sqlalchemy.orm import Session
+@app.command()
+def evaluate(
+    data: Annotated[list[str], typer.Argument(help="Labelled folders (or CSV manifests with --dataset csv).")],
+    dataset: Annotated[DatasetKind, typer.Option(help="How labels are read.")] = DatasetKind.ravdess,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model version [default: the active one].")] = None,
+    emotions: Annotated[str | None, typer.Option(help="Only these labels.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write metrics.json and confusion_matrix.png here.")] = None,
+) -> None:
+    """Metrics (WA, UAR, macro-F1, per-class recall) and confusion matrix of a model on labelled data."""
+    from ser_model.datasets import DatasetError
+    from ser_model.labels import parse_emotion_list
+    from ser_model.report import plot_confusion
+    from worker.registry import RegistryError
+    from worker.settings import prepare_process_env
+    from worker.training import evaluate_model
 
-    from worker.db import ModelVersion
-    from worker.registry import activate as activate_version
-    from worker.registry import ensure_default_model
-
-    engine = _engine()
-    version = f"{name}-{stamp}-{digest[:8]}"
-    with Session(engine) as session, session.begin():
-        ensure_default_model(session)
-        session.add(
-            ModelVersion(
-                version=version,
-                labels=list(bundle.labels),
-                metrics={k: v for k, v in bundle.meta.get("metrics", {}).items()},
-                checksum=digest,
-                feature_version=bundle.feature_version,
-                active=False,
-                source="db",
-                bundle=path.read_bytes(),
+    s = _settings()
+    prepare_process_env(s)
+    _engine()
+    try:
+        wanted = parse_emotion_list(emotions)
+        with _progress(False) as progress:
+            t = progress.add_task("features", total=None)
+            rep = evaluate_model(
+                data,
+                dataset.value,
+                version=model,
+                emotions=wanted,
+                settings=s,
+                progress=lambda st, d, n: progress.update(t, completed=d, total=n),
             )
-        )
-        session.flush()
-        if activate:
-            activate_version(session, version)
-    return version
+    except (DatasetError, ValueError) as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    except RegistryError as e:
+        raise CliError(str(e), EXIT_USAGE if "no model version" in str(e) else EXIT_ERROR) from None
+    rep["protocol"] = f"model {rep['model_version']} on {', '.join(data)}"
+    _print_metrics(rep)
+    if rep["n_skipped_labels"]:
+        err.print(f"{rep['n_skipped_labels']} file(s) left out: their label is not one the model knows")
+    if report:
+        report.mkdir(parents=True, exist_ok=True)
+        (report / "metrics.json").write_text(json.dumps(rep, indent=2, default=str) + "\n")
+        png = plot_confusion(rep, report / "confusion_matrix.png", title=rep["protocol"])
+        console.print(f"report: {png}, {report / 'metrics.json'}")
 
 
 @models_app.command("list")
@@ -839,9 +920,58 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, int | float) else ""
 
 
+def _model_row(session: Any, version: str | None) -> Any:
+    from worker.db import ModelVersion
+    from worker.registry import active_version, ensure_default_model
+
+    ensure_default_model(session)
+    version = version or active_version(session)
+    row = session.get(ModelVersion, version) if version else None
+    if row is None:
+        raise CliError(f"no model version {version!r}", EXIT_USAGE)
+    return row
+
+
+@models_app.command("show")
+def models_show(
+    version: Annotated[str | None, typer.Argument(help="Model version [default: the active one].")] = None,
+    report: Annotated[Path | None, typer.Option(help="Also draw its confusion matrix PNG into this folder.")] = None,
+) -> None:
+    """Show a model's label set, checksum, feature version and cross-validation metrics."""
+    from sqlalchemy.orm import Session
+
+    from ser_model.report import plot_confusion
+
+    with Session(_engine()) as session, session.begin():
+        m = _model_row(session, version)
+        info = {
+            "version": m.version,
+            "active": m.active,
+            "created": _aware(m.created_at).isoformat(timespec="seconds"),
+            "labels": ", ".join(m.labels),
+            "feature version": m.feature_version,
+            "sha256": m.checksum,
+            "stored": m.source,
+        }
+        metrics = dict(m.metrics or {})
+    t = Table(show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("", overflow="fold")
+    for k, v in info.items():
+        t.add_row(k, str(v))
+    console.print(t)
+    if metrics.get("wa") is not None:
+        _print_metrics(metrics)
+        if report and metrics.get("confusion"):
+            png = plot_confusion(
+                metrics, report / "confusion_matrix.png", title=f"{info['version']}: {metrics.get('protocol', '')}"
+            )
+            console.print(f"report: {png}")
+
+
 @models_app.command("activate")
 def models_activate(version: Annotated[str, typer.Argument(help="Version to make active.")]) -> None:
-    """Make VERSION the active model (atomic); new work uses it."""
+    """Make VERSION the active model (one transaction); new work, on every worker, uses it."""
     from sqlalchemy.orm import Session
 
     from worker.registry import RegistryError, activate, ensure_default_model
@@ -854,6 +984,37 @@ def models_activate(version: Annotated[str, typer.Argument(help="Version to make
         except RegistryError as e:
             raise CliError(str(e), EXIT_USAGE) from None
     console.print(f"active model: {version}")
+
+
+@models_app.command("export")
+def models_export(
+    version: Annotated[str, typer.Argument(help="Model version.")],
+    output: Annotated[Path, typer.Argument(help="Bundle file to write (.joblib); a .json sidecar goes beside it.")],
+) -> None:
+    """Write a registered model's bundle (checksum verified) and its metadata sidecar to a file."""
+    from sqlalchemy.orm import Session
+
+    from ser_model.model import DEFAULT_MODEL_PATH, BundleError, bundle_from_bytes, sha256_bytes
+
+    with Session(_engine()) as session, session.begin():
+        m = _model_row(session, version)
+        data = m.bundle if m.bundle is not None else DEFAULT_MODEL_PATH.read_bytes()
+        checksum, labels, fv, metrics = m.checksum, list(m.labels), m.feature_version, dict(m.metrics or {})
+    try:
+        bundle_from_bytes(data, checksum)  # refuse to export a corrupted bundle
+    except BundleError as e:
+        raise CliError(str(e)) from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(data)
+    side = {
+        "sha256": sha256_bytes(data),
+        "labels": labels,
+        "feature_version": fv,
+        "version": version,
+        "metrics": metrics,
+    }
+    Path(str(output) + ".json").write_text(json.dumps(side, indent=2, default=str) + "\n")
+    console.print(f"wrote {output} and {output}.json (sha256 {checksum[:16]}...)")
 
 
 # ---------------------------------------------------------------------------------------- entry point

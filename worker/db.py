@@ -111,6 +111,11 @@ class Result(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # how the label was reached: "utterance" (whole file), "segments" (aggregate of segment rows),
+    # "speaker-adaptive" (features normalised by the speaker's own statistics)
+    analysis_mode: Mapped[str | None] = mapped_column(String(32))
+    n_segments: Mapped[int | None] = mapped_column(Integer)
+    speaker: Mapped[str | None] = mapped_column(String(256))
 
     __table_args__ = (
         UniqueConstraint("batch_id", "path", name="uq_results_batch_path"),
@@ -134,6 +139,49 @@ class ModelVersion(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     source: Mapped[str] = mapped_column(Text)  # "package:default" or "db"
     bundle: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class Segment(Base):
+    """One segment of a long recording: its span and label; the file's row holds the aggregate."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
+    idx: Mapped[int] = mapped_column(Integer)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    emotion: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    p_neutral: Mapped[float | None] = mapped_column(Float)
+    p_calm: Mapped[float | None] = mapped_column(Float)
+    p_happy: Mapped[float | None] = mapped_column(Float)
+    p_sad: Mapped[float | None] = mapped_column(Float)
+    p_angry: Mapped[float | None] = mapped_column(Float)
+    p_fearful: Mapped[float | None] = mapped_column(Float)
+    p_disgust: Mapped[float | None] = mapped_column(Float)
+    p_surprised: Mapped[float | None] = mapped_column(Float)
+    probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON)
+
+    __table_args__ = (UniqueConstraint("result_id", "idx", name="uq_segments_result_idx"),)
+
+
+class Job(Base):
+    """A training or evaluation job and its progress, written by whoever runs it (CLI or worker)."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # train | evaluate
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | running | done | failed
+    stage: Mapped[str | None] = mapped_column(String(64))
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str | None] = mapped_column(Text)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
 _engines: dict[tuple[str, int], Engine] = {}

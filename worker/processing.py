@@ -65,6 +65,7 @@ def analyse_file(path: str, model: LoadedModel, settings: Settings | None = None
         "confidence": None,
         "probabilities": None,
         "model_version": model.version,
+        "analysis_mode": "utterance",
         **dict.fromkeys(PROB_COLUMNS),
     }
     try:

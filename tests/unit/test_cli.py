@@ -130,10 +130,12 @@ def test_help_lists_commands(tmp_path):
 
 def test_db_upgrade_on_fresh_file(tmp_path):
     db = tmp_path / "fresh.db"
+    from worker.migrate import head_revision
+
     p = run(["db", "upgrade"], db)
-    assert p.returncode == 0 and "empty -> 0001" in p.stdout.replace("\n", "")
+    assert p.returncode == 0 and f"empty -> {head_revision()}" in p.stdout.replace("\n", "")
     con = sqlite3.connect(db)
-    assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+    assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head_revision()
 
 
 @needs_corpus

@@ -1,0 +1,232 @@
+"""Training and evaluation jobs: the code path of local `ser-batch train` and of the ``ser.train`` task.
+
+A training job extracts features (reusing cached vectors for the same file content and feature
+version), cross-validates (grouped by speaker when speakers are known), fits the final model, writes
+the bundle and its report (metrics JSON, confusion-matrix PNG, loss-curve PNG), stores the bundle in
+the ``models`` table so every worker can load it, and optionally activates it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from worker.db import ModelVersion, get_engine
+from worker.settings import Settings, get_settings
+
+StageProgress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)`` with stage ``"features"``, ``"cross-validation"`` or ``"final model"``."""
+
+
+@dataclass
+class TrainRequest:
+    """What to train on; JSON-serialisable so it can travel as a task argument.
+
+    Attributes:
+        data: folders (or CSV manifests for ``dataset="csv"``), as paths the trainer can open.
+        dataset: ``ravdess``, ``tess``, ``folders`` or ``csv``.
+        emotions: label subset, or None for every label present.
+        folds: cross-validation folds.
+        activate: make the new model active when done.
+        register: store the model in the database registry.
+        output: bundle path; default ``<model_dir>/<name>-<UTC stamp>.joblib``.
+        report: report folder; default next to the bundle.
+        workers: feature-extraction processes; default the settings' ``workers``.
+    """
+
+    data: list[str]
+    dataset: str = "ravdess"
+    emotions: list[str] | None = None
+    folds: int = 5
+    activate: bool = False
+    register: bool = True
+    output: str | None = None
+    report: str | None = None
+    workers: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainOutcome:
+    """Result of a training job (JSON-serialisable)."""
+
+    version: str | None
+    bundle_path: str
+    sha256: str
+    report_files: dict[str, str]
+    metrics: dict[str, Any]
+    n_files: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+
+def ordered_labels(present: set[str], wanted: Sequence[str] | None) -> list[str]:
+    """The label order of a model: the user's order, else RAVDESS order, then other labels sorted."""
+    from ser_model.labels import EMOTIONS
+
+    if wanted:
+        return list(wanted)
+    return [e for e in EMOTIONS if e in present] + sorted(present - set(EMOTIONS))
+
+
+def run_training(
+    req: TrainRequest,
+    *,
+    settings: Settings | None = None,
+    progress: StageProgress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainOutcome:
+    """Run one training job end to end.
+
+    Args:
+        req: what to train on.
+        settings: settings in force (database, caches, model dir).
+        progress: stage progress callback.
+        log: receives one-line messages (skipped files, ...).
+
+    Returns:
+        The registered version (None when ``register`` is false), bundle path and SHA-256,
+        report files and the cross-validation metrics.
+
+    Raises:
+        ser_model.datasets.DatasetError: the data cannot be read as ``req.dataset``.
+        ValueError: cross-validation impossible (too few speakers or examples per label).
+    """
+    from ser_model.datasets import load_dataset
+    from ser_model.model import save_bundle
+    from ser_model.report import write_report
+    from ser_model.training import cross_validate, extract_table, train_bundle
+
+    s = settings or get_settings()
+    files = load_dataset(req.data, req.dataset, emotions=req.emotions)
+    labels = ordered_labels({f.label for f in files}, req.emotions)
+    if log:
+        log(f"{len(files)} labelled file(s), labels: {', '.join(labels)}")
+
+    def stage(name: str) -> Callable[[int, int], None]:
+        return lambda d, n: progress(name, d, n) if progress else None
+
+    table = extract_table(
+        files, n_jobs=req.workers or s.workers, cache_dir=s.feature_cache_dir, progress=stage("features")
+    )
+    for path, reason in table.failed:
+        if log:
+            log(f"skipped {path}: {reason}")
+    cv = cross_validate(table, labels=labels, n_splits=req.folds, progress=stage("cross-validation"))
+    name = f"{req.dataset}{len(labels)}"
+    bundle = train_bundle(
+        table, labels=labels, cv_report=cv, name=name, dataset=f"{req.dataset}: {', '.join(req.data)}"
+    )
+    if progress:
+        progress("final model", 1, 1)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out = Path(req.output) if req.output else Path(s.model_dir) / f"{name}-{stamp}.joblib"
+    digest = save_bundle(bundle, out)
+    rep_dir = Path(req.report) if req.report else out.with_name(out.stem + "-report")
+    written = write_report(rep_dir, cv, bundle.meta["loss_curve"], title=f"{name}: {cv['protocol']}")
+    version = None
+    if req.register:
+        version = register_bundle(out, digest, bundle, f"{name}-{stamp}", activate=req.activate, url=s.database_url)
+    metrics = {k: v for k, v in cv.items() if k != "predictions"}
+    return TrainOutcome(
+        version=version,
+        bundle_path=str(out),
+        sha256=digest,
+        report_files={k: str(v) for k, v in written.items()},
+        metrics=metrics,
+        n_files=len(table.labels),
+        skipped=list(table.failed),
+        labels=labels,
+    )
+
+
+def register_bundle(path: Path, digest: str, bundle: Any, stem: str, *, activate: bool, url: str | None = None) -> str:
+    """Store a saved bundle in the ``models`` table (bytes included) and optionally activate it.
+
+    Returns:
+        The new version string ``<name>-<stamp>-<sha8>``.
+    """
+    from worker.registry import activate as activate_version
+    from worker.registry import ensure_default_model
+
+    version = f"{stem}-{digest[:8]}"
+    with Session(get_engine(url)) as session, session.begin():
+        ensure_default_model(session)
+        session.add(
+            ModelVersion(
+                version=version,
+                labels=list(bundle.labels),
+                metrics=dict(bundle.meta.get("metrics", {})),
+                checksum=digest,
+                feature_version=bundle.feature_version,
+                active=False,
+                source="db",
+                bundle=Path(path).read_bytes(),
+            )
+        )
+        session.flush()
+        if activate:
+            activate_version(session, version)
+    return version
+
+
+def evaluate_model(
+    data: Sequence[str],
+    dataset: str,
+    *,
+    version: str | None = None,
+    emotions: Sequence[str] | None = None,
+    settings: Settings | None = None,
+    progress: StageProgress | None = None,
+) -> dict[str, Any]:
+    """Metrics of a registered model on labelled data.
+
+    Files whose label is not in the model's label set are left out (and counted).
+
+    Returns:
+        :func:`ser_model.metrics.classification_metrics` plus ``model_version``, ``n_skipped_labels``
+        and ``failed`` (files that could not be decoded).
+
+    Raises:
+        ser_model.datasets.DatasetError: unreadable data.
+        worker.registry.RegistryError: unknown or unloadable model.
+        ValueError: no file with a label the model knows.
+    """
+    import numpy as np
+
+    from ser_model.datasets import load_dataset
+    from ser_model.metrics import classification_metrics
+    from ser_model.training import extract_table
+    from worker.registry import load_model
+
+    s = settings or get_settings()
+    model = load_model(version, url=s.database_url)
+    bundle = model.bundle
+    files = load_dataset(data, dataset, emotions=emotions)
+    known = [f for f in files if f.label in bundle.labels]  # type: ignore[attr-defined]
+    if not known:
+        raise ValueError(f"none of the files has a label of model {model.version} ({', '.join(bundle.labels)})")  # type: ignore[attr-defined]
+    table = extract_table(
+        known,
+        n_jobs=s.workers,
+        cache_dir=s.feature_cache_dir,
+        progress=(lambda d, n: progress("features", d, n)) if progress else None,
+    )
+    proba = bundle.predict_proba(table.X)  # type: ignore[attr-defined]
+    pred = list(np.asarray(bundle.labels, dtype=object)[proba.argmax(axis=1)])  # type: ignore[attr-defined]
+    rep = classification_metrics(table.labels, pred, bundle.labels)  # type: ignore[attr-defined]
+    rep.update(model_version=model.version, n_skipped_labels=len(files) - len(known), failed=table.failed)
+    return rep
+
+
+def default_report_dir(settings: Settings, name: str) -> str:
+    """``<model_dir>/reports/<name>``."""
+    return os.path.join(settings.model_dir, "reports", name)
