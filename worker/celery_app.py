@@ -62,7 +62,7 @@ def make_app(s: Settings) -> Celery:
         ValueError: time limits not ordered soft < hard < visibility timeout.
     """
     check_time_limits(s)
-    celery_app = Celery("ser_batch", include=["worker.tasks"])
+    celery_app = Celery("ser_batch", include=["worker.tasks", "worker.train_tasks"])
     restore_every_s = max(1, min(60, s.visibility_timeout_s // 10))
     celery_app.conf.update(
         # Unset broker: a memory broker, so importing this module never needs Redis (the CLI
