@@ -159,7 +159,8 @@ def classify(self: Any, batch_id: int, paths: list[str], model_version: str | No
     except SoftTimeLimitExceeded:
         n = fail_pending(batch_id, todo, TIME_LIMIT_REASON, model_version=model_version)
         log.warning("batch %s: soft time limit hit, %d file(s) marked failed", batch_id, n)
-        counts["failed"] += n
+        final = [st for st, _ in _row_states(batch_id, todo).values()]
+        counts.update(done=final.count("done"), failed=final.count("failed"))
     except RegistryError as e:
         # No usable model: every file of the chunk fails with the reason (a retry cannot help).
         counts["failed"] += fail_pending(batch_id, todo, f"no usable model: {e}", model_version=model_version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import subprocess
@@ -58,8 +59,16 @@ def test_submit_enqueues_by_name_without_ml_libraries(broker_url, pg_url, record
     assert len(rows) == 12 and {r["status"] for r in rows} == {"pending"}
     client = redis_server.client()
     assert client.llen("classify") == math.ceil(12 / 5)
-    body = json.loads(json.loads(client.lindex("classify", 0))["body"])  # not base64: JSON serializer
-    assert body[0][0] == batch_id and len(body[0][1]) == 5
+    chunks = []
+    for raw in client.lrange("classify", 0, -1):
+        message = json.loads(raw)
+        assert message["content-type"] == "application/json"  # JSON serializer, never pickle
+        assert message["headers"]["task"] == "ser.classify"
+        args = json.loads(base64.b64decode(message["body"]))[0]  # kombu's Redis transport base64-wraps bodies
+        assert args[0] == batch_id
+        chunks.append(args[1])
+    assert sorted(len(c) for c in chunks) == [2, 5, 5]
+    assert sorted(p for c in chunks for p in c) == sorted(str(r["path"]) for r in rows)
 
 
 def test_distributed_labels_equal_embedded_and_status_reports_completion(
