@@ -38,7 +38,7 @@ try:
     main()
 except SystemExit as e:
     code = e.code
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"librosa", "sklearn", "numba", "scipy", "soundfile"})
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"librosa", "sklearn", "numba"})
 print(json.dumps({"code": code, "heavy": heavy, "celery": "celery" in sys.modules}), file=sys.stderr)
 """
 
