@@ -161,4 +161,41 @@ def test_worker_killed_mid_batch_then_replaced_leaves_every_file_done_once(
     rows = result_rows(pg_url, batch_id)
     assert sorted(str(r["path"]) for r in rows) == sorted(str(f) for f in folder.iterdir())
     assert fresh.tasks_succeeded() > 0
-    assert redis_server.client().hlen("unacked") == 0
+    assert "redelivered chunk" in fresh.log()  # the dead worker's chunks came back and were redone
+    end = time.monotonic() + 20  # the last acknowledgements follow the last row writes
+    while redis_server.client().hlen("unacked") and time.monotonic() < end:
+        time.sleep(0.1)
+    assert redis_server.client().hlen("unacked") == 0  # every message of the dead worker was dealt with
+
+
+def test_pool_process_killed_mid_task_is_replaced_and_its_chunk_requeued(
+    broker_url, pg_url, recordings, env_for, start_workers
+):
+    import os
+    import signal
+
+    from sqlalchemy.orm import Session
+
+    from worker.db import batch_counts, get_engine
+
+    folder = recordings(120)
+    env = env_for(pg_url, broker_url, SER_CHUNK_SIZE="4")
+    w = start_workers(env, name="w", concurrency=2).wait_ready()
+    children = Path(f"/proc/{w.proc.pid}/task/{w.proc.pid}/children").read_text().split()
+    assert len(children) == 2
+    p = ser_batch(["submit", str(folder)], env)
+    assert p.returncode == 0, p.stderr
+    batch_id = _batch_id(p.stdout)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        with Session(get_engine(pg_url)) as s:
+            if batch_counts(s, batch_id)["done"] >= 12:
+                break
+        time.sleep(0.02)
+    os.kill(int(children[0]), signal.SIGKILL)  # the OOM killer's way; the main process survives
+    counts = wait_batch_finished(pg_url, batch_id, timeout_s=90)
+    assert counts == {"pending": 0, "done": 120, "failed": 0, "total": 120}
+    rows = result_rows(pg_url, batch_id)
+    assert sorted(str(r["path"]) for r in rows) == sorted(str(f) for f in folder.iterdir())
+    assert "signal 9" in w.log()  # Celery saw its pool process die ...
+    assert w.proc.poll() is None  # ... and the worker carried on with a new one
