@@ -17,7 +17,7 @@ file-level aggregate, in memory that does not grow with the file's length:
      histograms the frame levels (constant memory: 0.5 dB bins), the second segments. A
      running or absolute threshold was rejected: a running reference is biased at the start of
      a file and an absolute one fails on quiet recordings (RAVDESS speech sits at -35 to -45 dBFS
-     RMS). The price is decoding the file twice (about 1 s per hour of 48 kHz WAV per pass on
+     RMS). The price is decoding the file twice (about 2-3 s per hour of 48 kHz WAV per pass on
      one core, see ``benchmarks/results/long_recording.md``).
    - ``"window:LEN:HOP"``: fixed windows of ``LEN`` seconds every ``HOP`` seconds.
    - ``"none"``: no segmentation; the file is classified whole.
