@@ -91,6 +91,8 @@ def test_distributed_labels_equal_embedded_and_status_reports_completion(
         assert status == "done"
         assert emo == emotion, path
         assert conf == pytest.approx(confidence, abs=1e-6)
+    csv_out = ser_batch(["results", "--batch", str(batch_id), "--format", "csv"], env)
+    assert csv_out.returncode == 0 and len(csv_out.stdout.strip().splitlines()) == 25  # header + 24
     st = ser_batch(["status", str(batch_id)], env)
     assert st.returncode == 0, st.stderr
     lines = {ln.strip("│ ").split("│")[0].strip(): ln for ln in st.stdout.splitlines() if "│" in ln}
