@@ -207,7 +207,10 @@ def warm_up(url: str | None = None) -> dict[str, Any]:
 def _warm_up_before_fork(**_: Any) -> None:
     if not _settings.broker_url:
         log.error("SER_BROKER_URL is not set: this worker listens on an in-memory broker nobody sends to")
+    from worker.db import get_engine
+
     result = warm_up()
+    get_engine().dispose()  # close the warm-up's connections: pool processes must not inherit sockets
     log.info("ser-batch worker warmed up (model %s)", result["model_version"])
 
 
