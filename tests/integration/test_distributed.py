@@ -201,3 +201,18 @@ def test_pool_process_killed_mid_task_is_replaced_and_its_chunk_requeued(
     assert sorted(str(r["path"]) for r in rows) == sorted(str(f) for f in folder.iterdir())
     assert "signal 9" in w.log()  # Celery saw its pool process die ...
     assert w.proc.poll() is None  # ... and the worker carried on with a new one
+
+
+def test_broker_down_at_submit_keeps_the_batch_for_resume(broker_url, pg_url, recordings, env_for, redis_server):
+    from services import free_port
+
+    folder = recordings(10)
+    dead = env_for(pg_url, f"redis://127.0.0.1:{free_port()}/0")
+    p = ser_batch(["submit", str(folder)], dead)
+    assert p.returncode == 1
+    assert "submit --resume 1" in " ".join(p.stderr.split())
+    assert {r["status"] for r in result_rows(pg_url, 1)} == {"pending"}
+    p = ser_batch(["submit", "--resume", "1", "--chunk-size", "4"], env_for(pg_url, broker_url))
+    assert p.returncode == 0, p.stderr
+    assert _batch_id(p.stdout) == 1
+    assert redis_server.client().llen("classify") == 3  # 10 pending files in chunks of 4
