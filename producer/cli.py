@@ -111,6 +111,16 @@ def submit(
         bool, typer.Option("--wait/--no-wait", help="Distributed mode: wait and show progress until finished.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    segment: Annotated[
+        str,
+        typer.Option(
+            help="How recordings of at least --segment-min-s are split: vad (speech/pause detection), "
+            "window:LEN:HOP (fixed windows, seconds) or none (one label per file)."
+        ),
+    ] = "vad",
+    segment_min_s: Annotated[
+        float, typer.Option(min=0.5, help="Recordings shorter than this (seconds) get one label.")
+    ] = 10.0,
 ) -> None:
     """Label every audio file under PATHS and record one row per file.
 
@@ -123,6 +133,12 @@ def submit(
     from worker.db import Batch, insert_pending
 
     s = _settings()
+    from ser_model.segment import parse_segment_mode
+
+    try:
+        seg_spec = str(parse_segment_mode(segment))
+    except ValueError as e:
+        raise CliError(f"--segment: {e}", EXIT_USAGE) from None
     if resume is None and not paths:
         raise CliError("give at least one file or folder (or --resume BATCH_ID)", EXIT_USAGE)
     engine = _engine()
@@ -149,7 +165,7 @@ def submit(
                 mode="distributed" if s.broker_url else "embedded",
                 n_files=len(walk.files),
                 n_ignored=walk.ignored,
-                options={"chunk_size": chunk_size or s.chunk_size},
+                options={"chunk_size": chunk_size or s.chunk_size, "segment": seg_spec, "segment_min_s": segment_min_s},
             )
             session.add(batch)
             session.flush()
@@ -456,6 +472,8 @@ RESULT_COLUMNS = (
     "sha256",
     "processing_ms",
     "finished_at",
+    "analysis_mode",
+    "n_segments",
 )
 
 
@@ -463,43 +481,56 @@ RESULT_COLUMNS = (
 def results(
     batch: Annotated[int | None, typer.Option("--batch", "-b", help="Only this batch [default: all].")] = None,
     status: Annotated[Status | None, typer.Option(help="Only rows with this status.")] = None,
-    emotion: Annotated[str | None, typer.Option(help="Only rows labelled with this emotion.")] = None,
+    emotion: Annotated[str | None, typer.Option(help="Only rows (or segments) labelled with this emotion.")] = None,
     fmt: Annotated[Fmt, typer.Option("--format", "-f", help="Output format.")] = Fmt.table,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
+    segments: Annotated[
+        bool, typer.Option("--segments", help="One row per segment of long recordings instead of per file.")
+    ] = False,
 ) -> None:
     """List result rows as a table, CSV or JSON (one row per file; p_<label> for every label)."""
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
     from ser_model.labels import EMOTIONS
-    from worker.db import Batch, Result
+    from worker.db import Batch, Result, Segment
 
     engine = _engine()
-    q = select(Result).order_by(Result.batch_id, Result.id)
+    if segments:
+        q = select(Segment, Result.batch_id, Result.path).join(Result, Segment.result_id == Result.id)
+        q = q.order_by(Result.batch_id, Result.id, Segment.idx)
+        if emotion:
+            q = q.where(Segment.emotion == emotion.lower())
+    else:
+        q = select(Result).order_by(Result.batch_id, Result.id)
+        if emotion:
+            q = q.where(Result.emotion == emotion.lower())
     if batch is not None:
         q = q.where(Result.batch_id == batch)
     if status is not None:
         q = q.where(Result.status == status.value)
-    if emotion:
-        q = q.where(Result.emotion == emotion.lower())
     if limit:
         q = q.limit(limit)
     with Session(engine) as session:
         if batch is not None and session.get(Batch, batch) is None:
             raise CliError(f"no batch {batch}", EXIT_USAGE)
-        rows = list(session.scalars(q))
+        fetched = list(session.execute(q).all()) if segments else list(session.scalars(q))
         labels = list(EMOTIONS)
-        for r in rows:
-            for lab in r.probabilities or {}:
+        for r in fetched:
+            for lab in (r[0] if segments else r).probabilities or {}:
                 if lab not in labels:
                     labels.append(lab)
-        records = [_record(r, labels) for r in rows]
-    columns = [*RESULT_COLUMNS, *(f"p_{lab}" for lab in labels)]
+        if segments:
+            records = [_segment_record(sg, b, p, labels) for sg, b, p in fetched]
+            columns = [*SEGMENT_COLUMNS, *(f"p_{lab}" for lab in labels)]
+        else:
+            records = [_record(r, labels) for r in fetched]
+            columns = [*RESULT_COLUMNS, *(f"p_{lab}" for lab in labels)]
     if fmt is Fmt.table:
-        text = None
-        _print_results_table(records, output)
-    elif fmt is Fmt.csv:
+        _print_results_table(records, output, segments)
+        return
+    if fmt is Fmt.csv:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         w.writeheader()
@@ -507,12 +538,31 @@ def results(
         text = buf.getvalue()
     else:
         text = json.dumps(records, indent=2, default=str) + "\n"
-    if text is not None:
-        if output:
-            output.write_text(text, encoding="utf-8")
-            err.print(f"wrote {len(records)} row(s) to {output}")
-        else:
-            sys.stdout.write(text)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {len(records)} row(s) to {output}")
+    else:
+        sys.stdout.write(text)
+
+
+SEGMENT_COLUMNS = ("batch_id", "path", "result_id", "index", "start_s", "end_s", "emotion", "confidence")
+
+
+def _segment_record(sg: Any, batch_id: int, path: str, labels: list[str]) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "batch_id": batch_id,
+        "path": path,
+        "result_id": sg.result_id,
+        "index": sg.idx,
+        "start_s": round(sg.start_s, 3),
+        "end_s": round(sg.end_s, 3),
+        "emotion": sg.emotion,
+        "confidence": sg.confidence,
+    }
+    probs = sg.probabilities or {}
+    for lab in labels:
+        rec[f"p_{lab}"] = probs.get(lab)
+    return rec
 
 
 def _record(r: Any, labels: list[str]) -> dict[str, Any]:
@@ -525,20 +575,37 @@ def _record(r: Any, labels: list[str]) -> dict[str, Any]:
     return rec
 
 
-def _print_results_table(records: list[dict[str, Any]], output: Path | None) -> None:
+def _print_results_table(records: list[dict[str, Any]], output: Path | None, segments: bool = False) -> None:
     t = Table(show_header=True, header_style="bold")
-    for col in ("batch", "path", "status", "emotion", "conf.", "duration (s)", "error"):
+    cols = (
+        ("batch", "path", "#", "start (s)", "end (s)", "emotion", "conf.")
+        if segments
+        else ("batch", "path", "status", "emotion", "conf.", "duration (s)", "error")
+    )
+    for col in cols:
         t.add_column(col, overflow="fold")
     for r in records:
-        t.add_row(
-            str(r["batch_id"]),
-            r["path"],
-            r["status"],
-            r["emotion"] or "",
-            f"{r['confidence']:.2f}" if r["confidence"] is not None else "",
-            f"{r['duration_s']:.2f}" if r["duration_s"] is not None else "",
-            r["error"] or "",
-        )
+        conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else ""
+        if segments:
+            t.add_row(
+                str(r["batch_id"]),
+                r["path"],
+                str(r["index"]),
+                f"{r['start_s']:.2f}",
+                f"{r['end_s']:.2f}",
+                r["emotion"] or "",
+                conf,
+            )
+        else:
+            t.add_row(
+                str(r["batch_id"]),
+                r["path"],
+                r["status"],
+                r["emotion"] or "",
+                conf,
+                f"{r['duration_s']:.2f}" if r["duration_s"] is not None else "",
+                r["error"] or "",
+            )
     if output:
         with output.open("w", encoding="utf-8") as fh:
             Console(file=fh, width=200).print(t)
@@ -546,6 +613,51 @@ def _print_results_table(records: list[dict[str, Any]], output: Path | None) -> 
     else:
         console.print(t)
         console.print(f"{len(records)} row(s)")
+
+
+@app.command()
+def plot(
+    result: Annotated[str, typer.Argument(help="Result id, or a file path (its newest row).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path("timeline.png"),
+) -> None:
+    """Draw the emotion probabilities over time of one (segmented) recording as a PNG timeline."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from ser_model.labels import EMOTIONS
+    from ser_model.report import plot_timeline
+    from worker.db import Result, Segment
+
+    with Session(_engine()) as session:
+        if result.isdigit():
+            row = session.get(Result, int(result))
+        else:
+            q = select(Result).where(Result.path.in_([result, os.path.abspath(result)])).order_by(Result.id.desc())
+            row = session.scalars(q.limit(1)).first()
+        if row is None:
+            raise CliError(
+                f"no result {result!r} (give a result id from `ser-batch results --format csv` or a path)", EXIT_USAGE
+            )
+        if row.status != "done":
+            raise CliError(f"result {row.id} is {row.status}: {row.error or 'not labelled yet'}", EXIT_USAGE)
+        segs = [
+            {"start_s": sg.start_s, "end_s": sg.end_s, "emotion": sg.emotion, "probabilities": sg.probabilities}
+            for sg in session.scalars(select(Segment).where(Segment.result_id == row.id).order_by(Segment.idx))
+        ]
+        if not segs:  # a short file: one segment spanning it
+            segs = [
+                {
+                    "start_s": 0.0,
+                    "end_s": row.duration_s or 0.0,
+                    "emotion": row.emotion,
+                    "probabilities": row.probabilities,
+                }
+            ]
+        probs = row.probabilities or {}
+        labels = [e for e in EMOTIONS if e in probs] + sorted(set(probs) - set(EMOTIONS))
+        title = f"{row.path} ({row.analysis_mode}, {len(segs)} segment(s), overall {row.emotion} {row.confidence:.2f})"
+    out = plot_timeline(segs, labels, output, title=title)
+    console.print(f"wrote {out}")
 
 
 # ---------------------------------------------------------------------------------------- status

@@ -96,3 +96,61 @@ def write_report(
         "confusion": plot_confusion(cv, d / "confusion_matrix.png", title),
         "loss": plot_loss(loss_curve, d / "loss_curve.png"),
     }
+
+
+def plot_timeline(
+    segments: list[dict[str, Any]], labels: list[str], path: str | os.PathLike[str], title: str = ""
+) -> Path:
+    """Save a timeline of emotion probabilities over a recording as PNG.
+
+    Each segment contributes a step from ``start_s`` to ``end_s`` (seconds) for every label's
+    probability; a strip below shows the winning emotion of each segment.
+
+    Args:
+        segments: dicts with ``start_s``, ``end_s``, ``emotion`` and ``probabilities`` ({label: p}).
+        labels: labels to draw, one line each.
+        path: PNG file to write.
+        title: plot title.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: no segments.
+    """
+    if not segments:
+        raise ValueError("no segments to plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    segs = sorted(segments, key=lambda s: s["start_s"])
+    cmap = plt.get_cmap("tab10")
+    colour = {lab: cmap(i % 10) for i, lab in enumerate(labels)}
+    fig, (ax, strip) = plt.subplots(
+        2, 1, figsize=(11, 4.2), dpi=110, sharex=True, gridspec_kw={"height_ratios": [5, 1]}
+    )
+    for lab in labels:
+        xs: list[float] = []
+        ys: list[float] = []
+        for s in segs:
+            p = float((s.get("probabilities") or {}).get(lab, 0.0))
+            xs += [s["start_s"], s["end_s"], float("nan")]
+            ys += [p, p, float("nan")]
+        ax.plot(xs, ys, color=colour[lab], label=lab, lw=1.8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(title, fontsize=9)
+    for s in segs:
+        strip.axvspan(s["start_s"], s["end_s"], color=colour.get(s.get("emotion"), "grey"), alpha=0.9)
+    strip.set_yticks([])
+    strip.set_xlabel("time (s)")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -28,8 +28,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     func,
+    insert,
     select,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -256,6 +258,43 @@ def upsert_results(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     update["updated_at"] = utcnow()
     stmt = stmt.on_conflict_do_update(index_elements=["batch_id", "path"], set_=update)
     session.execute(stmt)
+
+
+def replace_segments(session: Session, batch_id: int, segments_by_path: dict[str, list[dict[str, Any]]]) -> None:
+    """Replace the ``segments`` rows of the given files of a batch.
+
+    Args:
+        session: open session inside a transaction (the result rows must exist).
+        batch_id: the batch.
+        segments_by_path: ``{path: [{"index", "start_s", "end_s", "emotion", "confidence",
+            "probabilities"}]}`` as produced by :func:`ser_model.segment.classify_segments`.
+    """
+    ids = dict(
+        session.execute(
+            select(Result.path, Result.id).where(Result.batch_id == batch_id, Result.path.in_(list(segments_by_path)))
+        ).all()
+    )
+    if not ids:
+        return
+    session.execute(delete(Segment).where(Segment.result_id.in_(list(ids.values()))))
+    new = []
+    for path, segs in segments_by_path.items():
+        for sg in segs:
+            probs = sg.get("probabilities") or {}
+            new.append(
+                {
+                    "result_id": ids[path],
+                    "idx": sg["index"],
+                    "start_s": sg["start_s"],
+                    "end_s": sg["end_s"],
+                    "emotion": sg.get("emotion"),
+                    "confidence": sg.get("confidence"),
+                    "probabilities": probs,
+                    **{f"p_{lab}": probs.get(lab) for lab in (c[2:] for c in PROB_COLUMNS)},
+                }
+            )
+    for i in range(0, len(new), 500):
+        session.execute(insert(Segment), new[i : i + 500])
 
 
 def insert_pending(session: Session, batch_id: int, paths: Iterable[str], sizes: dict[str, int]) -> None:

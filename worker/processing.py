@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from worker.db import PROB_COLUMNS, get_engine, upsert_results, utcnow
+from worker.db import PROB_COLUMNS, get_engine, replace_segments, upsert_results, utcnow
 from worker.registry import LoadedModel, load_model
 from worker.settings import Settings, get_settings
 
@@ -34,13 +34,33 @@ def _sha256_and_size(path: str) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def analyse_file(path: str, model: LoadedModel, settings: Settings | None = None) -> dict[str, Any]:
+def _prob_columns(probs: dict[str, float]) -> dict[str, float]:
+    """``p_<label>`` columns for the labels that have one (the eight RAVDESS emotions)."""
+    return {f"p_{lab}": p for lab, p in probs.items() if f"p_{lab}" in PROB_COLUMNS}
+
+
+def analyse_file(
+    path: str,
+    model: LoadedModel,
+    settings: Settings | None = None,
+    *,
+    segment: str = "vad",
+    segment_min_s: float = 10.0,
+) -> dict[str, Any]:
     """Decode, featurise and classify one file; never raises for bad input.
+
+    Files of at least ``segment_min_s`` seconds are split into segments (``segment`` mode, see
+    :func:`ser_model.segment.parse_segment_mode`), decoded block-wise in bounded memory and each
+    segment classified; the file's row then holds the duration-weighted mean of the segment
+    probabilities and the segments travel in ``row["segments"]`` (not a column; see
+    :func:`store_rows`). Shorter files, and every file with ``segment="none"``, are classified whole.
 
     Args:
         path: audio file path as stored in the batch.
         model: the loaded model (see :func:`worker.registry.load_model`).
         settings: limits (max duration, max bytes); default the settings in force.
+        segment: ``"vad"``, ``"window:LEN:HOP"`` (seconds) or ``"none"``.
+        segment_min_s: files shorter than this (seconds) are classified whole.
 
     Returns:
         A ``results`` row (without ``batch_id``): ``status`` ``"done"`` with emotion, confidence and
@@ -49,6 +69,7 @@ def analyse_file(path: str, model: LoadedModel, settings: Settings | None = None
     """
     from ser_model.audio import AudioError, load_audio, probe_audio
     from ser_model.features import extract_features
+    from ser_model.segment import classify_segments, parse_segment_mode
 
     s = settings or get_settings()
     t0 = time.perf_counter()
@@ -66,6 +87,7 @@ def analyse_file(path: str, model: LoadedModel, settings: Settings | None = None
         "probabilities": None,
         "model_version": model.version,
         "analysis_mode": "utterance",
+        "n_segments": None,
         **dict.fromkeys(PROB_COLUMNS),
     }
     try:
@@ -84,17 +106,29 @@ def analyse_file(path: str, model: LoadedModel, settings: Settings | None = None
             raise AudioError(_os_reason(e)) from None
         info = probe_audio(path)
         row.update(duration_s=info.duration_s, sample_rate=info.sample_rate, channels=info.channels)
-        y, _ = load_audio(path, max_duration_s=s.max_duration_s, info=info)
-        x = extract_features(y)
+        mode = parse_segment_mode(segment)
         bundle = model.bundle
-        proba = bundle.predict_proba(x[None, :])[0]  # type: ignore[attr-defined]
-        labels: list[str] = list(bundle.labels)  # type: ignore[attr-defined]
-        probs = {lab: float(p) for lab, p in zip(labels, proba, strict=True)}
-        best = max(probs, key=probs.__getitem__)
-        row.update(status="done", emotion=best, confidence=probs[best], probabilities=probs)
-        for lab, p in probs.items():
-            if f"p_{lab}" in PROB_COLUMNS:
-                row[f"p_{lab}"] = p
+        if mode.kind != "none" and info.duration_s >= segment_min_s:
+            seg = classify_segments(path, bundle, mode, min_duration_s=segment_min_s, info=info)
+            row.update(
+                status="done",
+                emotion=seg.emotion,
+                confidence=seg.confidence,
+                probabilities=seg.probabilities,
+                analysis_mode="segments",
+                n_segments=seg.n_segments,
+                segments=seg.segments,
+                **_prob_columns(seg.probabilities),
+            )
+        else:
+            y, _ = load_audio(path, max_duration_s=s.max_duration_s, info=info)
+            x = extract_features(y)
+            proba = bundle.predict_proba(x[None, :])[0]  # type: ignore[attr-defined]
+            labels: list[str] = list(bundle.labels)  # type: ignore[attr-defined]
+            probs = {lab: float(p) for lab, p in zip(labels, proba, strict=True)}
+            best = max(probs, key=probs.__getitem__)
+            row.update(status="done", emotion=best, confidence=probs[best], probabilities=probs)
+            row.update(_prob_columns(probs))
     except PASSTHROUGH:
         raise
     except AudioError as e:
@@ -119,10 +153,35 @@ def _os_reason(e: OSError) -> str:
 
 
 def store_rows(batch_id: int, rows: Sequence[dict[str, Any]], *, url: str | None = None) -> None:
-    """Upsert analysed rows of one batch in one short transaction."""
-    full = [{**r, "batch_id": batch_id} for r in rows]
+    """Upsert analysed rows of one batch, and replace their segments, in one short transaction.
+
+    Rows with a ``segments`` list (from :func:`analyse_file` on a long recording) get their
+    ``segments`` table rows rewritten, so a redelivered task leaves one set of segments per file.
+    """
+    full = [{k: v for k, v in r.items() if k != "segments"} | {"batch_id": batch_id} for r in rows]
+    # upsert_results needs the same keys in every row (one multi-row INSERT)
+    keys = set().union(*(r.keys() for r in full)) if full else set()
+    full = [{k: r.get(k) for k in keys} if len(r) != len(keys) else r for r in full]
+    segmented = {r["path"]: r["segments"] for r in rows if r.get("segments")}
     with Session(get_engine(url)) as session, session.begin():
         upsert_results(session, full)
+        if segmented:
+            replace_segments(session, batch_id, segmented)
+
+
+_options_cache: dict[tuple[str | None, int, int], dict[str, Any]] = {}
+
+
+def batch_options(batch_id: int, *, url: str | None = None) -> dict[str, Any]:
+    """The options a batch was submitted with (segment mode, ...), read once per process and batch."""
+    from worker.db import Batch
+
+    key = (url, os.getpid(), batch_id)
+    if key not in _options_cache:
+        with Session(get_engine(url)) as session:
+            batch = session.get(Batch, batch_id)
+            _options_cache[key] = dict(batch.options or {}) if batch is not None else {}
+    return _options_cache[key]
 
 
 def process_paths(
@@ -151,10 +210,12 @@ def process_paths(
             finished so far have been stored.
     """
     model = load_model(model_version, url=url)
+    opts = batch_options(batch_id, url=url)
+    seg = {"segment": str(opts.get("segment", "vad")), "segment_min_s": float(opts.get("segment_min_s", 10.0))}
     rows: list[dict[str, Any]] = []
     try:
         for p in paths:
-            rows.append(analyse_file(p, model))
+            rows.append(analyse_file(p, model, **seg))
     except PASSTHROUGH:
         store_rows(batch_id, rows, url=url)  # keep the files finished before a time limit hit
         raise

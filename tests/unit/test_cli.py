@@ -168,3 +168,44 @@ def test_submit_two_ravdess_actors(tmp_path):
     r = rows(db)
     assert len(r) == 120 and all(x["status"] == "done" for x in r)
     assert len({x["path"] for x in r}) == 120
+
+
+@needs_corpus
+def test_long_recording_is_segmented(tmp_path):
+    """A 40-s call made of 8 RAVDESS utterances with pauses gets 8 segments, a CSV of them and a timeline."""
+    import numpy as np
+    import soundfile as sf
+
+    parts = []
+    files = sorted((RAVDESS_48K / "Actor_01").glob("*.wav"))[:8]
+    for f in files:
+        y, sr = sf.read(f, dtype="float32")
+        parts += [y, np.zeros(int(1.5 * sr), np.float32)]
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    sf.write(rec / "call.wav", np.concatenate(parts), 48000)
+    db = tmp_path / "ser.db"
+    p = run(["submit", str(rec)], db)
+    no_traceback(p)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (row,) = rows(db)
+    assert row["analysis_mode"] == "segments" and row["n_segments"] == 8
+    probs = [row[f"p_{e}"] for e in ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")]
+    assert sum(probs) == pytest.approx(1.0, abs=1e-6)
+    c = run(["results", "--segments", "--format", "csv"], db)
+    segs = list(csv.DictReader(io.StringIO(c.stdout)))
+    assert len(segs) == 8
+    starts = [float(s["start_s"]) for s in segs]
+    assert starts == sorted(starts) and all(float(s["end_s"]) > float(s["start_s"]) for s in segs)
+    for col in ("batch_id", "path", "start_s", "end_s", "emotion", "confidence", "p_angry"):
+        assert col in segs[0]
+    png = tmp_path / "t.png"
+    pl = run(["plot", str(rec / "call.wav"), "--output", str(png)], db)
+    assert pl.returncode == 0 and png.stat().st_size > 10_000
+    # --segment none: one label for the whole file, no segments
+    p2 = run(["submit", str(rec), "--segment", "none"], db)
+    assert p2.returncode == 0
+    r2 = rows(db, 2)[0]
+    assert r2["analysis_mode"] == "utterance" and r2["n_segments"] is None
+    bad = run(["submit", str(rec), "--segment", "window:0:1"], db)
+    assert bad.returncode == 2 and "--segment" in bad.stderr
