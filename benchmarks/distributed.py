@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import sys
@@ -57,6 +58,42 @@ def _wait_done(database_url: str, timeout_s: float = 1800.0) -> dict[str, int]:
     raise TimeoutError("batch not finished")
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int, *, with_reaped: bool = True) -> float:
+    """CPU seconds (user + system) of process ``pid``, plus its reaped children's when ``with_reaped``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if with_reaped:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / _TICK
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _pg_cpu(pg: PostgresCluster) -> float:
+    """CPU seconds of the PostgreSQL server: postmaster (with reaped backends) + live backends."""
+    pid = int((pg.folder / "data" / "postmaster.pid").read_text().split()[0])
+    return _proc_cpu(pid) + sum(_proc_cpu(c, with_reaped=False) for c in _children(pid))
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def run_distributed(
     data: str, pg: PostgresCluster, redis: RedisServer, tmp: Path, *, name: str, workers: list[int], chunk: int
 ) -> dict[str, Any]:
@@ -66,10 +103,14 @@ def run_distributed(
     env = service_env(url, redis.url, SER_CHUNK_SIZE=str(chunk))
     p = ser_batch(["db", "upgrade"], env)
     assert p.returncode == 0, p.stderr
+    cpu_before = _children_cpu()
     procs = [start_worker(env, tmp / "logs", name=f"{name}-w{i}", concurrency=c) for i, c in enumerate(workers)]
     try:
         for w in procs:
             w.wait_ready()
+        # CPU spent on start-up and warm-up (main processes; pool processes have not worked yet)
+        warm_cpu = sum(_proc_cpu(w.proc.pid) for w in procs)
+        redis_cpu0, pg_cpu0 = _proc_cpu(redis.proc.pid), _pg_cpu(pg)  # type: ignore[union-attr]
         t0 = time.perf_counter()
         p = ser_batch(["submit", data, "-q"], env)
         assert p.returncode == 0, p.stderr
@@ -79,6 +120,10 @@ def run_distributed(
     finally:
         for w in procs:
             w.stop()
+    time.sleep(0.5)  # let the postmaster reap the workers' backends
+    redis_cpu = _proc_cpu(redis.proc.pid) - redis_cpu0  # type: ignore[union-attr]
+    pg_cpu = _pg_cpu(pg) - pg_cpu0
+    workers_cpu = _children_cpu() - cpu_before - warm_cpu  # pool processes + main loops + the submit CLI
     return {
         "mode": "distributed",
         "name": name,
@@ -91,6 +136,10 @@ def run_distributed(
         "submit_s": round(t_enqueued, 2),
         "wall_s": round(wall, 2),
         "files_per_s": round(counts["total"] / wall, 1),
+        "cpu_ms_per_file": round(1000 * (workers_cpu + redis_cpu + pg_cpu) / counts["total"], 1),
+        "cpu_ms_per_file_workers": round(1000 * workers_cpu / counts["total"], 1),
+        "cpu_ms_per_file_redis": round(1000 * redis_cpu / counts["total"], 2),
+        "cpu_ms_per_file_postgres": round(1000 * pg_cpu / counts["total"], 2),
     }
 
 
@@ -98,9 +147,11 @@ def run_embedded(data: str, tmp: Path, *, name: str, jobs: int, chunk: int) -> d
     """One embedded run on a fresh SQLite file."""
     db = tmp / f"{name}.db"
     env = service_env(f"sqlite:///{db}", None)
+    cpu0 = _children_cpu()
     t0 = time.perf_counter()
     p = ser_batch(["submit", data, "-j", str(jobs), "--chunk-size", str(chunk), "-q"], env)
     wall = time.perf_counter() - t0
+    cpu = _children_cpu() - cpu0  # includes its start-up (imports, model load, warm-up)
     assert p.returncode in (0, 3), p.stderr
     counts = _wait_done(env["SER_DATABASE_URL"], timeout_s=10)
     return {
@@ -113,6 +164,7 @@ def run_embedded(data: str, tmp: Path, *, name: str, jobs: int, chunk: int) -> d
         "failed": counts["failed"],
         "wall_s": round(wall, 2),
         "files_per_s": round(counts["total"] / wall, 1),
+        "cpu_ms_per_file": round(1000 * cpu / counts["total"], 1),
     }
 
 
@@ -168,14 +220,16 @@ def summarise(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "Median over the repeats (all runs below). Wall time from the start of `ser-batch submit` until",
         "no row is pending; embedded includes its start-up, distributed workers were started and warm.",
         "",
-        "| mode | worker processes | workers | chunk size | runs | files/s (median) | range |",
-        "| --- | ---: | --- | ---: | ---: | ---: | --- |",
+        "| mode | worker processes | workers | chunk size | runs | files/s (median) | range | CPU ms/file (median) |",
+        "| --- | ---: | --- | ---: | ---: | ---: | --- | ---: |",
     ]
     for (mode, procs, workers, chunk), rs in groups.items():
         rates = sorted(r["files_per_s"] for r in rs)
+        cpus = [r["cpu_ms_per_file"] for r in rs if "cpu_ms_per_file" in r]
+        cpu = f"{statistics.median(cpus):.1f}" if cpus else "-"
         lines.append(
             f"| {mode} | {procs} | {workers} | {chunk} | {len(rs)} | {statistics.median(rates):.1f} | "
-            f"{rates[0]}-{rates[-1]} |"
+            f"{rates[0]}-{rates[-1]} | {cpu} |"
         )
     lines += ["", "| mode | worker processes | workers | chunk size | files | wall (s) | files/s |"]
     lines += ["| --- | ---: | --- | ---: | ---: | ---: | ---: |"]

@@ -52,8 +52,10 @@ class Settings(BaseSettings):
         default=8,
         ge=1,
         le=1000,
-        # Measured on 1,200 RAVDESS files, 2 pool processes, Redis + PostgreSQL (benchmarks/distributed.py):
-        # 1 file per task ~35 files/s (per-task broker/DB overhead), 8 ~58, 32 ~50 (uneven tail).
+        # Measured on 1,200 RAVDESS files, 2 pool processes, Redis + PostgreSQL (benchmarks/distributed.py,
+        # medians): 1 file/task 40 files/s, 26.7 CPU-ms/file (~10 ms of broker/DB overhead per task);
+        # 8: 85 files/s, 17.6 ms; 32: 80 files/s, 16.1 ms. 8 keeps the overhead near 1 ms/file while a
+        # chunk stays short (time limits, redelivery cost, even spread over many workers).
         description="Files per classify task (distributed) or unit of work (embedded).",
     )
     numba_cache_dir: str = Field(
