@@ -58,11 +58,11 @@ def test_soft_time_limit_keeps_finished_files_and_fails_the_rest(sqlite_batch, m
     real = processing.analyse_file
     calls = {"n": 0}
 
-    def slow_third(path, model, settings=None):
+    def slow_third(path, model, settings=None, **kw):
         calls["n"] += 1
         if calls["n"] == 3:
             raise SoftTimeLimitExceeded()
-        return real(path, model, settings)
+        return real(path, model, settings, **kw)
 
     monkeypatch.setattr(processing, "analyse_file", slow_third)
     counts = classify.apply(args=[bid, paths]).get()
