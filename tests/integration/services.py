@@ -112,6 +112,7 @@ class PostgresCluster:
     folder: Path
     port: int = 0
     bin_dir: Path | None = None
+    pid: int | None = None
     _as_postgres: list[str] = field(default_factory=list)
 
     def _run(self, args: list[str], **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
@@ -163,6 +164,7 @@ class PostgresCluster:
                 "start",
             ]
         )
+        self.pid = int((data / "postmaster.pid").read_text().split()[0])
         return self
 
     def url(self, dbname: str = "postgres") -> str:
@@ -178,9 +180,17 @@ class PostgresCluster:
         return self.url(dbname)
 
     def stop(self) -> None:
-        """``pg_ctl stop -m fast``."""
+        """``pg_ctl stop -m fast``; SIGINT (fast shutdown) to the recorded postmaster if its folder is gone."""
         if self.bin_dir is not None and (self.folder / "data" / "postmaster.pid").exists():
             self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop"])
+        elif self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGINT)
+            except ProcessLookupError:
+                return
+            end = time.monotonic() + 15
+            while time.monotonic() < end and Path(f"/proc/{self.pid}").exists():
+                time.sleep(0.1)
 
 
 def service_env(database_url: str, broker_url: str | None, **extra: str) -> dict[str, str]:
