@@ -39,8 +39,29 @@ Pipeline for one recording ``y`` (mono, 16 kHz, from :func:`ser_model.audio.load
    mean, std, p10, p50, p90, p90-p10 range and slope (semitones/s); plus the voiced fraction and the
    mean voicing strength -> 9 values.
 6. Speech duration after trimming (seconds) -> 1 value.
+7. Contour: the trimmed frames cut into :data:`N_SEGMENTS` (4) equal parts; per part the mean of
+   MFCC 0-12, ``rms_db`` (dBFS), the voiced fraction and the mean voiced F0 (semitones re 100 Hz; the
+   utterance's mean F0 when the part has no voiced frame) -> ``4 * 16 = 64`` values
+   (``seg<k>_<item>_mean``).
+8. Prosody and voice quality -> 21 values:
 
-The result is a float32 vector of :data:`N_FEATURES` (= 760) values, named by :func:`feature_names`.
+   - rhythm: voiced runs per second (1/s), mean and std of voiced-run length (s), pause fraction
+     (frames more than 30 dB below the loudest);
+   - pitch dynamics: mean absolute, std, p10 and p90 of the F0 change between consecutive voiced
+     frames (semitones per 10 ms frame);
+   - harmonics-to-noise ratio from the voicing strength ``r``, ``10 log10(r / (1 - r))`` (dB,
+     Boersma 1993): mean, std, p90 over voiced frames;
+   - alpha ratio (energy 50-1000 Hz over 1-5 kHz, dB) and Hammarberg index (strongest peak 0-2 kHz
+     over 2-5 kHz, dB), mean and std over voiced frames; slope of the long-term average spectrum
+     0-5 kHz (dB per octave) -- the eGeMAPS spectral-balance parameters (Eyben et al. 2016, "The
+     Geneva Minimalistic Acoustic Parameter Set", IEEE Trans. Affective Computing 7(2));
+   - energy dynamics: std of ``rms_db`` over voiced frames, p95-p5 range of ``rms_db``, mean voiced
+     level relative to the loudest frame (dB), skewness and excess kurtosis of ``rms_db``.
+9. Voiced-frame spectra and MFCC shape: MFCC mean and std over voiced frames (``2 * 20``), skewness
+   and excess kurtosis of every MFCC over all frames (``2 * 20``), log-mel mean over voiced frames
+   (64) -> 144 values. (When fewer than 2 frames are voiced, all frames are used.)
+
+The result is a float32 vector of :data:`N_FEATURES` (= 989) values, named by :func:`feature_names`.
 Any change to this module that changes the numbers must change :data:`FEATURE_VERSION`: model bundles
 record it and refuse to load under another version.
 """
@@ -54,7 +75,7 @@ import numpy as np
 
 from ser_model.audio import SAMPLE_RATE, AudioError
 
-FEATURE_VERSION = "ser-feat-1"
+FEATURE_VERSION = "ser-feat-2"
 """Identifier of the feature definition; stored in every model bundle."""
 
 WIN_LENGTH = 512  # samples, 32 ms at 16 kHz
@@ -98,8 +119,43 @@ _PITCH = (
     "voiced_fraction",
     "voicing_strength_mean",
 )
+N_SEGMENTS = 4  # equal parts of the trimmed speech for the contour features
+N_SEG_MFCC = 13
+_SEG_ITEMS = tuple(f"mfcc_{i:02d}" for i in range(N_SEG_MFCC)) + ("rms_db", "voiced_fraction", "f0_st")
+_PROSODY = (
+    "voiced_runs_per_s",
+    "voiced_run_mean_s",
+    "voiced_run_std_s",
+    "pause_fraction",
+    "f0_st_delta_abs_mean",
+    "f0_st_delta_std",
+    "f0_st_delta_p10",
+    "f0_st_delta_p90",
+    "hnr_db_mean",
+    "hnr_db_std",
+    "hnr_db_p90",
+    "alpha_ratio_db_mean",
+    "alpha_ratio_db_std",
+    "hammarberg_db_mean",
+    "hammarberg_db_std",
+    "ltas_slope_db_per_oct",
+    "rms_db_voiced_std",
+    "rms_db_range_p5_p95",
+    "rms_db_voiced_mean_re_max",
+    "rms_db_skew",
+    "rms_db_kurtosis",
+)
 N_LLD = sum(d for _, d in _LLD_BLOCKS)
-N_FEATURES = N_LLD * len(_STATS) + len(_PITCH) + 1
+N_FEATURES = (
+    N_LLD * len(_STATS)
+    + len(_PITCH)
+    + 1
+    + N_SEGMENTS * len(_SEG_ITEMS)
+    + len(_PROSODY)
+    + 3 * N_MFCC  # voiced-frame MFCC mean, std; MFCC skewness
+    + N_MFCC  # MFCC kurtosis
+    + N_MELS  # voiced-frame log-mel mean
+)
 
 
 @lru_cache(maxsize=1)
@@ -118,6 +174,14 @@ def feature_names() -> tuple[str, ...]:
                 names.extend(f"{block}_{i:02d}_{stat}" for i in range(d))
     names.extend(_PITCH)
     names.append("speech_duration_s")
+    for k in range(N_SEGMENTS):
+        names.extend(f"seg{k}_{item}_mean" for item in _SEG_ITEMS)
+    names.extend(_PROSODY)
+    names.extend(f"mfcc_{i:02d}_voiced_mean" for i in range(N_MFCC))
+    names.extend(f"mfcc_{i:02d}_voiced_std" for i in range(N_MFCC))
+    names.extend(f"mfcc_{i:02d}_skew" for i in range(N_MFCC))
+    names.extend(f"mfcc_{i:02d}_kurtosis" for i in range(N_MFCC))
+    names.extend(f"logmel_{i:02d}_voiced_mean" for i in range(N_MELS))
     return tuple(names)
 
 
@@ -153,8 +217,12 @@ def _functionals(x: np.ndarray) -> np.ndarray:
     return np.vstack([x.mean(axis=1), x.std(axis=1), pct])
 
 
-def _pitch(power: np.ndarray, frame_db: np.ndarray) -> np.ndarray:
-    """Autocorrelation F0 features (see module doc, step 5) from the power STFT ``(bins, T)``."""
+def _pitch(power: np.ndarray, frame_db: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Autocorrelation F0 (see module doc, step 5) from the power STFT ``(bins, T)``.
+
+    Returns:
+        ``(features (9,), f0 in semitones re 100 Hz (T,), voiced mask (T,), voicing strength (T,))``.
+    """
     ac = np.fft.irfft(power, n=N_FFT, axis=0)[:WIN_LENGTH]  # (lags, T)
     r0 = ac[0]
     ok = r0 > 0
@@ -184,7 +252,93 @@ def _pitch(power: np.ndarray, frame_db: np.ndarray) -> np.ndarray:
         times = t[voiced] * (HOP_LENGTH / SAMPLE_RATE)
         slope = np.polyfit(times, st, 1)[0] if np.ptp(times) > 0 else 0.0
         out[:7] = [st.mean(), st.std(), p10, p50, p90, p90 - p10, slope]
-    return out
+    return out, 12.0 * np.log2(f0 / 100.0), voiced, strength
+
+
+def _skew_kurt(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Skewness and excess kurtosis of every row of ``x`` ``(d, T)`` (0 for constant rows)."""
+    c = x - x.mean(axis=1, keepdims=True)
+    m2 = np.mean(c**2, axis=1)
+    ok = m2 > 1e-12
+    m2s = np.where(ok, m2, 1.0)
+    skew = np.where(ok, np.mean(c**3, axis=1) / m2s**1.5, 0.0)
+    kurt = np.where(ok, np.mean(c**4, axis=1) / m2s**2 - 3.0, 0.0)
+    return skew, kurt
+
+
+def _contour_and_prosody(
+    P: np.ndarray,
+    freqs: np.ndarray,
+    logmel: np.ndarray,
+    mfcc: np.ndarray,
+    fdb: np.ndarray,
+    st: np.ndarray,
+    voiced: np.ndarray,
+    strength: np.ndarray,
+) -> np.ndarray:
+    """Features of module doc steps 7-9 from the trimmed frames (``T`` frames each)."""
+    T = fdb.shape[0]
+    f0_fill = float(st[voiced].mean()) if voiced.any() else 0.0
+    # 7. segment means: contour of timbre, level, voicing and pitch over N_SEGMENTS equal parts
+    edges = np.linspace(0, T, N_SEGMENTS + 1).astype(int)
+    seg: list[float] = []
+    for k in range(N_SEGMENTS):
+        a, b = edges[k], max(edges[k + 1], edges[k] + 1)
+        v = voiced[a:b]
+        seg.extend(mfcc[:N_SEG_MFCC, a:b].mean(axis=1))
+        seg.extend([fdb[a:b].mean(), v.mean(), st[a:b][v].mean() if v.any() else f0_fill])
+    # 8. rhythm, pitch dynamics, voice quality, energy dynamics
+    d = np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]]))
+    runs = (np.flatnonzero(d == -1) - np.flatnonzero(d == 1)) * (HOP_LENGTH / SAMPLE_RATE)
+    dur = T * HOP_LENGTH / SAMPLE_RATE
+    pause = float(np.mean(fdb < fdb.max() - VOICED_ENERGY_DB))
+    dst = np.diff(np.where(voiced, st, np.nan))
+    dst = dst[np.isfinite(dst)]
+    if dst.size:
+        f0dyn = [np.abs(dst).mean(), dst.std(), *np.percentile(dst, [10.0, 90.0])]
+    else:
+        f0dyn = [0.0, 0.0, 0.0, 0.0]
+    r = np.clip(strength[voiced], 1e-3, 0.999) if voiced.any() else np.array([1e-3])
+    hnr = 10.0 * np.log10(r / (1.0 - r))
+    Pv = P[:, voiced] if voiced.sum() >= 2 else P
+
+    def band_db(lo: float, hi: float, reduce: str) -> np.ndarray:
+        m = (freqs >= lo) & (freqs < hi)
+        e = Pv[m].sum(axis=0) if reduce == "sum" else Pv[m].max(axis=0)
+        return 10.0 * np.log10(e + 1e-10)
+
+    alpha = band_db(50.0, 1000.0, "sum") - band_db(1000.0, 5000.0, "sum")
+    hamm = band_db(0.0, 2000.0, "max") - band_db(2000.0, 5000.0, "max")
+    ltas = 10.0 * np.log10(Pv.mean(axis=1) + 1e-10)
+    m = (freqs > 0) & (freqs < 5000.0)
+    slope = np.polyfit(np.log2(freqs[m]), ltas[m], 1)[0]
+    fv = fdb[voiced] if voiced.any() else fdb
+    rskew, rkurt = _skew_kurt(fdb[None, :])
+    prosody = [
+        len(runs) / dur,
+        runs.mean() if runs.size else 0.0,
+        runs.std() if runs.size else 0.0,
+        pause,
+        *f0dyn,
+        hnr.mean(),
+        hnr.std(),
+        np.percentile(hnr, 90.0),
+        alpha.mean(),
+        alpha.std(),
+        hamm.mean(),
+        hamm.std(),
+        slope,
+        fv.std(),
+        np.percentile(fdb, 95.0) - np.percentile(fdb, 5.0),
+        fv.mean() - fdb.max(),
+        rskew[0],
+        rkurt[0],
+    ]
+    # 9. voiced-frame spectra and higher moments of MFCC
+    mv = mfcc[:, voiced] if voiced.sum() >= 2 else mfcc
+    lv = logmel[:, voiced] if voiced.sum() >= 2 else logmel
+    mskew, mkurt = _skew_kurt(mfcc)
+    return np.concatenate([seg, prosody, mv.mean(axis=1), mv.std(axis=1), mskew, mkurt, lv.mean(axis=1)])
 
 
 def extract_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -196,7 +350,7 @@ def extract_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
             as produced by :func:`ser_model.audio.load_audio`.
 
     Returns:
-        float32 array of shape ``(N_FEATURES,)`` (760), named by :func:`feature_names`.
+        float32 array of shape ``(N_FEATURES,)`` (989), named by :func:`feature_names`.
 
     Raises:
         ValueError: ``sr`` is not 16 kHz or ``y`` is not one-dimensional.
@@ -242,9 +396,10 @@ def extract_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
         [logmel, mfcc, mfcc_d, mfcc_dd, chroma, contrast, centroid, bandwidth, rolloff, flatness, zcr, rms_db, rms_db_d]
     ).astype(np.float64)
     stats = _functionals(lld).ravel()  # stat-major, matches feature_names()
-    pitch = _pitch(P, fdb)
+    pitch, st, voiced, strength = _pitch(P, fdb)
     duration = np.array([(stop - start) * HOP_LENGTH / SAMPLE_RATE])
-    out = np.concatenate([stats, pitch, duration]).astype(np.float32)
+    extra = _contour_and_prosody(P, freqs, logmel, mfcc, fdb, st, voiced, strength)
+    out = np.concatenate([stats, pitch, duration, extra]).astype(np.float32)
     if not np.isfinite(out).all():  # defensive: would poison the scaler
         raise AudioError("feature extraction produced non-finite values")
     return out

@@ -4,6 +4,15 @@ Speaker-independent evaluation: folds are grouped by speaker (``GroupKFold``), s
 both the training and the test part of a fold; on RAVDESS actors 1-20, 5 folds hold out 4 actors
 each. When speakers are unknown, folds are ``StratifiedKFold`` and the report says so
 (``"protocol": "stratified (speaker-dependent)"``).
+
+Speaker-adaptive mode (``speaker_adaptive=True``): every speaker's rows are z-normalised by that
+speaker's own statistics (:mod:`ser_model.speaker`) -- training speakers by theirs, a test speaker by
+the statistics of its own files, as a batch with ``--speaker-from`` would do -- and the model is
+trained on normalised rows; rows of speakers below the minimum file count fall back to a global model.
+
+Augmentation (:func:`augment_table`) adds transformed copies of training files; in
+:func:`cross_validate` a copy joins a fold's training part only when its source speaker is a training
+speaker of that fold, so test speakers are never seen, not even augmented.
 """
 
 from __future__ import annotations
@@ -19,12 +28,14 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import GroupKFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
 
 from ser_model.audio import AudioError, load_audio
 from ser_model.datasets import LabelledFile
 from ser_model.features import FEATURE_VERSION, N_FEATURES, extract_features
 from ser_model.metrics import classification_metrics
 from ser_model.model import ModelBundle, build_pipeline, new_meta
+from ser_model.speaker import MIN_SPEAKER_FILES, apply_speaker_stats, speaker_normalise, speaker_statistics
 
 Progress = Callable[[int, int], None]
 
@@ -86,6 +97,18 @@ def _features_of(path: str, cache_dir: str | None) -> tuple[str, np.ndarray | No
     return digest, x, ""
 
 
+def _augmented_features_of(path: str, kind: str, seed: int) -> tuple[np.ndarray | None, str]:
+    """Features of one augmented copy of ``path`` (``kind`` from :data:`ser_model.augment.AUGMENTATIONS`)."""
+    from ser_model.augment import augment
+
+    try:
+        y, _ = load_audio(path)
+        rng = np.random.default_rng([seed, int(hashlib.sha256(path.encode()).hexdigest()[:8], 16)])
+        return extract_features(augment(y, kind, rng)), ""
+    except AudioError as e:
+        return None, str(e)
+
+
 def _init_worker() -> None:
     """Keep BLAS single-threaded inside each extraction process (no oversubscription)."""
     from threadpoolctl import threadpool_limits
@@ -142,6 +165,64 @@ def extract_table(
     return FeatureTable(X_arr, labels, speakers, kept, failed, fingerprint)
 
 
+def augment_table(
+    table: FeatureTable,
+    kinds: Sequence[str],
+    *,
+    seed: int = 0,
+    n_jobs: int | None = None,
+    progress: Progress | None = None,
+) -> FeatureTable:
+    """Features of augmented copies of every file of ``table``, one copy per file and kind.
+
+    Args:
+        table: the original files (their paths, labels and speakers are reused).
+        kinds: names from :data:`ser_model.augment.AUGMENTATIONS` (noise, stretch, pitch, shift).
+        seed: base seed; the parameters of a copy are a deterministic function of seed and path.
+        n_jobs: processes; default ``os.cpu_count()``; 1 runs in this process.
+        progress: called as ``progress(done, total)``.
+
+    Returns:
+        A table of ``len(table.paths) * len(kinds)`` rows (failures listed in ``failed``), paths
+        suffixed ``#<kind>``, speakers and labels of the source files.
+
+    Raises:
+        ValueError: an unknown augmentation name.
+    """
+    from ser_model.augment import parse_augmentations
+
+    kinds = parse_augmentations(list(kinds))
+    jobs = [(i, k) for k in kinds for i in range(len(table.paths))]
+    args = ([table.paths[i] for i, _ in jobs], [k for _, k in jobs], [seed] * len(jobs))
+    n_jobs = n_jobs or os.cpu_count() or 1
+    results: list[tuple[np.ndarray | None, str]] = []
+    if n_jobs == 1:
+        it = map(_augmented_features_of, *args)
+        for r in it:
+            results.append(r)
+            if progress:
+                progress(len(results), len(jobs))
+    else:
+        with ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker) as ex:
+            for r in ex.map(_augmented_features_of, *args, chunksize=8):
+                results.append(r)
+                if progress:
+                    progress(len(results), len(jobs))
+    X, labels, speakers, paths, failed = [], [], [], [], []
+    for (i, k), (x, err) in zip(jobs, results, strict=True):
+        p = f"{table.paths[i]}#{k}"
+        if x is None:
+            failed.append((p, err))
+            continue
+        X.append(x)
+        labels.append(table.labels[i])
+        speakers.append(table.speakers[i])
+        paths.append(p)
+    fp = hashlib.sha256(f"{table.fingerprint}:{','.join(kinds)}:{seed}".encode()).hexdigest()
+    X_arr = np.vstack(X).astype(np.float32) if X else np.zeros((0, N_FEATURES), np.float32)
+    return FeatureTable(X_arr, labels, speakers, paths, failed, fp)
+
+
 def encode_labels(values: Sequence[str], labels: Sequence[str]) -> np.ndarray:
     """Integer class indices of ``values`` in ``labels``.
 
@@ -155,6 +236,13 @@ def encode_labels(values: Sequence[str], labels: Sequence[str]) -> np.ndarray:
     return np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
 
 
+def _normalised(table: FeatureTable, speaker_adaptive: bool, min_files: int) -> tuple[np.ndarray, np.ndarray]:
+    """(features for the model, adapted mask): per-speaker z-normalised rows when speaker-adaptive."""
+    if not speaker_adaptive:
+        return table.X, np.zeros(len(table.labels), dtype=bool)
+    return speaker_normalise(table.X, table.speakers, min_files=min_files)
+
+
 def cross_validate(
     table: FeatureTable,
     *,
@@ -162,6 +250,10 @@ def cross_validate(
     n_splits: int = 5,
     params: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    speaker_adaptive: bool = False,
+    min_speaker_files: int = MIN_SPEAKER_FILES,
+    augmented: FeatureTable | None = None,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Speaker-independent cross-validation (GroupKFold by speaker) of the MLP pipeline.
 
@@ -171,10 +263,24 @@ def cross_validate(
         n_splits: folds; reduced to the number of speakers when there are fewer.
         params: keyword arguments for :func:`ser_model.model.build_pipeline`.
         progress: called as ``progress(fold_done, n_folds)``.
+        speaker_adaptive: z-normalise each speaker's rows by that speaker's statistics
+            (:func:`ser_model.speaker.speaker_normalise`) before training and testing; rows of
+            speakers with fewer than ``min_speaker_files`` rows are classified by a global model
+            trained on the raw features of the fold.
+        min_speaker_files: see :data:`ser_model.speaker.MIN_SPEAKER_FILES`.
+        augmented: extra training rows from :func:`augment_table`; a row is used in a fold only when
+            its speaker is one of the fold's training speakers (speaker-independent), or, without
+            speakers, when its source file is in the training part. In speaker-adaptive mode the copies
+            are normalised by their source speaker's statistics of the original files.
+        splits: explicit ``(train_index, test_index)`` pairs over ``table`` (e.g. to compare
+            pipelines on identical folds); overrides the folds chosen here.
 
     Returns:
-        :func:`ser_model.metrics.classification_metrics` over the pooled out-of-fold predictions,
-        plus ``protocol``, ``n_splits``, ``per_fold_wa`` and ``predictions`` (out-of-fold labels).
+        :func:`ser_model.metrics.classification_metrics` over the pooled out-of-fold predictions
+        (rows in no test part, possible with ``splits``, are left out),
+        plus ``protocol``, ``n_splits``, ``per_fold_wa``, ``predictions`` (out-of-fold labels, None
+        for untested rows),
+        ``speaker_adaptive`` and ``n_speaker_adapted`` (test rows classified in that mode).
 
     Raises:
         ValueError: fewer than 2 speakers (grouped) or fewer examples per class than folds.
@@ -182,7 +288,10 @@ def cross_validate(
     y = np.asarray(table.labels)
     speakers = table.speakers
     grouped = all(s is not None for s in speakers) and len(set(speakers)) >= 2
-    if grouped:
+    if splits is not None:
+        splits = [(np.asarray(tr), np.asarray(te)) for tr, te in splits]
+        protocol = f"given splits, {len(splits)} folds"
+    elif grouped:
         k = min(n_splits, len(set(speakers)))
         splits = list(GroupKFold(n_splits=k).split(table.X, y, groups=np.asarray(speakers)))
         protocol = f"speaker-independent: GroupKFold by speaker, {k} folds, {len(set(speakers))} speakers"
@@ -192,20 +301,70 @@ def cross_validate(
             raise ValueError("need at least 2 examples per label for cross-validation")
         splits = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=0).split(table.X, y))
         protocol = f"stratified (speaker-dependent): StratifiedKFold, {k} folds, speakers unknown"
+    if speaker_adaptive:
+        protocol += f"; speaker-adaptive normalisation (>= {min_speaker_files} files per speaker)"
     labels = list(labels)
     y_idx = encode_labels(table.labels, labels)
+    Xn, adapted = _normalised(table, speaker_adaptive, min_speaker_files)
+    aug_X = aug_y = aug_spk = aug_src = None
+    if augmented is not None and len(augmented.labels):
+        aug_y = encode_labels(augmented.labels, labels)
+        aug_spk = np.asarray([s if s is not None else "" for s in augmented.speakers], dtype=object)
+        src_index = {p: i for i, p in enumerate(table.paths)}
+        aug_src = np.asarray([src_index.get(p.rsplit("#", 1)[0], -1) for p in augmented.paths])
+        aug_X = augmented.X
+        if speaker_adaptive:
+            stats = speaker_statistics(table.X, table.speakers, min_files=min_speaker_files)
+            aug_X, aug_adapted = apply_speaker_stats(augmented.X, augmented.speakers, stats)
+            keep = aug_adapted
+            aug_X, aug_y, aug_spk, aug_src = aug_X[keep], aug_y[keep], aug_spk[keep], aug_src[keep]
+    spk_arr = np.asarray([s if s is not None else "" for s in speakers], dtype=object)
     pred = np.empty(len(y), dtype=object)
     per_fold = []
     base = build_pipeline(**(params or {}))
     for i, (tr, te) in enumerate(splits):
-        model = clone(base).fit(table.X[tr], y_idx[tr])
-        pred[te] = np.asarray(labels, dtype=object)[model.predict(table.X[te])]
+        tr_rows = tr[adapted[tr]] if speaker_adaptive else tr
+        Xtr, ytr = Xn[tr_rows], y_idx[tr_rows]
+        if aug_X is not None:
+            use = np.isin(aug_spk, spk_arr[tr]) if grouped else np.isin(aug_src, tr)
+            Xtr, ytr = np.vstack([Xtr, aug_X[use]]), np.concatenate([ytr, aug_y[use]])
+        model = clone(base).fit(Xtr, ytr)
+        fold_pred = np.empty(len(te), dtype=int)
+        ad = adapted[te]
+        if ad.any():
+            fold_pred[ad] = model.predict(Xn[te[ad]])
+        if (~ad).any():
+            glob = model if not speaker_adaptive else clone(base).fit(table.X[tr], y_idx[tr])
+            fold_pred[~ad] = glob.predict(table.X[te[~ad]])
+        pred[te] = np.asarray(labels, dtype=object)[fold_pred]
         per_fold.append(float(np.mean(pred[te] == y[te])))
         if progress:
             progress(i + 1, len(splits))
-    report = classification_metrics(list(y), list(pred), labels)
-    report.update(protocol=protocol, n_splits=len(splits), per_fold_wa=per_fold, predictions=list(pred))
+    tested = np.zeros(len(y), dtype=bool)
+    for _, te in splits:
+        tested[te] = True
+    report = classification_metrics(list(y[tested]), list(pred[tested]), labels)
+    report.update(
+        protocol=protocol,
+        n_splits=len(splits),
+        per_fold_wa=per_fold,
+        predictions=list(pred),
+        speaker_adaptive=speaker_adaptive,
+        n_speaker_adapted=int(adapted.sum()),
+    )
     return report
+
+
+def _slim(pipeline: Pipeline) -> Pipeline:
+    """Drop the fitted MLP's training state (Adam moments, best-loss weight copies) to keep bundles small.
+
+    None of it is used by prediction; a slimmed model cannot be refitted with ``warm_start``.
+    """
+    mlp = pipeline.named_steps.get("mlp")
+    for attr in ("_optimizer", "_best_coefs", "_best_intercepts"):
+        if mlp is not None and hasattr(mlp, attr):
+            setattr(mlp, attr, None)
+    return pipeline
 
 
 def train_bundle(
@@ -216,6 +375,10 @@ def train_bundle(
     params: dict[str, Any] | None = None,
     name: str = "model",
     dataset: str = "",
+    speaker_adaptive: bool = True,
+    min_speaker_files: int = MIN_SPEAKER_FILES,
+    speaker_cv_report: dict[str, Any] | None = None,
+    augmented: FeatureTable | None = None,
 ) -> ModelBundle:
     """Fit the pipeline on all of ``table`` and wrap it in a :class:`ModelBundle`.
 
@@ -226,6 +389,13 @@ def train_bundle(
         params: :func:`ser_model.model.build_pipeline` arguments.
         name: short model name recorded in the metadata.
         dataset: description of the training data.
+        speaker_adaptive: also fit ``speaker_pipeline`` on per-speaker z-normalised features of the
+            speakers with at least ``min_speaker_files`` files (skipped when fewer than two such
+            speakers or fewer than two labels among their files).
+        min_speaker_files: stored in ``meta["min_speaker_files"]`` and used for the training speakers.
+        speaker_cv_report: speaker-adaptive cross-validation metrics for ``meta["speaker_metrics"]``.
+        augmented: extra training rows from :func:`augment_table` (normalised by their source
+            speaker's statistics for the speaker-adaptive pipeline).
 
     Returns:
         The fitted bundle; ``meta`` holds metrics, data fingerprint, params, versions.
@@ -236,7 +406,23 @@ def train_bundle(
     if len(table.labels) == 0:
         raise ValueError("no usable training files")
     labels = list(labels) if labels else sorted(set(table.labels))
-    pipeline = build_pipeline(**(params or {})).fit(table.X, encode_labels(table.labels, labels))
+    y_idx = encode_labels(table.labels, labels)
+    X, y = table.X, y_idx
+    if augmented is not None and len(augmented.labels):
+        X = np.vstack([X, augmented.X])
+        y = np.concatenate([y, encode_labels(augmented.labels, labels)])
+    pipeline = _slim(build_pipeline(**(params or {})).fit(X, y))
+    speaker_pipeline = None
+    if speaker_adaptive:
+        stats = speaker_statistics(table.X, table.speakers, min_files=min_speaker_files)
+        Z, adapted = apply_speaker_stats(table.X, table.speakers, stats)
+        Zs, ys = Z[adapted], y_idx[adapted]
+        if augmented is not None and len(augmented.labels):
+            Za, ad_a = apply_speaker_stats(augmented.X, augmented.speakers, stats)
+            Zs = np.vstack([Zs, Za[ad_a]])
+            ys = np.concatenate([ys, encode_labels(augmented.labels, labels)[ad_a]])
+        if len(stats) >= 2 and len(np.unique(ys)) >= 2:
+            speaker_pipeline = _slim(build_pipeline(**(params or {})).fit(Zs, ys))
     metrics = {k: v for k, v in (cv_report or {}).items() if k != "predictions"}
     loss = [float(v) for v in pipeline.named_steps["mlp"].loss_curve_]
     meta = new_meta(
@@ -248,5 +434,12 @@ def train_bundle(
         n_speakers=len({s for s in table.speakers if s is not None}),
         params=params or {},
         loss_curve=loss,
+        augmentations=sorted({p.rsplit("#", 1)[1] for p in augmented.paths}) if augmented else [],
     )
-    return ModelBundle(pipeline=pipeline, labels=labels, meta=meta)
+    if speaker_pipeline is not None:
+        meta.update(
+            min_speaker_files=min_speaker_files,
+            speaker_metrics={k: v for k, v in (speaker_cv_report or {}).items() if k != "predictions"},
+            n_speakers_adapted=len(stats),
+        )
+    return ModelBundle(pipeline=pipeline, labels=labels, meta=meta, speaker_pipeline=speaker_pipeline)
