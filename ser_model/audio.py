@@ -79,7 +79,12 @@ def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
     try:
         info = sf.info(str(p))
     except sf.LibsndfileError as e:
-        raise AudioError(f"not a readable audio file: {_short(e)}") from None
+        reason = _short(e)
+        if "does not exist or is not a regular file" in reason:
+            # libsndfile's text when it gives up on data it half-recognised (e.g. random bytes that
+            # look like MPEG frames); the file was checked to exist and be regular just above.
+            reason = "unrecognised or corrupt data"
+        raise AudioError(f"not a readable audio file: {reason}") from None
     except (OSError, RuntimeError, ValueError) as e:
         raise AudioError(f"cannot read audio header: {_short(e)}") from None
     if info.samplerate <= 0 or info.channels <= 0:
