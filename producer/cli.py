@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -37,6 +37,10 @@ app.add_typer(models_app, name="models")
 
 console = Console()
 err = Console(stderr=True)
+
+
+_current_batch: int | None = None
+"""The batch `submit` is working on, named in the Ctrl-C message so that `--resume` can be copied."""
 
 
 class CliError(Exception):
@@ -174,9 +178,17 @@ def submit(
         skipped = f", {walk.ignored} non-audio file(s) ignored" if walk.ignored else ""
         hidden = f", {walk.hidden} hidden entr(y/ies) skipped" if walk.hidden else ""
         err.print(f"batch [bold]{batch_id}[/]: {len(walk.files)} audio file(s){skipped}{hidden}")
-    if s.broker_url:
-        raise typer.Exit(_enqueue_batch(batch_id, chunk_size or s.chunk_size, wait_, quiet))
-    code = _run_embedded_batch(batch_id, workers or s.workers, chunk_size or s.chunk_size, quiet)
+    global _current_batch
+    _current_batch = batch_id  # for the Ctrl-C message
+    try:
+        if s.broker_url:
+            code = _enqueue_batch(batch_id, chunk_size or s.chunk_size, wait_, quiet)
+        else:
+            code = _run_embedded_batch(batch_id, workers or s.workers, chunk_size or s.chunk_size, quiet)
+    except KeyboardInterrupt:
+        # Caught here: typer turns a KeyboardInterrupt into a silent Exit(130) before main() sees it.
+        _print_interrupted()
+        raise typer.Exit(130) from None
     raise typer.Exit(code)
 
 
@@ -216,8 +228,13 @@ def _enqueue_batch(batch_id: int, chunk_size: int, wait: bool, quiet: bool) -> i
     return _wait_for_batch(batch_id, len(todo), quiet)
 
 
+DB_DOWN_MAX_S = 300.0
+"""How long `submit --wait` keeps polling an unreachable database before it gives up (seconds)."""
+
+
 def _wait_for_batch(batch_id: int, n_queued: int, quiet: bool, poll_s: float = 1.0) -> int:
     """Show progress from database counts until no row of the batch is pending; then summarise."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
     from sqlalchemy.orm import Session
 
     from worker.db import batch_counts
@@ -225,12 +242,32 @@ def _wait_for_batch(batch_id: int, n_queued: int, quiet: bool, poll_s: float = 1
     engine = _engine(migrate=False)
     t0 = time.perf_counter()
     last_change, last_finished, hinted = t0, -1, False
+    db_down_since: float | None = None
     try:
         with _progress(quiet) as progress:
             task = progress.add_task("waiting for workers", total=None)
             while True:
-                with Session(engine) as session:
-                    counts = batch_counts(session, batch_id)
+                try:
+                    with Session(engine) as session:
+                        counts = batch_counts(session, batch_id)
+                except (OperationalError, InterfaceError) as e:
+                    # The database restarting is no reason to stop following the batch: the workers
+                    # retry their writes, so keep polling (and say so) for up to DB_DOWN_MAX_S.
+                    now = time.perf_counter()
+                    if db_down_since is None:
+                        db_down_since = now
+                        err.print("[yellow]database unreachable[/]: still waiting (workers retry their writes)")
+                    if now - db_down_since > DB_DOWN_MAX_S:
+                        reason = " ".join(str(e.orig or e).split())[:200]
+                        raise CliError(
+                            f"database unreachable for {DB_DOWN_MAX_S:.0f} s ({reason}); the workers go on, "
+                            f"follow with `ser-batch status {batch_id}`"
+                        ) from None
+                    time.sleep(poll_s)
+                    continue
+                if db_down_since is not None:
+                    err.print("database reachable again")
+                    db_down_since = None
                 finished = counts["done"] + counts["failed"]
                 progress.update(task, total=counts["total"], completed=finished)
                 if counts["pending"] == 0:
@@ -1132,6 +1169,17 @@ def models_export(
 # ---------------------------------------------------------------------------------------- entry point
 
 
+def _print_interrupted() -> None:
+    """Ctrl-C: say what is kept and how to finish, naming the batch when there is one."""
+    bid = "ID" if _current_batch is None else str(_current_batch)
+    err.print(f"[yellow]interrupted[/]: rows already written are kept; finish with `ser-batch submit --resume {bid}`")
+
+
+def _interrupted() -> NoReturn:
+    _print_interrupted()
+    sys.exit(130)
+
+
 def main() -> None:
     """Console-script entry point: run the app and turn errors into messages and exit codes."""
     try:
@@ -1142,15 +1190,14 @@ def main() -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: rows already written are kept; finish with `ser-batch submit --resume ID`")
-        sys.exit(130)
+        _interrupted()
     except Exception as e:  # noqa: BLE001 - last resort: one line, never a traceback
         # click's usage errors (typer >= 0.22 vendors click as typer._click, so match by behaviour)
         if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(EXIT_USAGE)
-        if type(e).__name__ == "Abort":
-            sys.exit(130)
+        if type(e).__name__ == "Abort":  # click turns Ctrl-C (KeyboardInterrupt) into Abort
+            _interrupted()
         err.print(f"[red]error:[/] {type(e).__name__}: {e}", highlight=False)
         if os.environ.get("SER_DEBUG"):
             raise
