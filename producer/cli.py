@@ -125,6 +125,13 @@ def submit(
     segment_min_s: Annotated[
         float, typer.Option(min=0.5, help="Recordings shorter than this (seconds) get one label.")
     ] = 10.0,
+    speaker_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Which files share a speaker: ravdess, tess, parent (folder name) or regex:PATTERN. "
+            "Speakers with enough files are classified after normalising by their own statistics."
+        ),
+    ] = None,
 ) -> None:
     """Label every audio file under PATHS and record one row per file.
 
@@ -143,6 +150,14 @@ def submit(
         seg_spec = str(parse_segment_mode(segment))
     except ValueError as e:
         raise CliError(f"--segment: {e}", EXIT_USAGE) from None
+    speaker_of = None
+    if speaker_from:
+        from ser_model.speakers_from import parse_speaker_spec
+
+        try:
+            speaker_of = parse_speaker_spec(speaker_from)
+        except ValueError as e:
+            raise CliError(f"--speaker-from: {e}", EXIT_USAGE) from None
     if resume is None and not paths:
         raise CliError("give at least one file or folder (or --resume BATCH_ID)", EXIT_USAGE)
     engine = _engine()
@@ -169,12 +184,24 @@ def submit(
                 mode="distributed" if s.broker_url else "embedded",
                 n_files=len(walk.files),
                 n_ignored=walk.ignored,
-                options={"chunk_size": chunk_size or s.chunk_size, "segment": seg_spec, "segment_min_s": segment_min_s},
+                options={
+                    "chunk_size": chunk_size or s.chunk_size,
+                    "segment": seg_spec,
+                    "segment_min_s": segment_min_s,
+                    "speaker_from": speaker_from,
+                },
             )
             session.add(batch)
             session.flush()
             batch_id = batch.id
-            insert_pending(session, batch_id, walk.files, walk.sizes)
+            speakers = {f: speaker_of(f) for f in walk.files} if speaker_of else None
+            insert_pending(session, batch_id, walk.files, walk.sizes, speakers)
+        if speakers:
+            n_spk = len({v for v in speakers.values() if v is not None})
+            n_none = sum(v is None for v in speakers.values())
+            err.print(
+                f"speakers: {n_spk} found by {speaker_from}" + (f", {n_none} file(s) without one" if n_none else "")
+            )
         skipped = f", {walk.ignored} non-audio file(s) ignored" if walk.ignored else ""
         hidden = f", {walk.hidden} hidden entr(y/ies) skipped" if walk.hidden else ""
         err.print(f"batch [bold]{batch_id}[/]: {len(walk.files)} audio file(s){skipped}{hidden}")
@@ -334,8 +361,30 @@ def _run_embedded_batch(batch_id: int, workers: int, chunk_size: int, quiet: boo
         )
     if leftovers:
         _mark_failed(batch_id, leftovers, model.version)
+    _classify_waiting_speakers(batch_id, model)
     wall = time.perf_counter() - t0
     return _finish_batch(batch_id, wall, len(todo))
+
+
+def _classify_waiting_speakers(batch_id: int, model: Any) -> None:
+    """Speaker-adaptive batches: classify featurised files whose speaker's last file failed instead."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from worker.db import Result
+    from worker.processing import classify_ready_speakers
+
+    url = _settings().database_url
+    with Session(_engine(migrate=False)) as session:
+        waiting = list(
+            session.scalars(
+                select(Result.path).where(
+                    Result.batch_id == batch_id, Result.status == "pending", Result.features.is_not(None)
+                )
+            )
+        )
+    if waiting:
+        classify_ready_speakers(batch_id, waiting, model, url=url)
 
 
 def _mark_failed(batch_id: int, reasons: dict[str, str], model_version: str) -> None:

@@ -118,12 +118,16 @@ class Result(Base):
     analysis_mode: Mapped[str | None] = mapped_column(String(32))
     n_segments: Mapped[int | None] = mapped_column(Integer)
     speaker: Mapped[str | None] = mapped_column(String(256))
+    # float32 feature vector of a speaker-adaptive batch, kept between the featurise and the
+    # classify step (a speaker is classified once all of its files have features)
+    features: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     __table_args__ = (
         UniqueConstraint("batch_id", "path", name="uq_results_batch_path"),
         CheckConstraint(f"status IN {STATUSES}", name="status"),
         Index("ix_results_batch_status", "batch_id", "status"),
         Index("ix_results_emotion", "emotion"),
+        Index("ix_results_batch_speaker", "batch_id", "speaker"),
     )
 
 
@@ -297,14 +301,32 @@ def replace_segments(session: Session, batch_id: int, segments_by_path: dict[str
         session.execute(insert(Segment), new[i : i + 500])
 
 
-def insert_pending(session: Session, batch_id: int, paths: Iterable[str], sizes: dict[str, int]) -> None:
-    """Insert ``pending`` rows for files not yet in the batch (existing rows are left alone)."""
+def insert_pending(
+    session: Session,
+    batch_id: int,
+    paths: Iterable[str],
+    sizes: dict[str, int],
+    speakers: dict[str, str | None] | None = None,
+) -> None:
+    """Insert ``pending`` rows for files not yet in the batch (existing rows are left alone).
+
+    Args:
+        session: open session inside a transaction.
+        batch_id: the batch.
+        paths: files of the batch.
+        sizes: size in bytes per path, where known.
+        speakers: speaker key per path for speaker-adaptive batches (see ``submit --speaker-from``).
+    """
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    rows = [{"batch_id": batch_id, "path": p, "status": "pending", "size_bytes": sizes.get(p)} for p in paths]
+    spk = speakers or {}
+    rows = [
+        {"batch_id": batch_id, "path": p, "status": "pending", "size_bytes": sizes.get(p), "speaker": spk.get(p)}
+        for p in paths
+    ]
     for i in range(0, len(rows), 500):
         stmt = insert(Result).values(rows[i : i + 500]).on_conflict_do_nothing(index_elements=["batch_id", "path"])
         session.execute(stmt)

@@ -46,6 +46,7 @@ def analyse_file(
     *,
     segment: str = "vad",
     segment_min_s: float = 10.0,
+    features_only: bool = False,
 ) -> dict[str, Any]:
     """Decode, featurise and classify one file; never raises for bad input.
 
@@ -61,6 +62,9 @@ def analyse_file(
         settings: limits (max duration, max bytes); default the settings in force.
         segment: ``"vad"``, ``"window:LEN:HOP"`` (seconds) or ``"none"``.
         segment_min_s: files shorter than this (seconds) are classified whole.
+        features_only: for speaker-adaptive batches: stop after feature extraction of a file that is
+            classified whole and return it ``pending`` with ``features`` (float32 bytes); see
+            :func:`classify_ready_speakers`. Segmented files are still classified at once.
 
     Returns:
         A ``results`` row (without ``batch_id``): ``status`` ``"done"`` with emotion, confidence and
@@ -88,6 +92,7 @@ def analyse_file(
         "model_version": model.version,
         "analysis_mode": "utterance",
         "n_segments": None,
+        "features": None,
         **dict.fromkeys(PROB_COLUMNS),
     }
     try:
@@ -123,6 +128,10 @@ def analyse_file(
         else:
             y, _ = load_audio(path, max_duration_s=s.max_duration_s, info=info)
             x = extract_features(y)
+            if features_only:
+                row.update(status="pending", features=x.astype("<f4").tobytes(), analysis_mode=None)
+                row["processing_ms"] = (time.perf_counter() - t0) * 1000.0
+                return row
             proba = bundle.predict_proba(x[None, :])[0]  # type: ignore[attr-defined]
             labels: list[str] = list(bundle.labels)  # type: ignore[attr-defined]
             probs = {lab: float(p) for lab, p in zip(labels, proba, strict=True)}
@@ -212,13 +221,111 @@ def process_paths(
     model = load_model(model_version, url=url)
     opts = batch_options(batch_id, url=url)
     seg = {"segment": str(opts.get("segment", "vad")), "segment_min_s": float(opts.get("segment_min_s", 10.0))}
+    by_speaker = bool(opts.get("speaker_from"))
     rows: list[dict[str, Any]] = []
     try:
         for p in paths:
-            rows.append(analyse_file(p, model, **seg))
+            rows.append(analyse_file(p, model, features_only=by_speaker, **seg))
     except PASSTHROUGH:
         store_rows(batch_id, rows, url=url)  # keep the files finished before a time limit hit
         raise
     store_rows(batch_id, rows, url=url)
+    if by_speaker:
+        classify_ready_speakers(batch_id, [r["path"] for r in rows], model, url=url)
+        return _chunk_counts(batch_id, [r["path"] for r in rows], url=url)
     done = sum(r["status"] == "done" for r in rows)
     return {"done": done, "failed": len(rows) - done}
+
+
+def _chunk_counts(batch_id: int, paths: Sequence[str], *, url: str | None) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from worker.db import Result
+
+    out = {"done": 0, "failed": 0}
+    with Session(get_engine(url)) as session:
+        q = (
+            select(Result.status, func.count())
+            .where(Result.batch_id == batch_id, Result.path.in_(list(paths)))
+            .group_by(Result.status)
+        )
+        for status, n in session.execute(q):
+            out[status] = n
+    return out
+
+
+def classify_ready_speakers(batch_id: int, paths: Sequence[str], model: LoadedModel, *, url: str | None = None) -> int:
+    """Classify every speaker of ``paths`` whose files in the batch all have features now.
+
+    Step two of a speaker-adaptive batch (``submit --speaker-from``): once no file of a speaker is
+    still waiting for its features, all of that speaker's feature vectors are classified together
+    with :meth:`ser_model.model.ModelBundle.predict_proba_speakers` — z-normalised by the speaker's
+    own statistics when the speaker has at least ``min_speaker_files`` files, else by the global
+    model — and the rows become ``done`` with ``analysis_mode`` ``speaker-adaptive`` or ``global``.
+    Files without a speaker key are classified at once by the global model. Running it twice for the
+    same speaker (two chunks finishing together) writes the same values again: the statistics do not
+    depend on row order.
+
+    Args:
+        batch_id: the batch.
+        paths: files just featurised; their speakers are the candidates.
+        model: the batch's model.
+        url: database URL.
+
+    Returns:
+        Number of rows classified.
+    """
+    import numpy as np
+    from sqlalchemy import func, select, update
+
+    from worker.db import Result
+
+    engine = get_engine(url)
+    with Session(engine) as session:
+        speakers = set(
+            session.scalars(select(Result.speaker).where(Result.batch_id == batch_id, Result.path.in_(list(paths))))
+        )
+    bundle = model.bundle
+    labels: list[str] = list(bundle.labels)  # type: ignore[attr-defined]
+    n_classified = 0
+    for spk in speakers:
+        same = Result.speaker.is_(None) if spk is None else Result.speaker == spk
+        with Session(engine) as session, session.begin():
+            if spk is not None:
+                waiting = session.scalar(
+                    select(func.count()).where(
+                        Result.batch_id == batch_id, same, Result.status == "pending", Result.features.is_(None)
+                    )
+                )
+                if waiting:
+                    continue  # the last chunk with this speaker's files classifies them all
+            q = select(Result.id, Result.features).where(
+                Result.batch_id == batch_id, same, Result.features.is_not(None), Result.status != "failed"
+            )
+            if spk is None:
+                q = q.where(Result.status == "pending")
+            found = session.execute(q.order_by(Result.id)).all()
+            if not found:
+                continue
+            X = np.vstack([np.frombuffer(f, dtype="<f4") for _, f in found])
+            proba, modes = bundle.predict_proba_speakers(X, [spk] * len(found))  # type: ignore[attr-defined]
+            now = utcnow()
+            for (rid, _), p, mode in zip(found, proba, modes, strict=True):
+                probs = {lab: float(v) for lab, v in zip(labels, p, strict=True)}
+                best = max(probs, key=probs.__getitem__)
+                session.execute(
+                    update(Result)
+                    .where(Result.id == rid)
+                    .values(
+                        status="done",
+                        emotion=best,
+                        confidence=probs[best],
+                        probabilities=probs,
+                        analysis_mode=mode,
+                        finished_at=now,
+                        updated_at=now,
+                        **(dict.fromkeys(PROB_COLUMNS) | _prob_columns(probs)),
+                    )
+                )
+            n_classified += len(found)
+    return n_classified

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 import worker.processing as processing
 from worker.celery_app import CLASSIFY_TASK, app
 from worker.db import Result, get_engine, utcnow
-from worker.registry import RegistryError
+from worker.registry import RegistryError, load_model
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,29 @@ def fail_pending(batch_id: int, paths: Sequence[str], reason: str, model_version
     """
     states = _row_states(batch_id, paths)
     todo = [p for p in paths if states.get(p, ("pending", 0))[0] == "pending"]
+    by_speaker = bool(processing.batch_options(batch_id).get("speaker_from"))
+    if by_speaker and todo:  # a file already featurised waits for its speaker, it has not failed
+        with Session(get_engine()) as s:
+            ready = set(
+                s.scalars(
+                    select(Result.path).where(
+                        Result.batch_id == batch_id, Result.path.in_(todo), Result.features.is_not(None)
+                    )
+                )
+            )
+        todo = [p for p in todo if p not in ready]
     now = utcnow()
     rows = [
         {"path": p, "status": "failed", "error": reason, "model_version": model_version, "finished_at": now}
         for p in todo
     ]
     processing.store_rows(batch_id, rows)
+    if by_speaker and rows:
+        # the speakers of these files may now have every other file featurised: classify them
+        try:
+            processing.classify_ready_speakers(batch_id, todo, load_model(model_version))
+        except RegistryError:
+            pass  # no usable model: those files fail with that reason through their own chunks
     return len(rows)
 
 
