@@ -144,6 +144,9 @@ def submit(
     from worker.db import Batch, insert_pending
 
     s = _settings()
+    from worker.settings import prepare_process_env
+
+    prepare_process_env(s)  # before numpy is imported: one BLAS thread per process
     from ser_model.segment import parse_segment_mode
 
     try:
