@@ -85,7 +85,8 @@ def speaker_statistics(
         min_files: fewest rows a speaker needs; must be >= 2.
 
     Returns:
-        ``{speaker: SpeakerStats}`` for the speakers that qualify (others are absent).
+        ``{speaker: SpeakerStats}`` for the speakers that qualify (others are absent). The values do
+        not depend on the order of the rows (bit for bit).
 
     Raises:
         ValueError: ``X`` is not 2-D, the lengths differ, or ``min_files < 2``.
@@ -100,9 +101,12 @@ def speaker_statistics(
     for spk, n in counts.items():
         if n < min_files:
             continue
-        rows = X[known & (keys == spk)]
-        std = rows.std(axis=0)
-        out[spk] = SpeakerStats(rows.mean(axis=0), np.where(std < STD_FLOOR, 1.0, std), int(n))
+        # sorting each column first makes the sums independent of row order, so embedded and
+        # distributed runs (files arriving in any order) get bit-identical statistics
+        rows = np.sort(X[known & (keys == spk)], axis=0)
+        mean = rows.mean(axis=0)
+        std = np.sqrt(np.sort((rows - mean) ** 2, axis=0).mean(axis=0))
+        out[spk] = SpeakerStats(mean, np.where(std < STD_FLOOR, 1.0, std), int(n))
     return out
 
 

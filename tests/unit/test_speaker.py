@@ -70,6 +70,19 @@ def test_fallback_below_minimum_and_unknown_speaker_rows_unchanged():
     assert set(speaker_statistics(X, spk)) == {"big"}
 
 
+def test_result_does_not_depend_on_row_order_bit_for_bit():
+    rng = np.random.default_rng(5)
+    # magnitudes spread over many octaves: a plain np.mean gives different last bits per order
+    X = rng.standard_normal((40, 30)) * np.exp(rng.uniform(-5, 5, (40, 30)))
+    spk = ["s"] * 40
+    perm = rng.permutation(40)
+    assert (X.mean(axis=0) != X[perm].mean(axis=0)).any()  # the hazard is real for this data
+    Z, _ = speaker_normalise(X, spk)
+    Zp, _ = speaker_normalise(X[perm], [spk[i] for i in perm])
+    np.testing.assert_array_equal(Zp, Z[perm])
+    assert speaker_normalise(X.astype(np.float32), spk)[0].dtype == np.float32
+
+
 def test_constant_feature_is_centred_not_divided_by_zero():
     X = np.column_stack([np.full(10, 4.0), np.arange(10.0)])
     Z, _ = speaker_normalise(X, ["s"] * 10)
