@@ -964,6 +964,10 @@ def train(
                 raise CliError(str(e), EXIT_USAGE) from None
         outcome = result.__dict__
     _print_metrics(outcome["metrics"])
+    if outcome["metrics"].get("speaker_adaptive"):
+        sa = dict(outcome["metrics"]["speaker_adaptive"])
+        sa["protocol"] = "with --speaker-from: " + str(sa.get("protocol", "speaker-adaptive"))
+        _print_metrics(sa)
     console.print(f"bundle: {outcome['bundle_path']} (sha256 {outcome['sha256'][:16]}...)")
     rep = outcome["report_files"]
     console.print(f"report: {rep['confusion']}, {rep['metrics']}, {rep['loss']}")

@@ -8,6 +8,7 @@ the ``models`` table so every worker can load it, and optionally activates it.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -121,9 +122,23 @@ def run_training(
         if log:
             log(f"skipped {path}: {reason}")
     cv = cross_validate(table, labels=labels, n_splits=req.folds, progress=stage("cross-validation"))
+    speaker_cv = None
+    if _speaker_adaptive_possible(table.speakers):
+        speaker_cv = cross_validate(
+            table,
+            labels=labels,
+            n_splits=req.folds,
+            speaker_adaptive=True,
+            progress=stage("speaker-adaptive cross-validation"),
+        )
     name = f"{req.dataset}{len(labels)}"
     bundle = train_bundle(
-        table, labels=labels, cv_report=cv, name=name, dataset=f"{req.dataset}: {', '.join(req.data)}"
+        table,
+        labels=labels,
+        cv_report=cv,
+        speaker_cv_report=speaker_cv,
+        name=name,
+        dataset=f"{req.dataset}: {', '.join(req.data)}",
     )
     if progress:
         progress("final model", 1, 1)
@@ -132,10 +147,20 @@ def run_training(
     digest = save_bundle(bundle, out)
     rep_dir = Path(req.report) if req.report else out.with_name(out.stem + "-report")
     written = write_report(rep_dir, cv, bundle.meta["loss_curve"], title=f"{name}: {cv['protocol']}")
+    if speaker_cv is not None:
+        from ser_model.report import plot_confusion
+
+        sa = {k: v for k, v in speaker_cv.items() if k != "predictions"}
+        (rep_dir / "metrics_speaker_adaptive.json").write_text(json.dumps(sa, indent=2) + "\n")
+        written["confusion_speaker_adaptive"] = plot_confusion(
+            speaker_cv, rep_dir / "confusion_matrix_speaker_adaptive.png", title=f"{name}: {speaker_cv['protocol']}"
+        )
     version = None
     if req.register:
         version = register_bundle(out, digest, bundle, f"{name}-{stamp}", activate=req.activate, url=s.database_url)
     metrics = {k: v for k, v in cv.items() if k != "predictions"}
+    if speaker_cv is not None:
+        metrics["speaker_adaptive"] = {k: v for k, v in speaker_cv.items() if k != "predictions"}
     return TrainOutcome(
         version=version,
         bundle_path=str(out),
@@ -146,6 +171,17 @@ def run_training(
         skipped=list(table.failed),
         labels=labels,
     )
+
+
+def _speaker_adaptive_possible(speakers: Sequence[str | None]) -> bool:
+    """Speaker-adaptive CV needs known speakers, at least two of them with the minimum file count."""
+    from collections import Counter
+
+    from ser_model.speaker import MIN_SPEAKER_FILES
+
+    if any(s is None for s in speakers):
+        return False
+    return sum(n >= MIN_SPEAKER_FILES for n in Counter(speakers).values()) >= 2
 
 
 def register_bundle(path: Path, digest: str, bundle: Any, stem: str, *, activate: bool, url: str | None = None) -> str:
