@@ -8,6 +8,18 @@ from pathlib import Path
 from typing import Any
 
 
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Lay out, write (creating parent folders) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def plot_confusion(report: dict[str, Any], path: str | os.PathLike[str], title: str = "") -> Path:
     """Save a row-normalised confusion matrix (true rows, predicted columns) as PNG.
 
@@ -51,12 +63,7 @@ def plot_confusion(report: dict[str, Any], path: str | os.PathLike[str], title: 
     sub = f"WA {report['wa']:.3f}  UAR {report['uar']:.3f}  macro-F1 {report['macro_f1']:.3f}  (n={report['n']})"
     ax.set_title(f"{title}\n{sub}" if title else sub, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="recall")
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def plot_loss(loss_curve: list[float], path: str | os.PathLike[str]) -> Path:
@@ -71,12 +78,7 @@ def plot_loss(loss_curve: list[float], path: str | os.PathLike[str]) -> Path:
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (cross-entropy)")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def write_report(
@@ -148,9 +150,4 @@ def plot_timeline(
         strip.axvspan(s["start_s"], s["end_s"], color=colour.get(s.get("emotion"), "grey"), alpha=0.9)
     strip.set_yticks([])
     strip.set_xlabel("time (s)")
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, path)

@@ -61,6 +61,23 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class LabelColumns:
+    """The label of a file or segment: emotion, confidence, ``p_<emotion>`` for the eight RAVDESS
+    emotions (queryable in plain SQL), and every label's probability as JSON (any label set)."""
+
+    emotion: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    p_neutral: Mapped[float | None] = mapped_column(Float)
+    p_calm: Mapped[float | None] = mapped_column(Float)
+    p_happy: Mapped[float | None] = mapped_column(Float)
+    p_sad: Mapped[float | None] = mapped_column(Float)
+    p_angry: Mapped[float | None] = mapped_column(Float)
+    p_fearful: Mapped[float | None] = mapped_column(Float)
+    p_disgust: Mapped[float | None] = mapped_column(Float)
+    p_surprised: Mapped[float | None] = mapped_column(Float)
+    probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON)
+
+
 class Batch(Base):
     """One `ser-batch submit`: what was submitted and how it ended."""
 
@@ -81,7 +98,7 @@ class Batch(Base):
     __table_args__ = (CheckConstraint(f"status IN {BATCH_STATUSES}", name="status"),)
 
 
-class Result(Base):
+class Result(LabelColumns, Base):
     """One row per submitted file: its label and probabilities, or why it failed."""
 
     __tablename__ = "results"
@@ -96,17 +113,6 @@ class Result(Base):
     channels: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     error: Mapped[str | None] = mapped_column(Text)
-    emotion: Mapped[str | None] = mapped_column(String(64))
-    confidence: Mapped[float | None] = mapped_column(Float)
-    p_neutral: Mapped[float | None] = mapped_column(Float)
-    p_calm: Mapped[float | None] = mapped_column(Float)
-    p_happy: Mapped[float | None] = mapped_column(Float)
-    p_sad: Mapped[float | None] = mapped_column(Float)
-    p_angry: Mapped[float | None] = mapped_column(Float)
-    p_fearful: Mapped[float | None] = mapped_column(Float)
-    p_disgust: Mapped[float | None] = mapped_column(Float)
-    p_surprised: Mapped[float | None] = mapped_column(Float)
-    probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON)  # every label of the model
     model_version: Mapped[str | None] = mapped_column(String(128))
     processing_ms: Mapped[float | None] = mapped_column(Float)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -147,7 +153,7 @@ class ModelVersion(Base):
     bundle: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
-class Segment(Base):
+class Segment(LabelColumns, Base):
     """One segment of a long recording: its span and label; the file's row holds the aggregate."""
 
     __tablename__ = "segments"
@@ -157,17 +163,6 @@ class Segment(Base):
     idx: Mapped[int] = mapped_column(Integer)
     start_s: Mapped[float] = mapped_column(Float)
     end_s: Mapped[float] = mapped_column(Float)
-    emotion: Mapped[str | None] = mapped_column(String(64))
-    confidence: Mapped[float | None] = mapped_column(Float)
-    p_neutral: Mapped[float | None] = mapped_column(Float)
-    p_calm: Mapped[float | None] = mapped_column(Float)
-    p_happy: Mapped[float | None] = mapped_column(Float)
-    p_sad: Mapped[float | None] = mapped_column(Float)
-    p_angry: Mapped[float | None] = mapped_column(Float)
-    p_fearful: Mapped[float | None] = mapped_column(Float)
-    p_disgust: Mapped[float | None] = mapped_column(Float)
-    p_surprised: Mapped[float | None] = mapped_column(Float)
-    probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON)
 
     __table_args__ = (UniqueConstraint("result_id", "idx", name="uq_segments_result_idx"),)
 
