@@ -6,7 +6,17 @@ Pipeline for one recording ``y`` (mono, 16 kHz, from :func:`ser_model.audio.load
    (zero-padded, so that the autocorrelation below has no circular aliasing for lags up to 32 ms).
 2. Trim leading/trailing silence in the frame domain: keep the span of frames whose energy is within
    :data:`TRIM_TOP_DB` dB of the loudest frame (the rule of ``librosa.effects.trim``, applied to the
-   STFT frames instead of a second framing).
+   STFT frames instead of a second framing). The frame RMS comes from the time-domain frames, so the
+   span is found before the FFT and only the kept frames are transformed (the same frames, so the
+   same values as transforming all and trimming afterwards).
+
+   Implementation note (speed, same numbers): every librosa feature below is computed by a direct
+   numpy/scipy equivalent of librosa's definition (same filter banks, same Savitzky-Golay filters,
+   same contrast sub-bands), and percentiles come from one sort. Against the librosa-based version
+   of ``ser-feat-2`` the vectors agree within ``rtol=1e-4, atol=1e-5`` (float32 rounding; see
+   ``tests/unit/test_features.py`` and ``benchmarks/results/throughput.md``). The FFT stays numpy's
+   float32 transform: scipy's float32 FFT rounds differently and moves spectral-contrast valleys
+   (the quietest 2 % of bins) by more than that tolerance.
 3. Frame-level descriptors (low-level descriptors, LLDs), each a row block of shape ``(d, n_frames)``:
 
    ========================  ====  ==========================================================
@@ -68,10 +78,14 @@ record it and refuse to load under another version.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
-import librosa
 import numpy as np
+import scipy.fft
+import scipy.ndimage
+import scipy.signal
 
 from ser_model.audio import SAMPLE_RATE, AudioError
 
@@ -186,23 +200,98 @@ def feature_names() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=1)
-def _filterbanks() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Mel and chroma filter banks, analysis window and FFT bin frequencies (Hz), built once."""
+def _tables() -> _Tables:
+    """Filter banks, window, bin frequencies and fixed regression/filter coefficients, built once per process."""
+    import librosa  # only here: the hot path below is numpy/scipy, librosa is needed for its filter banks
+
     mel_fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=0.0, fmax=SAMPLE_RATE / 2)
     chroma_fb = librosa.filters.chroma(sr=SAMPLE_RATE, n_fft=N_FFT, tuning=0.0)
     window = librosa.filters.get_window("hann", WIN_LENGTH, fftbins=True).astype(np.float32)
     freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=N_FFT)
-    return mel_fb.astype(np.float32), chroma_fb.astype(np.float32), window, freqs
+    # spectral contrast bands, exactly as librosa.feature.spectral_contrast builds them
+    octa = np.zeros(CONTRAST_BANDS + 2)
+    octa[1:] = CONTRAST_FMIN * (2.0 ** np.arange(0, CONTRAST_BANDS + 1))
+    bands: list[tuple[int, int, int]] = []
+    for k, (f_low, f_high) in enumerate(zip(octa[:-1], octa[1:], strict=True)):
+        band = np.logical_and(freqs >= f_low, freqs <= f_high)
+        idx = np.flatnonzero(band)
+        if k > 0:
+            band[idx[0] - 1] = True
+        if k == CONTRAST_BANDS:
+            band[idx[-1] + 1 :] = True
+        n_q = int(np.maximum(np.rint(0.02 * np.sum(band)), 1))  # librosa's default quantile 0.02
+        sel = np.flatnonzero(band)  # contiguous run of bins
+        lo, hi = int(sel[0]), int(sel[-1]) + 1
+        if k < CONTRAST_BANDS:
+            hi -= 1  # librosa drops the top bin of every band but the last
+        bands.append((lo, hi, n_q))
+    # 9-frame Savitzky-Golay derivative filters of librosa.feature.delta (scipy.signal.savgol_filter)
+    sg1 = scipy.signal.savgol_coeffs(9, 1, deriv=1)
+    sg2 = scipy.signal.savgol_coeffs(9, 2, deriv=2)
+    moments = np.stack([np.ones_like(freqs), freqs, freqs**2], axis=1)  # (bins, 3) for centroid/bandwidth
+    m = (freqs > 0) & (freqs < 5000.0)
+    x = np.log2(freqs[m])
+    ltas_x = (x - x.mean()) / np.sum((x - x.mean()) ** 2)  # least-squares slope weights over log2 frequency
+    return _Tables(
+        mel_fb=mel_fb.astype(np.float32),
+        chroma_fb=chroma_fb.astype(np.float32),
+        window=window,
+        freqs=freqs,
+        bands=tuple(bands),
+        sg1=sg1,
+        sg2=sg2,
+        moments=moments,
+        ltas_mask=m,
+        ltas_x=ltas_x,
+        alpha_lo=(freqs >= 50.0) & (freqs < 1000.0),
+        alpha_hi=(freqs >= 1000.0) & (freqs < 5000.0),
+        hamm_lo=(freqs >= 0.0) & (freqs < 2000.0),
+        hamm_hi=(freqs >= 2000.0) & (freqs < 5000.0),
+    )
 
 
-def _power_spectrogram(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Power STFT ``(1 + N_FFT // 2, T)`` and the windowless time frames ``(T, WIN_LENGTH)``, centred."""
-    _, _, window, _ = _filterbanks()
+class _Tables(NamedTuple):
+    mel_fb: np.ndarray  # (N_MELS, bins) float32
+    chroma_fb: np.ndarray  # (12, bins) float32
+    window: np.ndarray  # (WIN_LENGTH,) float32 periodic Hann
+    freqs: np.ndarray  # (bins,) Hz
+    bands: tuple[tuple[int, int, int], ...]  # contrast sub-band bin ranges [lo, hi) and quantile counts
+    sg1: np.ndarray  # (9,) first-derivative Savitzky-Golay coefficients
+    sg2: np.ndarray  # (9,) second-derivative Savitzky-Golay coefficients
+    moments: np.ndarray  # (bins, 3): 1, f, f^2
+    ltas_mask: np.ndarray  # (bins,) bool, 0 < f < 5 kHz
+    ltas_x: np.ndarray  # slope weights over log2(f) of the masked bins
+    alpha_lo: np.ndarray
+    alpha_hi: np.ndarray
+    hamm_lo: np.ndarray
+    hamm_hi: np.ndarray
+
+
+def _frames(y: np.ndarray) -> np.ndarray:
+    """Centred, zero-padded time frames ``(T, WIN_LENGTH)`` as a read-only strided view (no copy)."""
     pad = WIN_LENGTH // 2
     yp = np.pad(y, (pad, pad), mode="constant")
-    frames = librosa.util.frame(yp, frame_length=WIN_LENGTH, hop_length=HOP_LENGTH, axis=0)  # (T, WIN)
-    spec = np.fft.rfft(frames * window, n=N_FFT, axis=1)
-    return (spec.real**2 + spec.imag**2).T.astype(np.float32), frames
+    return np.lib.stride_tricks.sliding_window_view(yp, WIN_LENGTH)[::HOP_LENGTH]
+
+
+def _frame_db(y: np.ndarray, n_frames: int) -> np.ndarray:
+    """RMS level (dBFS) of every frame of :func:`_frames`, shape ``(T,)``, summed in float64.
+
+    A frame (512 samples, hop 160) is 16 consecutive blocks of 32 samples starting at block ``5 t``,
+    so block sums of the squared signal give every frame energy without re-reading overlapping samples.
+    """
+    pad = WIN_LENGTH // 2
+    blk = 32  # gcd(HOP_LENGTH, WIN_LENGTH)
+    n = y.shape[0] + 2 * pad
+    n_blocks = -(-n // blk)
+    y2 = np.zeros(n_blocks * blk, dtype=np.float64)
+    y2[pad : pad + y.shape[0]] = y
+    y2 *= y2
+    bs = y2.reshape(n_blocks, blk).sum(axis=1)
+    per, step = WIN_LENGTH // blk, HOP_LENGTH // blk
+    energy = np.lib.stride_tricks.sliding_window_view(bs, per)[::step][:n_frames].sum(axis=1)
+    rms = np.sqrt(energy / WIN_LENGTH)
+    return 20.0 * np.log10(np.maximum(rms, 1e-10))
 
 
 def _trim_span(frame_db: np.ndarray) -> tuple[int, int]:
@@ -211,64 +300,90 @@ def _trim_span(frame_db: np.ndarray) -> tuple[int, int]:
     return int(keep[0]), int(keep[-1]) + 1
 
 
+def _percentiles(xs: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """``np.percentile(x, q, axis=-1)`` (method "linear") from ``xs``, ``x`` already sorted along the last axis.
+
+    Returns:
+        shape ``(len(q), *xs.shape[:-1])``.
+    """
+    n = xs.shape[-1]
+    out = []
+    for p in q:
+        v = (n - 1) * p / 100.0
+        lo = int(np.floor(v))
+        hi = min(lo + 1, n - 1)
+        g = v - lo
+        a, b = xs[..., lo], xs[..., hi]
+        out.append(a + (b - a) * g if g else a)  # numpy's lerp (exact at g = 0)
+    return np.stack(out)
+
+
 def _functionals(x: np.ndarray) -> np.ndarray:
     """Mean, std, p10, p50, p90 of every row of ``x`` (shape ``(d, T)``) -> ``(5, d)``."""
-    pct = np.percentile(x, [10.0, 50.0, 90.0], axis=1)
-    return np.vstack([x.mean(axis=1), x.std(axis=1), pct])
+    return np.vstack([x.mean(axis=1), x.std(axis=1), _percentiles(np.sort(x, axis=1), (10.0, 50.0, 90.0))])
 
 
-def _pitch(power: np.ndarray, frame_db: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Autocorrelation F0 (see module doc, step 5) from the power STFT ``(bins, T)``.
+def _slope(t: np.ndarray, v: np.ndarray) -> float:
+    """Least-squares slope of ``v`` over ``t`` (``np.polyfit(t, v, 1)[0]``)."""
+    tc = t - t.mean()
+    return float(np.dot(tc, v - v.mean()) / np.dot(tc, tc))
+
+
+def _pitch(power_t: np.ndarray, frame_db: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Autocorrelation F0 (see module doc, step 5) from the power STFT ``(T, bins)``.
 
     Returns:
         ``(features (9,), f0 in semitones re 100 Hz (T,), voiced mask (T,), voicing strength (T,))``.
     """
-    ac = np.fft.irfft(power, n=N_FFT, axis=0)[:WIN_LENGTH]  # (lags, T)
-    r0 = ac[0]
-    ok = r0 > 0
     lag_min = int(np.floor(SAMPLE_RATE / F0_MAX))
     lag_max = min(int(np.ceil(SAMPLE_RATE / F0_MIN)), WIN_LENGTH // 2)
-    lags = np.arange(lag_min, lag_max + 1)
-    r = ac[lag_min : lag_max + 1] / np.where(ok, r0, 1.0)[None, :]
-    r = np.clip(r, -1.0, 1.0)
-    best = np.argmax(r, axis=0)
-    t = np.arange(r.shape[1])
-    strength = r[best, t]
+    ac = scipy.fft.irfft(power_t, n=N_FFT, axis=1)  # (T, lags), float32 like numpy's
+    r0 = ac[:, 0]
+    ok = r0 > 0
+    r = ac[:, lag_min : lag_max + 1] / np.where(ok, r0, 1.0)[:, None]
+    np.clip(r, -1.0, 1.0, out=r)
+    n_lags = r.shape[1]
+    best = np.argmax(r, axis=1)
+    t = np.arange(r.shape[0])
+    strength = r[t, best]
     # parabolic interpolation of the peak lag
-    b_lo = np.clip(best - 1, 0, len(lags) - 1)
-    b_hi = np.clip(best + 1, 0, len(lags) - 1)
-    a, b, c = r[b_lo, t], strength, r[b_hi, t]
+    a = r[t, np.maximum(best - 1, 0)]
+    c = r[t, np.minimum(best + 1, n_lags - 1)]
+    b = strength
     denom = a - 2 * b + c
-    shift = np.where(np.abs(denom) > 1e-9, 0.5 * (a - c) / np.where(np.abs(denom) > 1e-9, denom, 1.0), 0.0)
-    lag = lags[best] + np.clip(shift, -0.5, 0.5)
-    f0 = SAMPLE_RATE / lag
+    big = np.abs(denom) > 1e-9
+    shift = np.where(big, 0.5 * (a - c) / np.where(big, denom, 1.0), 0.0)
+    lag = (best + lag_min) + np.clip(shift, -0.5, 0.5)
+    st_all = 12.0 * np.log2((SAMPLE_RATE / 100.0) / lag)
     voiced = ok & (strength >= VOICING_THRESHOLD) & (frame_db >= frame_db.max() - VOICED_ENERGY_DB)
     out = np.zeros(len(_PITCH), dtype=np.float64)
-    out[7] = voiced.mean()
-    out[8] = float(strength[voiced].mean()) if voiced.any() else 0.0
-    if voiced.sum() >= 2:
-        st = 12.0 * np.log2(f0[voiced] / 100.0)
-        p10, p50, p90 = np.percentile(st, [10.0, 50.0, 90.0])
+    n_voiced = int(np.count_nonzero(voiced))
+    out[7] = n_voiced / voiced.shape[0]
+    out[8] = float(strength[voiced].mean()) if n_voiced else 0.0
+    if n_voiced >= 2:
+        st = st_all[voiced]
+        p10, p50, p90 = _percentiles(np.sort(st), (10.0, 50.0, 90.0))
         times = t[voiced] * (HOP_LENGTH / SAMPLE_RATE)
-        slope = np.polyfit(times, st, 1)[0] if np.ptp(times) > 0 else 0.0
+        slope = _slope(times, st)
         out[:7] = [st.mean(), st.std(), p10, p50, p90, p90 - p10, slope]
-    return out, 12.0 * np.log2(f0 / 100.0), voiced, strength
+    return out, st_all, voiced, strength
 
 
 def _skew_kurt(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Skewness and excess kurtosis of every row of ``x`` ``(d, T)`` (0 for constant rows)."""
     c = x - x.mean(axis=1, keepdims=True)
-    m2 = np.mean(c**2, axis=1)
+    c2 = c * c
+    m2 = np.mean(c2, axis=1)
     ok = m2 > 1e-12
     m2s = np.where(ok, m2, 1.0)
-    skew = np.where(ok, np.mean(c**3, axis=1) / m2s**1.5, 0.0)
-    kurt = np.where(ok, np.mean(c**4, axis=1) / m2s**2 - 3.0, 0.0)
+    skew = np.where(ok, np.mean(c2 * c, axis=1) / m2s**1.5, 0.0)
+    kurt = np.where(ok, np.mean(c2 * c2, axis=1) / (m2s * m2s) - 3.0, 0.0)
     return skew, kurt
 
 
 def _contour_and_prosody(
-    P: np.ndarray,
-    freqs: np.ndarray,
+    tab: _Tables,
+    power_t: np.ndarray,
     logmel: np.ndarray,
     mfcc: np.ndarray,
     fdb: np.ndarray,
@@ -276,44 +391,47 @@ def _contour_and_prosody(
     voiced: np.ndarray,
     strength: np.ndarray,
 ) -> np.ndarray:
-    """Features of module doc steps 7-9 from the trimmed frames (``T`` frames each)."""
+    """Features of module doc steps 7-9 from the trimmed frames (``T`` frames each; ``power_t`` is ``(T, bins)``)."""
     T = fdb.shape[0]
-    f0_fill = float(st[voiced].mean()) if voiced.any() else 0.0
+    n_voiced = int(np.count_nonzero(voiced))
+    st_v = st[voiced]
+    f0_fill = float(st_v.mean()) if n_voiced else 0.0
     # 7. segment means: contour of timbre, level, voicing and pitch over N_SEGMENTS equal parts
     edges = np.linspace(0, T, N_SEGMENTS + 1).astype(int)
-    seg: list[float] = []
+    seg = np.empty((N_SEGMENTS, len(_SEG_ITEMS)))
     for k in range(N_SEGMENTS):
-        a, b = edges[k], max(edges[k + 1], edges[k] + 1)
+        a, b = int(edges[k]), max(int(edges[k + 1]), int(edges[k]) + 1)
         v = voiced[a:b]
-        seg.extend(mfcc[:N_SEG_MFCC, a:b].mean(axis=1))
-        seg.extend([fdb[a:b].mean(), v.mean(), st[a:b][v].mean() if v.any() else f0_fill])
+        nv = int(np.count_nonzero(v))
+        seg[k, :N_SEG_MFCC] = mfcc[:N_SEG_MFCC, a:b].mean(axis=1)
+        seg[k, N_SEG_MFCC:] = fdb[a:b].mean(), nv / v.shape[0], st[a:b][v].mean() if nv else f0_fill
     # 8. rhythm, pitch dynamics, voice quality, energy dynamics
-    d = np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]]))
+    d = np.diff(voiced.astype(np.int8), prepend=0, append=0)
     runs = (np.flatnonzero(d == -1) - np.flatnonzero(d == 1)) * (HOP_LENGTH / SAMPLE_RATE)
     dur = T * HOP_LENGTH / SAMPLE_RATE
-    pause = float(np.mean(fdb < fdb.max() - VOICED_ENERGY_DB))
+    fdb_max = fdb.max()
+    pause = float(np.count_nonzero(fdb < fdb_max - VOICED_ENERGY_DB)) / T
     dst = np.diff(np.where(voiced, st, np.nan))
     dst = dst[np.isfinite(dst)]
     if dst.size:
-        f0dyn = [np.abs(dst).mean(), dst.std(), *np.percentile(dst, [10.0, 90.0])]
+        f0dyn = [np.abs(dst).mean(), dst.std(), *_percentiles(np.sort(dst), (10.0, 90.0))]
     else:
         f0dyn = [0.0, 0.0, 0.0, 0.0]
-    r = np.clip(strength[voiced], 1e-3, 0.999) if voiced.any() else np.array([1e-3])
+    r = np.clip(strength[voiced], 1e-3, 0.999) if n_voiced else np.array([1e-3])
     hnr = 10.0 * np.log10(r / (1.0 - r))
-    Pv = P[:, voiced] if voiced.sum() >= 2 else P
+    Pv = power_t[voiced] if n_voiced >= 2 else power_t  # (frames, bins)
 
-    def band_db(lo: float, hi: float, reduce: str) -> np.ndarray:
-        m = (freqs >= lo) & (freqs < hi)
-        e = Pv[m].sum(axis=0) if reduce == "sum" else Pv[m].max(axis=0)
+    def band_db(m: np.ndarray, reduce: str) -> np.ndarray:
+        e = Pv[:, m].sum(axis=1) if reduce == "sum" else Pv[:, m].max(axis=1)
         return 10.0 * np.log10(e + 1e-10)
 
-    alpha = band_db(50.0, 1000.0, "sum") - band_db(1000.0, 5000.0, "sum")
-    hamm = band_db(0.0, 2000.0, "max") - band_db(2000.0, 5000.0, "max")
-    ltas = 10.0 * np.log10(Pv.mean(axis=1) + 1e-10)
-    m = (freqs > 0) & (freqs < 5000.0)
-    slope = np.polyfit(np.log2(freqs[m]), ltas[m], 1)[0]
-    fv = fdb[voiced] if voiced.any() else fdb
+    alpha = band_db(tab.alpha_lo, "sum") - band_db(tab.alpha_hi, "sum")
+    hamm = band_db(tab.hamm_lo, "max") - band_db(tab.hamm_hi, "max")
+    ltas = 10.0 * np.log10(Pv.mean(axis=0) + 1e-10)
+    slope = float(np.dot(tab.ltas_x, ltas[tab.ltas_mask]))
+    fv = fdb[voiced] if n_voiced else fdb
     rskew, rkurt = _skew_kurt(fdb[None, :])
+    fdb_p5, fdb_p95 = _percentiles(np.sort(fdb), (5.0, 95.0))
     prosody = [
         len(runs) / dur,
         runs.mean() if runs.size else 0.0,
@@ -322,23 +440,69 @@ def _contour_and_prosody(
         *f0dyn,
         hnr.mean(),
         hnr.std(),
-        np.percentile(hnr, 90.0),
+        _percentiles(np.sort(hnr), (90.0,))[0],
         alpha.mean(),
         alpha.std(),
         hamm.mean(),
         hamm.std(),
         slope,
         fv.std(),
-        np.percentile(fdb, 95.0) - np.percentile(fdb, 5.0),
-        fv.mean() - fdb.max(),
+        fdb_p95 - fdb_p5,
+        fv.mean() - fdb_max,
         rskew[0],
         rkurt[0],
     ]
     # 9. voiced-frame spectra and higher moments of MFCC
-    mv = mfcc[:, voiced] if voiced.sum() >= 2 else mfcc
-    lv = logmel[:, voiced] if voiced.sum() >= 2 else logmel
+    mv = mfcc[:, voiced] if n_voiced >= 2 else mfcc
+    lv = logmel[:, voiced] if n_voiced >= 2 else logmel
     mskew, mkurt = _skew_kurt(mfcc)
-    return np.concatenate([seg, prosody, mv.mean(axis=1), mv.std(axis=1), mskew, mkurt, lv.mean(axis=1)])
+    return np.concatenate([seg.ravel(), prosody, mv.mean(axis=1), mv.std(axis=1), mskew, mkurt, lv.mean(axis=1)])
+
+
+def _power_to_db(s: np.ndarray, top_db: float = 80.0) -> np.ndarray:
+    """``librosa.power_to_db(s, ref=1.0, amin=1e-10, top_db=top_db)`` (dB)."""
+    out = 10.0 * np.log10(np.maximum(s, 1e-10))
+    return np.maximum(out, out.max() - top_db)
+
+
+def _spectral_shape(
+    tab: _Tables, power_t: np.ndarray, mag_t: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Spectral contrast ``(7, T)``, centroid, bandwidth, roll-off and flatness ``(1, T)`` from ``(T, bins)`` spectra.
+
+    Vectorised equivalents of ``librosa.feature.spectral_contrast`` (``fmin=100``, 6 bands, quantile
+    0.02), ``spectral_centroid``, ``spectral_bandwidth`` (p = 2), ``spectral_rolloff`` (85 %) and
+    ``spectral_flatness`` (power 2, amin 1e-10) on the magnitude spectrogram; the same definitions,
+    equal to librosa's values within float32 rounding.
+    """
+    n = mag_t.shape[0]
+    # contrast: mean of the lowest / highest 2 % of each octave sub-band (Jiang et al. 2002)
+    valley = np.empty((CONTRAST_BANDS + 1, n))
+    peak = np.empty((CONTRAST_BANDS + 1, n))
+    for k, (lo, hi, n_q) in enumerate(tab.bands):
+        if n_q == 1:
+            valley[k] = mag_t[:, lo:hi].min(axis=1)
+            peak[k] = mag_t[:, lo:hi].max(axis=1)
+        else:
+            sub = np.sort(mag_t[:, lo:hi], axis=1)
+            valley[k] = sub[:, :n_q].mean(axis=1)
+            peak[k] = sub[:, -n_q:].mean(axis=1)
+    contrast = _power_to_db(peak) - _power_to_db(valley)
+    # centroid and bandwidth from the moments sum(S), sum(f S), sum(f^2 S) of each frame
+    mom = mag_t @ tab.moments  # (T, 3), float64
+    total = mom[:, 0]
+    norm = np.where(total < np.finfo(np.float32).tiny, 1.0, total)
+    centroid = mom[:, 1] / norm
+    m2 = mom[:, 2] / norm - 2.0 * centroid * (mom[:, 1] / norm) + centroid * centroid * (total / norm)
+    bandwidth = np.sqrt(np.maximum(m2, 0.0))
+    # roll-off: lowest bin whose cumulative magnitude reaches 85 % of the frame total
+    cum = np.cumsum(mag_t, axis=1)
+    reached = cum >= (0.85 * cum[:, -1])[:, None]
+    rolloff = tab.freqs[np.argmax(reached, axis=1)]
+    # flatness: geometric over arithmetic mean of the thresholded power spectrum
+    s = np.maximum(1e-10, power_t)
+    flatness = np.exp(np.mean(np.log(s), axis=1)) / np.mean(s, axis=1)
+    return contrast, centroid[None, :], bandwidth[None, :], rolloff[None, :], flatness[None, :]
 
 
 def extract_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -361,44 +525,57 @@ def extract_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"expected mono samples of shape (n,), got {y.shape}")
-    mel_fb, chroma_fb, _, freqs = _filterbanks()
-    power, frames = _power_spectrogram(y)
-    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
-    frame_db = 20.0 * np.log10(np.maximum(rms, 1e-10))
+    tab = _tables()
+    frames = _frames(y)  # (T_all, WIN) view
+    frame_db = _frame_db(y, frames.shape[0])
     start, stop = _trim_span(frame_db)
     if stop - start < MIN_FRAMES:
         raise AudioError(
             f"too little sound: {(stop - start) * HOP_LENGTH / SAMPLE_RATE:.3f} s above the silence threshold"
         )
-    P = power[:, start:stop]
+    # the STFT of the kept frames only: trimming first gives the same frames as trimming the full STFT
     fr = frames[start:stop]
+    spec = np.fft.rfft(fr * tab.window, n=N_FFT, axis=1)  # (T, bins) complex64
+    power_t = spec.real * spec.real + spec.imag * spec.imag  # (T, bins) float32
+    P = power_t.T  # (bins, T) view
     fdb = frame_db[start:stop]
-    mag = np.sqrt(P)
+    mag_t = np.sqrt(power_t)
 
-    logmel = librosa.power_to_db(mel_fb @ P, ref=1.0, amin=1e-10, top_db=80.0)
-    mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=N_MFCC)
-    mfcc_d = librosa.feature.delta(mfcc, width=9, order=1, mode="nearest")
-    mfcc_dd = librosa.feature.delta(mfcc, width=9, order=2, mode="nearest")
-    chroma = librosa.util.normalize(chroma_fb @ P, norm=np.inf, axis=0)
-    contrast = librosa.feature.spectral_contrast(
-        S=mag, sr=SAMPLE_RATE, n_fft=N_FFT, fmin=CONTRAST_FMIN, n_bands=CONTRAST_BANDS
-    )
-    centroid = librosa.feature.spectral_centroid(S=mag, freq=freqs)
-    bandwidth = librosa.feature.spectral_bandwidth(S=mag, freq=freqs, centroid=centroid)
-    rolloff = librosa.feature.spectral_rolloff(S=mag, freq=freqs, roll_percent=0.85)
-    flatness = librosa.feature.spectral_flatness(S=mag, power=2.0)
+    logmel = _power_to_db(tab.mel_fb @ P)
+    mfcc = scipy.fft.dct(logmel, axis=0, type=2, norm="ortho")[:N_MFCC]  # librosa.feature.mfcc
+    mfcc_d = scipy.ndimage.convolve1d(mfcc, tab.sg1, axis=-1, mode="nearest")  # librosa.feature.delta
+    mfcc_dd = scipy.ndimage.convolve1d(mfcc, tab.sg2, axis=-1, mode="nearest")
+    chroma = tab.chroma_fb @ P
+    cmax = chroma.max(axis=0)
+    chroma /= np.where(cmax < np.finfo(np.float32).tiny, 1.0, cmax)  # librosa.util.normalize(norm=inf)
+    contrast, centroid, bandwidth, rolloff, flatness = _spectral_shape(tab, power_t, mag_t)
     signs = np.signbit(fr)
     zcr = np.mean(signs[:, 1:] != signs[:, :-1], axis=1)[None, :]
     rms_db = fdb[None, :]
-    rms_db_d = librosa.feature.delta(rms_db, width=9, order=1, mode="nearest")
+    rms_db_d = scipy.ndimage.convolve1d(rms_db, tab.sg1, axis=-1, mode="nearest")
 
     lld = np.vstack(
-        [logmel, mfcc, mfcc_d, mfcc_dd, chroma, contrast, centroid, bandwidth, rolloff, flatness, zcr, rms_db, rms_db_d]
-    ).astype(np.float64)
+        [
+            logmel,
+            mfcc,
+            mfcc_d,
+            mfcc_dd,
+            chroma,
+            contrast,
+            centroid,
+            bandwidth,
+            rolloff,
+            flatness,
+            zcr,
+            rms_db,
+            rms_db_d,
+        ],
+        dtype=np.float64,
+    )
     stats = _functionals(lld).ravel()  # stat-major, matches feature_names()
-    pitch, st, voiced, strength = _pitch(P, fdb)
+    pitch, st, voiced, strength = _pitch(power_t, fdb)
     duration = np.array([(stop - start) * HOP_LENGTH / SAMPLE_RATE])
-    extra = _contour_and_prosody(P, freqs, logmel, mfcc, fdb, st, voiced, strength)
+    extra = _contour_and_prosody(tab, power_t, logmel, mfcc, fdb, st, voiced, strength)
     out = np.concatenate([stats, pitch, duration, extra]).astype(np.float32)
     if not np.isfinite(out).all():  # defensive: would poison the scaler
         raise AudioError("feature extraction produced non-finite values")
