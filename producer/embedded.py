@@ -36,10 +36,10 @@ def _run_chunk(batch_id: int, paths: list[str], model_version: str) -> dict[str,
 
 
 def warm_up() -> None:
-    """Import librosa and run the feature extractor once, so forked processes start warm.
+    """Run the feature extractor once, so forked processes start warm.
 
-    The first call compiles (or loads from ``NUMBA_CACHE_DIR``) librosa's numba functions; doing it
-    once in the parent means the pool's processes inherit the compiled code.
+    The first call imports the feature code and builds its filter banks (no librosa or numba on
+    this path); doing it once in the parent means the pool's processes inherit them.
     """
     import numpy as np
 

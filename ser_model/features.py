@@ -85,7 +85,6 @@ from typing import NamedTuple
 import numpy as np
 import scipy.fft
 import scipy.ndimage
-import scipy.signal
 
 from ser_model.audio import SAMPLE_RATE, AudioError
 
@@ -199,15 +198,97 @@ def feature_names() -> tuple[str, ...]:
     return tuple(names)
 
 
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney mel scale (``librosa.hz_to_mel(htk=False)``): linear below 1 kHz, logarithmic above."""
+    f_sp = 200.0 / 3
+    mels = f / f_sp
+    log_t = f >= 1000.0
+    mels[log_t] = 1000.0 / f_sp + np.log(f[log_t] / 1000.0) / (np.log(6.4) / 27.0)
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_hz_to_mel` (``librosa.mel_to_hz(htk=False)``)."""
+    f_sp = 200.0 / 3
+    freqs = f_sp * mels
+    log_t = mels >= 1000.0 / f_sp
+    freqs[log_t] = 1000.0 * np.exp(np.log(6.4) / 27.0 * (mels[log_t] - 1000.0 / f_sp))
+    return freqs
+
+
+def _mel_filterbank(freqs: np.ndarray) -> np.ndarray:
+    """Slaney-normalised triangular mel filters ``(N_MELS, bins)`` over 0-8 kHz, as ``librosa.filters.mel``."""
+    edges = np.array([0.0, SAMPLE_RATE / 2])
+    lo, hi = _hz_to_mel(edges)
+    mel_f = _mel_to_hz(np.linspace(lo, hi, N_MELS + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, freqs)
+    weights = np.zeros((N_MELS, freqs.shape[0]), dtype=np.float32)
+    for i in range(N_MELS):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2 : N_MELS + 2] - mel_f[:N_MELS]))[:, None]
+    return weights
+
+
+def _chroma_filterbank() -> np.ndarray:
+    """Chroma filters ``(12, bins)``, A440 tuning, as ``librosa.filters.chroma`` (Ellis' chromagram weights).
+
+    Gaussian bumps over the pitch class of every FFT bin, columns L2-normalised, weighted by a
+    Gaussian over octaves centred at octave 5 (2 octaves wide), rows starting at C.
+    """
+    n_chroma = 12
+    frequencies = np.linspace(0, SAMPLE_RATE, N_FFT, endpoint=False)[1:]
+    frqbins = n_chroma * np.log2(frequencies / (440.0 / 16))
+    frqbins = np.concatenate(([frqbins[0] - 1.5 * n_chroma], frqbins))
+    binwidthbins = np.concatenate((np.maximum(frqbins[1:] - frqbins[:-1], 1.0), [1]))
+    D = np.subtract.outer(frqbins, np.arange(0, n_chroma, dtype="d")).T
+    n_chroma2 = np.round(float(n_chroma) / 2)
+    D = np.remainder(D + n_chroma2 + 10 * n_chroma, n_chroma) - n_chroma2
+    wts = np.exp(-0.5 * (2 * D / np.tile(binwidthbins, (n_chroma, 1))) ** 2)
+    length = np.sum(np.abs(wts) ** 2, axis=0, keepdims=True) ** (1.0 / 2)
+    length[length < np.finfo(wts.dtype).tiny] = 1.0
+    wts = wts / length
+    wts *= np.tile(np.exp(-0.5 * (((frqbins / n_chroma - 5.0) / 2.0) ** 2)), (n_chroma, 1))
+    wts = np.roll(wts, -3 * (n_chroma // 12), axis=0)
+    return np.ascontiguousarray(wts[:, : 1 + N_FFT // 2], dtype=np.float32)
+
+
+def _hann() -> np.ndarray:
+    """Periodic ("DFT-even") Hann window of :data:`WIN_LENGTH` samples, float32 (``scipy.signal.get_window``)."""
+    fac = np.linspace(-np.pi, np.pi, WIN_LENGTH + 1)
+    w = np.zeros(WIN_LENGTH + 1)
+    w += 0.5 * np.cos(0 * fac)
+    w += 0.5 * np.cos(1 * fac)
+    return w[:-1].astype(np.float32)
+
+
+def _savgol_deriv(order: int) -> np.ndarray:
+    """9-tap Savitzky-Golay derivative filter of ``librosa.feature.delta(width=9, order=order)``.
+
+    The least-squares polynomial of degree ``order`` over 9 frames, differentiated ``order`` times at
+    the centre (``scipy.signal.savgol_coeffs(9, order, deriv=order)``), as convolution coefficients.
+    """
+    k = np.arange(-4, 5, dtype=np.float64)
+    if order == 1:
+        return -k / np.sum(k**2)  # slope; reversed for convolution
+    k2 = k**2 - np.mean(k**2)
+    return 2.0 * k2 / np.sum(k2**2)  # 2 x the quadratic coefficient (symmetric)
+
+
 @lru_cache(maxsize=1)
 def _tables() -> _Tables:
-    """Filter banks, window, bin frequencies and fixed regression/filter coefficients, built once per process."""
-    import librosa  # only here: the hot path below is numpy/scipy, librosa is needed for its filter banks
+    """Filter banks, window, bin frequencies and fixed filter/regression weights, built once per process.
 
-    mel_fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=0.0, fmax=SAMPLE_RATE / 2)
-    chroma_fb = librosa.filters.chroma(sr=SAMPLE_RATE, n_fft=N_FFT, tuning=0.0)
-    window = librosa.filters.get_window("hann", WIN_LENGTH, fftbins=True).astype(np.float32)
-    freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=N_FFT)
+    Built with numpy alone, operation for operation as librosa 0.11 builds them (the unit tests check
+    them against librosa), so a worker process never imports librosa or ``scipy.signal`` (about
+    1.5 s of start-up with numba's cache loads).
+    """
+    freqs = np.fft.rfftfreq(n=N_FFT, d=1.0 / SAMPLE_RATE)  # librosa.fft_frequencies
+    mel_fb = _mel_filterbank(freqs)
+    chroma_fb = _chroma_filterbank()
+    window = _hann()
     # spectral contrast bands, exactly as librosa.feature.spectral_contrast builds them
     octa = np.zeros(CONTRAST_BANDS + 2)
     octa[1:] = CONTRAST_FMIN * (2.0 ** np.arange(0, CONTRAST_BANDS + 1))
@@ -225,16 +306,14 @@ def _tables() -> _Tables:
         if k < CONTRAST_BANDS:
             hi -= 1  # librosa drops the top bin of every band but the last
         bands.append((lo, hi, n_q))
-    # 9-frame Savitzky-Golay derivative filters of librosa.feature.delta (scipy.signal.savgol_filter)
-    sg1 = scipy.signal.savgol_coeffs(9, 1, deriv=1)
-    sg2 = scipy.signal.savgol_coeffs(9, 2, deriv=2)
+    sg1, sg2 = _savgol_deriv(1), _savgol_deriv(2)  # librosa.feature.delta, width 9
     moments = np.stack([np.ones_like(freqs), freqs, freqs**2], axis=1)  # (bins, 3) for centroid/bandwidth
     m = (freqs > 0) & (freqs < 5000.0)
     x = np.log2(freqs[m])
     ltas_x = (x - x.mean()) / np.sum((x - x.mean()) ** 2)  # least-squares slope weights over log2 frequency
     return _Tables(
-        mel_fb=mel_fb.astype(np.float32),
-        chroma_fb=chroma_fb.astype(np.float32),
+        mel_fb=mel_fb,
+        chroma_fb=chroma_fb,
         window=window,
         freqs=freqs,
         bands=tuple(bands),
@@ -243,10 +322,10 @@ def _tables() -> _Tables:
         moments=moments,
         ltas_mask=m,
         ltas_x=ltas_x,
-        alpha_lo=(freqs >= 50.0) & (freqs < 1000.0),
-        alpha_hi=(freqs >= 1000.0) & (freqs < 5000.0),
-        hamm_lo=(freqs >= 0.0) & (freqs < 2000.0),
-        hamm_hi=(freqs >= 2000.0) & (freqs < 5000.0),
+        alpha_lo=_bin_range(freqs, 50.0, 1000.0),
+        alpha_hi=_bin_range(freqs, 1000.0, 5000.0),
+        hamm_lo=_bin_range(freqs, 0.0, 2000.0),
+        hamm_hi=_bin_range(freqs, 2000.0, 5000.0),
     )
 
 
@@ -261,10 +340,16 @@ class _Tables(NamedTuple):
     moments: np.ndarray  # (bins, 3): 1, f, f^2
     ltas_mask: np.ndarray  # (bins,) bool, 0 < f < 5 kHz
     ltas_x: np.ndarray  # slope weights over log2(f) of the masked bins
-    alpha_lo: np.ndarray
-    alpha_hi: np.ndarray
-    hamm_lo: np.ndarray
-    hamm_hi: np.ndarray
+    alpha_lo: slice  # bins of 50-1000 Hz (alpha ratio, eGeMAPS)
+    alpha_hi: slice  # 1-5 kHz
+    hamm_lo: slice  # 0-2 kHz (Hammarberg index)
+    hamm_hi: slice  # 2-5 kHz
+
+
+def _bin_range(freqs: np.ndarray, lo: float, hi: float) -> slice:
+    """The FFT bins with ``lo <= f < hi`` (Hz) as a slice (they are contiguous)."""
+    idx = np.flatnonzero((freqs >= lo) & (freqs < hi))
+    return slice(int(idx[0]), int(idx[-1]) + 1)
 
 
 def _frames(y: np.ndarray) -> np.ndarray:
@@ -421,7 +506,7 @@ def _contour_and_prosody(
     hnr = 10.0 * np.log10(r / (1.0 - r))
     Pv = power_t[voiced] if n_voiced >= 2 else power_t  # (frames, bins)
 
-    def band_db(m: np.ndarray, reduce: str) -> np.ndarray:
+    def band_db(m: slice, reduce: str) -> np.ndarray:
         e = Pv[:, m].sum(axis=1) if reduce == "sum" else Pv[:, m].max(axis=1)
         return 10.0 * np.log10(e + 1e-10)
 
@@ -535,7 +620,9 @@ def extract_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
         )
     # the STFT of the kept frames only: trimming first gives the same frames as trimming the full STFT
     fr = frames[start:stop]
-    spec = np.fft.rfft(fr * tab.window, n=N_FFT, axis=1)  # (T, bins) complex64
+    buf = np.zeros((stop - start, N_FFT), dtype=np.float32)  # zero-padded windowed frames
+    np.multiply(fr, tab.window, out=buf[:, :WIN_LENGTH])
+    spec = np.fft.rfft(buf, axis=1)  # (T, bins) complex64; numpy's float32 FFT, as before
     power_t = spec.real * spec.real + spec.imag * spec.imag  # (T, bins) float32
     P = power_t.T  # (bins, T) view
     fdb = frame_db[start:stop]

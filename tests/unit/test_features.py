@@ -59,3 +59,129 @@ def test_48k_original_and_16k_copy_give_near_equal_features():
         rel = np.abs(a - b) / (np.abs(b) + 1.0)
         assert np.median(rel) < 0.01
         assert np.mean(rel < 0.05) > 0.95
+
+
+# Values of ser-feat-2 for one real recording, computed by the librosa-based extractor the
+# packaged model was trained with (before the speed work of issue 6). The fast extractor must keep
+# them within float32 rounding: a model bundle records only FEATURE_VERSION, not the numbers.
+PINNED_FILE = "Actor_01/03-01-05-01-01-01-01.flac"
+PINNED = {
+    "logmel_10_mean": -28.360321044921875,
+    "mfcc_01_std": 45.290706634521484,
+    "mfcc_d_03_p90": 3.464137554168701,
+    "chroma_05_p50": 0.31147927045822144,
+    "contrast_06_mean": 30.846832275390625,
+    "centroid_mean": 1913.708740234375,
+    "bandwidth_p10": 1153.956787109375,
+    "rolloff_p90": 5875.0,
+    "flatness_mean": 0.042807407677173615,
+    "zcr_p50": 0.10371819883584976,
+    "rms_db_d_std": 1.75059974193573,
+    "f0_st_p50": 7.424361228942871,
+    "voiced_fraction": 0.6914893388748169,
+    "speech_duration_s": 1.8799999952316284,
+    "seg2_f0_st_mean": 7.984096527099609,
+    "hnr_db_mean": 1.6675416231155396,
+    "ltas_slope_db_per_oct": -5.261237621307373,
+    "mfcc_04_kurtosis": -0.617563009262085,
+    "logmel_40_voiced_mean": -37.872032165527344,
+}
+
+
+@needs_corpus
+def test_pinned_values_of_a_real_recording_are_unchanged():
+    y, _ = load_audio(RAVDESS / PINNED_FILE)
+    x = extract_features(y)
+    names = feature_names()
+    got = np.array([x[names.index(k)] for k in PINNED])
+    np.testing.assert_allclose(got, np.array(list(PINNED.values())), rtol=1e-4, atol=1e-5)
+
+
+def test_tables_equal_librosa_filters():
+    """The filter banks built without librosa are librosa's, bit for bit (windows, mel, chroma)."""
+    import librosa
+    import scipy.signal
+
+    from ser_model.features import N_FFT, N_MELS, WIN_LENGTH, _tables
+
+    t = _tables()
+    np.testing.assert_array_equal(t.freqs, librosa.fft_frequencies(sr=16000, n_fft=N_FFT))
+    mel = librosa.filters.mel(sr=16000, n_fft=N_FFT, n_mels=N_MELS, fmin=0.0, fmax=8000.0)
+    np.testing.assert_array_equal(t.mel_fb, mel.astype(np.float32))
+    np.testing.assert_array_equal(t.chroma_fb, librosa.filters.chroma(sr=16000, n_fft=N_FFT, tuning=0.0))
+    hann = librosa.filters.get_window("hann", WIN_LENGTH, fftbins=True).astype(np.float32)
+    np.testing.assert_array_equal(t.window, hann)
+    np.testing.assert_allclose(t.sg1, scipy.signal.savgol_coeffs(9, 1, deriv=1), atol=1e-15)
+    np.testing.assert_allclose(t.sg2, scipy.signal.savgol_coeffs(9, 2, deriv=2), atol=1e-15)
+
+
+def _spectrogram(y: np.ndarray) -> np.ndarray:
+    """Power spectrogram ``(T, bins)`` float32 with the extractor's framing."""
+    from ser_model.features import N_FFT, _frames, _tables
+
+    spec = np.fft.rfft(_frames(y) * _tables().window, n=N_FFT, axis=1)
+    return spec.real * spec.real + spec.imag * spec.imag
+
+
+@pytest.mark.parametrize("kind", ["tone", "noise", "gap"])
+def test_spectral_shape_equals_librosa(kind):
+    """Contrast, centroid, bandwidth, roll-off and flatness equal librosa.feature's on the same spectrogram."""
+    import librosa
+
+    from ser_model.features import CONTRAST_BANDS, CONTRAST_FMIN, N_FFT, _spectral_shape, _tables
+
+    rng = np.random.default_rng(1)
+    y = {
+        "tone": tone(freq=170, seconds=1.0),
+        "noise": (0.1 * rng.standard_normal(16000)).astype(np.float32),
+        "gap": np.concatenate([tone(seconds=0.5), np.zeros(4000, np.float32), tone(freq=260, seconds=0.5)]),
+    }[kind]
+    power_t = _spectrogram(y)
+    mag_t = np.sqrt(power_t)
+    t = _tables()
+    contrast, centroid, bandwidth, rolloff, flatness = _spectral_shape(t, power_t, mag_t)
+    S = mag_t.T
+    ref_contrast = librosa.feature.spectral_contrast(
+        S=S, sr=16000, n_fft=N_FFT, fmin=CONTRAST_FMIN, n_bands=CONTRAST_BANDS
+    )
+    ref_centroid = librosa.feature.spectral_centroid(S=S, freq=t.freqs)
+    np.testing.assert_allclose(contrast, ref_contrast, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(centroid, ref_centroid, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        bandwidth, librosa.feature.spectral_bandwidth(S=S, freq=t.freqs, centroid=ref_centroid), rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_array_equal(rolloff, librosa.feature.spectral_rolloff(S=S, freq=t.freqs, roll_percent=0.85))
+    np.testing.assert_allclose(flatness, librosa.feature.spectral_flatness(S=S, power=2.0), rtol=1e-5, atol=1e-9)
+
+
+def test_functionals_and_deltas_equal_numpy_and_librosa():
+    import librosa
+    import scipy.ndimage
+
+    from ser_model.features import _functionals, _tables
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((7, 57))
+    f = _functionals(x)
+    np.testing.assert_allclose(f[2:], np.percentile(x, [10.0, 50.0, 90.0], axis=1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(f[:2], np.vstack([x.mean(axis=1), x.std(axis=1)]), rtol=1e-12)
+    m = rng.standard_normal((20, 40)).astype(np.float32)
+    t = _tables()
+    for order, coeffs in ((1, t.sg1), (2, t.sg2)):
+        got = scipy.ndimage.convolve1d(m, coeffs, axis=-1, mode="nearest")
+        want = librosa.feature.delta(m, width=9, order=order, mode="nearest")
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_extractor_does_not_import_librosa():
+    """The hot path is numpy/scipy: a worker never pays librosa's import and numba cache loads."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from ser_model.features import extract_features; "
+        "extract_features((0.1*np.sin(np.arange(16000)/8)).astype(np.float32)); "
+        "print('librosa' in sys.modules, 'numba' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
