@@ -355,8 +355,13 @@ def _bin_range(freqs: np.ndarray, lo: float, hi: float) -> slice:
 def _frames(y: np.ndarray) -> np.ndarray:
     """Centred, zero-padded time frames ``(T, WIN_LENGTH)`` as a read-only strided view (no copy)."""
     pad = WIN_LENGTH // 2
-    yp = np.pad(y, (pad, pad), mode="constant")
-    return np.lib.stride_tricks.sliding_window_view(yp, WIN_LENGTH)[::HOP_LENGTH]
+    yp = np.zeros(y.shape[0] + 2 * pad, dtype=np.float32)
+    yp[pad : pad + y.shape[0]] = y
+    n_frames = 1 + (yp.shape[0] - WIN_LENGTH) // HOP_LENGTH  # librosa.util.frame
+    step = yp.strides[0]
+    return np.lib.stride_tricks.as_strided(
+        yp, shape=(n_frames, WIN_LENGTH), strides=(HOP_LENGTH * step, step), writeable=False
+    )
 
 
 def _frame_db(y: np.ndarray, n_frames: int) -> np.ndarray:
@@ -482,7 +487,7 @@ def _contour_and_prosody(
     st_v = st[voiced]
     f0_fill = float(st_v.mean()) if n_voiced else 0.0
     # 7. segment means: contour of timbre, level, voicing and pitch over N_SEGMENTS equal parts
-    edges = np.linspace(0, T, N_SEGMENTS + 1).astype(int)
+    edges = [k * T // N_SEGMENTS for k in range(N_SEGMENTS + 1)]  # = np.linspace(0, T, 5).astype(int)
     seg = np.empty((N_SEGMENTS, len(_SEG_ITEMS)))
     for k in range(N_SEGMENTS):
         a, b = int(edges[k]), max(int(edges[k + 1]), int(edges[k]) + 1)
@@ -564,11 +569,14 @@ def _spectral_shape(
     # contrast: mean of the lowest / highest 2 % of each octave sub-band (Jiang et al. 2002)
     valley = np.empty((CONTRAST_BANDS + 1, n))
     peak = np.empty((CONTRAST_BANDS + 1, n))
+    # sub-bands of one bin per side (the 5 lowest, adjacent): min and max of each in one call
+    one = [k for k, (_, _, n_q) in enumerate(tab.bands) if n_q == 1]
+    starts = [tab.bands[k][0] for k in one]
+    low = mag_t[:, : tab.bands[one[-1]][1]]
+    valley[one] = np.minimum.reduceat(low, starts, axis=1).T
+    peak[one] = np.maximum.reduceat(low, starts, axis=1).T
     for k, (lo, hi, n_q) in enumerate(tab.bands):
-        if n_q == 1:
-            valley[k] = mag_t[:, lo:hi].min(axis=1)
-            peak[k] = mag_t[:, lo:hi].max(axis=1)
-        else:
+        if n_q > 1:
             sub = np.sort(mag_t[:, lo:hi], axis=1)
             valley[k] = sub[:, :n_q].mean(axis=1)
             peak[k] = sub[:, -n_q:].mean(axis=1)
@@ -637,7 +645,7 @@ def extract_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     chroma /= np.where(cmax < np.finfo(np.float32).tiny, 1.0, cmax)  # librosa.util.normalize(norm=inf)
     contrast, centroid, bandwidth, rolloff, flatness = _spectral_shape(tab, power_t, mag_t)
     signs = np.signbit(fr)
-    zcr = np.mean(signs[:, 1:] != signs[:, :-1], axis=1)[None, :]
+    zcr = (np.count_nonzero(signs[:, 1:] != signs[:, :-1], axis=1) / (WIN_LENGTH - 1))[None, :]
     rms_db = fdb[None, :]
     rms_db_d = scipy.ndimage.convolve1d(rms_db, tab.sg1, axis=-1, mode="nearest")
 
