@@ -508,7 +508,7 @@ def worker(
     Before starting it brings an SQLite database to the current schema and registers the packaged
     default model (PostgreSQL: run `ser-batch db upgrade` first). It then runs the same as
     `celery -A worker.celery_app worker -Q classify --concurrency N --loglevel info --without-gossip
-    --without-mingle`, which warms up (librosa, numba, model) before it takes the first task.
+    --without-mingle`, which warms up (feature code, model) before it takes the first task.
     Serve the training queue with its own worker: `ser-batch worker -Q training -c 1`.
     """
     from sqlalchemy.exc import SQLAlchemyError

@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+
+if TYPE_CHECKING:  # scikit-learn is imported where it is used: reading a sidecar must stay light
+    from sklearn.pipeline import Pipeline
 
 from ser_model.features import FEATURE_VERSION, N_FEATURES
 
@@ -162,6 +162,10 @@ def build_pipeline(
     Returns:
         ``Pipeline([("scaler", ...), ("mlp", ...)])``.
     """
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return Pipeline(
         [
             ("scaler", StandardScaler()),

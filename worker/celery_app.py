@@ -21,7 +21,7 @@ from worker.settings import Settings, get_settings, prepare_process_env
 
 # Before numpy is imported anywhere in a worker: one BLAS/OpenMP/numba thread per process, so that
 # prefork concurrency x BLAS threads does not oversubscribe the cores, and a writable
-# NUMBA_CACHE_DIR so librosa's numba functions compile once per machine, not once per process.
+# NUMBA_CACHE_DIR so any numba function (librosa, where still used) compiles once per machine.
 _settings = get_settings()
 prepare_process_env(_settings)
 
@@ -174,7 +174,7 @@ def enqueue_chunks(
 
 
 def warm_up(url: str | None = None) -> dict[str, Any]:
-    """Import librosa, compile its numba functions on a 1-s sine and load the active model.
+    """Run the feature extractor once on a 1-s sine (imports, filter banks) and load the active model.
 
     Runs once in the worker's main process before the pool forks (``celeryd_after_setup``), so every pool
     process starts with compiled feature code and the model in memory, and the first task of a
