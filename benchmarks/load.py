@@ -32,39 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from services import (  # noqa: E402
     PostgresCluster,
     RedisServer,
+    link_corpus,
+    pool_rss_mb,
     ser_batch,
     service_env,
     start_worker,
     temp_dir,
 )
-
-
-def link_corpus(sources: list[Path], folder: Path, n: int) -> str:
-    """``n`` distinct names in ``folder`` linking to ``sources`` in turn; returns the link kind used."""
-    folder.mkdir(parents=True)
-    kind = "hard links"
-    for i in range(n):
-        src = sources[i % len(sources)]
-        dst = folder / f"{i:05d}_{src.name}"
-        try:
-            os.link(src, dst)
-        except OSError:
-            dst.symlink_to(src)
-            kind = "symlinks"
-    return kind
-
-
-def pool_rss_mb(worker_pid: int) -> list[float]:
-    """VmRSS (MB) of each pool process of the Celery worker ``worker_pid``."""
-    out = []
-    for child in Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split():
-        try:
-            for line in Path(f"/proc/{child}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    out.append(int(line.split()[1]) / 1024)
-        except OSError:
-            pass
-    return out
 
 
 def run(data: Path, n: int, tmp: Path) -> dict[str, Any]:

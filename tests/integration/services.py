@@ -334,3 +334,37 @@ def wait_batch_finished(database_url: str, batch_id: int, timeout_s: float = 120
             return counts
         time.sleep(0.1)
     raise TimeoutError(f"batch {batch_id} not finished after {timeout_s} s: {counts}")
+
+
+def link_corpus(sources: list[Path], folder: Path, n: int) -> str:
+    """``n`` distinct names in ``folder`` linking to ``sources`` in turn (load tests and benchmarks).
+
+    Each name is a hard link, or a symlink where a hard link is impossible (another file system).
+
+    Returns:
+        ``"hard links"`` or ``"symlinks"`` (the kind used for the last that needed a fallback).
+    """
+    folder.mkdir(parents=True)
+    kind = "hard links"
+    for i in range(n):
+        src = sources[i % len(sources)]
+        dst = folder / f"{i:05d}_{src.name}"
+        try:
+            os.link(src, dst)
+        except OSError:
+            dst.symlink_to(src)
+            kind = "symlinks"
+    return kind
+
+
+def pool_rss_mb(worker_pid: int) -> list[float]:
+    """VmRSS (MB) of each pool process of the Celery worker ``worker_pid``, read from /proc."""
+    out = []
+    for child in Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split():
+        try:
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    out.append(int(line.split()[1]) / 1024)
+        except OSError:  # the pool process ended between the two reads
+            pass
+    return out

@@ -5,39 +5,14 @@ asserted). The 10,000-file version is ``benchmarks/load.py`` (numbers in benchma
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
-from services import result_rows, ser_batch
+from services import link_corpus, pool_rss_mb, result_rows, ser_batch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 N_FILES = 1000
-
-
-def link_corpus(sources: list[Path], folder: Path, n: int) -> Path:
-    """``n`` distinct names in ``folder``, each a hard link (a symlink across file systems) to a source file."""
-    folder.mkdir(parents=True)
-    for i in range(n):
-        src = sources[i % len(sources)]
-        dst = folder / f"{i:05d}_{src.name}"
-        try:
-            os.link(src, dst)
-        except OSError:
-            dst.symlink_to(src)
-    return folder
-
-
-def pool_rss_mb(worker_pid: int) -> list[float]:
-    """VmRSS (MB) of each pool process of the Celery worker ``worker_pid``, from /proc."""
-    out = []
-    for child in Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split():
-        for line in Path(f"/proc/{child}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                out.append(int(line.split()[1]) / 1024)
-    return out
 
 
 def test_thousand_files_two_pool_processes_nothing_lost_rss_flat(
@@ -47,7 +22,8 @@ def test_thousand_files_two_pool_processes_nothing_lost_rss_flat(
 
     from worker.db import batch_counts, get_engine
 
-    folder = link_corpus(ravdess_files, tmp_path / "load", N_FILES)
+    folder = tmp_path / "load"
+    link_corpus(ravdess_files, folder, N_FILES)
     env = env_for(pg_url, broker_url)
     w = start_workers(env, name="load", concurrency=2).wait_ready()
     rss = {"ready": pool_rss_mb(w.proc.pid)}
