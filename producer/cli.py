@@ -255,15 +255,31 @@ def _enqueue_batch(batch_id: int, chunk_size: int, wait: bool, quiet: bool) -> i
     if not wait:
         err.print(f"follow with `ser-batch status {batch_id}`; results with `ser-batch results --batch {batch_id}`")
         return EXIT_OK
-    return _wait_for_batch(batch_id, len(todo), quiet)
+    return _wait_for_batch(batch_id, len(todo), quiet, chunk_size=chunk_size, model_version=model_version)
 
 
 DB_DOWN_MAX_S = 300.0
 """How long `submit --wait` keeps polling an unreachable database before it gives up (seconds)."""
 
 
-def _wait_for_batch(batch_id: int, n_queued: int, quiet: bool, poll_s: float = 1.0) -> int:
-    """Show progress from database counts until no row of the batch is pending; then summarise."""
+ORPHAN_GRACE_S = 10.0
+"""`--wait`: pending rows, no progress and an empty broker for this long -> their messages were lost."""
+
+
+def _wait_for_batch(
+    batch_id: int,
+    n_queued: int,
+    quiet: bool,
+    poll_s: float = 1.0,
+    *,
+    chunk_size: int = 8,
+    model_version: str | None = None,
+) -> int:
+    """Show progress from database counts until no row of the batch is pending; then summarise.
+
+    Pending rows with no progress and no message left on the broker for :data:`ORPHAN_GRACE_S`
+    seconds lost their message (a worker killed the instant it took it): they are queued again.
+    """
     from sqlalchemy.exc import InterfaceError, OperationalError
     from sqlalchemy.orm import Session
 
@@ -271,7 +287,7 @@ def _wait_for_batch(batch_id: int, n_queued: int, quiet: bool, poll_s: float = 1
 
     engine = _engine(migrate=False)
     t0 = time.perf_counter()
-    last_change, last_finished, hinted = t0, -1, False
+    last_change, last_finished, hinted, last_requeue = t0, -1, False, t0
     db_down_since: float | None = None
     try:
         with _progress(quiet) as progress:
@@ -307,7 +323,13 @@ def _wait_for_batch(batch_id: int, n_queued: int, quiet: bool, poll_s: float = 1
                     last_finished, last_change = finished, now
                     if finished:
                         progress.update(task, description="classifying")
-                elif not hinted and now - last_change > 60:
+                elif now - last_change > ORPHAN_GRACE_S and now - last_requeue > ORPHAN_GRACE_S:
+                    last_requeue = now
+                    n = _requeue_orphans(batch_id, chunk_size, model_version)
+                    if n:
+                        err.print(f"[yellow]{n} pending file(s) had no message left on the broker[/]: queued again")
+                        last_change = now
+                if not hinted and now - last_change > 60:
                     err.print(
                         "[yellow]no progress for 60 s[/]: is a worker running on this broker? (`ser-batch worker`)"
                     )
@@ -317,6 +339,23 @@ def _wait_for_batch(batch_id: int, n_queued: int, quiet: bool, poll_s: float = 1
         err.print(f"[yellow]stopped waiting[/]: the workers go on; follow with `ser-batch status {batch_id}`")
         raise typer.Exit(130) from None
     return _finish_batch(batch_id, time.perf_counter() - t0, n_queued)
+
+
+def _requeue_orphans(batch_id: int, chunk_size: int, model_version: str | None) -> int:
+    """:func:`worker.celery_app.requeue_orphans` for a batch; 0 when the broker cannot be asked."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from worker.celery_app import requeue_orphans
+
+    try:
+        return requeue_orphans(
+            batch_id,
+            _pending_paths(_engine(migrate=False), batch_id),
+            chunk_size=chunk_size,
+            model_version=model_version,
+        )
+    except BrokerError:
+        return 0
 
 
 def _pending_paths(engine, batch_id: int) -> list[str]:  # type: ignore[no-untyped-def]

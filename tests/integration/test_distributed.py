@@ -122,6 +122,43 @@ def test_two_worker_processes_share_one_batch(broker_url, pg_url, recordings, en
     assert n1 + n2 == 48
 
 
+def _wait_recovering_orphans(
+    db_url: str, broker_url: str, batch_id: int, *, chunk_size: int, timeout_s: float
+) -> dict[str, int]:
+    """Wait for a batch as `submit --wait` does, including its recovery of messages a dying worker lost.
+
+    kombu's Redis transport pops a message before it records it as unacknowledged, so a worker
+    SIGKILLed in that instant loses it; with no progress and nothing left on the broker, the pending
+    files are queued again (:func:`worker.celery_app.requeue_orphans`, which `--wait` calls).
+    """
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from worker.celery_app import make_app, requeue_orphans
+    from worker.db import Result, batch_counts, get_engine
+    from worker.settings import Settings
+
+    capp = make_app(Settings(broker_url=broker_url, database_url=db_url))
+    end = time.monotonic() + timeout_s
+    last: dict[str, int] = {}
+    stalled_since = time.monotonic()
+    while time.monotonic() < end:
+        with Session(get_engine(db_url)) as s:
+            counts = batch_counts(s, batch_id)
+            pending = list(
+                s.scalars(select(Result.path).where(Result.batch_id == batch_id, Result.status == "pending"))
+            )
+        if counts["pending"] == 0:
+            return counts
+        if counts != last:
+            last, stalled_since = counts, time.monotonic()
+        elif time.monotonic() - stalled_since > 12:
+            requeue_orphans(batch_id, pending, chunk_size=chunk_size, celery_app=capp)
+            stalled_since = time.monotonic()
+        time.sleep(0.5)
+    raise TimeoutError(f"batch {batch_id} not finished after {timeout_s} s: {last}")
+
+
 def test_worker_killed_mid_batch_then_replaced_leaves_every_file_done_once(
     broker_url, pg_url, recordings, env_for, start_workers, redis_server
 ):
@@ -158,7 +195,7 @@ def test_worker_killed_mid_batch_then_replaced_leaves_every_file_done_once(
     assert redis_server.client().hlen("unacked") > 0  # messages were in flight when it died
     fresh = start_workers(env, name="fresh", concurrency=2)
     fresh.wait_ready()
-    counts = wait_batch_finished(pg_url, batch_id, timeout_s=120)
+    counts = _wait_recovering_orphans(pg_url, broker_url, batch_id, chunk_size=4, timeout_s=120)
     assert counts == {"pending": 0, "done": 200, "failed": 0, "total": 200}
     rows = result_rows(pg_url, batch_id)
     assert sorted(str(r["path"]) for r in rows) == sorted(str(f) for f in folder.iterdir())
