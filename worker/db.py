@@ -231,6 +231,18 @@ def dispose_engines() -> None:
     _engines.clear()
 
 
+def _upsert_insert(session: Session) -> Any:
+    """The dialect's ``insert`` that has ``on_conflict_do_update/do_nothing`` (SQLite or PostgreSQL)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise RuntimeError(f"unsupported database {dialect}")
+    return insert
+
+
 def upsert_results(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert or update result rows on the unique key (batch_id, path).
 
@@ -244,14 +256,7 @@ def upsert_results(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise RuntimeError(f"unsupported database {dialect}")
-    stmt = insert(Result).values(list(rows))
+    stmt = _upsert_insert(session)(Result).values(list(rows))
     keys = set(rows[0]) - {"batch_id", "path", "created_at"}
     update = {k: getattr(stmt.excluded, k) for k in keys}
     update["updated_at"] = utcnow()
@@ -312,18 +317,14 @@ def insert_pending(
         sizes: size in bytes per path, where known.
         speakers: speaker key per path for speaker-adaptive batches (see ``submit --speaker-from``).
     """
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert_ = _upsert_insert(session)
     spk = speakers or {}
     rows = [
         {"batch_id": batch_id, "path": p, "status": "pending", "size_bytes": sizes.get(p), "speaker": spk.get(p)}
         for p in paths
     ]
     for i in range(0, len(rows), 500):
-        stmt = insert(Result).values(rows[i : i + 500]).on_conflict_do_nothing(index_elements=["batch_id", "path"])
+        stmt = insert_(Result).values(rows[i : i + 500]).on_conflict_do_nothing(index_elements=["batch_id", "path"])
         session.execute(stmt)
 
 
