@@ -76,6 +76,12 @@ class LabelColumns:
     p_disgust: Mapped[float | None] = mapped_column(Float)
     p_surprised: Mapped[float | None] = mapped_column(Float)
     probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    # trust flags (see ser_model.trust): distance of the features from the training data, whether it
+    # is past the model's out-of-domain threshold, and whether the calibrated confidence is below the
+    # model's low-confidence threshold (the label is still given)
+    ood_score: Mapped[float | None] = mapped_column(Float)
+    out_of_domain: Mapped[bool | None] = mapped_column(Boolean)
+    low_confidence: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class Batch(Base):
@@ -94,6 +100,9 @@ class Batch(Base):
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
     n_ignored: Mapped[int] = mapped_column(Integer, default=0)  # non-audio files seen while walking
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # warnings a user should act on (many files out of domain, labels collapsed onto one emotion),
+    # a list of {"code": ..., "message": ...}; None until the batch has been assessed
+    warnings: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
     __table_args__ = (CheckConstraint(f"status IN {BATCH_STATUSES}", name="status"),)
 

@@ -15,7 +15,9 @@ def test_ravdess_every_emotion_code(code, emotion):
     assert parse_ravdess_name(f"03-01-{code}-01-01-01-12.wav").emotion == emotion
 
 
-@pytest.mark.parametrize("name", ["03-01-09-01-01-01-01.wav", "03-01-05-01-01-01.wav", "hello.wav", "03-01-0a-01-01-01-01"])
+@pytest.mark.parametrize(
+    "name", ["03-01-09-01-01-01-01.wav", "03-01-05-01-01-01.wav", "hello.wav", "03-01-0a-01-01-01-01"]
+)
 def test_ravdess_rejects_bad_names(name):
     with pytest.raises(LabelParseError):
         parse_ravdess_name(name)

@@ -34,3 +34,32 @@ def test_orm_matches_migrations(tmp_path):
     with get_engine(url).connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+
+
+def test_0004_adds_trust_flags_and_keeps_rows(tmp_path):
+    """0003 -> 0004 keeps existing rows and adds the trust flags (NULL for old rows) and batch warnings."""
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    upgrade(url, "0003")
+    eng = get_engine(url)
+    with eng.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO batches (id, created_at, options, source_paths, status, mode, n_files, n_done, n_failed, n_ignored) VALUES (1, '2026-01-01', '{}', '[]', 'done', 'embedded', 1, 1, 0, 0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO results (batch_id, path, status, attempts, created_at, updated_at) VALUES (1, 'a.wav', 'done', 0, '2026-01-01', '2026-01-01')"
+            )
+        )
+    upgrade(url, "0004")
+    insp = inspect(eng)
+    for table in ("results", "segments"):
+        assert {"ood_score", "out_of_domain", "low_confidence"} <= {c["name"] for c in insp.get_columns(table)}
+    assert "warnings" in {c["name"] for c in insp.get_columns("batches")}
+    with eng.connect() as conn:
+        assert conn.execute(text("SELECT path, ood_score, out_of_domain FROM results")).all() == [("a.wav", None, None)]
+    downgrade(url, "0003")
+    assert "ood_score" not in {c["name"] for c in inspect(get_engine(url)).get_columns("results")}
