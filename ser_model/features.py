@@ -2,6 +2,12 @@
 
 Pipeline for one recording ``y`` (mono, 16 kHz, from :func:`ser_model.audio.load_audio`):
 
+0. Level normalisation (``ser-feat-3``): ``y`` is scaled to an active speech level of -26 dBFS
+   (:func:`ser_model.level.normalise_level`, ITU-R BS.1770-4 gating), so no feature depends on the
+   recording's gain: the dB-valued features (log-mel, MFCC 0, ``rms_db``, ...) are levels relative
+   to the file's own active speech level, and a file played 20 dB quieter gets the same vector up to
+   its quantisation noise.
+
 1. One STFT: Hann window of 512 samples (32 ms), hop 160 samples (10 ms), FFT size 1024
    (zero-padded, so that the autocorrelation below has no circular aliasing for lags up to 32 ms).
 2. Trim leading/trailing silence in the frame domain: keep the span of frames whose energy is within
@@ -87,8 +93,9 @@ import scipy.fft
 import scipy.ndimage
 
 from ser_model.audio import SAMPLE_RATE, AudioError
+from ser_model.level import normalise_level
 
-FEATURE_VERSION = "ser-feat-2"
+FEATURE_VERSION = "ser-feat-3"
 """Identifier of the feature definition; stored in every model bundle."""
 
 WIN_LENGTH = 512  # samples, 32 ms at 16 kHz
@@ -618,6 +625,7 @@ def extract_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"expected mono samples of shape (n,), got {y.shape}")
+    y = normalise_level(y)  # step 0: gain invariance (ser_model.level)
     tab = _tables()
     frames = _frames(y)  # (T_all, WIN) view
     frame_db = _frame_db(y, frames.shape[0])

@@ -8,6 +8,9 @@ features (:mod:`ser_model.speaker`) for the speaker-adaptive mode: use
 fewer than ``meta["min_speaker_files"]`` files in the batch, or no key, go through the global ``pipeline``
 exactly as :meth:`ModelBundle.predict_proba` would. Bundles written before this option (no
 ``speaker_pipeline`` key) load with ``speaker_pipeline=None`` and classify every file globally.
+Bundles also carry ``trust`` (:mod:`ser_model.trust`): the temperature of each pipeline, fitted on
+out-of-fold probabilities, so that :meth:`ModelBundle.predict_proba` returns *calibrated* probabilities;
+the out-of-domain detector with its threshold; the low-confidence thresholds; the training label prior.
 Its SHA-256 is recorded next to it (``<file>.json`` sidecar, and the ``models`` table)
 and checked before the file is unpickled: joblib/pickle executes code on load, so an unverified
 bundle is never opened.
@@ -24,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import joblib
 import numpy as np
@@ -37,6 +40,14 @@ from ser_model.features import FEATURE_VERSION, N_FEATURES
 BUNDLE_FORMAT = 1
 DEFAULT_MODEL_PATH = Path(__file__).with_name("models") / "default.joblib"
 """The default model shipped in the package (trained on RAVDESS actors 1-20, 8 emotions)."""
+
+
+class TrustFlags(NamedTuple):
+    """Per-row trust flags (:meth:`ModelBundle.flags`); each ``(n,)`` array, or None without trust state."""
+
+    ood_score: np.ndarray | None
+    out_of_domain: np.ndarray | None
+    low_confidence: np.ndarray | None
 
 
 class BundleError(Exception):
@@ -58,6 +69,11 @@ class ModelBundle:
             ``min_speaker_files`` and ``speaker_metrics``.
         speaker_pipeline: optional fitted pipeline of the same form for speaker z-normalised
             features (:func:`ser_model.speaker.speaker_normalise`), or None.
+        trust: calibration and out-of-domain state (:func:`ser_model.training.fit_trust`):
+            ``temperature`` and ``low_confidence_threshold`` (dicts by mode, ``"global"`` and
+            ``"speaker-adaptive"``), ``ood`` (:meth:`ser_model.trust.OODDetector.to_dict`) and
+            ``train_prior`` (label -> share). Empty: probabilities are the raw softmax and no flags
+            are computed.
     """
 
     pipeline: Pipeline
@@ -65,6 +81,41 @@ class ModelBundle:
     feature_version: str = FEATURE_VERSION
     meta: dict[str, Any] = field(default_factory=dict)
     speaker_pipeline: Pipeline | None = None
+    trust: dict[str, Any] = field(default_factory=dict)
+
+    def _temperature(self, mode: str) -> float:
+        return float(self.trust.get("temperature", {}).get(mode, 1.0))
+
+    def _calibrate(self, proba: np.ndarray, mode: str) -> np.ndarray:
+        from ser_model.trust import apply_temperature
+
+        t = self._temperature(mode)
+        return proba if t == 1.0 else apply_temperature(proba, t)
+
+    def flags(self, X: np.ndarray, proba: np.ndarray, modes: Sequence[str] | None = None) -> TrustFlags:
+        """Out-of-domain score and flag, and the low-confidence flag, of every row.
+
+        Args:
+            X: raw (not speaker-normalised) features ``(n, N_FEATURES)``.
+            proba: *calibrated* probabilities of those rows ``(n, len(labels))``.
+            modes: per row ``"global"`` or ``"speaker-adaptive"`` (which threshold applies); default
+                all global.
+
+        Returns:
+            :class:`TrustFlags`; its arrays are None when the bundle has no ``trust`` state.
+        """
+        from ser_model.speaker import MODE_GLOBAL
+        from ser_model.trust import OODDetector
+
+        X = np.atleast_2d(np.asarray(X))
+        proba = np.atleast_2d(np.asarray(proba))
+        if not self.trust:
+            return TrustFlags(None, None, None)
+        score, ood = OODDetector.from_dict(self.trust["ood"]).flags(X)
+        thr = self.trust.get("low_confidence_threshold", {})
+        modes = list(modes) if modes is not None else [MODE_GLOBAL] * X.shape[0]
+        t = np.array([float(thr.get(m, thr.get(MODE_GLOBAL, 0.0))) for m in modes])
+        return TrustFlags(score, ood, proba.max(axis=1) < t)
 
     @property
     def min_speaker_files(self) -> int:
@@ -79,16 +130,21 @@ class ModelBundle:
         out[:, np.asarray(pipeline.classes_, dtype=int)] = proba
         return out
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Class probabilities.
+    def predict_proba(self, X: np.ndarray, *, calibrated: bool = True) -> np.ndarray:
+        """Class probabilities, temperature-calibrated when the bundle has a calibrator.
 
         Args:
             X: features, shape ``(n, N_FEATURES)``.
+            calibrated: apply the global temperature (``trust["temperature"]["global"]``); False gives
+                the MLP's raw softmax.
 
         Returns:
             Array ``(n, len(labels))``; rows sum to 1.
         """
-        return self._proba(self.pipeline, X)
+        from ser_model.speaker import MODE_GLOBAL
+
+        proba = self._proba(self.pipeline, X)
+        return self._calibrate(proba, MODE_GLOBAL) if calibrated else proba
 
     def predict_proba_speakers(
         self,
@@ -96,6 +152,7 @@ class ModelBundle:
         speakers: Sequence[str | None],
         *,
         min_files: int | None = None,
+        calibrated: bool = True,
     ) -> tuple[np.ndarray, list[str]]:
         """Class probabilities with speaker-adaptive normalisation where a speaker has enough files.
 
@@ -110,6 +167,7 @@ class ModelBundle:
             X: features, shape ``(n, N_FEATURES)``.
             speakers: speaker key per row, length ``n``.
             min_files: override of :attr:`min_speaker_files`.
+            calibrated: apply each pipeline's temperature (see :meth:`predict_proba`).
 
         Returns:
             ``(proba, modes)``: ``proba`` ``(n, len(labels))`` rows summing to 1; ``modes`` a list of
@@ -118,19 +176,21 @@ class ModelBundle:
         Raises:
             ValueError: ``len(speakers) != n``.
         """
-        from ser_model.speaker import speaker_modes, speaker_normalise
+        from ser_model.speaker import MODE_SPEAKER, speaker_modes, speaker_normalise
 
         X = np.atleast_2d(np.asarray(X))
         if len(speakers) != X.shape[0]:
             raise ValueError(f"{len(speakers)} speaker keys for {X.shape[0]} feature rows")
         if self.speaker_pipeline is None:
-            return self.predict_proba(X), speaker_modes(np.zeros(X.shape[0], dtype=bool))
+            return self.predict_proba(X, calibrated=calibrated), speaker_modes(np.zeros(X.shape[0], dtype=bool))
         Z, adapted = speaker_normalise(X, speakers, min_files=min_files or self.min_speaker_files)
         out = np.zeros((X.shape[0], len(self.labels)), dtype=np.float64)
         if adapted.any():
-            out[adapted] = self._proba(self.speaker_pipeline, Z[adapted])
+            p = self._proba(self.speaker_pipeline, Z[adapted])
+            out[adapted] = self._calibrate(p, MODE_SPEAKER) if calibrated else p
         if (~adapted).any():
-            out[~adapted] = self._proba(self.pipeline, X[~adapted])  # same input dtype as predict_proba
+            # same input dtype as predict_proba
+            out[~adapted] = self.predict_proba(X[~adapted], calibrated=calibrated)
         return out, speaker_modes(adapted)
 
 
@@ -221,6 +281,7 @@ def bundle_to_bytes(bundle: ModelBundle) -> bytes:
             "feature_version": bundle.feature_version,
             "meta": bundle.meta,
             "speaker_pipeline": bundle.speaker_pipeline,
+            "trust": bundle.trust,
         },
         buf,
         compress=("zlib", 3),
@@ -266,6 +327,7 @@ def bundle_from_bytes(data: bytes, expected_sha256: str) -> ModelBundle:
         feature_version=fv,
         meta=obj["meta"],
         speaker_pipeline=obj.get("speaker_pipeline"),
+        trust=dict(obj.get("trust") or {}),
     )
 
 

@@ -81,23 +81,86 @@ def plot_loss(loss_curve: list[float], path: str | os.PathLike[str]) -> Path:
     return _save(fig, path)
 
 
+def plot_reliability(calibration: dict[str, Any], path: str | os.PathLike[str], title: str = "") -> Path:
+    """Save a reliability diagram (accuracy against confidence, before and after calibration) as PNG.
+
+    One panel per mode of ``calibration`` (``"global"``, ``"speaker-adaptive"``), each with the
+    out-of-fold reliability bins before (raw softmax) and after temperature scaling, the diagonal of
+    perfect calibration, and the ECE of both in the title (Guo et al. 2017, Fig. 1).
+
+    Args:
+        calibration: ``meta["calibration"]`` of a bundle (:func:`ser_model.training.fit_trust`).
+        path: PNG file to write.
+        title: figure title.
+
+    Returns:
+        The written path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = list(calibration)
+    fig, axes = plt.subplots(1, max(len(modes), 1), figsize=(4.2 * max(len(modes), 1), 4.2), dpi=110, squeeze=False)
+    for ax, mode in zip(axes[0], modes, strict=False):
+        c = calibration[mode]
+        for key, colour, name in (
+            ("reliability_before", "tab:red", "raw softmax"),
+            ("reliability_after", "tab:blue", "calibrated"),
+        ):
+            bins = [b for b in c[key] if b["count"]]
+            ax.plot(
+                [b["confidence"] for b in bins],
+                [b["accuracy"] for b in bins],
+                "o-",
+                color=colour,
+                label=f"{name}: ECE {c['ece_before' if key == 'reliability_before' else 'ece_after']:.3f}",
+            )
+        ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
+        ax.axvline(c["low_confidence_threshold"], color="tab:orange", lw=1, ls=":", label="low-confidence threshold")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (15 bins)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{mode}: T = {c['temperature']:.2f}, n = {c['n']}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
 def write_report(
-    folder: str | os.PathLike[str], cv: dict[str, Any], loss_curve: list[float], title: str
+    folder: str | os.PathLike[str],
+    cv: dict[str, Any],
+    loss_curve: list[float],
+    title: str,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write ``metrics.json``, ``confusion_matrix.png`` and ``loss_curve.png`` into ``folder``.
 
+    With ``calibration`` (a bundle's ``meta["calibration"]``) also ``calibration.json`` and
+    ``reliability_diagram.png`` (:func:`plot_reliability`).
+
     Returns:
-        ``{"metrics": path, "confusion": path, "loss": path}``.
+        ``{"metrics": path, "confusion": path, "loss": path}`` plus ``"calibration"`` and
+        ``"reliability"`` when written.
     """
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
-    metrics = {k: v for k, v in cv.items() if k != "predictions"}
+    metrics = {k: v for k, v in cv.items() if k not in ("predictions", "proba", "ood_scores")}
     (d / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return {
+    out = {
         "metrics": d / "metrics.json",
         "confusion": plot_confusion(cv, d / "confusion_matrix.png", title),
         "loss": plot_loss(loss_curve, d / "loss_curve.png"),
     }
+    if calibration:
+        (d / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
+        out["calibration"] = d / "calibration.json"
+        out["reliability"] = plot_reliability(calibration, d / "reliability_diagram.png", title)
+    return out
 
 
 def plot_timeline(

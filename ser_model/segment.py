@@ -704,6 +704,10 @@ class SegmentedResult:
         mode: the segmentation spec applied (``"none"`` when the file was classified whole).
         segmented: False when the file was classified whole (shorter than ``min_duration_s``
             or mode ``"none"``); ``segments`` then holds one segment covering the whole file.
+        ood_score: duration-weighted mean out-of-domain score of the segments (None when the
+            model has no out-of-domain detector); every segment dict carries its own.
+        out_of_domain: ``ood_score`` above the model's threshold.
+        low_confidence: the aggregate ``confidence`` below the model's low-confidence threshold.
     """
 
     segments: list[dict[str, Any]]
@@ -718,15 +722,21 @@ class SegmentedResult:
     channels: int
     mode: str
     segmented: bool
+    ood_score: float | None = None
+    out_of_domain: bool | None = None
+    low_confidence: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of all attributes."""
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def _segment_dict(index: int, start_s: float, end_s: float, labels: list[str], proba: np.ndarray) -> dict[str, Any]:
+def _segment_dict(
+    index: int, start_s: float, end_s: float, labels: list[str], proba: np.ndarray, flags: tuple[Any, Any, Any]
+) -> dict[str, Any]:
     probs = {lab: float(p) for lab, p in zip(labels, proba, strict=True)}
     best = max(probs, key=probs.__getitem__)
+    score, ood, low = flags
     return {
         "index": index,
         "start_s": float(start_s),
@@ -734,7 +744,32 @@ def _segment_dict(index: int, start_s: float, end_s: float, labels: list[str], p
         "emotion": best,
         "confidence": probs[best],
         "probabilities": probs,
+        "ood_score": None if score is None else float(score),
+        "out_of_domain": None if ood is None else bool(ood),
+        "low_confidence": None if low is None else bool(low),
     }
+
+
+def _row_flags(bundle: _Classifier, X: np.ndarray, proba: np.ndarray) -> list[tuple[Any, Any, Any]]:
+    """Per-row ``(ood_score, out_of_domain, low_confidence)`` from a bundle with ``flags`` (else Nones)."""
+    flags = getattr(bundle, "flags", None)
+    f = flags(X, proba) if flags is not None else (None, None, None)
+    n = X.shape[0]
+    return [tuple(None if a is None else a[i] for a in f) for i in range(n)]  # type: ignore[misc]
+
+
+def _aggregate_flags(
+    bundle: _Classifier, segments: list[dict[str, Any]], confidence: float
+) -> tuple[float | None, bool | None, bool | None]:
+    """File-level flags of a segmented file: duration-weighted mean score against the thresholds."""
+    trust = getattr(bundle, "trust", None) or {}
+    scores = [(s["end_s"] - s["start_s"], s.get("ood_score")) for s in segments]
+    if not trust or any(v is None for _, v in scores):
+        return None, None, None
+    w = np.array([d for d, _ in scores])
+    score = float(np.dot(w, [v for _, v in scores]) / w.sum())
+    thr = float(trust.get("low_confidence_threshold", {}).get("global", 0.0))
+    return score, score > float(trust["ood"]["threshold"]), confidence < thr
 
 
 def classify_segments(
@@ -787,8 +822,9 @@ def classify_segments(
     labels = list(bundle.labels)
     if m.kind == "none" or info.duration_s < min_duration_s:
         y, _ = load_audio(path, max_duration_s=max_duration_s, info=info)
-        proba = np.asarray(bundle.predict_proba(extract_features(y)[None, :]))[0]
-        seg = _segment_dict(0, 0.0, y.size / SAMPLE_RATE, labels, proba)
+        x = extract_features(y)[None, :]
+        proba = np.asarray(bundle.predict_proba(x))
+        seg = _segment_dict(0, 0.0, y.size / SAMPLE_RATE, labels, proba[0], _row_flags(bundle, x, proba)[0])
         return SegmentedResult(
             segments=[seg],
             emotion=seg["emotion"],
@@ -802,6 +838,9 @@ def classify_segments(
             channels=info.channels,
             mode="none",
             segmented=False,
+            ood_score=seg["ood_score"],
+            out_of_domain=seg["out_of_domain"],
+            low_confidence=seg["low_confidence"],
         )
 
     stats = SegmentStats()
@@ -817,9 +856,10 @@ def classify_segments(
         nonlocal weighted, total_s
         if not batch_x:
             return
-        proba = np.asarray(bundle.predict_proba(np.stack(batch_x)))
-        for (a, b), row in zip(batch_t, proba, strict=True):
-            segments.append(_segment_dict(len(segments), a, b, labels, row))
+        X = np.stack(batch_x)
+        proba = np.asarray(bundle.predict_proba(X))
+        for (a, b), row, fl in zip(batch_t, proba, _row_flags(bundle, X, proba), strict=True):
+            segments.append(_segment_dict(len(segments), a, b, labels, row, fl))
             weighted += (b - a) * row
             total_s += b - a
         batch_x.clear()
@@ -848,6 +888,7 @@ def classify_segments(
     mean /= mean.sum()
     probs = {lab: float(p) for lab, p in zip(labels, mean, strict=True)}
     best = max(probs, key=probs.__getitem__)
+    ood_score, out_of_domain, low_confidence = _aggregate_flags(bundle, segments, probs[best])
     return SegmentedResult(
         segments=segments,
         emotion=best,
@@ -861,6 +902,9 @@ def classify_segments(
         channels=info.channels,
         mode=str(m),
         segmented=True,
+        ood_score=ood_score,
+        out_of_domain=out_of_domain,
+        low_confidence=low_confidence,
     )
 
 

@@ -36,6 +36,17 @@ from ser_model.features import FEATURE_VERSION, N_FEATURES, extract_features
 from ser_model.metrics import classification_metrics
 from ser_model.model import ModelBundle, build_pipeline, new_meta
 from ser_model.speaker import MIN_SPEAKER_FILES, apply_speaker_stats, speaker_normalise, speaker_statistics
+from ser_model.trust import (
+    OOD_PERCENTILE,
+    apply_temperature,
+    expected_calibration_error,
+    fit_ood,
+    fit_ood_threshold,
+    fit_temperature,
+    label_prior,
+    low_confidence_threshold,
+    reliability_bins,
+)
 
 Progress = Callable[[int, int], None]
 
@@ -279,7 +290,10 @@ def cross_validate(
         :func:`ser_model.metrics.classification_metrics` over the pooled out-of-fold predictions
         (rows in no test part, possible with ``splits``, are left out),
         plus ``protocol``, ``n_splits``, ``per_fold_wa``, ``predictions`` (out-of-fold labels, None
-        for untested rows),
+        for untested rows), ``proba`` (out-of-fold raw softmax probabilities ``(n, len(labels))``, NaN
+        for untested rows), ``ood_scores`` (``(n,)`` out-of-fold :class:`ser_model.trust.OODDetector`
+        scores of the raw features, NaN when speaker-adaptive or untested; :data:`OOF_KEYS` lists the
+        per-row keys, which :func:`public_metrics` drops),
         ``speaker_adaptive`` and ``n_speaker_adapted`` (test rows classified in that mode).
 
     Raises:
@@ -320,6 +334,8 @@ def cross_validate(
             aug_X, aug_y, aug_spk, aug_src = aug_X[keep], aug_y[keep], aug_spk[keep], aug_src[keep]
     spk_arr = np.asarray([s if s is not None else "" for s in speakers], dtype=object)
     pred = np.empty(len(y), dtype=object)
+    proba = np.full((len(y), len(labels)), np.nan)
+    ood_scores = np.full(len(y), np.nan)
     per_fold = []
     base = build_pipeline(**(params or {}))
     for i, (tr, te) in enumerate(splits):
@@ -329,14 +345,17 @@ def cross_validate(
             use = np.isin(aug_spk, spk_arr[tr]) if grouped else np.isin(aug_src, tr)
             Xtr, ytr = np.vstack([Xtr, aug_X[use]]), np.concatenate([ytr, aug_y[use]])
         model = clone(base).fit(Xtr, ytr)
-        fold_pred = np.empty(len(te), dtype=int)
+        fold_proba = np.zeros((len(te), len(labels)))
         ad = adapted[te]
         if ad.any():
-            fold_pred[ad] = model.predict(Xn[te[ad]])
+            fold_proba[ad] = _class_proba(model, Xn[te[ad]], len(labels))
         if (~ad).any():
             glob = model if not speaker_adaptive else clone(base).fit(table.X[tr], y_idx[tr])
-            fold_pred[~ad] = glob.predict(table.X[te[~ad]])
-        pred[te] = np.asarray(labels, dtype=object)[fold_pred]
+            fold_proba[~ad] = _class_proba(glob, table.X[te[~ad]], len(labels))
+        proba[te] = fold_proba
+        pred[te] = np.asarray(labels, dtype=object)[fold_proba.argmax(axis=1)]
+        if not speaker_adaptive and len(tr) >= 3:
+            ood_scores[te] = fit_ood(table.X[tr]).score(table.X[te])
         per_fold.append(float(np.mean(pred[te] == y[te])))
         if progress:
             progress(i + 1, len(splits))
@@ -349,10 +368,126 @@ def cross_validate(
         n_splits=len(splits),
         per_fold_wa=per_fold,
         predictions=list(pred),
+        proba=proba,
+        ood_scores=ood_scores,
         speaker_adaptive=speaker_adaptive,
         n_speaker_adapted=int(adapted.sum()),
     )
     return report
+
+
+OOF_KEYS = ("predictions", "proba", "ood_scores")
+"""Per-row out-of-fold entries of a :func:`cross_validate` report (not metrics; not stored in bundles)."""
+
+
+def public_metrics(report: dict[str, Any] | None) -> dict[str, Any]:
+    """A :func:`cross_validate` report without its per-row out-of-fold entries (:data:`OOF_KEYS`)."""
+    return {k: v for k, v in (report or {}).items() if k not in OOF_KEYS}
+
+
+def _class_proba(model: Pipeline, X: np.ndarray, n_labels: int) -> np.ndarray:
+    """``predict_proba`` over all ``n_labels`` classes (a class missing from a fold's training part gets 0)."""
+    p = model.predict_proba(X)
+    out = np.zeros((X.shape[0], n_labels))
+    out[:, np.asarray(model.classes_, dtype=int)] = p
+    return out
+
+
+def _calibration(proba: np.ndarray, y_idx: np.ndarray) -> tuple[float, float, dict[str, Any]]:
+    """Temperature, low-confidence threshold and a calibration summary from out-of-fold probabilities."""
+    t = fit_temperature(proba, y_idx)
+    cal = apply_temperature(proba, t)
+    correct = cal.argmax(axis=1) == y_idx
+    thr = low_confidence_threshold(cal.max(axis=1), correct)
+    low = cal.max(axis=1) < thr
+    summary = {
+        "temperature": t,
+        "n": int(len(y_idx)),
+        "wa": float(correct.mean()),
+        "ece_before": expected_calibration_error(proba, y_idx),
+        "ece_after": expected_calibration_error(cal, y_idx),
+        "mean_confidence_before": float(proba.max(axis=1).mean()),
+        "mean_confidence_after": float(cal.max(axis=1).mean()),
+        "low_confidence_threshold": thr,
+        "low_confidence_share": float(low.mean()),
+        "wa_confident": float(correct[~low].mean()) if (~low).any() else float("nan"),
+        "reliability_before": reliability_bins(proba, y_idx),
+        "reliability_after": reliability_bins(cal, y_idx),
+    }
+    return t, thr, summary
+
+
+def fit_trust(
+    table: FeatureTable,
+    labels: Sequence[str],
+    cv_report: dict[str, Any],
+    speaker_cv_report: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Calibration, low-confidence thresholds and the out-of-domain detector from cross-validation.
+
+    Everything is fitted on *out-of-fold* predictions of speaker-independent cross-validation
+    (:func:`cross_validate`), i.e. on files of speakers the fold's model never heard, which is how the
+    deployed model meets new recordings: temperature scaling (Guo et al. 2017) per pipeline, the
+    low-confidence threshold (:func:`ser_model.trust.low_confidence_threshold`) on the calibrated
+    confidences, and the out-of-domain threshold as the :data:`ser_model.trust.OOD_PERCENTILE`
+    percentile of the out-of-fold detector scores. The detector itself is then fitted on all of
+    ``table``.
+
+    Args:
+        table: the training features.
+        labels: label order of the bundle.
+        cv_report: global :func:`cross_validate` report (with ``proba`` and ``ood_scores``).
+        speaker_cv_report: speaker-adaptive report, or None.
+
+    Returns:
+        ``(trust, summary)``: ``trust`` for :attr:`ser_model.model.ModelBundle.trust`; ``summary``
+        for ``meta["metrics"]["trust"]`` (``calibration`` per mode with ECE before/after, reliability
+        bins and thresholds; ``ood`` with the threshold and the out-of-fold out-of-domain share;
+        ``train_prior``), which the model registry shows without unpickling the bundle.
+
+    Raises:
+        ValueError: ``cv_report`` has no out-of-fold probabilities.
+    """
+    from ser_model.speaker import MODE_GLOBAL, MODE_SPEAKER
+
+    y_idx = encode_labels(table.labels, labels)
+    temps: dict[str, float] = {}
+    thresholds: dict[str, float] = {}
+    calibration: dict[str, Any] = {}
+    for mode, rep in ((MODE_GLOBAL, cv_report), (MODE_SPEAKER, speaker_cv_report)):
+        if rep is None or rep.get("proba") is None:
+            continue
+        proba = np.asarray(rep["proba"], dtype=np.float64)
+        tested = ~np.isnan(proba).any(axis=1)
+        if not tested.any():
+            continue
+        temps[mode], thresholds[mode], calibration[mode] = _calibration(proba[tested], y_idx[tested])
+    if MODE_GLOBAL not in temps:
+        raise ValueError("the cross-validation report has no out-of-fold probabilities")
+    det = fit_ood(table.X)
+    scores = np.asarray(cv_report.get("ood_scores", []), dtype=np.float64)
+    scores = scores[~np.isnan(scores)]
+    if len(scores) == 0:  # no out-of-fold scores: fall back to the training files' own scores
+        scores = det.score(table.X)
+    det.threshold = fit_ood_threshold(scores)
+    trust = {
+        "temperature": temps,
+        "low_confidence_threshold": thresholds,
+        "ood": det.to_dict(),
+        "train_prior": label_prior(table.labels, labels),
+    }
+    summary = {
+        "calibration": calibration,
+        "ood": {
+            "method": "Mahalanobis in PCA space of standardised features + residual",
+            "n_components": int(det.components.shape[0]),
+            "percentile": OOD_PERCENTILE,
+            "threshold": det.threshold,
+            "oof_out_of_domain_share": float(np.mean(scores > det.threshold)),
+        },
+        "train_prior": trust["train_prior"],
+    }
+    return trust, summary
 
 
 def _slim(pipeline: Pipeline) -> Pipeline:
@@ -394,6 +529,8 @@ def train_bundle(
             speakers or fewer than two labels among their files).
         min_speaker_files: stored in ``meta["min_speaker_files"]`` and used for the training speakers.
         speaker_cv_report: speaker-adaptive cross-validation metrics for ``meta["speaker_metrics"]``.
+            With ``cv_report`` (and this), their out-of-fold probabilities and scores also fit the
+            bundle's calibration and out-of-domain detector (:func:`fit_trust`).
         augmented: extra training rows from :func:`augment_table` (normalised by their source
             speaker's statistics for the speaker-adaptive pipeline).
 
@@ -423,7 +560,10 @@ def train_bundle(
             ys = np.concatenate([ys, encode_labels(augmented.labels, labels)[ad_a]])
         if len(stats) >= 2 and len(np.unique(ys)) >= 2:
             speaker_pipeline = _slim(build_pipeline(**(params or {})).fit(Zs, ys))
-    metrics = {k: v for k, v in (cv_report or {}).items() if k != "predictions"}
+    metrics = public_metrics(cv_report)
+    trust: dict[str, Any] = {}
+    if cv_report is not None and cv_report.get("proba") is not None:
+        trust, metrics["trust"] = fit_trust(table, labels, cv_report, speaker_cv_report)
     loss = [float(v) for v in pipeline.named_steps["mlp"].loss_curve_]
     meta = new_meta(
         name=name,
@@ -439,7 +579,7 @@ def train_bundle(
     if speaker_pipeline is not None:
         meta.update(
             min_speaker_files=min_speaker_files,
-            speaker_metrics={k: v for k, v in (speaker_cv_report or {}).items() if k != "predictions"},
+            speaker_metrics=public_metrics(speaker_cv_report),
             n_speakers_adapted=len(stats),
         )
-    return ModelBundle(pipeline=pipeline, labels=labels, meta=meta, speaker_pipeline=speaker_pipeline)
+    return ModelBundle(pipeline=pipeline, labels=labels, meta=meta, speaker_pipeline=speaker_pipeline, trust=trust)

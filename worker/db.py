@@ -280,7 +280,8 @@ def replace_segments(session: Session, batch_id: int, segments_by_path: dict[str
         session: open session inside a transaction (the result rows must exist).
         batch_id: the batch.
         segments_by_path: ``{path: [{"index", "start_s", "end_s", "emotion", "confidence",
-            "probabilities"}]}`` as produced by :func:`ser_model.segment.classify_segments`.
+            "probabilities", "ood_score", "out_of_domain", "low_confidence"}]}`` as produced by
+            :func:`ser_model.segment.classify_segments` (the flags may be missing: NULL).
     """
     ids = dict(
         session.execute(
@@ -303,6 +304,9 @@ def replace_segments(session: Session, batch_id: int, segments_by_path: dict[str
                     "emotion": sg.get("emotion"),
                     "confidence": sg.get("confidence"),
                     "probabilities": probs,
+                    "ood_score": sg.get("ood_score"),
+                    "out_of_domain": sg.get("out_of_domain"),
+                    "low_confidence": sg.get("low_confidence"),
                     **{f"p_{lab}": probs.get(lab) for lab in (c[2:] for c in PROB_COLUMNS)},
                 }
             )

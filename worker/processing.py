@@ -39,6 +39,40 @@ def _prob_columns(probs: dict[str, float]) -> dict[str, float]:
     return {f"p_{lab}": p for lab, p in probs.items() if f"p_{lab}" in PROB_COLUMNS}
 
 
+def label_fields(bundle: Any, X: Any, proba: Any, modes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The label columns of rows classified together: emotion, confidence, probabilities, trust flags.
+
+    Args:
+        bundle: the :class:`ser_model.model.ModelBundle` that produced ``proba``.
+        X: raw features of the rows ``(n, N_FEATURES)`` (for the out-of-domain score).
+        proba: calibrated probabilities ``(n, len(labels))``.
+        modes: per-row analysis mode (``"global"`` or ``"speaker-adaptive"``), which picks the
+            low-confidence threshold; default global.
+
+    Returns:
+        One dict per row with ``emotion``, ``confidence``, ``probabilities``, ``p_<label>``,
+        ``ood_score``, ``out_of_domain``, ``low_confidence`` (the flags None without trust state).
+    """
+    labels: list[str] = list(bundle.labels)
+    flags = bundle.flags(X, proba, modes)
+    out = []
+    for i, p in enumerate(proba):
+        probs = {lab: float(v) for lab, v in zip(labels, p, strict=True)}
+        best = max(probs, key=probs.__getitem__)
+        out.append(
+            {
+                "emotion": best,
+                "confidence": probs[best],
+                "probabilities": probs,
+                **(dict.fromkeys(PROB_COLUMNS) | _prob_columns(probs)),
+                "ood_score": None if flags.ood_score is None else float(flags.ood_score[i]),
+                "out_of_domain": None if flags.out_of_domain is None else bool(flags.out_of_domain[i]),
+                "low_confidence": None if flags.low_confidence is None else bool(flags.low_confidence[i]),
+            }
+        )
+    return out
+
+
 def analyse_file(
     path: str,
     model: LoadedModel,
@@ -93,6 +127,9 @@ def analyse_file(
         "analysis_mode": "utterance",
         "n_segments": None,
         "features": None,
+        "ood_score": None,
+        "out_of_domain": None,
+        "low_confidence": None,
         **dict.fromkeys(PROB_COLUMNS),
     }
     try:
@@ -123,6 +160,9 @@ def analyse_file(
                 analysis_mode="segments",
                 n_segments=seg.n_segments,
                 segments=seg.segments,
+                ood_score=seg.ood_score,
+                out_of_domain=seg.out_of_domain,
+                low_confidence=seg.low_confidence,
                 **_prob_columns(seg.probabilities),
             )
         else:
@@ -132,12 +172,8 @@ def analyse_file(
                 row.update(status="pending", features=x.astype("<f4").tobytes(), analysis_mode=None)
                 row["processing_ms"] = (time.perf_counter() - t0) * 1000.0
                 return row
-            proba = bundle.predict_proba(x[None, :])[0]  # type: ignore[attr-defined]
-            labels: list[str] = list(bundle.labels)  # type: ignore[attr-defined]
-            probs = {lab: float(p) for lab, p in zip(labels, proba, strict=True)}
-            best = max(probs, key=probs.__getitem__)
-            row.update(status="done", emotion=best, confidence=probs[best], probabilities=probs)
-            row.update(_prob_columns(probs))
+            X = x[None, :]
+            row.update(status="done", **label_fields(bundle, X, bundle.predict_proba(X))[0])
     except PASSTHROUGH:
         raise
     except AudioError as e:
@@ -286,7 +322,6 @@ def classify_ready_speakers(batch_id: int, paths: Sequence[str], model: LoadedMo
             session.scalars(select(Result.speaker).where(Result.batch_id == batch_id, Result.path.in_(list(paths))))
         )
     bundle = model.bundle
-    labels: list[str] = list(bundle.labels)  # type: ignore[attr-defined]
     n_classified = 0
     for spk in speakers:
         same = Result.speaker.is_(None) if spk is None else Result.speaker == spk
@@ -310,22 +345,12 @@ def classify_ready_speakers(batch_id: int, paths: Sequence[str], model: LoadedMo
             X = np.vstack([np.frombuffer(f, dtype="<f4") for _, f in found])
             proba, modes = bundle.predict_proba_speakers(X, [spk] * len(found))  # type: ignore[attr-defined]
             now = utcnow()
-            for (rid, _), p, mode in zip(found, proba, modes, strict=True):
-                probs = {lab: float(v) for lab, v in zip(labels, p, strict=True)}
-                best = max(probs, key=probs.__getitem__)
+            fields = label_fields(bundle, X, proba, modes)
+            for (rid, _), f, mode in zip(found, fields, modes, strict=True):
                 session.execute(
                     update(Result)
                     .where(Result.id == rid)
-                    .values(
-                        status="done",
-                        emotion=best,
-                        confidence=probs[best],
-                        probabilities=probs,
-                        analysis_mode=mode,
-                        finished_at=now,
-                        updated_at=now,
-                        **(dict.fromkeys(PROB_COLUMNS) | _prob_columns(probs)),
-                    )
+                    .values(status="done", analysis_mode=mode, finished_at=now, updated_at=now, **f)
                 )
             n_classified += len(found)
     return n_classified

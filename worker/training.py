@@ -104,7 +104,7 @@ def run_training(
     from ser_model.datasets import load_dataset
     from ser_model.model import save_bundle
     from ser_model.report import write_report
-    from ser_model.training import cross_validate, extract_table, train_bundle
+    from ser_model.training import cross_validate, extract_table, public_metrics, train_bundle
 
     s = settings or get_settings()
     files = load_dataset(req.data, req.dataset, emotions=req.emotions)
@@ -146,11 +146,17 @@ def run_training(
     out = Path(req.output) if req.output else Path(s.model_dir) / f"{name}-{stamp}.joblib"
     digest = save_bundle(bundle, out)
     rep_dir = Path(req.report) if req.report else out.with_name(out.stem + "-report")
-    written = write_report(rep_dir, cv, bundle.meta["loss_curve"], title=f"{name}: {cv['protocol']}")
+    written = write_report(
+        rep_dir,
+        cv,
+        bundle.meta["loss_curve"],
+        title=f"{name}: {cv['protocol']}",
+        calibration=(bundle.meta["metrics"].get("trust") or {}).get("calibration"),
+    )
     if speaker_cv is not None:
         from ser_model.report import plot_confusion
 
-        sa = {k: v for k, v in speaker_cv.items() if k != "predictions"}
+        sa = public_metrics(speaker_cv)
         (rep_dir / "metrics_speaker_adaptive.json").write_text(json.dumps(sa, indent=2) + "\n")
         written["confusion_speaker_adaptive"] = plot_confusion(
             speaker_cv, rep_dir / "confusion_matrix_speaker_adaptive.png", title=f"{name}: {speaker_cv['protocol']}"
@@ -158,9 +164,11 @@ def run_training(
     version = None
     if req.register:
         version = register_bundle(out, digest, bundle, f"{name}-{stamp}", activate=req.activate, url=s.database_url)
-    metrics = {k: v for k, v in cv.items() if k != "predictions"}
+    metrics = public_metrics(cv)
     if speaker_cv is not None:
-        metrics["speaker_adaptive"] = {k: v for k, v in speaker_cv.items() if k != "predictions"}
+        metrics["speaker_adaptive"] = public_metrics(speaker_cv)
+    if "trust" in bundle.meta["metrics"]:
+        metrics["trust"] = bundle.meta["metrics"]["trust"]
     return TrainOutcome(
         version=version,
         bundle_path=str(out),

@@ -1,0 +1,110 @@
+"""Calibration, out-of-domain scores and batch warnings (ser_model.trust) on synthetic data."""
+
+import numpy as np
+import pytest
+
+from ser_model.trust import (
+    apply_temperature,
+    batch_warnings,
+    expected_calibration_error,
+    fit_ood,
+    fit_ood_threshold,
+    fit_temperature,
+    label_prior,
+    low_confidence_threshold,
+)
+
+
+def _softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _calibrated_sample(n=6000, k=8, seed=0):
+    """Logits and labels drawn from softmax(logits): a perfectly calibrated model."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1.5, size=(n, k))
+    p = _softmax(z)
+    y = np.array([rng.choice(k, p=row) for row in p])
+    return z, y
+
+
+def test_apply_temperature_keeps_label_and_softens():
+    z, _ = _calibrated_sample(200)
+    p = _softmax(z)
+    np.testing.assert_allclose(apply_temperature(p, 1.0), p, atol=1e-9)
+    soft = apply_temperature(p, 2.0)
+    np.testing.assert_array_equal(soft.argmax(1), p.argmax(1))
+    assert (soft.max(1) <= p.max(1) + 1e-12).all() and soft.max(1).mean() < p.max(1).mean()
+    np.testing.assert_allclose(soft.sum(1), 1.0)
+    with pytest.raises(ValueError):
+        apply_temperature(p, 0.0)
+
+
+def test_fit_temperature_undoes_overconfidence_and_ece_drops():
+    z, y = _calibrated_sample()
+    over = _softmax(3.0 * z)  # the same model, three times too sharp
+    t = fit_temperature(over, y)
+    assert t == pytest.approx(3.0, rel=0.1)
+    before = expected_calibration_error(over, y)
+    after = expected_calibration_error(apply_temperature(over, t), y)
+    assert before > 0.1 and after < 0.03
+    # the calibrated model's mean confidence matches its accuracy
+    cal = apply_temperature(over, t)
+    assert abs(cal.max(1).mean() - (cal.argmax(1) == y).mean()) < 0.03
+
+
+def test_low_confidence_threshold_reaches_target_on_accepted_rows():
+    rng = np.random.default_rng(1)
+    conf = rng.uniform(0.1, 1.0, 3000)
+    correct = rng.uniform(size=3000) < conf  # calibrated: P(correct) = confidence
+    t = low_confidence_threshold(conf, correct, target_wa=0.75)
+    kept = conf >= t
+    assert correct[kept].mean() >= 0.75
+    assert 0.3 < t < 0.8  # accepts a real share, not just the top rows
+    assert low_confidence_threshold(np.full(50, 0.9), np.ones(50, bool)) == 0.0
+
+
+def test_ood_scores_in_domain_about_one_and_threshold_flags_shifted_data():
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(5, 50))
+    X = rng.normal(size=(800, 5)) @ A  # correlated 50-dim features of rank 5 plus noise
+    X = X + 0.1 * rng.normal(size=X.shape)
+    det = fit_ood(X[:600], n_components=5)
+    held_out = det.score(X[600:])
+    assert 0.5 < np.median(held_out) < 2.0
+    det.threshold = fit_ood_threshold(held_out, 99.0)
+    _, flags_in = det.flags(X[600:])
+    assert flags_in.mean() <= 0.02
+    # a shift along a direction the training data never varied in (the residual term catches it)
+    shifted = X[600:] + 2.0 * rng.normal(size=(1, 50))
+    _, flags_out = det.flags(shifted)
+    assert flags_out.mean() > 0.9
+
+
+def test_ood_detector_round_trips_through_a_dict():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(100, 12))
+    det = fit_ood(X, n_components=4)
+    det.threshold = 1.5
+    from ser_model.trust import OODDetector
+
+    det2 = OODDetector.from_dict(det.to_dict())
+    np.testing.assert_allclose(det2.score(X), det.score(X))
+    assert det2.threshold == 1.5
+
+
+def test_batch_warnings_rules():
+    prior = label_prior(["angry"] * 10 + ["sad"] * 10 + ["calm"] * 80, ["angry", "sad", "calm"])
+    assert prior == {"angry": 0.1, "sad": 0.1, "calm": 0.8}
+    w = batch_warnings(n_labelled=100, n_out_of_domain=62, label_counts={"angry": 82, "sad": 18}, train_prior=prior)
+    codes = {x["code"] for x in w}
+    assert codes == {"out_of_domain", "label_collapse"}
+    assert "62% of these recordings are unlike the training data" in w[0]["message"]
+    # a label that is frequent in training may dominate a batch without a warning
+    assert (
+        batch_warnings(n_labelled=100, n_out_of_domain=5, label_counts={"calm": 90, "sad": 10}, train_prior=prior) == []
+    )
+    # tiny batches get none
+    assert batch_warnings(n_labelled=5, n_out_of_domain=5, label_counts={"angry": 5}, train_prior=prior) == []

@@ -1,0 +1,74 @@
+"""Batch-level trust: counts of flagged rows and the warnings stored on a finished batch.
+
+Read by ``submit`` (summary), ``status`` (table and JSON) and whoever finalises a batch, in embedded
+and distributed mode alike. Needs only the database: the model's training label prior comes from the
+``models`` table (``metrics["trust"]["train_prior"]``), so no bundle is unpickled here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from worker.db import Batch, ModelVersion, Result
+
+
+def trust_counts(session: Session, batch_id: int) -> dict[str, int]:
+    """Labelled rows of a batch flagged ``low_confidence`` and ``out_of_domain``.
+
+    Returns:
+        ``{"low_confidence": n, "out_of_domain": n}`` over rows with status ``done``.
+    """
+    low, ood = session.execute(
+        select(
+            func.count().filter(Result.low_confidence.is_(True)),
+            func.count().filter(Result.out_of_domain.is_(True)),
+        ).where(Result.batch_id == batch_id, Result.status == "done")
+    ).one()
+    return {"low_confidence": int(low), "out_of_domain": int(ood)}
+
+
+def assess_batch(session: Session, batch_id: int, *, store: bool = True) -> list[dict[str, Any]]:
+    """Compute the warnings of a batch from its labelled rows and store them on ``batches.warnings``.
+
+    Uses :func:`ser_model.trust.batch_warnings` with the label prior of the model that labelled most
+    rows. Call it inside the caller's transaction when the batch is final; calling it again gives the
+    same warnings.
+
+    Args:
+        session: open session (inside a transaction when ``store``).
+        batch_id: the batch.
+        store: write the warnings to the batch row.
+
+    Returns:
+        The warnings (possibly empty).
+    """
+    from ser_model.trust import batch_warnings
+
+    rows = session.execute(
+        select(Result.emotion, Result.model_version, Result.out_of_domain).where(
+            Result.batch_id == batch_id, Result.status == "done"
+        )
+    ).all()
+    labels = Counter(e for e, _, _ in rows if e is not None)
+    versions = Counter(v for _, v, _ in rows if v is not None)
+    prior: dict[str, float] = {}
+    if versions:
+        mv = session.get(ModelVersion, versions.most_common(1)[0][0])
+        prior = dict(((mv.metrics or {}).get("trust") or {}).get("train_prior") or {}) if mv is not None else {}
+    if not prior:  # unknown prior (an old model): assume a uniform one over the labels seen
+        prior = {lab: 1.0 / max(len(labels), 1) for lab in labels}
+    warnings = batch_warnings(
+        n_labelled=len(rows),
+        n_out_of_domain=sum(1 for _, _, o in rows if o),
+        label_counts=dict(labels),
+        train_prior=prior,
+    )
+    if store:
+        batch = session.get(Batch, batch_id)
+        if batch is not None:
+            batch.warnings = warnings
+    return warnings
