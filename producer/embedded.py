@@ -19,14 +19,11 @@ _URL: str | None = None
 def _init(url: str) -> None:
     global _URL
     _URL = url
-    from threadpoolctl import threadpool_limits
-
-    from worker.db import dispose_engines
     from worker.settings import prepare_process_env
+    from worker.warmup import after_fork
 
     prepare_process_env()
-    dispose_engines()  # never share the parent's pooled connections after fork
-    threadpool_limits(1)
+    after_fork()
 
 
 def _run_chunk(batch_id: int, paths: list[str], model_version: str) -> dict[str, int]:
@@ -36,17 +33,10 @@ def _run_chunk(batch_id: int, paths: list[str], model_version: str) -> dict[str,
 
 
 def warm_up() -> None:
-    """Run the feature extractor once, so forked processes start warm.
+    """Run the feature extractor once, so forked processes start warm (:func:`worker.warmup.warm_up_features`)."""
+    from worker.warmup import warm_up_features
 
-    The first call imports the feature code and builds its filter banks (no librosa or numba on
-    this path); doing it once in the parent means the pool's processes inherit them.
-    """
-    import numpy as np
-
-    from ser_model.features import extract_features
-
-    t = np.arange(16000, dtype=np.float32) / 16000
-    extract_features((0.1 * np.sin(2 * np.pi * 150 * t)).astype(np.float32))
+    warm_up_features()
 
 
 def run_embedded(
