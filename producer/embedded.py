@@ -1,8 +1,9 @@
 """Embedded mode: process a batch on this machine with a pool of processes.
 
-Each process runs :func:`worker.processing.process_paths` — the function the Celery task wraps — on
-chunks of files and writes its rows itself (SQLite in WAL mode takes several writers). The parent
-only hands out chunks and counts progress.
+Each process runs :func:`worker.batches.run_chunk` — the batch engine the Celery task wraps: claim,
+lease heartbeat, attempts, rows, finalisation — on chunks of files and writes its rows itself
+(SQLite in WAL mode takes several writers). The parent only hands out chunks, counts progress, and
+after a process died releases the leases of the chunks it lost before running them again.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ def _init(url: str) -> None:
 
 
 def _run_chunk(batch_id: int, paths: list[str], model_version: str) -> dict[str, int]:
-    from worker.processing import process_paths
+    from worker.batches import run_chunk
 
-    return process_paths(batch_id, paths, model_version=model_version, url=_URL)
+    return run_chunk(batch_id, paths, model_version=model_version, url=_URL)
 
 
 def warm_up() -> None:
@@ -78,7 +79,10 @@ def run_embedded(
     else:
         leftovers = _pool_pass(batch_id, chunks, url, model_version, workers, on_progress)
         if leftovers:  # retry one file per task, so one bad file cannot take others down
+            from worker.batches import release
+
             single = [[p] for c, _ in leftovers for p in c]
+            release(batch_id, [p for c in single for p in c], url=url)  # their processes are gone
             leftovers = _pool_pass(batch_id, single, url, model_version, workers, on_progress)
     return {p: reason for c, reason in leftovers for p in c}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 import typer
 
@@ -132,8 +131,13 @@ def run_distributed(batch_id: int, chunk_size: int, wait: bool, quiet: bool) -> 
         default_app()
     except ValueError as e:  # time limits not ordered soft < hard < visibility timeout
         raise CliError(f"bad configuration: {e}", EXIT_USAGE) from None
-    with Session(engine) as session:
+    from worker.db import Batch
+
+    with Session(engine) as session, session.begin():
         model_version = active_version(session)  # one model per batch; None: workers register the default
+        batch = session.get(Batch, batch_id)
+        if batch is not None:  # the sweeper requeues lost chunks with the same model
+            batch.options = {**(batch.options or {}), "model_version": model_version}
     todo = pending_paths(engine, batch_id)
     try:
         n_messages = enqueue_chunks(batch_id, todo, chunk_size=chunk_size, model_version=model_version)
@@ -147,15 +151,11 @@ def run_distributed(batch_id: int, chunk_size: int, wait: bool, quiet: bool) -> 
     if not wait:
         err.print(f"follow with `ser-batch status {batch_id}`; results with `ser-batch results --batch {batch_id}`")
         return EXIT_OK
-    return wait_for_batch(batch_id, len(todo), quiet, chunk_size=chunk_size, model_version=model_version)
+    return wait_for_batch(batch_id, len(todo), quiet)
 
 
 DB_DOWN_MAX_S = 300.0
 """How long `submit --wait` keeps polling an unreachable database before it gives up (seconds)."""
-
-
-ORPHAN_GRACE_S = 10.0
-"""`--wait`: pending rows, no progress and an empty broker for this long -> their messages were lost."""
 
 
 def wait_for_batch(
@@ -163,14 +163,13 @@ def wait_for_batch(
     n_queued: int,
     quiet: bool,
     poll_s: float = 1.0,
-    *,
-    chunk_size: int = 8,
-    model_version: str | None = None,
 ) -> int:
     """Show progress from database counts until no row of the batch is pending; then summarise.
 
-    Pending rows with no progress and no message left on the broker for :data:`ORPHAN_GRACE_S`
-    seconds lost their message (a worker killed the instant it took it): they are queued again.
+    Every ``SER_SWEEP_INTERVAL_S`` seconds it also runs the workers' sweeper
+    (:func:`worker.sweeper.sweep`): rows whose lease expired (their worker died) and pending rows no
+    message covers are queued again, so a batch finishes even when every worker that held its
+    chunks is gone.
     """
     from sqlalchemy.exc import InterfaceError, OperationalError
     from sqlalchemy.orm import Session
@@ -179,7 +178,8 @@ def wait_for_batch(
 
     engine = open_engine(migrate=False)
     t0 = time.perf_counter()
-    last_change, last_finished, hinted, last_requeue = t0, -1, False, t0
+    last_change, last_finished, hinted, last_sweep = t0, -1, False, t0
+    sweep_every = cli_settings().sweep_interval_s
     db_down_since: float | None = None
     try:
         with progress_bar(quiet) as progress:
@@ -215,11 +215,11 @@ def wait_for_batch(
                     last_finished, last_change = finished, now
                     if finished:
                         progress.update(task, description="classifying")
-                elif now - last_change > ORPHAN_GRACE_S and now - last_requeue > ORPHAN_GRACE_S:
-                    last_requeue = now
-                    n = requeue_orphans(batch_id, chunk_size, model_version)
+                if now - last_sweep >= sweep_every:
+                    last_sweep = now
+                    n = run_sweep()
                     if n:
-                        err.print(f"[yellow]{n} pending file(s) had no message left on the broker[/]: queued again")
+                        err.print(f"[yellow]{n} pending file(s) lost their worker or message[/]: queued again")
                         last_change = now
                 if not hinted and now - last_change > 60:
                     err.print(
@@ -233,21 +233,18 @@ def wait_for_batch(
     return finish_batch(batch_id, time.perf_counter() - t0, n_queued)
 
 
-def requeue_orphans(batch_id: int, chunk_size: int, model_version: str | None) -> int:
-    """:func:`worker.publish.requeue_orphans` for a batch; 0 when the broker cannot be asked."""
+def run_sweep() -> int:
+    """One :func:`worker.sweeper.sweep` from the producer; returns the rows queued again (0 on errors)."""
     from kombu.exceptions import OperationalError as BrokerError
+    from sqlalchemy.exc import SQLAlchemyError
 
-    from worker.publish import requeue_orphans as requeue_on_broker
+    from worker.sweeper import sweep
 
     try:
-        return requeue_on_broker(
-            batch_id,
-            pending_paths(open_engine(migrate=False), batch_id),
-            chunk_size=chunk_size,
-            model_version=model_version,
-        )
-    except BrokerError:
-        return 0
+        report = sweep(url=cli_settings().database_url, settings=cli_settings())
+    except (BrokerError, SQLAlchemyError):
+        return 0  # the broker or database is briefly away: the next sweep tries again
+    return report.expired + report.orphaned
 
 
 def pending_paths(engine, batch_id: int) -> list[str]:  # type: ignore[no-untyped-def]
@@ -262,23 +259,25 @@ def pending_paths(engine, batch_id: int) -> list[str]:  # type: ignore[no-untype
 
 
 def run_embedded_batch(batch_id: int, workers: int, chunk_size: int, quiet: bool) -> int:
-    from sqlalchemy.orm import Session
+    """Embedded mode: label the batch's pending files with a local process pool, then summarise.
 
+    The processes run the batch engine (:func:`worker.batches.run_chunk`); files whose chunk could
+    not be run even alone (a process killed by the OS) get a ``failed`` row with the reason.
+    """
     from producer.embedded import run_embedded, warm_up
-    from worker.db import batch_counts
+    from worker.batches import fail_pending, finish_batch_locally
     from worker.registry import RegistryError, load_model
     from worker.settings import prepare_process_env
 
     s = cli_settings()
     prepare_process_env(s)
-    engine = open_engine()
+    open_engine()
     try:
         model = load_model(url=s.database_url)  # verifies the checksum once, before any work
     except RegistryError as e:
         raise CliError(str(e)) from None
-    todo = pending_paths(engine, batch_id)
-    with Session(engine) as session:
-        total = batch_counts(session, batch_id)["total"]
+    todo = pending_paths(open_engine(migrate=False), batch_id)
+    total = batch_total(batch_id)
     t0 = time.perf_counter()
     with progress_bar(quiet) as progress:
         task = progress.add_task("warming up", total=total, completed=total - len(todo))
@@ -293,43 +292,24 @@ def run_embedded_batch(batch_id: int, workers: int, chunk_size: int, quiet: bool
             chunk_size=chunk_size,
             on_progress=lambda n: progress.advance(task, n),
         )
-    if leftovers:
-        mark_failed(batch_id, leftovers, model.version)
-    classify_waiting_speakers(batch_id, model)
+    by_reason: dict[str, list[str]] = {}
+    for path, reason in leftovers.items():
+        by_reason.setdefault(reason, []).append(path)
+    for reason, paths in by_reason.items():
+        fail_pending(batch_id, paths, reason, model.version, url=s.database_url)
+    finish_batch_locally(batch_id, model, url=s.database_url)
     wall = time.perf_counter() - t0
     return finish_batch(batch_id, wall, len(todo))
 
 
-def classify_waiting_speakers(batch_id: int, model: Any) -> None:
-    """Speaker-adaptive batches: classify featurised files whose speaker's last file failed instead."""
-    from sqlalchemy import select
+def batch_total(batch_id: int) -> int:
+    """Number of rows of the batch."""
     from sqlalchemy.orm import Session
 
-    from worker.db import Result
-    from worker.processing import classify_ready_speakers
+    from worker.db import batch_counts
 
-    url = cli_settings().database_url
     with Session(open_engine(migrate=False)) as session:
-        waiting = list(
-            session.scalars(
-                select(Result.path).where(
-                    Result.batch_id == batch_id, Result.status == "pending", Result.features.is_not(None)
-                )
-            )
-        )
-    if waiting:
-        classify_ready_speakers(batch_id, waiting, model, url=url)
-
-
-def mark_failed(batch_id: int, reasons: dict[str, str], model_version: str) -> None:
-    from worker.db import utcnow
-    from worker.processing import store_rows
-
-    rows = [
-        {"path": p, "status": "failed", "error": r, "model_version": model_version, "finished_at": utcnow()}
-        for p, r in reasons.items()
-    ]
-    store_rows(batch_id, rows, url=cli_settings().database_url)
+        return batch_counts(session, batch_id)["total"]
 
 
 def finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:
@@ -337,17 +317,13 @@ def finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from worker.db import Batch, Result, batch_counts, utcnow
+    from worker.batches import finalise_batch
+    from worker.db import Result, batch_counts
 
     engine = open_engine(migrate=False)
     with Session(engine) as session, session.begin():
         counts = batch_counts(session, batch_id)
-        batch = session.get(Batch, batch_id)
-        assert batch is not None
-        batch.n_done, batch.n_failed = counts["done"], counts["failed"]
-        if counts["pending"] == 0:
-            batch.status = "done"
-            batch.finished_at = utcnow()
+        finalise_batch(session, batch_id)  # normally done with the last row already; idempotent
         per_emotion = dict(
             session.execute(
                 select(Result.emotion, func.count())

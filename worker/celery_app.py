@@ -36,6 +36,7 @@ from worker.celery_config import (  # noqa: E402,F401 - re-exported for existing
     make_app,
 )
 from worker.publish import broker_backlog, chunked, enqueue_chunks, requeue_orphans  # noqa: E402,F401
+from worker.sweeper import Sweeper  # noqa: E402
 from worker.warmup import after_fork, warm_up  # noqa: E402,F401
 
 log = logging.getLogger(__name__)
@@ -59,3 +60,23 @@ def _warm_up_before_fork(**_: Any) -> None:
 def _after_fork(**_: Any) -> None:
     """In each pool process: own DB connections and single-threaded native libraries."""
     after_fork()
+
+
+_sweeper: Sweeper | None = None
+
+
+@signals.worker_ready.connect  # main process, pool started, consumer about to consume
+def _start_sweeper(**_: Any) -> None:
+    """Every worker sweeps: expired leases and uncovered pending rows are requeued, batches finalised."""
+    global _sweeper
+    if _settings.broker_url and _sweeper is None:
+        _sweeper = Sweeper(settings=_settings, celery_app=app).start()
+        log.info("sweeper started (every %.0f s, lease %.0f s)", _settings.sweep_interval_s, _settings.lease_s)
+
+
+@signals.worker_shutdown.connect
+def _stop_sweeper(**_: Any) -> None:
+    global _sweeper
+    if _sweeper is not None:
+        _sweeper.stop()
+        _sweeper = None

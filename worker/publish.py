@@ -97,6 +97,17 @@ def broker_backlog(celery_app: Celery | None = None) -> int:
         return int(client.llen(CLASSIFY_QUEUE)) + int(client.hlen("unacked"))
 
 
+def queue_length(celery_app: Celery | None = None) -> int:
+    """Messages waiting in the ``classify`` queue (not yet delivered to any worker).
+
+    Raises:
+        kombu.exceptions.OperationalError: the broker cannot be reached.
+    """
+    a = celery_app or default_app()
+    with a.connection_for_write() as conn:
+        return int(conn.default_channel.client.llen(CLASSIFY_QUEUE))
+
+
 def requeue_orphans(
     batch_id: int,
     pending_paths: Sequence[str],

@@ -20,7 +20,9 @@ import pytest
 from services import (
     REPO,
     PostgresCluster,
+    batch_counts,
     free_port,
+    poll,
     result_rows,
     ser_batch,
     temp_dir,
@@ -106,24 +108,12 @@ def own_redis(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def _counts(url: str, batch_id: int) -> dict[str, int]:
-    from sqlalchemy.orm import Session
-
-    from worker.db import batch_counts, get_engine
-
-    with Session(get_engine(url)) as s:
-        return batch_counts(s, batch_id)
+    return batch_counts(url, batch_id)
 
 
 def _wait_done_at_least(url: str, batch_id: int, n: int, timeout_s: float = 90) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        try:
-            if _counts(url, batch_id)["done"] >= n:
-                return
-        except Exception:  # the batch row may not be committed yet
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"batch {batch_id}: fewer than {n} files done after {timeout_s} s")
+    # the batch row may not be committed yet: poll counts that as "not yet"
+    poll(lambda: _counts(url, batch_id)["done"] >= n, timeout_s=timeout_s, every_s=0.05, what=f"{n} files done")
 
 
 def _submit_wait(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -336,9 +326,12 @@ def test_producer_interrupted_mid_enqueue_then_resume(
         stderr=subprocess.PIPE,
         text=True,
     )
-    end = time.monotonic() + 60
-    while client.llen("classify") < 20 and time.monotonic() < end and prod.poll() is None:
-        time.sleep(0.002)
+    poll(
+        lambda: client.llen("classify") >= 20 or prod.poll() is not None,
+        timeout_s=60,
+        every_s=0.002,
+        what="20 messages published",
+    )
     prod.send_signal(signal.SIGINT)
     out, errs = prod.communicate(timeout=30)
     queued = client.llen("classify")
