@@ -38,6 +38,7 @@ from worker.celery_config import (  # noqa: E402,F401 - re-exported for existing
 from worker.publish import broker_backlog, chunked, enqueue_chunks, requeue_orphans  # noqa: E402,F401
 from worker.sweeper import Sweeper  # noqa: E402
 from worker.warmup import after_fork, warm_up  # noqa: E402,F401
+from worker.watchdog import Watchdog  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +64,50 @@ def _after_fork(**_: Any) -> None:
 
 
 _sweeper: Sweeper | None = None
+_watchdog: Watchdog | None = None
 
 
 @signals.worker_ready.connect  # main process, pool started, consumer about to consume
-def _start_sweeper(**_: Any) -> None:
-    """Every worker sweeps: expired leases and uncovered pending rows are requeued, batches finalised."""
-    global _sweeper
-    if _settings.broker_url and _sweeper is None:
+def _start_sweeper_and_watchdog(sender: Any = None, **_: Any) -> None:
+    """Every worker sweeps (expired leases and uncovered rows requeued, batches finalised) and watches itself."""
+    global _sweeper, _watchdog
+    if not _settings.broker_url:
+        return
+    if _sweeper is None:
         _sweeper = Sweeper(settings=_settings, celery_app=app).start()
         log.info("sweeper started (every %.0f s, lease %.0f s)", _settings.sweep_interval_s, _settings.lease_s)
+    consumes = set(app.amqp.queues.consume_from or app.amqp.queues)
+    if _watchdog is None and _settings.watchdog_stall_s > 0 and CLASSIFY_QUEUE in consumes and sender is not None:
+        from celery.worker import state
+
+        from worker.publish import queue_length
+
+        pool = sender.pool
+
+        def stop_worker(code: int) -> None:
+            state.should_stop = code  # what Celery's SIGTERM handler sets: a warm shutdown
+
+        _watchdog = Watchdog(
+            stall_s=_settings.watchdog_stall_s,
+            every_s=max(1.0, min(10.0, _settings.watchdog_stall_s / 10)),
+            waiting=lambda: queue_length(app),
+            idle_processes=lambda: pool.num_processes - len(state.reserved_requests),
+            stop_worker=stop_worker,
+        ).start()
+
+
+@signals.task_received.connect
+def _note_task_received(**_: Any) -> None:
+    if _watchdog is not None:
+        _watchdog.detector.received()
 
 
 @signals.worker_shutdown.connect
-def _stop_sweeper(**_: Any) -> None:
-    global _sweeper
+def _stop_sweeper_and_watchdog(**_: Any) -> None:
+    global _sweeper, _watchdog
+    if _watchdog is not None:
+        _watchdog.stop()
+        _watchdog = None
     if _sweeper is not None:
         _sweeper.stop()
         _sweeper = None

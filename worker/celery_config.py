@@ -99,5 +99,9 @@ def make_app(s: Settings) -> Celery:
         # Workers warm up in the parent before forking (celeryd_after_setup in worker.celery_app), so a pool process is up
         # within Celery's 4 s limit; keep some slack for slow machines under load.
         worker_proc_alive_timeout=30.0,
+        # Celery 5.7's clean-up of a lost Redis connection can raise AttributeError and stop the
+        # consumer for good (Redis restarted while acks_late tasks run); this subclass keeps it
+        # consuming. The why, read from celery's and kombu's source, is in worker/consumer.py.
+        worker_consumer="worker.consumer:ResilientConsumer",
     )
     return celery_app

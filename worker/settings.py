@@ -101,6 +101,13 @@ class Settings(BaseSettings):
             raise ValueError(f"not a valid SQLAlchemy URL: {e}") from None
         return v
 
+    watchdog_stall_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="A worker with messages waiting, an idle process and no task received for this long (s) "
+        "stops with exit code 70 for its supervisor to restart it; 0 switches the watchdog off.",
+    )
+
     @model_validator(mode="after")
     def _check_lease(self) -> Settings:
         if self.heartbeat_s >= self.lease_s:
