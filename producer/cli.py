@@ -386,7 +386,7 @@ def batches(limit: Annotated[int, typer.Option(min=1, help="Newest N batches.")]
 
     engine = open_engine()
     t = Table(show_header=True, header_style="bold")
-    for col in ("id", "created", "mode", "files", "done", "failed", "pending", "sources"):
+    for col in ("id", "created", "mode", "status", "files", "done", "failed", "pending", "sources"):
         t.add_column(col, overflow="fold")
     with Session(engine) as session:
         for b in session.scalars(select(Batch).order_by(Batch.id.desc()).limit(limit)):
@@ -395,6 +395,7 @@ def batches(limit: Annotated[int, typer.Option(min=1, help="Newest N batches.")]
                 str(b.id),
                 aware(b.created_at).isoformat(timespec="seconds"),
                 b.mode,
+                b.status,
                 str(c["total"]),
                 str(c["done"]),
                 str(c["failed"]),

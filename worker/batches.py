@@ -178,6 +178,23 @@ def release(batch_id: int, paths: Sequence[str], *, url: str | None = None) -> i
         return int(res.rowcount or 0)
 
 
+def expire_leases_of(pids: Sequence[int], *, url: str | None = None) -> int:
+    """End now the leases held by processes ``pids`` of this host (they were just terminated).
+
+    The sweeper then requeues their rows at its next round instead of a lease later.
+
+    Returns:
+        Number of rows whose lease was ended.
+    """
+    if not pids:
+        return 0
+    host = socket.gethostname()[:80]
+    owners = or_(*(Result.worker_id.like(f"{host}:{pid}:%") for pid in pids))
+    with Session(get_engine(url)) as s, s.begin():
+        res = s.execute(update(Result).where(Result.status == "pending", owners).values(lease_expires_at=utcnow()))
+        return int(res.rowcount or 0)
+
+
 class Heartbeat:
     """Renews a lease every ``heartbeat_s`` seconds from a daemon thread while a chunk runs.
 

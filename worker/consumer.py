@@ -40,15 +40,46 @@ class ResilientConsumer(Consumer):
     """:class:`celery.worker.consumer.Consumer` whose broken-connection clean-up cannot stop it."""
 
     def on_connection_error_after_connected(self, exc: Exception) -> None:
-        """Celery's clean-up of a lost connection, with the old transport kept attached to its client."""
+        """Celery's clean-up of a lost connection, with the old transport kept attached to its client.
+
+        Celery then terminates the running acks_late tasks
+        (``worker_cancel_long_running_tasks_on_connection_loss``); their rows' leases are ended at
+        once, so the sweeper requeues those chunks at its next round rather than a lease later.
+        """
         conn: Any = self.connection
         transport = getattr(conn, "_transport", None) if conn is not None else None
         client = getattr(transport, "client", None)
         if conn is not None and transport is not None and client is not None:
             _keep_transport_client(conn, transport, client)
+        cancelled = _cancelled_pids(self.app)
         super().on_connection_error_after_connected(exc)
         if transport is not None and client is not None:
             transport.client = client  # late acks of the old channel's messages still reach Redis
+        if cancelled:
+            try:
+                from worker.batches import expire_leases_of
+
+                n = expire_leases_of(cancelled)
+                log.info(
+                    "ended the leases of %d row(s) of the %d task(s) cancelled by the lost connection",
+                    n,
+                    len(cancelled),
+                )
+            except Exception as e:  # noqa: BLE001 - the leases then simply run out
+                log.warning("could not end the leases of cancelled tasks: %s", e)
+
+
+def _cancelled_pids(app: Any) -> list[int]:
+    """Pool process ids of the tasks Celery cancels on a lost connection (acks_late, not yet acknowledged)."""
+    if not app.conf.worker_cancel_long_running_tasks_on_connection_loss:
+        return []
+    from celery.worker.state import active_requests
+
+    return [
+        r.worker_pid
+        for r in tuple(active_requests)
+        if r.task.acks_late and not r.acknowledged and r.worker_pid is not None
+    ]
 
 
 def _keep_transport_client(conn: Any, transport: Any, client: Any) -> None:

@@ -142,3 +142,16 @@ def test_migration_0005_backfills_finished_batches(tmp_path):
     assert _record(url, 1) == ("done_with_failures", 1, 1, True)
     assert _record(url, 2) == ("running", 0, 0, False)  # still pending: untouched
     assert _record(url, 3) == ("done", 2, 0, True)
+
+
+def test_leases_of_terminated_processes_end_at_once(batch):
+    import socket
+
+    from worker.batches import expire_leases_of
+
+    url, bid, paths = batch
+    host = socket.gethostname()[:80]
+    claim(bid, paths[:2], f"{host}:4242:abc", lease_s=30, url=url)
+    claim(bid, paths[2:], f"{host}:999:abc", lease_s=30, url=url)
+    assert expire_leases_of([4242], url=url) == 2
+    assert set(claim(bid, paths, "other", lease_s=30, url=url)) == set(paths[:2])  # only pid 4242's rows
