@@ -120,25 +120,27 @@ def run_distributed(batch_id: int, chunk_size: int, wait: bool, quiet: bool) -> 
     from kombu.exceptions import OperationalError as BrokerError
     from sqlalchemy.orm import Session
 
+    from worker.batches import pending_paths
+    from worker.db import Batch
+    from worker.publish import default_app, enqueue_chunks
     from worker.registry import active_version
     from worker.settings import redact_url
 
     s = cli_settings()
     engine = open_engine(migrate=False)
-    from worker.publish import default_app, enqueue_chunks
-
     try:
         default_app()
     except ValueError as e:  # time limits not ordered soft < hard < visibility timeout
         raise CliError(f"bad configuration: {e}", EXIT_USAGE) from None
-    from worker.db import Batch
-
     with Session(engine) as session, session.begin():
         model_version = active_version(session)  # one model per batch; None: workers register the default
         batch = session.get(Batch, batch_id)
-        if batch is not None:  # the sweeper requeues lost chunks with the same model
+        if batch is not None:
+            # the sweepers look after distributed batches and requeue lost chunks with the same model
+            # (a batch started embedded and resumed here becomes distributed)
+            batch.mode = "distributed"
             batch.options = {**(batch.options or {}), "model_version": model_version}
-    todo = pending_paths(engine, batch_id)
+    todo = pending_paths(batch_id, url=s.database_url)
     try:
         n_messages = enqueue_chunks(batch_id, todo, chunk_size=chunk_size, model_version=model_version)
     except BrokerError as e:
@@ -247,17 +249,6 @@ def run_sweep() -> int:
     return report.expired + report.orphaned
 
 
-def pending_paths(engine, batch_id: int) -> list[str]:  # type: ignore[no-untyped-def]
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from worker.db import Result
-
-    with Session(engine) as session:
-        q = select(Result.path).where(Result.batch_id == batch_id, Result.status == "pending").order_by(Result.id)
-        return list(session.scalars(q))
-
-
 def run_embedded_batch(batch_id: int, workers: int, chunk_size: int, quiet: bool) -> int:
     """Embedded mode: label the batch's pending files with a local process pool, then summarise.
 
@@ -265,7 +256,7 @@ def run_embedded_batch(batch_id: int, workers: int, chunk_size: int, quiet: bool
     not be run even alone (a process killed by the OS) get a ``failed`` row with the reason.
     """
     from producer.embedded import run_embedded, warm_up
-    from worker.batches import fail_pending, finish_batch_locally
+    from worker.batches import fail_pending, finish_batch_locally, pending_paths
     from worker.registry import RegistryError, load_model
     from worker.settings import prepare_process_env
 
@@ -276,7 +267,8 @@ def run_embedded_batch(batch_id: int, workers: int, chunk_size: int, quiet: bool
         model = load_model(url=s.database_url)  # verifies the checksum once, before any work
     except RegistryError as e:
         raise CliError(str(e)) from None
-    todo = pending_paths(open_engine(migrate=False), batch_id)
+    _set_mode(batch_id, "embedded")  # a distributed batch resumed here: the workers' sweepers leave it alone
+    todo = pending_paths(batch_id, url=s.database_url)
     total = batch_total(batch_id)
     t0 = time.perf_counter()
     with progress_bar(quiet) as progress:
@@ -300,6 +292,16 @@ def run_embedded_batch(batch_id: int, workers: int, chunk_size: int, quiet: bool
     finish_batch_locally(batch_id, model, url=s.database_url)
     wall = time.perf_counter() - t0
     return finish_batch(batch_id, wall, len(todo))
+
+
+def _set_mode(batch_id: int, mode: str) -> None:
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from worker.db import Batch
+
+    with Session(open_engine(migrate=False)) as session, session.begin():
+        session.execute(update(Batch).where(Batch.id == batch_id).values(mode=mode))
 
 
 def batch_total(batch_id: int) -> int:

@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import func, or_, select, update
@@ -382,12 +381,3 @@ def pending_paths(batch_id: int, *, url: str | None = None) -> list[str]:
     with Session(get_engine(url)) as session:
         q = select(Result.path).where(Result.batch_id == batch_id, Result.status == "pending").order_by(Result.id)
         return list(session.scalars(q))
-
-
-def batch_summary(batch_id: int, *, url: str | None = None) -> dict[str, Any]:
-    """The batch record as stored: ``{"status", "n_done", "n_failed", "finished_at"}`` (None: no batch)."""
-    with Session(get_engine(url)) as session:
-        b = session.get(Batch, batch_id)
-        if b is None:
-            return {}
-        return {"status": b.status, "n_done": b.n_done, "n_failed": b.n_failed, "finished_at": b.finished_at}

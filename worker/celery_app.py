@@ -35,7 +35,7 @@ from worker.celery_config import (  # noqa: E402,F401 - re-exported for existing
     check_time_limits,
     make_app,
 )
-from worker.publish import broker_backlog, chunked, enqueue_chunks, requeue_orphans  # noqa: E402,F401
+from worker.publish import chunked, enqueue_chunks  # noqa: E402,F401
 from worker.sweeper import Sweeper  # noqa: E402
 from worker.warmup import after_fork, warm_up  # noqa: E402,F401
 from worker.watchdog import Watchdog  # noqa: E402

@@ -1,4 +1,4 @@
-"""Publishing to the broker by task name: classify chunks, training jobs, and orphan recovery.
+"""Publishing to the broker by task name: classify chunks and training jobs; the queue length.
 
 The producer's only view of Celery: it needs the broker, never the task code, librosa or
 scikit-learn. Every function takes an optional ``celery_app``; the default is the worker's
@@ -81,22 +81,6 @@ def enqueue_train(job_id: str, request: dict[str, Any], *, celery_app: Celery | 
     a.send_task(TRAIN_TASK, args=[job_id, request], queue=TRAINING_QUEUE)
 
 
-def broker_backlog(celery_app: Celery | None = None) -> int:
-    """Messages the Redis broker still holds for ``classify``: queued plus delivered-but-unacknowledged.
-
-    Zero while rows are pending means no message will ever reach those rows: kombu's Redis transport
-    pops a message (BRPOP) before it records it as unacknowledged, so a worker SIGKILLed in between
-    loses that message. See :func:`requeue_orphans`.
-
-    Raises:
-        kombu.exceptions.OperationalError: the broker cannot be reached.
-    """
-    a = celery_app or default_app()
-    with a.connection_for_write() as conn:
-        client = conn.default_channel.client
-        return int(client.llen(CLASSIFY_QUEUE)) + int(client.hlen("unacked"))
-
-
 def queue_length(celery_app: Celery | None = None) -> int:
     """Messages waiting in the ``classify`` queue (not yet delivered to any worker).
 
@@ -106,25 +90,3 @@ def queue_length(celery_app: Celery | None = None) -> int:
     a = celery_app or default_app()
     with a.connection_for_write() as conn:
         return int(conn.default_channel.client.llen(CLASSIFY_QUEUE))
-
-
-def requeue_orphans(
-    batch_id: int,
-    pending_paths: Sequence[str],
-    *,
-    chunk_size: int,
-    model_version: str | None = None,
-    celery_app: Celery | None = None,
-) -> int:
-    """Queue the pending files of a batch again when the broker holds no message for any of them.
-
-    Safe to call at any time: it does nothing while the broker has a backlog, and a file queued twice
-    is labelled once (the task skips rows that are no longer pending).
-
-    Returns:
-        Number of files queued again (0 when the broker still holds messages).
-    """
-    if not pending_paths or broker_backlog(celery_app):
-        return 0
-    enqueue_chunks(batch_id, pending_paths, chunk_size=chunk_size, model_version=model_version, celery_app=celery_app)
-    return len(pending_paths)

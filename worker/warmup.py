@@ -13,17 +13,20 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def warm_up_features() -> None:
+def warm_up_features() -> Any:
     """Run the feature extractor once on a 1-s 150 Hz sine at 16 kHz (imports, filter banks).
 
     No librosa or numba is on this path; doing it once in the parent means forked processes inherit it.
+
+    Returns:
+        The sine's feature vector, shape ``(n_features,)``.
     """
     import numpy as np
 
     from ser_model.features import extract_features
 
     t = np.arange(16000, dtype=np.float32) / 16000
-    extract_features((0.1 * np.sin(2 * np.pi * 150 * t)).astype(np.float32))
+    return extract_features((0.1 * np.sin(2 * np.pi * 150 * t)).astype(np.float32))
 
 
 def warm_up(url: str | None = None) -> dict[str, Any]:
@@ -36,13 +39,9 @@ def warm_up(url: str | None = None) -> dict[str, Any]:
         ``{"model_version": str | None, "error": str | None}``; a model that cannot be loaded is
         logged, not raised (tasks then fail their chunk with the reason).
     """
-    import numpy as np
-
-    from ser_model.features import extract_features
     from worker.registry import load_model
 
-    t = np.arange(16000, dtype=np.float32) / 16000
-    x = extract_features((0.1 * np.sin(2 * np.pi * 150 * t)).astype(np.float32))
+    x = warm_up_features()
     try:
         model = load_model(url=url)
         model.bundle.predict_proba(x[None, :])  # type: ignore[attr-defined]

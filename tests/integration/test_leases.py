@@ -84,7 +84,37 @@ def test_worker_sigkilled_without_wait_the_survivor_finishes_every_file_within_6
     assert (record["status"], record["n_done"], record["n_failed"]) == ("done", n, 0)
     assert record["finished_at"] is not None
     assert "sweeper: requeued" in survivor.log()
-    print(f"\n[worker-sigkill/{database}] files={n} pending_at_kill={at_kill['pending']} recovered_s={recovered_s:.1f}")
+    lag = _final_after_last_row_s(url, batch_id)
+    print(
+        f"\n[worker-sigkill/{database}] files={n} pending_at_kill={at_kill['pending']} "
+        f"recovered_s={recovered_s:.1f} batch_final_after_last_row_s={lag:.3f}"
+    )
+
+
+def _final_after_last_row_s(url: str, batch_id: int) -> float:
+    """Seconds between the last row's ``finished_at`` and the batch's ``finished_at`` (plain SQL)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(url)
+    try:
+        with eng.connect() as conn:
+            last, final = conn.execute(
+                text(
+                    "SELECT (SELECT max(finished_at) FROM results WHERE batch_id = :b), finished_at "
+                    "FROM batches WHERE id = :b"
+                ),
+                {"b": batch_id},
+            ).one()
+    finally:
+        eng.dispose()
+
+    def ts(v: object) -> datetime:
+        d = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
+        return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+    return (ts(final) - ts(last)).total_seconds()
 
 
 def test_batch_with_failures_is_final_in_both_modes_read_with_plain_sql(
@@ -111,3 +141,43 @@ def test_batch_with_failures_is_final_in_both_modes_read_with_plain_sql(
     )
     assert (record["status"], record["n_done"], record["n_failed"]) == ("done_with_failures", 10, 1)
     assert batch_counts(url, batch_id)["pending"] == 0
+
+
+def test_two_transactions_writing_the_last_rows_at_once_finalise_the_batch_once(pg_url):
+    """PostgreSQL, READ COMMITTED: each of two open transactions writes one of the last two pending rows;
+    the first to finalise sees the other's row still pending, the second (after taking the batch lock)
+    sees both and finalises. Neither leaves the batch `running`, and it is finalised exactly once."""
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    from worker.batches import finalise_batch
+    from worker.db import Batch, get_engine, insert_pending, upsert_results, utcnow
+
+    eng = get_engine(pg_url)
+    with Session(eng) as s, s.begin():
+        b = Batch(source_paths=["/r"], status="running", mode="distributed", n_files=2)
+        s.add(b)
+        s.flush()
+        insert_pending(s, b.id, ["a.wav", "b.wav"], {})
+        bid = b.id
+    row = {"status": "done", "emotion": "calm", "confidence": 0.9, "finished_at": utcnow()}
+    s1, s2 = Session(eng), Session(eng)
+    s1.begin()
+    s2.begin()
+    upsert_results(s1, [{"batch_id": bid, "path": "a.wav", **row}])
+    upsert_results(s2, [{"batch_id": bid, "path": "b.wav", **row}])
+    assert finalise_batch(s1, bid) is None  # b.wav is not committed yet: still pending for s1
+    results: list[object] = []
+    t = threading.Thread(target=lambda: results.append(finalise_batch(s2, bid)))
+    t.start()  # blocks on the batch row lock s1 holds
+    t.join(timeout=1)
+    assert t.is_alive(), "the second finaliser must wait for the first transaction's lock"
+    s1.commit()
+    t.join(timeout=30)
+    s2.commit()
+    final = results[0]
+    assert final is not None and (final.status, final.n_done) == ("done", 2)  # type: ignore[attr-defined]
+    assert batch_record(pg_url, bid)["status"] == "done"
+    s1.close()
+    s2.close()
