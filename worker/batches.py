@@ -194,6 +194,51 @@ def expire_leases_of(pids: Sequence[int], *, url: str | None = None) -> int:
         return int(res.rowcount or 0)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def expire_dead_local_leases(batch_id: int, paths: Sequence[str], *, url: str | None = None) -> int:
+    """End the leases on ``paths`` held by processes of this host that no longer exist.
+
+    A pool process killed by the OOM killer or the hard time limit cannot renew its lease, and
+    Celery redelivers its chunk at once (``task_reject_on_worker_lost``); without this the
+    redelivery would find the rows leased and wait for the lease to run out. Owners on other hosts,
+    and live (or PID-reused) processes, keep their leases.
+
+    Returns:
+        Number of rows whose lease was ended.
+    """
+    host = socket.gethostname()[:80]
+    with Session(get_engine(url)) as s:
+        owners = set(
+            s.scalars(
+                select(Result.worker_id).where(
+                    Result.batch_id == batch_id,
+                    Result.path.in_(list(paths)),
+                    Result.status == "pending",
+                    Result.worker_id.like(f"{host}:%"),
+                    Result.lease_expires_at >= utcnow(),
+                )
+            )
+        )
+    dead = []
+    for owner in owners:
+        try:
+            pid = int(owner.split(":")[1])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            dead.append(pid)
+    return expire_leases_of(dead, url=url)
+
+
 class Heartbeat:
     """Renews a lease every ``heartbeat_s`` seconds from a daemon thread while a chunk runs.
 
@@ -320,6 +365,7 @@ def run_chunk(
     """
     s = settings or get_settings()
     owner = owner_id()
+    expire_dead_local_leases(batch_id, paths, url=url)  # a killed pool process's chunk, redelivered
     claimed = claim(batch_id, paths, owner, lease_s=s.lease_s, url=url)
     todo = [p for p in paths if p in claimed]
     counts = {"done": 0, "failed": 0, "skipped": len(paths) - len(todo)}

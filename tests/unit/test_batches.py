@@ -155,3 +155,21 @@ def test_leases_of_terminated_processes_end_at_once(batch):
     claim(bid, paths[2:], f"{host}:999:abc", lease_s=30, url=url)
     assert expire_leases_of([4242], url=url) == 2
     assert set(claim(bid, paths, "other", lease_s=30, url=url)) == set(paths[:2])  # only pid 4242's rows
+
+
+def test_leases_of_dead_local_processes_are_ended_when_their_chunk_comes_back(batch):
+    import os
+    import socket
+    import subprocess
+
+    from worker.batches import expire_dead_local_leases
+
+    url, bid, paths = batch
+    host = socket.gethostname()[:80]
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer exists (like a pool process the OOM killer took)
+    claim(bid, paths[:2], f"{host}:{gone.pid}:abc", lease_s=30, url=url)
+    claim(bid, paths[2:3], f"{host}:{os.getppid()}:abc", lease_s=30, url=url)  # alive
+    claim(bid, paths[3:], f"elsewhere:{gone.pid}:abc", lease_s=30, url=url)  # another host: not judged
+    assert expire_dead_local_leases(bid, paths, url=url) == 2
+    assert set(claim(bid, paths, "next", lease_s=30, url=url)) == set(paths[:2])
