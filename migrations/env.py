@@ -38,6 +38,10 @@ def run_migrations_online() -> None:
             context.run_migrations()
         return
     with get_engine(_url()).connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # table rebuilds must not cascade deletes (see worker.migrate._run); before BEGIN
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(
             connection=connection, target_metadata=target_metadata, render_as_batch=True, compare_type=True
         )

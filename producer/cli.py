@@ -1,28 +1,48 @@
-"""The ``ser-batch`` command line (typer + rich).
+"""The ``ser-batch`` command line (typer + rich): the command tree, option parsing and thin commands.
 
 Exit codes (for scripts): 0 success (every file ``done``); 3 the batch finished but some files
 failed; 2 usage error (bad option, path not found, bad configuration); 1 any other error.
+
+The work behind the commands lives next to this module: :mod:`producer.submit` (record, run, queue
+and follow a batch), :mod:`producer.tables` (tables and CSV/JSON exports), :mod:`producer.train_cmds`
+(training and model commands) and :mod:`producer.common` (errors, consoles, settings, engine).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import sys
-import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED = 0, 1, 2, 3
+from producer import train_cmds
+from producer.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    CliError,
+    aware,
+    cli_settings,
+    console,
+    err,
+    open_engine,
+)
+from producer.tables import (
+    RESULT_COLUMNS,
+    SEGMENT_COLUMNS,
+    print_results_table,
+    result_record,
+    segment_record,
+    write_records,
+)
+
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "CliError", "app", "main"]
 
 app = typer.Typer(
     help="Batch speech emotion recognition: label folders of recordings into a SQL database.",
@@ -35,67 +55,25 @@ models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 
-console = Console()
-err = Console(stderr=True)
-
 
 _current_batch: int | None = None
 """The batch `submit` is working on, named in the Ctrl-C message so that `--resume` can be copied."""
 
 
-class CliError(Exception):
-    """An error with a user-facing message and an exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 class Fmt(StrEnum):
+    """Output formats of ``results``."""
+
     table = "table"
     csv = "csv"
     json = "json"
 
 
 class Status(StrEnum):
+    """Row statuses ``results --status`` filters on."""
+
     pending = "pending"
     done = "done"
     failed = "failed"
-
-
-def _settings():  # type: ignore[no-untyped-def]
-    from pydantic import ValidationError
-
-    from worker.settings import get_settings
-
-    try:
-        return get_settings()
-    except ValidationError as e:
-        msgs = "; ".join(f"SER_{'_'.join(map(str, x['loc'])).upper()}: {x['msg']}" for x in e.errors())
-        raise CliError(f"bad configuration: {msgs}", EXIT_USAGE) from None
-
-
-def _engine(migrate: bool = True):  # type: ignore[no-untyped-def]
-    """The database engine, with the embedded SQLite schema brought to head."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from worker.db import get_engine
-    from worker.migrate import ensure_schema
-
-    s = _settings()
-    try:
-        eng = get_engine(s.database_url)
-        if migrate:
-            ensure_schema(s.database_url)
-    except RuntimeError as e:
-        raise CliError(str(e)) from None
-    except SQLAlchemyError as e:
-        from worker.settings import redact_url
-
-        raise CliError(
-            f"cannot open database {redact_url(s.database_url)}: {' '.join(str(e.orig or e).split())[:300]}"
-        ) from None
-    return eng
 
 
 # ---------------------------------------------------------------------------------------- submit
@@ -138,12 +116,9 @@ def submit(
     Without SER_BROKER_URL the batch is processed on this machine with all cores; with it, the files
     are queued for `ser-batch worker` processes. Exit code 0 when every file is done, 3 when some failed.
     """
-    from sqlalchemy.orm import Session
+    from producer.submit import open_batch, run_distributed, run_embedded_batch
 
-    from producer.walk import WalkError, collect_files
-    from worker.db import Batch, insert_pending
-
-    s = _settings()
+    s = cli_settings()
     from worker.settings import prepare_process_env
 
     prepare_process_env(s)  # before numpy is imported: one BLAS thread per process
@@ -163,58 +138,22 @@ def submit(
             raise CliError(f"--speaker-from: {e}", EXIT_USAGE) from None
     if resume is None and not paths:
         raise CliError("give at least one file or folder (or --resume BATCH_ID)", EXIT_USAGE)
-    engine = _engine()
-    if resume is not None:
-        with Session(engine) as session:
-            batch = session.get(Batch, resume)
-            if batch is None:
-                raise CliError(f"no batch {resume}", EXIT_USAGE)
-            batch_id = batch.id
-    else:
-        try:
-            walk = collect_files(list(paths or []))
-        except WalkError as e:
-            raise CliError(str(e), EXIT_USAGE) from None
-        if not walk.files:
-            raise CliError(
-                f"no audio files found in {', '.join(paths or [])} ({walk.ignored} non-audio file(s) ignored)",
-                EXIT_USAGE,
-            )
-        with Session(engine) as session, session.begin():  # the batch row is committed before any work
-            batch = Batch(
-                source_paths=[os.path.abspath(p) for p in paths or []],
-                status="running",
-                mode="distributed" if s.broker_url else "embedded",
-                n_files=len(walk.files),
-                n_ignored=walk.ignored,
-                options={
-                    "chunk_size": chunk_size or s.chunk_size,
-                    "segment": seg_spec,
-                    "segment_min_s": segment_min_s,
-                    "speaker_from": speaker_from,
-                },
-            )
-            session.add(batch)
-            session.flush()
-            batch_id = batch.id
-            speakers = {f: speaker_of(f) for f in walk.files} if speaker_of else None
-            insert_pending(session, batch_id, walk.files, walk.sizes, speakers)
-        if speakers:
-            n_spk = len({v for v in speakers.values() if v is not None})
-            n_none = sum(v is None for v in speakers.values())
-            err.print(
-                f"speakers: {n_spk} found by {speaker_from}" + (f", {n_none} file(s) without one" if n_none else "")
-            )
-        skipped = f", {walk.ignored} non-audio file(s) ignored" if walk.ignored else ""
-        hidden = f", {walk.hidden} hidden entr(y/ies) skipped" if walk.hidden else ""
-        err.print(f"batch [bold]{batch_id}[/]: {len(walk.files)} audio file(s){skipped}{hidden}")
+    batch_id = open_batch(
+        paths,
+        resume=resume,
+        chunk_size=chunk_size or s.chunk_size,
+        segment=seg_spec,
+        segment_min_s=segment_min_s,
+        speaker_from=speaker_from,
+        speaker_of=speaker_of,
+    )
     global _current_batch
     _current_batch = batch_id  # for the Ctrl-C message
     try:
         if s.broker_url:
-            code = _enqueue_batch(batch_id, chunk_size or s.chunk_size, wait_, quiet)
+            code = run_distributed(batch_id, chunk_size or s.chunk_size, wait_, quiet)
         else:
-            code = _run_embedded_batch(batch_id, workers or s.workers, chunk_size or s.chunk_size, quiet)
+            code = run_embedded_batch(batch_id, workers or s.workers, chunk_size or s.chunk_size, quiet)
     except KeyboardInterrupt:
         # Caught here: typer turns a KeyboardInterrupt into a silent Exit(130) before main() sees it.
         _print_interrupted()
@@ -222,307 +161,12 @@ def submit(
     raise typer.Exit(code)
 
 
-def _enqueue_batch(batch_id: int, chunk_size: int, wait: bool, quiet: bool) -> int:
-    """Distributed mode: publish the batch's pending files by task name; optionally wait for the workers.
-
-    Imports neither librosa nor scikit-learn (only Celery's client side and the database). The batch
-    and its pending rows are committed before this runs, so no worker can find a chunk without rows.
-    """
-    from kombu.exceptions import OperationalError as BrokerError
-    from sqlalchemy.orm import Session
-
-    from worker.registry import active_version
-    from worker.settings import redact_url
-
-    s = _settings()
-    engine = _engine(migrate=False)
-    try:
-        from worker.celery_app import enqueue_chunks
-    except ValueError as e:  # time limits not ordered soft < hard < visibility timeout
-        raise CliError(f"bad configuration: {e}", EXIT_USAGE) from None
-    with Session(engine) as session:
-        model_version = active_version(session)  # one model per batch; None: workers register the default
-    todo = _pending_paths(engine, batch_id)
-    try:
-        n_messages = enqueue_chunks(batch_id, todo, chunk_size=chunk_size, model_version=model_version)
-    except BrokerError as e:
-        raise CliError(
-            f"cannot reach the broker {redact_url(s.broker_url or '')}: {' '.join(str(e).split())[:200]}; "
-            f"batch {batch_id} is saved, queue it again with `ser-batch submit --resume {batch_id}`"
-        ) from None
-    err.print(f"queued {len(todo)} file(s) of batch {batch_id} in {n_messages} task(s) of up to {chunk_size} file(s)")
-    console.print(batch_id)
-    if not wait:
-        err.print(f"follow with `ser-batch status {batch_id}`; results with `ser-batch results --batch {batch_id}`")
-        return EXIT_OK
-    return _wait_for_batch(batch_id, len(todo), quiet, chunk_size=chunk_size, model_version=model_version)
-
-
-DB_DOWN_MAX_S = 300.0
-"""How long `submit --wait` keeps polling an unreachable database before it gives up (seconds)."""
-
-
-ORPHAN_GRACE_S = 10.0
-"""`--wait`: pending rows, no progress and an empty broker for this long -> their messages were lost."""
-
-
-def _wait_for_batch(
-    batch_id: int,
-    n_queued: int,
-    quiet: bool,
-    poll_s: float = 1.0,
-    *,
-    chunk_size: int = 8,
-    model_version: str | None = None,
-) -> int:
-    """Show progress from database counts until no row of the batch is pending; then summarise.
-
-    Pending rows with no progress and no message left on the broker for :data:`ORPHAN_GRACE_S`
-    seconds lost their message (a worker killed the instant it took it): they are queued again.
-    """
-    from sqlalchemy.exc import InterfaceError, OperationalError
-    from sqlalchemy.orm import Session
-
-    from worker.db import batch_counts
-
-    engine = _engine(migrate=False)
-    t0 = time.perf_counter()
-    last_change, last_finished, hinted, last_requeue = t0, -1, False, t0
-    db_down_since: float | None = None
-    try:
-        with _progress(quiet) as progress:
-            task = progress.add_task("waiting for workers", total=None)
-            while True:
-                try:
-                    with Session(engine) as session:
-                        counts = batch_counts(session, batch_id)
-                except (OperationalError, InterfaceError) as e:
-                    # The database restarting is no reason to stop following the batch: the workers
-                    # retry their writes, so keep polling (and say so) for up to DB_DOWN_MAX_S.
-                    now = time.perf_counter()
-                    if db_down_since is None:
-                        db_down_since = now
-                        err.print("[yellow]database unreachable[/]: still waiting (workers retry their writes)")
-                    if now - db_down_since > DB_DOWN_MAX_S:
-                        reason = " ".join(str(e.orig or e).split())[:200]
-                        raise CliError(
-                            f"database unreachable for {DB_DOWN_MAX_S:.0f} s ({reason}); the workers go on, "
-                            f"follow with `ser-batch status {batch_id}`"
-                        ) from None
-                    time.sleep(poll_s)
-                    continue
-                if db_down_since is not None:
-                    err.print("database reachable again")
-                    db_down_since = None
-                finished = counts["done"] + counts["failed"]
-                progress.update(task, total=counts["total"], completed=finished)
-                if counts["pending"] == 0:
-                    break
-                now = time.perf_counter()
-                if finished != last_finished:
-                    last_finished, last_change = finished, now
-                    if finished:
-                        progress.update(task, description="classifying")
-                elif now - last_change > ORPHAN_GRACE_S and now - last_requeue > ORPHAN_GRACE_S:
-                    last_requeue = now
-                    n = _requeue_orphans(batch_id, chunk_size, model_version)
-                    if n:
-                        err.print(f"[yellow]{n} pending file(s) had no message left on the broker[/]: queued again")
-                        last_change = now
-                if not hinted and now - last_change > 60:
-                    err.print(
-                        "[yellow]no progress for 60 s[/]: is a worker running on this broker? (`ser-batch worker`)"
-                    )
-                    hinted = True
-                time.sleep(poll_s)
-    except KeyboardInterrupt:
-        err.print(f"[yellow]stopped waiting[/]: the workers go on; follow with `ser-batch status {batch_id}`")
-        raise typer.Exit(130) from None
-    return _finish_batch(batch_id, time.perf_counter() - t0, n_queued)
-
-
-def _requeue_orphans(batch_id: int, chunk_size: int, model_version: str | None) -> int:
-    """:func:`worker.celery_app.requeue_orphans` for a batch; 0 when the broker cannot be asked."""
-    from kombu.exceptions import OperationalError as BrokerError
-
-    from worker.celery_app import requeue_orphans
-
-    try:
-        return requeue_orphans(
-            batch_id,
-            _pending_paths(_engine(migrate=False), batch_id),
-            chunk_size=chunk_size,
-            model_version=model_version,
-        )
-    except BrokerError:
-        return 0
-
-
-def _pending_paths(engine, batch_id: int) -> list[str]:  # type: ignore[no-untyped-def]
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from worker.db import Result
-
-    with Session(engine) as session:
-        q = select(Result.path).where(Result.batch_id == batch_id, Result.status == "pending").order_by(Result.id)
-        return list(session.scalars(q))
-
-
-def _run_embedded_batch(batch_id: int, workers: int, chunk_size: int, quiet: bool) -> int:
-    from sqlalchemy.orm import Session
-
-    from producer.embedded import run_embedded, warm_up
-    from worker.db import batch_counts
-    from worker.registry import RegistryError, load_model
-    from worker.settings import prepare_process_env
-
-    s = _settings()
-    prepare_process_env(s)
-    engine = _engine()
-    try:
-        model = load_model(url=s.database_url)  # verifies the checksum once, before any work
-    except RegistryError as e:
-        raise CliError(str(e)) from None
-    todo = _pending_paths(engine, batch_id)
-    with Session(engine) as session:
-        total = batch_counts(session, batch_id)["total"]
-    t0 = time.perf_counter()
-    with _progress(quiet) as progress:
-        task = progress.add_task("warming up", total=total, completed=total - len(todo))
-        warm_up()
-        progress.update(task, description=f"classifying ({min(workers, max(1, len(todo)))} processes)")
-        leftovers = run_embedded(
-            batch_id,
-            todo,
-            url=s.database_url,
-            model_version=model.version,
-            workers=min(workers, max(1, len(todo) // max(1, chunk_size) or 1)),
-            chunk_size=chunk_size,
-            on_progress=lambda n: progress.advance(task, n),
-        )
-    if leftovers:
-        _mark_failed(batch_id, leftovers, model.version)
-    _classify_waiting_speakers(batch_id, model)
-    wall = time.perf_counter() - t0
-    return _finish_batch(batch_id, wall, len(todo))
-
-
-def _classify_waiting_speakers(batch_id: int, model: Any) -> None:
-    """Speaker-adaptive batches: classify featurised files whose speaker's last file failed instead."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from worker.db import Result
-    from worker.processing import classify_ready_speakers
-
-    url = _settings().database_url
-    with Session(_engine(migrate=False)) as session:
-        waiting = list(
-            session.scalars(
-                select(Result.path).where(
-                    Result.batch_id == batch_id, Result.status == "pending", Result.features.is_not(None)
-                )
-            )
-        )
-    if waiting:
-        classify_ready_speakers(batch_id, waiting, model, url=url)
-
-
-def _mark_failed(batch_id: int, reasons: dict[str, str], model_version: str) -> None:
-    from worker.db import utcnow
-    from worker.processing import store_rows
-
-    rows = [
-        {"path": p, "status": "failed", "error": r, "model_version": model_version, "finished_at": utcnow()}
-        for p, r in reasons.items()
-    ]
-    store_rows(batch_id, rows, url=_settings().database_url)
-
-
-def _progress(quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=quiet or not err.is_terminal,
-        transient=False,
-    )
-
-
-def _finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:
-    """Record the batch's final counts, print the summary, and return the exit code."""
-    from sqlalchemy import func, select
-    from sqlalchemy.orm import Session
-
-    from worker.db import Batch, Result, batch_counts, utcnow
-
-    engine = _engine(migrate=False)
-    with Session(engine) as session, session.begin():
-        counts = batch_counts(session, batch_id)
-        batch = session.get(Batch, batch_id)
-        assert batch is not None
-        batch.n_done, batch.n_failed = counts["done"], counts["failed"]
-        if counts["pending"] == 0:
-            batch.status = "done"
-            batch.finished_at = utcnow()
-        per_emotion = dict(
-            session.execute(
-                select(Result.emotion, func.count())
-                .where(Result.batch_id == batch_id, Result.status == "done")
-                .group_by(Result.emotion)
-                .order_by(func.count().desc())
-            ).all()
-        )
-        failures = list(
-            session.execute(
-                select(Result.path, Result.error)
-                .where(Result.batch_id == batch_id, Result.status == "failed")
-                .order_by(Result.id)
-                .limit(10)
-            ).all()
-        )
-    _print_summary(batch_id, counts, per_emotion, failures, wall_s, n_processed)
-    if counts["pending"]:
-        return EXIT_ERROR
-    return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
-
-
-def _print_summary(
-    batch_id: int,
-    counts: dict[str, int],
-    per_emotion: dict[str, int],
-    failures: list[Any],
-    wall_s: float,
-    n_processed: int,
-) -> None:
-    t = Table(title=f"batch {batch_id}", show_header=True, header_style="bold")
-    t.add_column("emotion")
-    t.add_column("files", justify="right")
-    for emo, n in per_emotion.items():
-        t.add_row(str(emo), str(n))
-    console.print(t)
-    rate = n_processed / wall_s if wall_s > 0 else 0.0
-    console.print(
-        f"batch {batch_id}: [green]{counts['done']} done[/], "
-        f"[{'red' if counts['failed'] else 'green'}]{counts['failed']} failed[/], "
-        f"{counts['pending']} pending — {n_processed} file(s) in {wall_s:.1f} s ({rate:.1f} files/s)"
-    )
-    if failures:
-        console.print(
-            f"[red]failed files[/] (first 10; all with `ser-batch results --batch {batch_id} --status failed`):"
-        )
-        for path, error in failures:
-            console.print(f"  {path}: {error}", markup=False, highlight=False)
-
-
 # ---------------------------------------------------------------------------------------- worker
 
 
 class LogLevel(StrEnum):
+    """Celery log levels."""
+
     debug = "debug"
     info = "info"
     warning = "warning"
@@ -555,7 +199,7 @@ def worker(
 
     from worker.registry import RegistryError, ensure_default_model
 
-    s = _settings()
+    s = cli_settings()
     if not s.broker_url:
         raise CliError("set SER_BROKER_URL (e.g. redis://localhost:6379/0) to start a worker", EXIT_USAGE)
     try:
@@ -564,7 +208,7 @@ def worker(
         check_time_limits(s)
     except ValueError as e:
         raise CliError(f"bad configuration: {e}", EXIT_USAGE) from None
-    engine = _engine()  # migrates a fresh SQLite; refuses a PostgreSQL behind head
+    engine = open_engine()  # migrates a fresh SQLite; refuses a PostgreSQL behind head
     try:
         with Session(engine) as session, session.begin():
             ensure_default_model(session)
@@ -580,29 +224,6 @@ def worker(
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)  # like `exec celery ...` in a start script: signals go straight to Celery
-
-
-# ---------------------------------------------------------------------------------------- results
-
-
-RESULT_COLUMNS = (
-    "batch_id",
-    "path",
-    "status",
-    "emotion",
-    "confidence",
-    "error",
-    "model_version",
-    "duration_s",
-    "sample_rate",
-    "channels",
-    "size_bytes",
-    "sha256",
-    "processing_ms",
-    "finished_at",
-    "analysis_mode",
-    "n_segments",
-)
 
 
 @app.command()
@@ -624,7 +245,7 @@ def results(
     from ser_model.labels import EMOTIONS
     from worker.db import Batch, Result, Segment
 
-    engine = _engine()
+    engine = open_engine()
     if segments:
         q = select(Segment, Result.batch_id, Result.path).join(Result, Segment.result_id == Result.id)
         q = q.order_by(Result.batch_id, Result.id, Segment.idx)
@@ -650,97 +271,15 @@ def results(
                 if lab not in labels:
                     labels.append(lab)
         if segments:
-            records = [_segment_record(sg, b, p, labels) for sg, b, p in fetched]
+            records = [segment_record(sg, b, p, labels) for sg, b, p in fetched]
             columns = [*SEGMENT_COLUMNS, *(f"p_{lab}" for lab in labels)]
         else:
-            records = [_record(r, labels) for r in fetched]
+            records = [result_record(r, labels) for r in fetched]
             columns = [*RESULT_COLUMNS, *(f"p_{lab}" for lab in labels)]
     if fmt is Fmt.table:
-        _print_results_table(records, output, segments)
+        print_results_table(records, output, segments)
         return
-    if fmt is Fmt.csv:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-        w.writeheader()
-        w.writerows(records)
-        text = buf.getvalue()
-    else:
-        text = json.dumps(records, indent=2, default=str) + "\n"
-    if output:
-        output.write_text(text, encoding="utf-8")
-        err.print(f"wrote {len(records)} row(s) to {output}")
-    else:
-        sys.stdout.write(text)
-
-
-SEGMENT_COLUMNS = ("batch_id", "path", "result_id", "index", "start_s", "end_s", "emotion", "confidence")
-
-
-def _segment_record(sg: Any, batch_id: int, path: str, labels: list[str]) -> dict[str, Any]:
-    rec: dict[str, Any] = {
-        "batch_id": batch_id,
-        "path": path,
-        "result_id": sg.result_id,
-        "index": sg.idx,
-        "start_s": round(sg.start_s, 3),
-        "end_s": round(sg.end_s, 3),
-        "emotion": sg.emotion,
-        "confidence": sg.confidence,
-    }
-    probs = sg.probabilities or {}
-    for lab in labels:
-        rec[f"p_{lab}"] = probs.get(lab)
-    return rec
-
-
-def _record(r: Any, labels: list[str]) -> dict[str, Any]:
-    rec: dict[str, Any] = {c: getattr(r, c) for c in RESULT_COLUMNS}
-    if isinstance(rec["finished_at"], datetime):
-        rec["finished_at"] = rec["finished_at"].isoformat()
-    probs = r.probabilities or {}
-    for lab in labels:
-        rec[f"p_{lab}"] = probs.get(lab)
-    return rec
-
-
-def _print_results_table(records: list[dict[str, Any]], output: Path | None, segments: bool = False) -> None:
-    t = Table(show_header=True, header_style="bold")
-    cols = (
-        ("batch", "path", "#", "start (s)", "end (s)", "emotion", "conf.")
-        if segments
-        else ("batch", "path", "status", "emotion", "conf.", "duration (s)", "error")
-    )
-    for col in cols:
-        t.add_column(col, overflow="fold")
-    for r in records:
-        conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else ""
-        if segments:
-            t.add_row(
-                str(r["batch_id"]),
-                r["path"],
-                str(r["index"]),
-                f"{r['start_s']:.2f}",
-                f"{r['end_s']:.2f}",
-                r["emotion"] or "",
-                conf,
-            )
-        else:
-            t.add_row(
-                str(r["batch_id"]),
-                r["path"],
-                r["status"],
-                r["emotion"] or "",
-                conf,
-                f"{r['duration_s']:.2f}" if r["duration_s"] is not None else "",
-                r["error"] or "",
-            )
-    if output:
-        with output.open("w", encoding="utf-8") as fh:
-            Console(file=fh, width=200).print(t)
-        err.print(f"wrote {len(records)} row(s) to {output}")
-    else:
-        console.print(t)
-        console.print(f"{len(records)} row(s)")
+    write_records(records, columns, fmt.value, output)
 
 
 @app.command()
@@ -756,7 +295,7 @@ def plot(
     from ser_model.report import plot_timeline
     from worker.db import Result, Segment
 
-    with Session(_engine()) as session:
+    with Session(open_engine()) as session:
         if result.isdigit():
             row = session.get(Result, int(result))
         else:
@@ -799,7 +338,7 @@ def status(batch_id: Annotated[int | None, typer.Argument(help="Batch id [defaul
 
     from worker.db import Batch, Result, batch_counts
 
-    engine = _engine()
+    engine = open_engine()
     with Session(engine) as session:
         if batch_id is None:
             batch_id = session.scalar(select(func.max(Batch.id)))
@@ -815,8 +354,8 @@ def status(batch_id: Annotated[int | None, typer.Argument(help="Batch id [defaul
             )
         ).one()
     finished = counts["done"] + counts["failed"]
-    start = _aware(batch.created_at)
-    end = _aware(last) if counts["pending"] == 0 and last else datetime.now(UTC)
+    start = aware(batch.created_at)
+    end = aware(last) if counts["pending"] == 0 and last else datetime.now(UTC)
     elapsed = max((end - start).total_seconds(), 1e-9) if start else 0.0
     rate = finished / elapsed if elapsed and finished else 0.0
     eta = counts["pending"] / rate if rate else None
@@ -825,7 +364,7 @@ def status(batch_id: Annotated[int | None, typer.Argument(help="Batch id [defaul
     t.add_column("")
     t.add_row("status", batch.status)
     t.add_row("mode", batch.mode)
-    t.add_row("created", _aware(batch.created_at).isoformat(timespec="seconds"))
+    t.add_row("created", aware(batch.created_at).isoformat(timespec="seconds"))
     t.add_row("sources", "\n".join(batch.source_paths))
     t.add_row("files", str(counts["total"]))
     t.add_row("done", str(counts["done"]))
@@ -837,12 +376,6 @@ def status(batch_id: Annotated[int | None, typer.Argument(help="Batch id [defaul
     console.print(t)
 
 
-def _aware(dt: datetime | None) -> datetime | None:
-    if dt is None:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 @app.command()
 def batches(limit: Annotated[int, typer.Option(min=1, help="Newest N batches.")] = 20) -> None:
     """List batches, newest first."""
@@ -851,17 +384,18 @@ def batches(limit: Annotated[int, typer.Option(min=1, help="Newest N batches.")]
 
     from worker.db import Batch, batch_counts
 
-    engine = _engine()
+    engine = open_engine()
     t = Table(show_header=True, header_style="bold")
-    for col in ("id", "created", "mode", "files", "done", "failed", "pending", "sources"):
+    for col in ("id", "created", "mode", "status", "files", "done", "failed", "pending", "sources"):
         t.add_column(col, overflow="fold")
     with Session(engine) as session:
         for b in session.scalars(select(Batch).order_by(Batch.id.desc()).limit(limit)):
             c = batch_counts(session, b.id)
             t.add_row(
                 str(b.id),
-                _aware(b.created_at).isoformat(timespec="seconds"),
+                aware(b.created_at).isoformat(timespec="seconds"),
                 b.mode,
+                b.status,
                 str(c["total"]),
                 str(c["done"]),
                 str(c["failed"]),
@@ -879,7 +413,7 @@ def config() -> None:
     """Show the settings in force (passwords redacted) and where each can be changed."""
     from worker.settings import Settings
 
-    s = _settings()
+    s = cli_settings()
     t = Table(show_header=True, header_style="bold")
     t.add_column("setting")
     t.add_column("environment variable")
@@ -899,7 +433,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     from worker.migrate import current_revision, upgrade
     from worker.settings import redact_url
 
-    s = _settings()
+    s = cli_settings()
     try:
         before = current_revision(s.database_url)
         upgrade(s.database_url, revision)
@@ -914,351 +448,19 @@ def db_current() -> None:
     """Show the migration revision the database is at."""
     from worker.migrate import current_revision, head_revision
 
-    s = _settings()
-    _engine(migrate=False)
+    s = cli_settings()
+    open_engine(migrate=False)
     console.print(f"current: {current_revision(s.database_url) or 'empty'}; head: {head_revision()}")
 
 
 # ---------------------------------------------------------------------------------------- train, models
 
-
-class DatasetKind(StrEnum):
-    ravdess = "ravdess"
-    tess = "tess"
-    folders = "folders"
-    csv = "csv"
-
-
-@app.command()
-def train(
-    data: Annotated[list[str], typer.Argument(help="Training folders (or CSV manifests with --dataset csv).")],
-    dataset: Annotated[DatasetKind, typer.Option(help="How labels (and speakers) are read.")] = DatasetKind.ravdess,
-    emotions: Annotated[
-        str | None, typer.Option(help="Comma-separated subset of labels, e.g. calm,happy,fearful,disgust.")
-    ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Bundle file to write [default: in SER_MODEL_DIR].")
-    ] = None,
-    report: Annotated[
-        Path | None, typer.Option(help="Folder for metrics.json and the plots [default: next to the bundle].")
-    ] = None,
-    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds (grouped by speaker).")] = 5,
-    register: Annotated[bool, typer.Option(help="Register the model in the database.")] = True,
-    activate: Annotated[bool, typer.Option(help="Make it the active model for new work.")] = False,
-    workers: Annotated[int | None, typer.Option("--workers", "-j", min=1, help="Processes.")] = None,
-    local: Annotated[
-        bool, typer.Option("--local", help="Train on this machine even when SER_BROKER_URL is set.")
-    ] = False,
-) -> None:
-    """Train an MLP on labelled recordings, report speaker-independent metrics, save and register a bundle.
-
-    Labels come from RAVDESS or TESS names (fear -> fearful, ps -> surprised), from one folder per
-    label, or from a CSV manifest with columns path,label[,speaker]. With SER_BROKER_URL set (and no
-    --local) the job runs as a `ser.train` task on the `training` queue and this command follows it.
-    """
-    from ser_model.datasets import DatasetError
-    from ser_model.labels import parse_emotion_list
-    from worker.settings import prepare_process_env
-    from worker.training import TrainRequest
-
-    s = _settings()
-    try:
-        wanted = parse_emotion_list(emotions)
-    except ValueError as e:
-        raise CliError(str(e), EXIT_USAGE) from None
-    missing = [d for d in data if not Path(d).exists()]
-    if missing:
-        raise CliError(f"training data not found: {', '.join(missing)}", EXIT_USAGE)
-    req = TrainRequest(
-        data=[os.path.abspath(d) for d in data],
-        dataset=dataset.value,
-        emotions=list(wanted) if wanted else None,
-        folds=folds,
-        activate=activate,
-        register=register,
-        output=str(output.resolve()) if output else None,
-        report=str(report.resolve()) if report else None,
-        workers=workers,
-    )
-    if s.broker_url and not local:
-        if not register:
-            raise CliError("--no-register needs --local: a queued training job always registers its model", EXIT_USAGE)
-        outcome = _train_remote(req)
-    else:
-        from worker.training import run_training
-
-        prepare_process_env(s)
-        _engine()  # migrate/open the database before the long work
-        with _progress(False) as progress:
-            tasks: dict[str, Any] = {}
-
-            def on(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = progress.add_task(stage, total=total)
-                progress.update(tasks[stage], completed=done, total=total)
-
-            try:
-                result = run_training(req, settings=s, progress=on, log=lambda m: err.print(m, highlight=False))
-            except (DatasetError, ValueError) as e:
-                raise CliError(str(e), EXIT_USAGE) from None
-        outcome = result.__dict__
-    _print_metrics(outcome["metrics"])
-    if outcome["metrics"].get("speaker_adaptive"):
-        sa = dict(outcome["metrics"]["speaker_adaptive"])
-        sa["protocol"] = "with --speaker-from: " + str(sa.get("protocol", "speaker-adaptive"))
-        _print_metrics(sa)
-    console.print(f"bundle: {outcome['bundle_path']} (sha256 {outcome['sha256'][:16]}...)")
-    rep = outcome["report_files"]
-    console.print(f"report: {rep['confusion']}, {rep['metrics']}, {rep['loss']}")
-    if outcome["version"]:
-        active = " (active)" if activate else " (not active: `ser-batch models activate VERSION`)"
-        console.print(f"registered model version [bold]{outcome['version']}[/]{active}")
-
-
-def _train_remote(req: Any) -> dict[str, Any]:
-    """Queue a training job on the broker and follow its progress through the ``jobs`` table."""
-    import uuid
-
-    from sqlalchemy.orm import Session
-
-    from worker.db import Job
-
-    s = _settings()
-    engine = _engine()
-    job_id = uuid.uuid4().hex
-    with Session(engine) as session, session.begin():
-        session.add(Job(id=job_id, kind="train", status="queued", request=req.to_json()))
-    from celery import Celery
-
-    Celery(broker=s.broker_url).send_task("ser.train", args=[job_id, req.to_json()], queue="training")
-    err.print(
-        f"training job {job_id} queued on 'training'; waiting for a worker (`ser-batch worker --queues training`)"
-    )
-    return _follow_job(job_id)
-
-
-def _follow_job(job_id: str, poll_s: float = 1.0) -> dict[str, Any]:
-    from sqlalchemy.orm import Session
-
-    from worker.db import Job
-
-    engine = _engine(migrate=False)
-    with _progress(False) as progress:
-        tasks: dict[str, Any] = {}
-        while True:
-            with Session(engine) as session:
-                job = session.get(Job, job_id)
-                assert job is not None
-                status, stage, done, total, message, result = (
-                    job.status,
-                    job.stage,
-                    job.done,
-                    job.total,
-                    job.message,
-                    job.result,
-                )
-            if stage:
-                if stage not in tasks:
-                    tasks[stage] = progress.add_task(stage, total=max(total, 1))
-                progress.update(tasks[stage], completed=done, total=max(total, 1))
-            if status == "done" and result is not None:
-                return result
-            if status == "failed":
-                raise CliError(f"training job {job_id} failed: {message}")
-            time.sleep(poll_s)
-
-
-def _print_metrics(cv: dict[str, Any]) -> None:
-    t = Table(title=cv.get("protocol", ""), show_header=True, header_style="bold")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    t.add_row("files", str(cv.get("n", "")))
-    t.add_row("WA (accuracy)", f"{cv['wa']:.3f}")
-    t.add_row("UAR", f"{cv['uar']:.3f}")
-    t.add_row("macro-F1", f"{cv['macro_f1']:.3f}")
-    for lab, r in cv["per_class_recall"].items():
-        t.add_row(f"recall {lab}", f"{r:.3f}")
-    console.print(t)
-
-
-@app.command()
-def evaluate(
-    data: Annotated[list[str], typer.Argument(help="Labelled folders (or CSV manifests with --dataset csv).")],
-    dataset: Annotated[DatasetKind, typer.Option(help="How labels are read.")] = DatasetKind.ravdess,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model version [default: the active one].")] = None,
-    emotions: Annotated[str | None, typer.Option(help="Only these labels.")] = None,
-    report: Annotated[Path | None, typer.Option(help="Write metrics.json and confusion_matrix.png here.")] = None,
-) -> None:
-    """Metrics (WA, UAR, macro-F1, per-class recall) and confusion matrix of a model on labelled data."""
-    from ser_model.datasets import DatasetError
-    from ser_model.labels import parse_emotion_list
-    from ser_model.report import plot_confusion
-    from worker.registry import RegistryError
-    from worker.settings import prepare_process_env
-    from worker.training import evaluate_model
-
-    s = _settings()
-    prepare_process_env(s)
-    _engine()
-    try:
-        wanted = parse_emotion_list(emotions)
-        with _progress(False) as progress:
-            t = progress.add_task("features", total=None)
-            rep = evaluate_model(
-                data,
-                dataset.value,
-                version=model,
-                emotions=wanted,
-                settings=s,
-                progress=lambda st, d, n: progress.update(t, completed=d, total=n),
-            )
-    except (DatasetError, ValueError) as e:
-        raise CliError(str(e), EXIT_USAGE) from None
-    except RegistryError as e:
-        raise CliError(str(e), EXIT_USAGE if "no model version" in str(e) else EXIT_ERROR) from None
-    rep["protocol"] = f"model {rep['model_version']} on {', '.join(data)}"
-    _print_metrics(rep)
-    if rep["n_skipped_labels"]:
-        err.print(f"{rep['n_skipped_labels']} file(s) left out: their label is not one the model knows")
-    if report:
-        report.mkdir(parents=True, exist_ok=True)
-        (report / "metrics.json").write_text(json.dumps(rep, indent=2, default=str) + "\n")
-        png = plot_confusion(rep, report / "confusion_matrix.png", title=rep["protocol"])
-        console.print(f"report: {png}, {report / 'metrics.json'}")
-
-
-@models_app.command("list")
-def models_list() -> None:
-    """List registered model versions (the active one is marked)."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from worker.db import ModelVersion
-    from worker.registry import RegistryError, ensure_default_model
-
-    engine = _engine()
-    with Session(engine) as session, session.begin():
-        try:
-            ensure_default_model(session)
-        except RegistryError as e:
-            err.print(f"[yellow]{e}[/]")
-        t = Table(show_header=True, header_style="bold")
-        for col in ("version", "active", "created", "labels", "WA", "UAR", "macro-F1", "source"):
-            t.add_column(col, overflow="fold")
-        for m in session.scalars(select(ModelVersion).order_by(ModelVersion.created_at)):
-            met = m.metrics or {}
-            t.add_row(
-                m.version,
-                "*" if m.active else "",
-                _aware(m.created_at).isoformat(timespec="seconds"),
-                ",".join(m.labels),
-                _fmt(met.get("wa")),
-                _fmt(met.get("uar")),
-                _fmt(met.get("macro_f1")),
-                m.source,
-            )
-    console.print(t)
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.3f}" if isinstance(v, int | float) else ""
-
-
-def _model_row(session: Any, version: str | None) -> Any:
-    from worker.db import ModelVersion
-    from worker.registry import active_version, ensure_default_model
-
-    ensure_default_model(session)
-    version = version or active_version(session)
-    row = session.get(ModelVersion, version) if version else None
-    if row is None:
-        raise CliError(f"no model version {version!r}", EXIT_USAGE)
-    return row
-
-
-@models_app.command("show")
-def models_show(
-    version: Annotated[str | None, typer.Argument(help="Model version [default: the active one].")] = None,
-    report: Annotated[Path | None, typer.Option(help="Also draw its confusion matrix PNG into this folder.")] = None,
-) -> None:
-    """Show a model's label set, checksum, feature version and cross-validation metrics."""
-    from sqlalchemy.orm import Session
-
-    from ser_model.report import plot_confusion
-
-    with Session(_engine()) as session, session.begin():
-        m = _model_row(session, version)
-        info = {
-            "version": m.version,
-            "active": m.active,
-            "created": _aware(m.created_at).isoformat(timespec="seconds"),
-            "labels": ", ".join(m.labels),
-            "feature version": m.feature_version,
-            "sha256": m.checksum,
-            "stored": m.source,
-        }
-        metrics = dict(m.metrics or {})
-    t = Table(show_header=False)
-    t.add_column("", style="bold")
-    t.add_column("", overflow="fold")
-    for k, v in info.items():
-        t.add_row(k, str(v))
-    console.print(t)
-    if metrics.get("wa") is not None:
-        _print_metrics(metrics)
-        if report and metrics.get("confusion"):
-            png = plot_confusion(
-                metrics, report / "confusion_matrix.png", title=f"{info['version']}: {metrics.get('protocol', '')}"
-            )
-            console.print(f"report: {png}")
-
-
-@models_app.command("activate")
-def models_activate(version: Annotated[str, typer.Argument(help="Version to make active.")]) -> None:
-    """Make VERSION the active model (one transaction); new work, on every worker, uses it."""
-    from sqlalchemy.orm import Session
-
-    from worker.registry import RegistryError, activate, ensure_default_model
-
-    engine = _engine()
-    with Session(engine) as session, session.begin():
-        ensure_default_model(session)
-        try:
-            activate(session, version)
-        except RegistryError as e:
-            raise CliError(str(e), EXIT_USAGE) from None
-    console.print(f"active model: {version}")
-
-
-@models_app.command("export")
-def models_export(
-    version: Annotated[str, typer.Argument(help="Model version.")],
-    output: Annotated[Path, typer.Argument(help="Bundle file to write (.joblib); a .json sidecar goes beside it.")],
-) -> None:
-    """Write a registered model's bundle (checksum verified) and its metadata sidecar to a file."""
-    from sqlalchemy.orm import Session
-
-    from ser_model.model import DEFAULT_MODEL_PATH, BundleError, bundle_from_bytes, sha256_bytes
-
-    with Session(_engine()) as session, session.begin():
-        m = _model_row(session, version)
-        data = m.bundle if m.bundle is not None else DEFAULT_MODEL_PATH.read_bytes()
-        checksum, labels, fv, metrics = m.checksum, list(m.labels), m.feature_version, dict(m.metrics or {})
-    try:
-        bundle_from_bytes(data, checksum)  # refuse to export a corrupted bundle
-    except BundleError as e:
-        raise CliError(str(e)) from None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(data)
-    side = {
-        "sha256": sha256_bytes(data),
-        "labels": labels,
-        "feature_version": fv,
-        "version": version,
-        "metrics": metrics,
-    }
-    Path(str(output) + ".json").write_text(json.dumps(side, indent=2, default=str) + "\n")
-    console.print(f"wrote {output} and {output}.json (sha256 {checksum[:16]}...)")
+app.command()(train_cmds.train)
+app.command()(train_cmds.evaluate)
+models_app.command("list")(train_cmds.models_list)
+models_app.command("show")(train_cmds.models_show)
+models_app.command("activate")(train_cmds.models_activate)
+models_app.command("export")(train_cmds.models_export)
 
 
 # ---------------------------------------------------------------------------------------- entry point

@@ -1,8 +1,9 @@
 """Embedded mode: process a batch on this machine with a pool of processes.
 
-Each process runs :func:`worker.processing.process_paths` — the function the Celery task wraps — on
-chunks of files and writes its rows itself (SQLite in WAL mode takes several writers). The parent
-only hands out chunks and counts progress.
+Each process runs :func:`worker.batches.run_chunk` — the batch engine the Celery task wraps: claim,
+lease heartbeat, attempts, rows, finalisation — on chunks of files and writes its rows itself
+(SQLite in WAL mode takes several writers). The parent only hands out chunks, counts progress, and
+after a process died releases the leases of the chunks it lost before running them again.
 """
 
 from __future__ import annotations
@@ -19,34 +20,24 @@ _URL: str | None = None
 def _init(url: str) -> None:
     global _URL
     _URL = url
-    from threadpoolctl import threadpool_limits
-
-    from worker.db import dispose_engines
     from worker.settings import prepare_process_env
+    from worker.warmup import after_fork
 
     prepare_process_env()
-    dispose_engines()  # never share the parent's pooled connections after fork
-    threadpool_limits(1)
+    after_fork()
 
 
 def _run_chunk(batch_id: int, paths: list[str], model_version: str) -> dict[str, int]:
-    from worker.processing import process_paths
+    from worker.batches import run_chunk
 
-    return process_paths(batch_id, paths, model_version=model_version, url=_URL)
+    return run_chunk(batch_id, paths, model_version=model_version, url=_URL)
 
 
 def warm_up() -> None:
-    """Run the feature extractor once, so forked processes start warm.
+    """Run the feature extractor once, so forked processes start warm (:func:`worker.warmup.warm_up_features`)."""
+    from worker.warmup import warm_up_features
 
-    The first call imports the feature code and builds its filter banks (no librosa or numba on
-    this path); doing it once in the parent means the pool's processes inherit them.
-    """
-    import numpy as np
-
-    from ser_model.features import extract_features
-
-    t = np.arange(16000, dtype=np.float32) / 16000
-    extract_features((0.1 * np.sin(2 * np.pi * 150 * t)).astype(np.float32))
+    warm_up_features()
 
 
 def run_embedded(
@@ -88,7 +79,10 @@ def run_embedded(
     else:
         leftovers = _pool_pass(batch_id, chunks, url, model_version, workers, on_progress)
         if leftovers:  # retry one file per task, so one bad file cannot take others down
+            from worker.batches import release
+
             single = [[p] for c, _ in leftovers for p in c]
+            release(batch_id, [p for c in single for p in c], url=url)  # their processes are gone
             leftovers = _pool_pass(batch_id, single, url, model_version, workers, on_progress)
     return {p: reason for c, reason in leftovers for p in c}
 

@@ -48,7 +48,10 @@ NAMING_CONVENTION = {
 }
 
 STATUSES = ("pending", "done", "failed")
-BATCH_STATUSES = ("pending", "running", "done", "failed")
+BATCH_STATUSES = ("pending", "running", "done", "done_with_failures", "failed")
+"""``done``: every row done; ``done_with_failures``: no row pending, some failed (set by
+:func:`worker.batches.finalise_batch` in the transaction that writes the last row)."""
+FINAL_BATCH_STATUSES = ("done", "done_with_failures", "failed")
 PROB_COLUMNS = tuple(f"p_{e}" for e in EMOTIONS)
 
 
@@ -93,7 +96,7 @@ class Batch(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     source_paths: Mapped[list[str]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(32), default="pending")
     mode: Mapped[str] = mapped_column(String(16), default="embedded")  # embedded | distributed
     n_files: Mapped[int] = mapped_column(Integer, default=0)
     n_done: Mapped[int] = mapped_column(Integer, default=0)
@@ -136,6 +139,10 @@ class Result(LabelColumns, Base):
     # float32 feature vector of a speaker-adaptive batch, kept between the featurise and the
     # classify step (a speaker is classified once all of its files have features)
     features: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # lease of a pending row: the process working on it and until when (renewed by its heartbeat);
+    # a row whose lease expired is requeued by the sweeper (worker/sweeper.py)
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         UniqueConstraint("batch_id", "path", name="uq_results_batch_path"),

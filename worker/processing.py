@@ -14,14 +14,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from billiard.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
 from worker.db import PROB_COLUMNS, get_engine, replace_segments, upsert_results, utcnow
 from worker.registry import LoadedModel, load_model
 from worker.settings import Settings, get_settings
 
-PASSTHROUGH: tuple[type[BaseException], ...] = ()
-"""Exceptions :func:`analyse_file` must not turn into a failed row (set by the Celery app: time limits)."""
+PASSTHROUGH: tuple[type[BaseException], ...] = (SoftTimeLimitExceeded,)
+"""Exceptions :func:`analyse_file` must not turn into a failed row: Celery's soft time limit, which
+:func:`worker.batches.run_chunk` handles for the whole chunk (billiard's class, which Celery re-exports)."""
 
 
 def _sha256_and_size(path: str) -> tuple[str, int]:
@@ -202,7 +204,11 @@ def store_rows(batch_id: int, rows: Sequence[dict[str, Any]], *, url: str | None
 
     Rows with a ``segments`` list (from :func:`analyse_file` on a long recording) get their
     ``segments`` table rows rewritten, so a redelivered task leaves one set of segments per file.
+    When these were the batch's last pending rows, the same transaction finalises the batch
+    (:func:`worker.batches.finalise_batch`).
     """
+    from worker.batches import finalise_batch
+
     full = [{k: v for k, v in r.items() if k != "segments"} | {"batch_id": batch_id} for r in rows]
     # upsert_results needs the same keys in every row (one multi-row INSERT)
     keys = set().union(*(r.keys() for r in full)) if full else set()
@@ -212,6 +218,7 @@ def store_rows(batch_id: int, rows: Sequence[dict[str, Any]], *, url: str | None
         upsert_results(session, full)
         if segmented:
             replace_segments(session, batch_id, segmented)
+        finalise_batch(session, batch_id)
 
 
 _options_cache: dict[tuple[str | None, int, int], dict[str, Any]] = {}
@@ -314,6 +321,7 @@ def classify_ready_speakers(batch_id: int, paths: Sequence[str], model: LoadedMo
     import numpy as np
     from sqlalchemy import func, select, update
 
+    from worker.batches import finalise_batch
     from worker.db import Result
 
     engine = get_engine(url)
@@ -353,4 +361,5 @@ def classify_ready_speakers(batch_id: int, paths: Sequence[str], model: LoadedMo
                     .values(status="done", analysis_mode=mode, finished_at=now, updated_at=now, **f)
                 )
             n_classified += len(found)
+            finalise_batch(session, batch_id)  # the batch's last rows: final in the same transaction
     return n_classified

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from platformdirs import user_cache_dir, user_data_dir
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -76,6 +76,22 @@ class Settings(BaseSettings):
         default=3600, gt=0, description="Redis visibility timeout (s); above the hard time limit."
     )
 
+    lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Lease of the rows a worker is labelling (s): renewed by its heartbeat; rows whose lease "
+        "expired (the worker died) are requeued by the sweeper.",
+    )
+    heartbeat_s: float = Field(
+        default=5.0, gt=0, description="How often a working process renews its lease (s); below SER_LEASE_S."
+    )
+    sweep_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often every worker (and `submit --wait`) sweeps for expired leases, pending rows no "
+        "message covers, and finished batches (s).",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _check_db_url(cls, v: str) -> str:
@@ -84,6 +100,19 @@ class Settings(BaseSettings):
         except Exception as e:  # noqa: BLE001 - any parse failure is a bad config
             raise ValueError(f"not a valid SQLAlchemy URL: {e}") from None
         return v
+
+    watchdog_stall_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="A worker with messages waiting, an idle process and no task received for this long (s) "
+        "stops with exit code 70 for its supervisor to restart it; 0 switches the watchdog off.",
+    )
+
+    @model_validator(mode="after")
+    def _check_lease(self) -> Settings:
+        if self.heartbeat_s >= self.lease_s:
+            raise ValueError(f"SER_HEARTBEAT_S ({self.heartbeat_s}) must be below SER_LEASE_S ({self.lease_s})")
+        return self
 
     def redacted(self) -> dict[str, object]:
         """Settings as a dict with passwords in URLs replaced by ``***``."""

@@ -29,6 +29,19 @@ RAVDESS = Path(os.environ.get("SER_TEST_RAVDESS", REPO.parent / "shared" / "data
 
 os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp/numbacache")
 
+INTEGRATION_TIMEOUT_S = 600
+"""pytest-timeout for each integration test (a hung worker or broker fails the test, not the run);
+the slowest test here takes about 2 minutes on the 2-core build machine."""
+
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every integration test a timeout unless it sets its own ``@pytest.mark.timeout``."""
+    for item in items:
+        if _HERE in Path(str(item.path)).resolve().parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(INTEGRATION_TIMEOUT_S))
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:

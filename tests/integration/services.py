@@ -15,9 +15,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
@@ -34,19 +37,46 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def poll(check: Callable[[], T], *, timeout_s: float, what: str, every_s: float = 0.1) -> T:
+    """Call ``check`` every ``every_s`` seconds until it returns a truthy value, for at most ``timeout_s``.
+
+    The one bounded wait of the integration tests: exceptions from ``check`` (a database or broker
+    still starting) count as "not yet" and the last one is named in the timeout message.
+
+    Returns:
+        The first truthy value ``check`` returned.
+
+    Raises:
+        TimeoutError: ``check`` never returned a truthy value in time; the message says ``what`` was
+            awaited and the last value or error seen.
+    """
+    end = time.monotonic() + timeout_s
+    last: object = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+            last = value
+        except Exception as e:  # a service still starting counts as "not yet"
+            last = e
+        if time.monotonic() >= end:
+            raise TimeoutError(f"{what}: not reached after {timeout_s} s (last: {last!r})")
+        time.sleep(every_s)
+
+
 def wait_for_port(port: int, timeout_s: float = 20.0) -> None:
     """Block until something accepts connections on 127.0.0.1:``port``.
 
     Raises:
         TimeoutError: nothing listened within ``timeout_s`` seconds.
     """
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
+
+    def listening() -> bool:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout_s} s")
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    poll(listening, timeout_s=timeout_s, every_s=0.05, what=f"something listening on port {port}")
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
@@ -321,19 +351,42 @@ def wait_batch_finished(database_url: str, batch_id: int, timeout_s: float = 120
     Raises:
         TimeoutError: rows still pending after ``timeout_s`` seconds.
     """
+
+    def finished() -> dict[str, int] | None:
+        counts = batch_counts(database_url, batch_id)
+        return counts if counts["total"] and counts["pending"] == 0 else None
+
+    return poll(finished, timeout_s=timeout_s, what=f"batch {batch_id} finished")
+
+
+def batch_counts(database_url: str, batch_id: int) -> dict[str, int]:
+    """``{"pending", "done", "failed", "total"}`` counted from the batch's rows."""
     from sqlalchemy.orm import Session
 
-    from worker.db import batch_counts, get_engine
+    from worker.db import batch_counts as count_rows
+    from worker.db import get_engine
 
-    end = time.monotonic() + timeout_s
-    counts: dict[str, int] = {}
-    while time.monotonic() < end:
-        with Session(get_engine(database_url)) as s:
-            counts = batch_counts(s, batch_id)
-        if counts["total"] and counts["pending"] == 0:
-            return counts
-        time.sleep(0.1)
-    raise TimeoutError(f"batch {batch_id} not finished after {timeout_s} s: {counts}")
+    with Session(get_engine(database_url)) as s:
+        return count_rows(s, batch_id)
+
+
+def batch_record(database_url: str, batch_id: int) -> dict[str, object]:
+    """The ``batches`` row as a user reads it: plain SQL, no ORM (status, n_done, n_failed, finished_at)."""
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(database_url)
+    try:
+        with eng.connect() as conn:
+            row = (
+                conn.execute(
+                    text("SELECT status, n_done, n_failed, finished_at FROM batches WHERE id = :id"), {"id": batch_id}
+                )
+                .mappings()
+                .one()
+            )
+            return dict(row)
+    finally:
+        eng.dispose()
 
 
 def link_corpus(sources: list[Path], folder: Path, n: int) -> str:

@@ -7,11 +7,10 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from services import REPO, result_rows, ser_batch, wait_batch_finished
+from services import REPO, batch_counts, poll, result_rows, ser_batch, wait_batch_finished
 
 pytestmark = pytest.mark.integration
 
@@ -122,50 +121,9 @@ def test_two_worker_processes_share_one_batch(broker_url, pg_url, recordings, en
     assert n1 + n2 == 48
 
 
-def _wait_recovering_orphans(
-    db_url: str, broker_url: str, batch_id: int, *, chunk_size: int, timeout_s: float
-) -> dict[str, int]:
-    """Wait for a batch as `submit --wait` does, including its recovery of messages a dying worker lost.
-
-    kombu's Redis transport pops a message before it records it as unacknowledged, so a worker
-    SIGKILLed in that instant loses it; with no progress and nothing left on the broker, the pending
-    files are queued again (:func:`worker.celery_app.requeue_orphans`, which `--wait` calls).
-    """
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from worker.celery_app import make_app, requeue_orphans
-    from worker.db import Result, batch_counts, get_engine
-    from worker.settings import Settings
-
-    capp = make_app(Settings(broker_url=broker_url, database_url=db_url))
-    end = time.monotonic() + timeout_s
-    last: dict[str, int] = {}
-    stalled_since = time.monotonic()
-    while time.monotonic() < end:
-        with Session(get_engine(db_url)) as s:
-            counts = batch_counts(s, batch_id)
-            pending = list(
-                s.scalars(select(Result.path).where(Result.batch_id == batch_id, Result.status == "pending"))
-            )
-        if counts["pending"] == 0:
-            return counts
-        if counts != last:
-            last, stalled_since = counts, time.monotonic()
-        elif time.monotonic() - stalled_since > 12:
-            requeue_orphans(batch_id, pending, chunk_size=chunk_size, celery_app=capp)
-            stalled_since = time.monotonic()
-        time.sleep(0.5)
-    raise TimeoutError(f"batch {batch_id} not finished after {timeout_s} s: {last}")
-
-
 def test_worker_killed_mid_batch_then_replaced_leaves_every_file_done_once(
     broker_url, pg_url, recordings, env_for, start_workers, redis_server
 ):
-    from sqlalchemy.orm import Session
-
-    from worker.db import batch_counts, get_engine
-
     folder = recordings(200)
     # A small visibility timeout so that the dead worker's unacknowledged messages come back quickly.
     env = env_for(
@@ -175,36 +133,30 @@ def test_worker_killed_mid_batch_then_replaced_leaves_every_file_done_once(
         SER_VISIBILITY_TIMEOUT_S="8",
         SER_TASK_TIME_LIMIT_S="6",
         SER_TASK_SOFT_TIME_LIMIT_S="5",
+        SER_LEASE_S="5",
+        SER_HEARTBEAT_S="1",
+        SER_SWEEP_INTERVAL_S="1",
     )
     doomed = start_workers(env, name="doomed", concurrency=2)
     doomed.wait_ready()
     p = ser_batch(["submit", str(folder)], env)
     assert p.returncode == 0, p.stderr
     batch_id = _batch_id(p.stdout)
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        with Session(get_engine(pg_url)) as s:
-            c = batch_counts(s, batch_id)
-        if c["done"] >= 20:
-            break
-        time.sleep(0.02)
+    poll(lambda: batch_counts(pg_url, batch_id)["done"] >= 20, timeout_s=60, every_s=0.02, what="20 files done")
     doomed.kill()  # SIGKILL to the main process and its pool: nothing is acknowledged any more
-    with Session(get_engine(pg_url)) as s:
-        c = batch_counts(s, batch_id)
+    c = batch_counts(pg_url, batch_id)
     assert 0 < c["pending"] < 200, c
     assert redis_server.client().hlen("unacked") > 0  # messages were in flight when it died
     fresh = start_workers(env, name="fresh", concurrency=2)
     fresh.wait_ready()
-    counts = _wait_recovering_orphans(pg_url, broker_url, batch_id, chunk_size=4, timeout_s=120)
+    counts = wait_batch_finished(pg_url, batch_id, timeout_s=120)  # the fresh worker's sweeper recovers
     assert counts == {"pending": 0, "done": 200, "failed": 0, "total": 200}
     rows = result_rows(pg_url, batch_id)
     assert sorted(str(r["path"]) for r in rows) == sorted(str(f) for f in folder.iterdir())
     assert fresh.tasks_succeeded() > 0
     assert "redelivered chunk" in fresh.log()  # the dead worker's chunks came back and were redone
-    end = time.monotonic() + 20  # the last acknowledgements follow the last row writes
-    while redis_server.client().hlen("unacked") and time.monotonic() < end:
-        time.sleep(0.1)
-    assert redis_server.client().hlen("unacked") == 0  # every message of the dead worker was dealt with
+    # every message of the dead worker is dealt with (the last acknowledgements follow the last row writes)
+    poll(lambda: redis_server.client().hlen("unacked") == 0, timeout_s=20, what="no unacknowledged message")
 
 
 def test_pool_process_killed_mid_task_is_replaced_and_its_chunk_requeued(
@@ -212,10 +164,6 @@ def test_pool_process_killed_mid_task_is_replaced_and_its_chunk_requeued(
 ):
     import os
     import signal
-
-    from sqlalchemy.orm import Session
-
-    from worker.db import batch_counts, get_engine
 
     folder = recordings(120)
     env = env_for(pg_url, broker_url, SER_CHUNK_SIZE="4")
@@ -225,12 +173,7 @@ def test_pool_process_killed_mid_task_is_replaced_and_its_chunk_requeued(
     p = ser_batch(["submit", str(folder)], env)
     assert p.returncode == 0, p.stderr
     batch_id = _batch_id(p.stdout)
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        with Session(get_engine(pg_url)) as s:
-            if batch_counts(s, batch_id)["done"] >= 12:
-                break
-        time.sleep(0.02)
+    poll(lambda: batch_counts(pg_url, batch_id)["done"] >= 12, timeout_s=60, every_s=0.02, what="12 files done")
     os.kill(int(children[0]), signal.SIGKILL)  # the OOM killer's way; the main process survives
     counts = wait_batch_finished(pg_url, batch_id, timeout_s=90)
     assert counts == {"pending": 0, "done": 120, "failed": 0, "total": 120}

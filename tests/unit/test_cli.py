@@ -66,7 +66,16 @@ def test_submit_examples_then_results_csv(tmp_path):
     s = run(["status"], db)
     assert s.returncode == 0 and "done" in s.stdout
     b = run(["batches"], db)
-    assert b.returncode == 0 and str(EXAMPLES) in b.stdout.replace("\n", "").replace(" ", "") or "1" in b.stdout
+    assert b.returncode == 0, b.stderr
+    line = next(ln for ln in b.stdout.splitlines() if ln.startswith("│ 1 "))
+    cells = [c.strip() for c in line.strip("│").split("│")]
+    # id, created, mode, status, files, done, failed, pending, sources
+    assert cells[0] == "1" and cells[2:8] == ["embedded", "done", "8", "8", "0", "0"], cells
+    assert cells[8] == str(EXAMPLES)
+    con = sqlite3.connect(db)  # the batch record as a user queries it
+    record = con.execute("SELECT status, n_files, n_done, n_failed, finished_at FROM batches WHERE id = 1").fetchone()
+    con.close()
+    assert record[:4] == ("done", 8, 8, 0) and record[4] is not None
 
 
 def test_bad_inputs_each_get_one_row_with_reason(tmp_path):

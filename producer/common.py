@@ -1,0 +1,86 @@
+"""What every ``ser-batch`` command shares: exit codes, the consoles, errors, settings and the engine.
+
+Kept free of typer so that the modules behind the commands (:mod:`producer.submit`,
+:mod:`producer.tables`, :mod:`producer.train_cmds`) can be imported without the command tree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED = 0, 1, 2, 3
+"""Exit codes: every file done; any other error; usage error; the batch finished with failed files."""
+
+console = Console()
+"""Results and summaries (stdout)."""
+err = Console(stderr=True)
+"""Progress, hints and errors (stderr), so stdout stays parseable."""
+
+
+class CliError(Exception):
+    """An error with a user-facing message and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def cli_settings() -> Any:
+    """The settings in force; a bad ``SER_*`` value is a usage error naming the variable."""
+    from pydantic import ValidationError
+
+    from worker.settings import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as e:
+        msgs = "; ".join(f"SER_{'_'.join(map(str, x['loc'])).upper()}: {x['msg']}" for x in e.errors())
+        raise CliError(f"bad configuration: {msgs}", EXIT_USAGE) from None
+
+
+def open_engine(migrate: bool = True) -> Any:
+    """The database engine, with the embedded SQLite schema brought to head."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from worker.db import get_engine
+    from worker.migrate import ensure_schema
+
+    s = cli_settings()
+    try:
+        eng = get_engine(s.database_url)
+        if migrate:
+            ensure_schema(s.database_url)
+    except RuntimeError as e:
+        raise CliError(str(e)) from None
+    except SQLAlchemyError as e:
+        from worker.settings import redact_url
+
+        raise CliError(
+            f"cannot open database {redact_url(s.database_url)}: {' '.join(str(e.orig or e).split())[:300]}"
+        ) from None
+    return eng
+
+
+def progress_bar(quiet: bool) -> Progress:
+    """A progress bar on stderr; disabled with ``quiet`` or when stderr is not a terminal."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet or not err.is_terminal,
+        transient=False,
+    )
+
+
+def aware(dt: datetime | None) -> datetime | None:
+    """``dt`` with UTC attached when the database returned it naive (SQLite)."""
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

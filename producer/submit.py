@@ -1,0 +1,348 @@
+"""Submit orchestration: record a batch, run it on this machine or queue it, follow it, summarise it.
+
+The ``submit`` command (:mod:`producer.cli`) parses its options and calls :func:`open_batch`, then
+:func:`run_embedded_batch` (no broker) or :func:`run_distributed` (``SER_BROKER_URL`` set).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import typer
+
+from producer.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    CliError,
+    cli_settings,
+    console,
+    err,
+    open_engine,
+    progress_bar,
+)
+from producer.tables import print_batch_summary
+
+
+def open_batch(
+    paths: list[str] | None,
+    *,
+    resume: int | None,
+    chunk_size: int,
+    segment: str,
+    segment_min_s: float,
+    speaker_from: str | None,
+    speaker_of: Callable[[str], str | None] | None,
+) -> int:
+    """Record a new batch and its ``pending`` rows in one transaction, or find the batch to resume.
+
+    The batch row is committed before any work starts, so a fast worker always finds its rows and an
+    interrupted batch can be finished with ``submit --resume``.
+
+    Args:
+        paths: files and folders to walk (ignored with ``resume``).
+        resume: id of an earlier batch whose pending files are to be finished.
+        chunk_size: files per unit of work, recorded in the batch options.
+        segment: normalised segment mode (see :func:`ser_model.segment.parse_segment_mode`).
+        segment_min_s: recordings shorter than this (seconds) get one label.
+        speaker_from: the ``--speaker-from`` spec as given, recorded in the batch options.
+        speaker_of: speaker key of a path (parsed ``--speaker-from``), or None.
+
+    Returns:
+        The batch id.
+
+    Raises:
+        CliError: no such batch, a path that does not exist, no audio files (usage errors).
+    """
+    from sqlalchemy.orm import Session
+
+    from producer.walk import WalkError, collect_files
+    from worker.db import Batch, insert_pending
+
+    s = cli_settings()
+    engine = open_engine()
+    if resume is not None:
+        with Session(engine) as session:
+            batch = session.get(Batch, resume)
+            if batch is None:
+                raise CliError(f"no batch {resume}", EXIT_USAGE)
+            batch_id = batch.id
+    else:
+        try:
+            walk = collect_files(list(paths or []))
+        except WalkError as e:
+            raise CliError(str(e), EXIT_USAGE) from None
+        if not walk.files:
+            raise CliError(
+                f"no audio files found in {', '.join(paths or [])} ({walk.ignored} non-audio file(s) ignored)",
+                EXIT_USAGE,
+            )
+        with Session(engine) as session, session.begin():  # the batch row is committed before any work
+            batch = Batch(
+                source_paths=[os.path.abspath(p) for p in paths or []],
+                status="running",
+                mode="distributed" if s.broker_url else "embedded",
+                n_files=len(walk.files),
+                n_ignored=walk.ignored,
+                options={
+                    "chunk_size": chunk_size,
+                    "segment": segment,
+                    "segment_min_s": segment_min_s,
+                    "speaker_from": speaker_from,
+                },
+            )
+            session.add(batch)
+            session.flush()
+            batch_id = batch.id
+            speakers = {f: speaker_of(f) for f in walk.files} if speaker_of else None
+            insert_pending(session, batch_id, walk.files, walk.sizes, speakers)
+        if speakers:
+            n_spk = len({v for v in speakers.values() if v is not None})
+            n_none = sum(v is None for v in speakers.values())
+            err.print(
+                f"speakers: {n_spk} found by {speaker_from}" + (f", {n_none} file(s) without one" if n_none else "")
+            )
+        skipped = f", {walk.ignored} non-audio file(s) ignored" if walk.ignored else ""
+        hidden = f", {walk.hidden} hidden entr(y/ies) skipped" if walk.hidden else ""
+        err.print(f"batch [bold]{batch_id}[/]: {len(walk.files)} audio file(s){skipped}{hidden}")
+    return batch_id
+
+
+def run_distributed(batch_id: int, chunk_size: int, wait: bool, quiet: bool) -> int:
+    """Distributed mode: publish the batch's pending files by task name; optionally wait for the workers.
+
+    Imports neither librosa nor scikit-learn (only Celery's client side and the database). The batch
+    and its pending rows are committed before this runs, so no worker can find a chunk without rows.
+    """
+    from kombu.exceptions import OperationalError as BrokerError
+    from sqlalchemy.orm import Session
+
+    from worker.batches import pending_paths
+    from worker.db import Batch
+    from worker.publish import default_app, enqueue_chunks
+    from worker.registry import active_version
+    from worker.settings import redact_url
+
+    s = cli_settings()
+    engine = open_engine(migrate=False)
+    try:
+        default_app()
+    except ValueError as e:  # time limits not ordered soft < hard < visibility timeout
+        raise CliError(f"bad configuration: {e}", EXIT_USAGE) from None
+    with Session(engine) as session, session.begin():
+        model_version = active_version(session)  # one model per batch; None: workers register the default
+        batch = session.get(Batch, batch_id)
+        if batch is not None:
+            # the sweepers look after distributed batches and requeue lost chunks with the same model
+            # (a batch started embedded and resumed here becomes distributed)
+            batch.mode = "distributed"
+            batch.options = {**(batch.options or {}), "model_version": model_version}
+    todo = pending_paths(batch_id, url=s.database_url)
+    try:
+        n_messages = enqueue_chunks(batch_id, todo, chunk_size=chunk_size, model_version=model_version)
+    except BrokerError as e:
+        raise CliError(
+            f"cannot reach the broker {redact_url(s.broker_url or '')}: {' '.join(str(e).split())[:200]}; "
+            f"batch {batch_id} is saved, queue it again with `ser-batch submit --resume {batch_id}`"
+        ) from None
+    err.print(f"queued {len(todo)} file(s) of batch {batch_id} in {n_messages} task(s) of up to {chunk_size} file(s)")
+    console.print(batch_id)
+    if not wait:
+        err.print(f"follow with `ser-batch status {batch_id}`; results with `ser-batch results --batch {batch_id}`")
+        return EXIT_OK
+    return wait_for_batch(batch_id, len(todo), quiet)
+
+
+DB_DOWN_MAX_S = 300.0
+"""How long `submit --wait` keeps polling an unreachable database before it gives up (seconds)."""
+
+
+def wait_for_batch(
+    batch_id: int,
+    n_queued: int,
+    quiet: bool,
+    poll_s: float = 1.0,
+) -> int:
+    """Show progress from database counts until no row of the batch is pending; then summarise.
+
+    Every ``SER_SWEEP_INTERVAL_S`` seconds it also runs the workers' sweeper
+    (:func:`worker.sweeper.sweep`): rows whose lease expired (their worker died) and pending rows no
+    message covers are queued again, so a batch finishes even when every worker that held its
+    chunks is gone.
+    """
+    from sqlalchemy.exc import InterfaceError, OperationalError
+    from sqlalchemy.orm import Session
+
+    from worker.db import batch_counts
+
+    engine = open_engine(migrate=False)
+    t0 = time.perf_counter()
+    last_change, last_finished, hinted, last_sweep = t0, -1, False, t0
+    sweep_every = cli_settings().sweep_interval_s
+    db_down_since: float | None = None
+    try:
+        with progress_bar(quiet) as progress:
+            task = progress.add_task("waiting for workers", total=None)
+            while True:
+                try:
+                    with Session(engine) as session:
+                        counts = batch_counts(session, batch_id)
+                except (OperationalError, InterfaceError) as e:
+                    # The database restarting is no reason to stop following the batch: the workers
+                    # retry their writes, so keep polling (and say so) for up to DB_DOWN_MAX_S.
+                    now = time.perf_counter()
+                    if db_down_since is None:
+                        db_down_since = now
+                        err.print("[yellow]database unreachable[/]: still waiting (workers retry their writes)")
+                    if now - db_down_since > DB_DOWN_MAX_S:
+                        reason = " ".join(str(e.orig or e).split())[:200]
+                        raise CliError(
+                            f"database unreachable for {DB_DOWN_MAX_S:.0f} s ({reason}); the workers go on, "
+                            f"follow with `ser-batch status {batch_id}`"
+                        ) from None
+                    time.sleep(poll_s)
+                    continue
+                if db_down_since is not None:
+                    err.print("database reachable again")
+                    db_down_since = None
+                finished = counts["done"] + counts["failed"]
+                progress.update(task, total=counts["total"], completed=finished)
+                if counts["pending"] == 0:
+                    break
+                now = time.perf_counter()
+                if finished != last_finished:
+                    last_finished, last_change = finished, now
+                    if finished:
+                        progress.update(task, description="classifying")
+                if now - last_sweep >= sweep_every:
+                    last_sweep = now
+                    n = run_sweep()
+                    if n:
+                        err.print(f"[yellow]{n} pending file(s) lost their worker or message[/]: queued again")
+                        last_change = now
+                if not hinted and now - last_change > 60:
+                    err.print(
+                        "[yellow]no progress for 60 s[/]: is a worker running on this broker? (`ser-batch worker`)"
+                    )
+                    hinted = True
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        err.print(f"[yellow]stopped waiting[/]: the workers go on; follow with `ser-batch status {batch_id}`")
+        raise typer.Exit(130) from None
+    return finish_batch(batch_id, time.perf_counter() - t0, n_queued)
+
+
+def run_sweep() -> int:
+    """One :func:`worker.sweeper.sweep` from the producer; returns the rows queued again (0 on errors)."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from worker.sweeper import sweep
+
+    try:
+        report = sweep(url=cli_settings().database_url, settings=cli_settings())
+    except (BrokerError, SQLAlchemyError):
+        return 0  # the broker or database is briefly away: the next sweep tries again
+    return report.expired + report.orphaned
+
+
+def run_embedded_batch(batch_id: int, workers: int, chunk_size: int, quiet: bool) -> int:
+    """Embedded mode: label the batch's pending files with a local process pool, then summarise.
+
+    The processes run the batch engine (:func:`worker.batches.run_chunk`); files whose chunk could
+    not be run even alone (a process killed by the OS) get a ``failed`` row with the reason.
+    """
+    from producer.embedded import run_embedded, warm_up
+    from worker.batches import fail_pending, finish_batch_locally, pending_paths
+    from worker.registry import RegistryError, load_model
+    from worker.settings import prepare_process_env
+
+    s = cli_settings()
+    prepare_process_env(s)
+    open_engine()
+    try:
+        model = load_model(url=s.database_url)  # verifies the checksum once, before any work
+    except RegistryError as e:
+        raise CliError(str(e)) from None
+    _set_mode(batch_id, "embedded")  # a distributed batch resumed here: the workers' sweepers leave it alone
+    todo = pending_paths(batch_id, url=s.database_url)
+    total = batch_total(batch_id)
+    t0 = time.perf_counter()
+    with progress_bar(quiet) as progress:
+        task = progress.add_task("warming up", total=total, completed=total - len(todo))
+        warm_up()
+        progress.update(task, description=f"classifying ({min(workers, max(1, len(todo)))} processes)")
+        leftovers = run_embedded(
+            batch_id,
+            todo,
+            url=s.database_url,
+            model_version=model.version,
+            workers=min(workers, max(1, len(todo) // max(1, chunk_size) or 1)),
+            chunk_size=chunk_size,
+            on_progress=lambda n: progress.advance(task, n),
+        )
+    by_reason: dict[str, list[str]] = {}
+    for path, reason in leftovers.items():
+        by_reason.setdefault(reason, []).append(path)
+    for reason, paths in by_reason.items():
+        fail_pending(batch_id, paths, reason, model.version, url=s.database_url)
+    finish_batch_locally(batch_id, model, url=s.database_url)
+    wall = time.perf_counter() - t0
+    return finish_batch(batch_id, wall, len(todo))
+
+
+def _set_mode(batch_id: int, mode: str) -> None:
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from worker.db import Batch
+
+    with Session(open_engine(migrate=False)) as session, session.begin():
+        session.execute(update(Batch).where(Batch.id == batch_id).values(mode=mode))
+
+
+def batch_total(batch_id: int) -> int:
+    """Number of rows of the batch."""
+    from sqlalchemy.orm import Session
+
+    from worker.db import batch_counts
+
+    with Session(open_engine(migrate=False)) as session:
+        return batch_counts(session, batch_id)["total"]
+
+
+def finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:
+    """Record the batch's final counts, print the summary, and return the exit code."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from worker.batches import finalise_batch
+    from worker.db import Result, batch_counts
+
+    engine = open_engine(migrate=False)
+    with Session(engine) as session, session.begin():
+        counts = batch_counts(session, batch_id)
+        finalise_batch(session, batch_id)  # normally done with the last row already; idempotent
+        per_emotion = dict(
+            session.execute(
+                select(Result.emotion, func.count())
+                .where(Result.batch_id == batch_id, Result.status == "done")
+                .group_by(Result.emotion)
+                .order_by(func.count().desc())
+            ).all()
+        )
+        failures = list(
+            session.execute(
+                select(Result.path, Result.error)
+                .where(Result.batch_id == batch_id, Result.status == "failed")
+                .order_by(Result.id)
+                .limit(10)
+            ).all()
+        )
+    print_batch_summary(batch_id, counts, per_emotion, failures, wall_s, n_processed)
+    if counts["pending"]:
+        return EXIT_ERROR
+    return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK

@@ -1,0 +1,346 @@
+"""Training and model-registry commands: ``train``, ``evaluate`` and ``models list/show/activate/export``.
+
+Plain functions with typer annotations; :mod:`producer.cli` registers them on the command tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from producer.common import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    CliError,
+    aware,
+    cli_settings,
+    console,
+    err,
+    open_engine,
+    progress_bar,
+)
+from producer.tables import fmt_metric, print_metrics
+
+
+class DatasetKind(StrEnum):
+    """How labels (and speakers) of training data are read."""
+
+    ravdess = "ravdess"
+    tess = "tess"
+    folders = "folders"
+    csv = "csv"
+
+
+def train(
+    data: Annotated[list[str], typer.Argument(help="Training folders (or CSV manifests with --dataset csv).")],
+    dataset: Annotated[DatasetKind, typer.Option(help="How labels (and speakers) are read.")] = DatasetKind.ravdess,
+    emotions: Annotated[
+        str | None, typer.Option(help="Comma-separated subset of labels, e.g. calm,happy,fearful,disgust.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Bundle file to write [default: in SER_MODEL_DIR].")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Folder for metrics.json and the plots [default: next to the bundle].")
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds (grouped by speaker).")] = 5,
+    register: Annotated[bool, typer.Option(help="Register the model in the database.")] = True,
+    activate: Annotated[bool, typer.Option(help="Make it the active model for new work.")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", "-j", min=1, help="Processes.")] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Train on this machine even when SER_BROKER_URL is set.")
+    ] = False,
+) -> None:
+    """Train an MLP on labelled recordings, report speaker-independent metrics, save and register a bundle.
+
+    Labels come from RAVDESS or TESS names (fear -> fearful, ps -> surprised), from one folder per
+    label, or from a CSV manifest with columns path,label[,speaker]. With SER_BROKER_URL set (and no
+    --local) the job runs as a `ser.train` task on the `training` queue and this command follows it.
+    """
+    from ser_model.datasets import DatasetError
+    from ser_model.labels import parse_emotion_list
+    from worker.settings import prepare_process_env
+    from worker.training import TrainRequest
+
+    s = cli_settings()
+    try:
+        wanted = parse_emotion_list(emotions)
+    except ValueError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    missing = [d for d in data if not Path(d).exists()]
+    if missing:
+        raise CliError(f"training data not found: {', '.join(missing)}", EXIT_USAGE)
+    req = TrainRequest(
+        data=[os.path.abspath(d) for d in data],
+        dataset=dataset.value,
+        emotions=list(wanted) if wanted else None,
+        folds=folds,
+        activate=activate,
+        register=register,
+        output=str(output.resolve()) if output else None,
+        report=str(report.resolve()) if report else None,
+        workers=workers,
+    )
+    if s.broker_url and not local:
+        if not register:
+            raise CliError("--no-register needs --local: a queued training job always registers its model", EXIT_USAGE)
+        outcome = _train_remote(req)
+    else:
+        from worker.training import run_training
+
+        prepare_process_env(s)
+        open_engine()  # migrate/open the database before the long work
+        with progress_bar(False) as progress:
+            tasks: dict[str, Any] = {}
+
+            def on(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = progress.add_task(stage, total=total)
+                progress.update(tasks[stage], completed=done, total=total)
+
+            try:
+                result = run_training(req, settings=s, progress=on, log=lambda m: err.print(m, highlight=False))
+            except (DatasetError, ValueError) as e:
+                raise CliError(str(e), EXIT_USAGE) from None
+        outcome = result.__dict__
+    print_metrics(outcome["metrics"])
+    if outcome["metrics"].get("speaker_adaptive"):
+        sa = dict(outcome["metrics"]["speaker_adaptive"])
+        sa["protocol"] = "with --speaker-from: " + str(sa.get("protocol", "speaker-adaptive"))
+        print_metrics(sa)
+    console.print(f"bundle: {outcome['bundle_path']} (sha256 {outcome['sha256'][:16]}...)")
+    rep = outcome["report_files"]
+    console.print(f"report: {rep['confusion']}, {rep['metrics']}, {rep['loss']}")
+    if outcome["version"]:
+        active = " (active)" if activate else " (not active: `ser-batch models activate VERSION`)"
+        console.print(f"registered model version [bold]{outcome['version']}[/]{active}")
+
+
+def _train_remote(req: Any) -> dict[str, Any]:
+    """Queue a training job on the broker and follow its progress through the ``jobs`` table."""
+    import uuid
+
+    from sqlalchemy.orm import Session
+
+    from worker.db import Job
+
+    engine = open_engine()
+    job_id = uuid.uuid4().hex
+    with Session(engine) as session, session.begin():
+        session.add(Job(id=job_id, kind="train", status="queued", request=req.to_json()))
+    from worker.publish import enqueue_train
+
+    enqueue_train(job_id, req.to_json())
+    err.print(
+        f"training job {job_id} queued on 'training'; waiting for a worker (`ser-batch worker --queues training`)"
+    )
+    return _follow_job(job_id)
+
+
+def _follow_job(job_id: str, poll_s: float = 1.0) -> dict[str, Any]:
+    from sqlalchemy.orm import Session
+
+    from worker.db import Job
+
+    engine = open_engine(migrate=False)
+    with progress_bar(False) as progress:
+        tasks: dict[str, Any] = {}
+        while True:
+            with Session(engine) as session:
+                job = session.get(Job, job_id)
+                assert job is not None
+                status, stage, done, total, message, result = (
+                    job.status,
+                    job.stage,
+                    job.done,
+                    job.total,
+                    job.message,
+                    job.result,
+                )
+            if stage:
+                if stage not in tasks:
+                    tasks[stage] = progress.add_task(stage, total=max(total, 1))
+                progress.update(tasks[stage], completed=done, total=max(total, 1))
+            if status == "done" and result is not None:
+                return result
+            if status == "failed":
+                raise CliError(f"training job {job_id} failed: {message}")
+            time.sleep(poll_s)
+
+
+def evaluate(
+    data: Annotated[list[str], typer.Argument(help="Labelled folders (or CSV manifests with --dataset csv).")],
+    dataset: Annotated[DatasetKind, typer.Option(help="How labels are read.")] = DatasetKind.ravdess,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model version [default: the active one].")] = None,
+    emotions: Annotated[str | None, typer.Option(help="Only these labels.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write metrics.json and confusion_matrix.png here.")] = None,
+) -> None:
+    """Metrics (WA, UAR, macro-F1, per-class recall) and confusion matrix of a model on labelled data."""
+    from ser_model.datasets import DatasetError
+    from ser_model.labels import parse_emotion_list
+    from ser_model.report import plot_confusion
+    from worker.registry import RegistryError
+    from worker.settings import prepare_process_env
+    from worker.training import evaluate_model
+
+    s = cli_settings()
+    prepare_process_env(s)
+    open_engine()
+    try:
+        wanted = parse_emotion_list(emotions)
+        with progress_bar(False) as progress:
+            t = progress.add_task("features", total=None)
+            rep = evaluate_model(
+                data,
+                dataset.value,
+                version=model,
+                emotions=wanted,
+                settings=s,
+                progress=lambda st, d, n: progress.update(t, completed=d, total=n),
+            )
+    except (DatasetError, ValueError) as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    except RegistryError as e:
+        raise CliError(str(e), EXIT_USAGE if "no model version" in str(e) else EXIT_ERROR) from None
+    rep["protocol"] = f"model {rep['model_version']} on {', '.join(data)}"
+    print_metrics(rep)
+    if rep["n_skipped_labels"]:
+        err.print(f"{rep['n_skipped_labels']} file(s) left out: their label is not one the model knows")
+    if report:
+        report.mkdir(parents=True, exist_ok=True)
+        (report / "metrics.json").write_text(json.dumps(rep, indent=2, default=str) + "\n")
+        png = plot_confusion(rep, report / "confusion_matrix.png", title=rep["protocol"])
+        console.print(f"report: {png}, {report / 'metrics.json'}")
+
+
+def models_list() -> None:
+    """List registered model versions (the active one is marked)."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from worker.db import ModelVersion
+    from worker.registry import RegistryError, ensure_default_model
+
+    engine = open_engine()
+    with Session(engine) as session, session.begin():
+        try:
+            ensure_default_model(session)
+        except RegistryError as e:
+            err.print(f"[yellow]{e}[/]")
+        t = Table(show_header=True, header_style="bold")
+        for col in ("version", "active", "created", "labels", "WA", "UAR", "macro-F1", "source"):
+            t.add_column(col, overflow="fold")
+        for m in session.scalars(select(ModelVersion).order_by(ModelVersion.created_at)):
+            met = m.metrics or {}
+            t.add_row(
+                m.version,
+                "*" if m.active else "",
+                aware(m.created_at).isoformat(timespec="seconds"),
+                ",".join(m.labels),
+                fmt_metric(met.get("wa")),
+                fmt_metric(met.get("uar")),
+                fmt_metric(met.get("macro_f1")),
+                m.source,
+            )
+    console.print(t)
+
+
+def _model_row(session: Any, version: str | None) -> Any:
+    from worker.db import ModelVersion
+    from worker.registry import active_version, ensure_default_model
+
+    ensure_default_model(session)
+    version = version or active_version(session)
+    row = session.get(ModelVersion, version) if version else None
+    if row is None:
+        raise CliError(f"no model version {version!r}", EXIT_USAGE)
+    return row
+
+
+def models_show(
+    version: Annotated[str | None, typer.Argument(help="Model version [default: the active one].")] = None,
+    report: Annotated[Path | None, typer.Option(help="Also draw its confusion matrix PNG into this folder.")] = None,
+) -> None:
+    """Show a model's label set, checksum, feature version and cross-validation metrics."""
+    from sqlalchemy.orm import Session
+
+    from ser_model.report import plot_confusion
+
+    with Session(open_engine()) as session, session.begin():
+        m = _model_row(session, version)
+        info = {
+            "version": m.version,
+            "active": m.active,
+            "created": aware(m.created_at).isoformat(timespec="seconds"),
+            "labels": ", ".join(m.labels),
+            "feature version": m.feature_version,
+            "sha256": m.checksum,
+            "stored": m.source,
+        }
+        metrics = dict(m.metrics or {})
+    t = Table(show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("", overflow="fold")
+    for k, v in info.items():
+        t.add_row(k, str(v))
+    console.print(t)
+    if metrics.get("wa") is not None:
+        print_metrics(metrics)
+        if report and metrics.get("confusion"):
+            png = plot_confusion(
+                metrics, report / "confusion_matrix.png", title=f"{info['version']}: {metrics.get('protocol', '')}"
+            )
+            console.print(f"report: {png}")
+
+
+def models_activate(version: Annotated[str, typer.Argument(help="Version to make active.")]) -> None:
+    """Make VERSION the active model (one transaction); new work, on every worker, uses it."""
+    from sqlalchemy.orm import Session
+
+    from worker.registry import RegistryError, activate, ensure_default_model
+
+    engine = open_engine()
+    with Session(engine) as session, session.begin():
+        ensure_default_model(session)
+        try:
+            activate(session, version)
+        except RegistryError as e:
+            raise CliError(str(e), EXIT_USAGE) from None
+    console.print(f"active model: {version}")
+
+
+def models_export(
+    version: Annotated[str, typer.Argument(help="Model version.")],
+    output: Annotated[Path, typer.Argument(help="Bundle file to write (.joblib); a .json sidecar goes beside it.")],
+) -> None:
+    """Write a registered model's bundle (checksum verified) and its metadata sidecar to a file."""
+    from sqlalchemy.orm import Session
+
+    from ser_model.model import DEFAULT_MODEL_PATH, BundleError, bundle_from_bytes, sha256_bytes
+
+    with Session(open_engine()) as session, session.begin():
+        m = _model_row(session, version)
+        data = m.bundle if m.bundle is not None else DEFAULT_MODEL_PATH.read_bytes()
+        checksum, labels, fv, metrics = m.checksum, list(m.labels), m.feature_version, dict(m.metrics or {})
+    try:
+        bundle_from_bytes(data, checksum)  # refuse to export a corrupted bundle
+    except BundleError as e:
+        raise CliError(str(e)) from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(data)
+    side = {
+        "sha256": sha256_bytes(data),
+        "labels": labels,
+        "feature_version": fv,
+        "version": version,
+        "metrics": metrics,
+    }
+    Path(str(output) + ".json").write_text(json.dumps(side, indent=2, default=str) + "\n")
+    console.print(f"wrote {output} and {output}.json (sha256 {checksum[:16]}...)")
