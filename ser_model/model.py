@@ -83,14 +83,23 @@ class ModelBundle:
     speaker_pipeline: Pipeline | None = None
     trust: dict[str, Any] = field(default_factory=dict)
 
-    def _temperature(self, mode: str) -> float:
-        return float(self.trust.get("temperature", {}).get(mode, 1.0))
+    def ood_scores(self, X: np.ndarray) -> np.ndarray | None:
+        """Out-of-domain scores ``(n,)`` of raw features (:class:`ser_model.trust.OODDetector`), or None."""
+        from ser_model.trust import OODDetector
 
-    def _calibrate(self, proba: np.ndarray, mode: str) -> np.ndarray:
-        from ser_model.trust import apply_temperature
+        if "ood" not in self.trust:
+            return None
+        return OODDetector.from_dict(self.trust["ood"]).score(X)
 
-        t = self._temperature(mode)
-        return proba if t == 1.0 else apply_temperature(proba, t)
+    def _calibrate(self, proba: np.ndarray, mode: str, X: np.ndarray) -> np.ndarray:
+        """Apply the temperature of ``mode`` (a function of the rows' out-of-domain scores)."""
+        from ser_model.trust import DistanceTemperature, apply_temperature
+
+        spec = self.trust.get("temperature", {}).get(mode)
+        if spec is None:
+            return proba
+        temp = DistanceTemperature.from_dict(spec)
+        return apply_temperature(proba, temp.temperatures(self.ood_scores(X), proba.shape[0]))
 
     def flags(self, X: np.ndarray, proba: np.ndarray, modes: Sequence[str] | None = None) -> TrustFlags:
         """Out-of-domain score and flag, and the low-confidence flag, of every row.
@@ -135,8 +144,9 @@ class ModelBundle:
 
         Args:
             X: features, shape ``(n, N_FEATURES)``.
-            calibrated: apply the global temperature (``trust["temperature"]["global"]``); False gives
-                the MLP's raw softmax.
+            calibrated: apply the global temperature model (``trust["temperature"]["global"]``, a
+                :class:`ser_model.trust.DistanceTemperature` of the rows' out-of-domain scores); False
+                gives the MLP's raw softmax.
 
         Returns:
             Array ``(n, len(labels))``; rows sum to 1.
@@ -144,7 +154,7 @@ class ModelBundle:
         from ser_model.speaker import MODE_GLOBAL
 
         proba = self._proba(self.pipeline, X)
-        return self._calibrate(proba, MODE_GLOBAL) if calibrated else proba
+        return self._calibrate(proba, MODE_GLOBAL, np.atleast_2d(X)) if calibrated else proba
 
     def predict_proba_speakers(
         self,
@@ -187,7 +197,7 @@ class ModelBundle:
         out = np.zeros((X.shape[0], len(self.labels)), dtype=np.float64)
         if adapted.any():
             p = self._proba(self.speaker_pipeline, Z[adapted])
-            out[adapted] = self._calibrate(p, MODE_SPEAKER) if calibrated else p
+            out[adapted] = self._calibrate(p, MODE_SPEAKER, X[adapted]) if calibrated else p
         if (~adapted).any():
             # same input dtype as predict_proba
             out[~adapted] = self.predict_proba(X[~adapted], calibrated=calibrated)

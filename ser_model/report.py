@@ -123,7 +123,8 @@ def plot_reliability(calibration: dict[str, Any], path: str | os.PathLike[str], 
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence (15 bins)")
         ax.set_ylabel("accuracy")
-        ax.set_title(f"{mode}: T = {c['temperature']:.2f}, n = {c['n']}", fontsize=9)
+        t = c["temperature"]
+        ax.set_title(f"{mode}: T(s) = {t['t0']:.2f} (s / {t['ref']:.2f})^{t['exponent']:.2f}, n = {c['n']}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
     if title:

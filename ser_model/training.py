@@ -38,8 +38,10 @@ from ser_model.model import ModelBundle, build_pipeline, new_meta
 from ser_model.speaker import MIN_SPEAKER_FILES, apply_speaker_stats, speaker_normalise, speaker_statistics
 from ser_model.trust import (
     OOD_PERCENTILE,
+    DistanceTemperature,
     apply_temperature,
     expected_calibration_error,
+    fit_distance_temperature,
     fit_ood,
     fit_ood_threshold,
     fit_temperature,
@@ -393,19 +395,25 @@ def _class_proba(model: Pipeline, X: np.ndarray, n_labels: int) -> np.ndarray:
     return out
 
 
-def _calibration(proba: np.ndarray, y_idx: np.ndarray) -> tuple[float, float, dict[str, Any]]:
-    """Temperature, low-confidence threshold and a calibration summary from out-of-fold probabilities."""
-    t = fit_temperature(proba, y_idx)
-    cal = apply_temperature(proba, t)
+def _calibration(
+    proba: np.ndarray, y_idx: np.ndarray, scores: np.ndarray
+) -> tuple[DistanceTemperature, float, dict[str, Any]]:
+    """Temperature model, low-confidence threshold and a calibration summary from out-of-fold predictions."""
+    plain = fit_temperature(proba, y_idx)
+    temp = fit_distance_temperature(proba, y_idx, scores)
+    cal = apply_temperature(proba, temp.temperatures(scores, len(y_idx)))
     correct = cal.argmax(axis=1) == y_idx
     thr = low_confidence_threshold(cal.max(axis=1), correct)
     low = cal.max(axis=1) < thr
     summary = {
-        "temperature": t,
+        "method": "distance-aware temperature scaling T(s) = t0 * (s / ref) ** exponent (Guo et al. 2017; Tomani et al. 2023)",
+        "temperature": temp.to_dict(),
+        "plain_temperature": plain,
         "n": int(len(y_idx)),
         "wa": float(correct.mean()),
         "ece_before": expected_calibration_error(proba, y_idx),
         "ece_after": expected_calibration_error(cal, y_idx),
+        "ece_plain_temperature": expected_calibration_error(apply_temperature(proba, plain), y_idx),
         "mean_confidence_before": float(proba.max(axis=1).mean()),
         "mean_confidence_after": float(cal.max(axis=1).mean()),
         "low_confidence_threshold": thr,
@@ -414,7 +422,7 @@ def _calibration(proba: np.ndarray, y_idx: np.ndarray) -> tuple[float, float, di
         "reliability_before": reliability_bins(proba, y_idx),
         "reliability_after": reliability_bins(cal, y_idx),
     }
-    return t, thr, summary
+    return temp, thr, summary
 
 
 def fit_trust(
@@ -427,7 +435,8 @@ def fit_trust(
 
     Everything is fitted on *out-of-fold* predictions of speaker-independent cross-validation
     (:func:`cross_validate`), i.e. on files of speakers the fold's model never heard, which is how the
-    deployed model meets new recordings: temperature scaling (Guo et al. 2017) per pipeline, the
+    deployed model meets new recordings: distance-aware temperature scaling
+    (:class:`ser_model.trust.DistanceTemperature`; Guo et al. 2017, Tomani et al. 2023) per pipeline, the
     low-confidence threshold (:func:`ser_model.trust.low_confidence_threshold`) on the calibrated
     confidences, and the out-of-domain threshold as the :data:`ser_model.trust.OOD_PERCENTILE`
     percentile of the out-of-fold detector scores. The detector itself is then fitted on all of
@@ -451,25 +460,26 @@ def fit_trust(
     from ser_model.speaker import MODE_GLOBAL, MODE_SPEAKER
 
     y_idx = encode_labels(table.labels, labels)
-    temps: dict[str, float] = {}
+    det = fit_ood(table.X)
+    oof_scores = np.asarray(cv_report.get("ood_scores", np.full(len(y_idx), np.nan)), dtype=np.float64)
+    missing = np.isnan(oof_scores)
+    if missing.all():  # no out-of-fold scores: fall back to the training files' own scores
+        oof_scores, missing = det.score(table.X), np.zeros(len(y_idx), dtype=bool)
+    det.threshold = fit_ood_threshold(oof_scores[~missing])
+    temps: dict[str, dict[str, float]] = {}
     thresholds: dict[str, float] = {}
     calibration: dict[str, Any] = {}
     for mode, rep in ((MODE_GLOBAL, cv_report), (MODE_SPEAKER, speaker_cv_report)):
         if rep is None or rep.get("proba") is None:
             continue
         proba = np.asarray(rep["proba"], dtype=np.float64)
-        tested = ~np.isnan(proba).any(axis=1)
-        if not tested.any():
+        use = ~np.isnan(proba).any(axis=1) & ~missing
+        if not use.any():
             continue
-        temps[mode], thresholds[mode], calibration[mode] = _calibration(proba[tested], y_idx[tested])
+        temp, thresholds[mode], calibration[mode] = _calibration(proba[use], y_idx[use], oof_scores[use])
+        temps[mode] = temp.to_dict()
     if MODE_GLOBAL not in temps:
         raise ValueError("the cross-validation report has no out-of-fold probabilities")
-    det = fit_ood(table.X)
-    scores = np.asarray(cv_report.get("ood_scores", []), dtype=np.float64)
-    scores = scores[~np.isnan(scores)]
-    if len(scores) == 0:  # no out-of-fold scores: fall back to the training files' own scores
-        scores = det.score(table.X)
-    det.threshold = fit_ood_threshold(scores)
     trust = {
         "temperature": temps,
         "low_confidence_threshold": thresholds,
@@ -483,7 +493,7 @@ def fit_trust(
             "n_components": int(det.components.shape[0]),
             "percentile": OOD_PERCENTILE,
             "threshold": det.threshold,
-            "oof_out_of_domain_share": float(np.mean(scores > det.threshold)),
+            "oof_out_of_domain_share": float(np.mean(oof_scores[~missing] > det.threshold)),
         },
         "train_prior": trust["train_prior"],
     }

@@ -38,6 +38,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from worker import processing
+from worker.assess import assess_batch
 from worker.db import FINAL_BATCH_STATUSES, Batch, Result, get_engine, utcnow
 from worker.registry import LoadedModel, RegistryError, load_model
 from worker.settings import Settings, get_settings
@@ -71,7 +72,7 @@ def finalise_batch(session: Session, batch_id: int) -> BatchFinal | None:
     """Finalise batch ``batch_id`` when none of its rows is pending; call it in the transaction that wrote rows.
 
     Sets ``status`` (``done``, or ``done_with_failures`` when some row failed), ``n_done``,
-    ``n_failed`` and ``finished_at`` in the caller's transaction, so the batch record and its last
+    ``n_failed``, ``finished_at`` and ``warnings`` (:func:`worker.assess.assess_batch`) in the caller's transaction, so the batch record and its last
     row are committed together. The batch row is locked first (PostgreSQL ``FOR NO KEY UPDATE``,
     which does not conflict with the foreign-key checks of concurrent row inserts), and the pending
     rows are counted after the lock: of two transactions writing a batch's last rows at once, the
@@ -102,6 +103,7 @@ def finalise_batch(session: Session, batch_id: int) -> BatchFinal | None:
         return None
     batch.status = "done_with_failures" if n_failed else "done"
     batch.finished_at = utcnow()
+    assess_batch(session, batch_id)  # batches.warnings, in the same transaction
     session.flush()
     log.info("batch %s finalised: %s (%d done, %d failed)", batch_id, batch.status, n_done, n_failed)
     return BatchFinal(batch_id, batch.status, n_done, n_failed, batch.finished_at)
