@@ -240,8 +240,10 @@ def _enqueue_batch(batch_id: int, chunk_size: int, wait: bool, quiet: bool) -> i
         from worker.celery_app import enqueue_chunks
     except ValueError as e:  # time limits not ordered soft < hard < visibility timeout
         raise CliError(f"bad configuration: {e}", EXIT_USAGE) from None
-    with Session(engine) as session:
-        model_version = active_version(session)  # one model per batch; None: workers register the default
+    from producer.compare import pinned_model
+
+    with Session(engine) as session:  # one model per batch (a rescore pins it); None: workers register the default
+        model_version = pinned_model(engine, batch_id) or active_version(session)
     todo = _pending_paths(engine, batch_id)
     try:
         n_messages = enqueue_chunks(batch_id, todo, chunk_size=chunk_size, model_version=model_version)
@@ -381,7 +383,9 @@ def _run_embedded_batch(batch_id: int, workers: int, chunk_size: int, quiet: boo
     prepare_process_env(s)
     engine = _engine()
     try:
-        model = load_model(url=s.database_url)  # verifies the checksum once, before any work
+        from producer.compare import pinned_model
+
+        model = load_model(pinned_model(engine, batch_id), url=s.database_url)  # checksum verified once, first
     except RegistryError as e:
         raise CliError(str(e)) from None
     todo = _pending_paths(engine, batch_id)
@@ -1299,6 +1303,20 @@ def main() -> None:
         sys.exit(EXIT_ERROR)
     sys.exit(rv if isinstance(rv, int) else EXIT_OK)
 
+
+# ---------------------------------------------------------------------------------------- after the labels
+# report, labelling loop, re-scoring: commands kept in their own modules, registered here. They import
+# this module lazily; under `python -m producer.cli` it must be the same module object (one CliError).
+if __name__ == "__main__":
+    sys.modules.setdefault("producer.cli", sys.modules[__name__])
+from producer import compare as _compare  # noqa: E402
+from producer import labelling as _labelling  # noqa: E402
+from producer import report as _report  # noqa: E402
+
+app.command()(_report.report)
+app.add_typer(_labelling.labels_app, name="labels")
+app.command()(_compare.rescore)
+app.command()(_compare.diff)
 
 if __name__ == "__main__":
     main()
