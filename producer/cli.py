@@ -132,6 +132,10 @@ def submit(
             "Speakers with enough files are classified after normalising by their own statistics."
         ),
     ] = None,
+    notify: Annotated[
+        str | None,
+        typer.Option(help="POST a JSON event to this URL when the batch is final [default: SER_NOTIFY_URL]."),
+    ] = None,
 ) -> None:
     """Label every audio file under PATHS and record one row per file.
 
@@ -161,6 +165,7 @@ def submit(
             speaker_of = parse_speaker_spec(speaker_from)
         except ValueError as e:
             raise CliError(f"--speaker-from: {e}", EXIT_USAGE) from None
+    notify_url = _notify_url(notify or s.notify_url)
     if resume is None and not paths:
         raise CliError("give at least one file or folder (or --resume BATCH_ID)", EXIT_USAGE)
     engine = _engine()
@@ -192,6 +197,7 @@ def submit(
                     "segment": seg_spec,
                     "segment_min_s": segment_min_s,
                     "speaker_from": speaker_from,
+                    **({"notify_url": notify_url} if notify_url else {}),
                 },
             )
             session.add(batch)
@@ -220,6 +226,16 @@ def submit(
         _print_interrupted()
         raise typer.Exit(130) from None
     raise typer.Exit(code)
+
+
+def _notify_url(url: str | None) -> str | None:
+    """A checked webhook URL (``--notify`` / ``SER_NOTIFY_URL``), or None."""
+    from worker.notify import check_url
+
+    try:
+        return check_url(url) if url else None
+    except ValueError as e:
+        raise CliError(f"--notify / SER_NOTIFY_URL: {e}", EXIT_USAGE) from None
 
 
 def _enqueue_batch(batch_id: int, chunk_size: int, wait: bool, quiet: bool) -> int:
@@ -490,6 +506,9 @@ def _finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:
             ).all()
         )
     _print_summary(batch_id, counts, per_emotion, failures, wall_s, n_processed)
+    from worker.notify import CLI_WAIT_S, notify_batch_final
+
+    notify_batch_final(batch_id, db_url=_settings().database_url, wait_s=CLI_WAIT_S)  # webhook, if final and set
     if counts["pending"]:
         return EXIT_ERROR
     return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK

@@ -133,7 +133,7 @@ def rescore(
                 batch_id,
                 model_version=version,
                 mode="distributed" if s.broker_url else "embedded",
-                notify_url=notify or getattr(s, "notify_url", None),
+                notify_url=cli._notify_url(notify or s.notify_url),
             )
         except LookupError as e:
             raise cli.CliError(str(e), cli.EXIT_USAGE) from None

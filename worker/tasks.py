@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 import worker.processing as processing
 from worker.celery_app import CLASSIFY_TASK, app
 from worker.db import Result, get_engine, utcnow
+from worker.notify import notify_batch_final
 from worker.registry import RegistryError, load_model
 from worker.settings import get_settings
 
@@ -181,4 +182,6 @@ def classify(self: Any, batch_id: int, paths: list[str], model_version: str | No
     except RegistryError as e:
         # No usable model: every file of the chunk fails with the reason (a retry cannot help).
         counts["failed"] += fail_pending(batch_id, todo, f"no usable model: {e}", model_version=model_version)
+    if processing.batch_options(batch_id).get("notify_url"):  # the batch's webhook, once its last row is in
+        notify_batch_final(batch_id)
     return counts
