@@ -954,8 +954,16 @@ class DatasetKind(StrEnum):
 
 @app.command()
 def train(
-    data: Annotated[list[str], typer.Argument(help="Training folders (or CSV manifests with --dataset csv).")],
-    dataset: Annotated[DatasetKind, typer.Option(help="How labels (and speakers) are read.")] = DatasetKind.ravdess,
+    data: Annotated[
+        list[str],
+        typer.Argument(
+            help="Training data: PATH (read as --dataset) or KIND:PATH with KIND ravdess, tess, folders or csv; "
+            "several sources of different kinds may be mixed, e.g. ravdess:DIR csv:tolabel.csv."
+        ),
+    ],
+    dataset: Annotated[
+        DatasetKind, typer.Option(help="How labels (and speakers) of PATHs without KIND: are read.")
+    ] = DatasetKind.ravdess,
     emotions: Annotated[
         str | None, typer.Option(help="Comma-separated subset of labels, e.g. calm,happy,fearful,disgust.")
     ] = None,
@@ -972,6 +980,10 @@ def train(
     local: Annotated[
         bool, typer.Option("--local", help="Train on this machine even when SER_BROKER_URL is set.")
     ] = False,
+    weight: Annotated[
+        list[str] | None,
+        typer.Option(help="KIND=W or KIND:PATH=W: training weight of those sources' files, e.g. csv=3 [default: 1]."),
+    ] = None,
 ) -> None:
     """Train an MLP on labelled recordings, report speaker-independent metrics, save and register a bundle.
 
@@ -989,11 +1001,19 @@ def train(
         wanted = parse_emotion_list(emotions)
     except ValueError as e:
         raise CliError(str(e), EXIT_USAGE) from None
-    missing = [d for d in data if not Path(d).exists()]
+    from ser_model.datasets import parse_sources, parse_weights
+
+    try:
+        sources = parse_sources(data, dataset.value)
+        weights = parse_weights(weight or [], sources)
+    except DatasetError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    missing = [src.path for src in sources if not Path(src.path).exists()]
     if missing:
         raise CliError(f"training data not found: {', '.join(missing)}", EXIT_USAGE)
     req = TrainRequest(
-        data=[os.path.abspath(d) for d in data],
+        data=[_abs_source(d, src) for d, src in zip(data, sources, strict=True)],
+        weights=weights or None,
         dataset=dataset.value,
         emotions=list(wanted) if wanted else None,
         folds=folds,
@@ -1026,6 +1046,10 @@ def train(
                 raise CliError(str(e), EXIT_USAGE) from None
         outcome = result.__dict__
     _print_metrics(outcome["metrics"])
+    if outcome["metrics"].get("per_source"):
+        from producer.labelling import print_per_source
+
+        print_per_source(outcome["metrics"]["per_source"])
     if outcome["metrics"].get("speaker_adaptive"):
         sa = dict(outcome["metrics"]["speaker_adaptive"])
         sa["protocol"] = "with --speaker-from: " + str(sa.get("protocol", "speaker-adaptive"))
@@ -1036,6 +1060,11 @@ def train(
     if outcome["version"]:
         active = " (active)" if activate else " (not active: `ser-batch models activate VERSION`)"
         console.print(f"registered model version [bold]{outcome['version']}[/]{active}")
+
+
+def _abs_source(arg: str, src: Any) -> str:
+    """``arg`` with its path made absolute, keeping its ``KIND:`` prefix when it had one."""
+    return f"{src.kind}:{os.path.abspath(src.path)}" if arg != src.path else os.path.abspath(arg)
 
 
 def _train_remote(req: Any) -> dict[str, Any]:

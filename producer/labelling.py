@@ -101,3 +101,29 @@ def export(
         "fill in the label column, then `ser-batch train ravdess:DIR csv:" + str(output) + " --weight csv=3`",
         highlight=False,
     )
+
+
+def print_per_source(per_source: dict[str, dict[str, Any]]) -> None:
+    """Print the cross-validated metrics of each training source (``train`` with several sources).
+
+    Args:
+        per_source: ``metrics["per_source"]`` from :func:`worker.training.per_source_metrics`.
+    """
+    from rich.table import Table
+
+    from producer.cli import console
+
+    t = Table(title="per source (out-of-fold predictions of the same cross-validation)", header_style="bold")
+    for col in ("source", "files", "weight", "speakers", "WA", "UAR", "macro-F1"):
+        t.add_column(col, justify="left" if col in ("source", "speakers") else "right", overflow="fold")
+    for name, m in per_source.items():
+        t.add_row(
+            name,
+            str(m["n"]),
+            f"{m['weight']:g}",
+            str(m["speakers"]),
+            f"{m['wa']:.3f}",
+            f"{m['uar']:.3f}",
+            f"{m['macro_f1']:.3f}",
+        )
+    console.print(t)
