@@ -192,7 +192,7 @@ def test_labels_export_writes_the_least_sure_files(labelled, tmp_path):
 # ------------------------------------------------------------------------------------------ rescore, diff
 
 
-def _register_swapped_model(db: Path, tmp_path: Path, swap: tuple[str, str]) -> str:
+def register_swapped_model(url: str, tmp_path: Path, swap: tuple[str, str]) -> str:
     """Register the default model with two label names swapped: it moves exactly the files of those two."""
     from ser_model.model import DEFAULT_MODEL_PATH, ModelBundle, load_bundle, read_sidecar, save_bundle
     from worker.training import register_bundle
@@ -203,12 +203,12 @@ def _register_swapped_model(db: Path, tmp_path: Path, swap: tuple[str, str]) -> 
     bundle = ModelBundle(pipeline=base.pipeline, labels=labels, meta=dict(base.meta), speaker_pipeline=None)
     path = tmp_path / "swapped.joblib"
     digest = save_bundle(bundle, path)
-    return register_bundle(path, digest, bundle, "swapped", activate=False, url=f"sqlite:///{db}")
+    return register_bundle(path, digest, bundle, "swapped", activate=False, url=url)
 
 
 def test_rescore_with_another_model_and_diff_lists_exactly_the_changed_files(labelled, tmp_path):
     db = _copy_db(labelled[0], tmp_path)
-    version = _register_swapped_model(db, tmp_path, ("calm", "neutral"))
+    version = register_swapped_model(f"sqlite:///{db}", tmp_path, ("calm", "neutral"))
     p = run(["rescore", "1", "--model", version, "-q"], db)
     no_traceback(p)
     assert p.returncode == 3, p.stdout + p.stderr  # the same two broken files fail again
