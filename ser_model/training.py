@@ -255,6 +255,9 @@ def fit_weighted(pipeline: Pipeline, X: np.ndarray, y: np.ndarray, sample_weight
         X: features, shape ``(n, N_FEATURES)``.
         y: class indices, shape ``(n,)``.
         sample_weight: positive weights, shape ``(n,)``, or None.
+
+    Returns:
+        ``pipeline``, fitted.
     """
     if sample_weight is None or np.all(sample_weight == 1.0):
         return pipeline.fit(X, y)
