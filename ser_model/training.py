@@ -256,6 +256,41 @@ def _normalised(table: FeatureTable, speaker_adaptive: bool, min_files: int) -> 
     return speaker_normalise(table.X, table.speakers, min_files=min_files)
 
 
+def fit_weighted(pipeline: Pipeline, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> Pipeline:
+    """Fit the scaler + MLP pipeline with per-row weights (None or all ones: a plain fit).
+
+    scikit-learn >= 1.7 takes ``sample_weight`` in ``MLPClassifier.fit`` (the loss of a row is
+    multiplied by its weight); with older versions each row is repeated ``round(weight)`` times (at
+    least once), which is the same for integer weights.
+
+    Args:
+        pipeline: unfitted pipeline from :func:`ser_model.model.build_pipeline`.
+        X: features, shape ``(n, N_FEATURES)``.
+        y: class indices, shape ``(n,)``.
+        sample_weight: positive weights, shape ``(n,)``, or None.
+
+    Returns:
+        ``pipeline``, fitted.
+    """
+    if sample_weight is None or np.all(sample_weight == 1.0):
+        return pipeline.fit(X, y)
+    import inspect
+
+    from sklearn.neural_network import MLPClassifier
+
+    if "sample_weight" in inspect.signature(MLPClassifier.fit).parameters:
+        return pipeline.fit(X, y, mlp__sample_weight=np.asarray(sample_weight, dtype=np.float64))
+    reps = np.maximum(1, np.rint(sample_weight).astype(int))
+    return pipeline.fit(np.repeat(X, reps, axis=0), np.repeat(y, reps))
+
+
+def _weights(sample_weight: np.ndarray | None, rows: np.ndarray, n_extra: int = 0) -> np.ndarray | None:
+    """Weights of ``rows`` (training rows of a fold) followed by ``n_extra`` ones (augmented copies)."""
+    if sample_weight is None:
+        return None
+    return np.concatenate([np.asarray(sample_weight, dtype=np.float64)[rows], np.ones(n_extra)])
+
+
 def cross_validate(
     table: FeatureTable,
     *,
@@ -267,6 +302,7 @@ def cross_validate(
     min_speaker_files: int = MIN_SPEAKER_FILES,
     augmented: FeatureTable | None = None,
     splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Speaker-independent cross-validation (GroupKFold by speaker) of the MLP pipeline.
 
@@ -287,6 +323,8 @@ def cross_validate(
             are normalised by their source speaker's statistics of the original files.
         splits: explicit ``(train_index, test_index)`` pairs over ``table`` (e.g. to compare
             pipelines on identical folds); overrides the folds chosen here.
+        sample_weight: per-row training weights, shape ``(n,)`` (see :func:`fit_weighted`); used
+            only when a row is in a fold's training part, never on test rows (metrics are unweighted).
 
     Returns:
         :func:`ser_model.metrics.classification_metrics` over the pooled out-of-fold predictions
@@ -346,13 +384,17 @@ def cross_validate(
         if aug_X is not None:
             use = np.isin(aug_spk, spk_arr[tr]) if grouped else np.isin(aug_src, tr)
             Xtr, ytr = np.vstack([Xtr, aug_X[use]]), np.concatenate([ytr, aug_y[use]])
-        model = clone(base).fit(Xtr, ytr)
+        model = fit_weighted(clone(base), Xtr, ytr, _weights(sample_weight, tr_rows, len(ytr) - len(tr_rows)))
         fold_proba = np.zeros((len(te), len(labels)))
         ad = adapted[te]
         if ad.any():
             fold_proba[ad] = _class_proba(model, Xn[te[ad]], len(labels))
         if (~ad).any():
-            glob = model if not speaker_adaptive else clone(base).fit(table.X[tr], y_idx[tr])
+            glob = (
+                model
+                if not speaker_adaptive
+                else fit_weighted(clone(base), table.X[tr], y_idx[tr], _weights(sample_weight, tr))
+            )
             fold_proba[~ad] = _class_proba(glob, table.X[te[~ad]], len(labels))
         proba[te] = fold_proba
         pred[te] = np.asarray(labels, dtype=object)[fold_proba.argmax(axis=1)]
@@ -524,6 +566,7 @@ def train_bundle(
     min_speaker_files: int = MIN_SPEAKER_FILES,
     speaker_cv_report: dict[str, Any] | None = None,
     augmented: FeatureTable | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> ModelBundle:
     """Fit the pipeline on all of ``table`` and wrap it in a :class:`ModelBundle`.
 
@@ -543,6 +586,7 @@ def train_bundle(
             bundle's calibration and out-of-domain detector (:func:`fit_trust`).
         augmented: extra training rows from :func:`augment_table` (normalised by their source
             speaker's statistics for the speaker-adaptive pipeline).
+        sample_weight: per-row weights of ``table``, shape ``(n,)`` (augmented copies weigh 1).
 
     Returns:
         The fitted bundle; ``meta`` holds metrics, data fingerprint, params, versions.
@@ -558,18 +602,22 @@ def train_bundle(
     if augmented is not None and len(augmented.labels):
         X = np.vstack([X, augmented.X])
         y = np.concatenate([y, encode_labels(augmented.labels, labels)])
-    pipeline = _slim(build_pipeline(**(params or {})).fit(X, y))
+    all_rows = np.arange(len(y_idx))
+    pipeline = _slim(
+        fit_weighted(build_pipeline(**(params or {})), X, y, _weights(sample_weight, all_rows, len(y) - len(y_idx)))
+    )
     speaker_pipeline = None
     if speaker_adaptive:
         stats = speaker_statistics(table.X, table.speakers, min_files=min_speaker_files)
         Z, adapted = apply_speaker_stats(table.X, table.speakers, stats)
-        Zs, ys = Z[adapted], y_idx[adapted]
+        Zs, ys, ws = Z[adapted], y_idx[adapted], _weights(sample_weight, all_rows[adapted])
         if augmented is not None and len(augmented.labels):
             Za, ad_a = apply_speaker_stats(augmented.X, augmented.speakers, stats)
             Zs = np.vstack([Zs, Za[ad_a]])
             ys = np.concatenate([ys, encode_labels(augmented.labels, labels)[ad_a]])
+            ws = None if ws is None else np.concatenate([ws, np.ones(int(ad_a.sum()))])
         if len(stats) >= 2 and len(np.unique(ys)) >= 2:
-            speaker_pipeline = _slim(build_pipeline(**(params or {})).fit(Zs, ys))
+            speaker_pipeline = _slim(fit_weighted(build_pipeline(**(params or {})), Zs, ys, ws))
     metrics = public_metrics(cv_report)
     trust: dict[str, Any] = {}
     if cv_report is not None and cv_report.get("proba") is not None:

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         default_factory=lambda: str(Path(user_data_dir(APP_NAME)) / "models"),
         description="Where `ser-batch train` writes bundles and reports by default.",
     )
+    notify_url: str | None = Field(
+        default=None,
+        description="Webhook: POST a JSON event to this http(s) URL when a batch is final "
+        "(default of `submit --notify`; stored with the batch so the worker that finishes it knows).",
+    )
     task_soft_time_limit_s: int = Field(default=300, gt=0, description="Soft limit of one classify task (s).")
     task_time_limit_s: int = Field(default=360, gt=0, description="Hard limit of one classify task (s).")
     visibility_timeout_s: int = Field(
@@ -119,7 +124,11 @@ class Settings(BaseSettings):
         out: dict[str, object] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if name.endswith("_url") and value:
+            if name == "notify_url" and value:
+                from worker.notify import safe_url
+
+                value = safe_url(str(value))  # webhook paths and queries often hold a token
+            elif name.endswith("_url") and value:
                 value = redact_url(str(value))
             out[name] = value
         return out

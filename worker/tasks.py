@@ -21,6 +21,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.batches import GIVEN_UP_REASON, MAX_ATTEMPTS, TIME_LIMIT_REASON, fail_pending, run_chunk
 from worker.celery_app import CLASSIFY_TASK, app
+from worker.notify import notify_batch_final
+from worker.processing import batch_options
 from worker.settings import get_settings
 
 __all__ = ["GIVEN_UP_REASON", "MAX_ATTEMPTS", "TIME_LIMIT_REASON", "TRANSIENT_ERRORS", "classify", "fail_pending"]
@@ -61,4 +63,7 @@ def classify(self: Any, batch_id: int, paths: list[str], model_version: str | No
     Raises:
         sqlalchemy.exc.OperationalError: database unavailable after all retries.
     """
-    return run_chunk(batch_id, paths, model_version=model_version)
+    counts = run_chunk(batch_id, paths, model_version=model_version)
+    if batch_options(batch_id).get("notify_url"):  # the batch's webhook, once its last row is in (sent once)
+        notify_batch_final(batch_id)
+    return counts

@@ -30,8 +30,10 @@ class TrainRequest:
     """What to train on; JSON-serialisable so it can travel as a task argument.
 
     Attributes:
-        data: folders (or CSV manifests for ``dataset="csv"``), as paths the trainer can open.
-        dataset: ``ravdess``, ``tess``, ``folders`` or ``csv``.
+        data: folders (or CSV manifests for ``dataset="csv"``), as paths the trainer can open; an
+            entry ``KIND:PATH`` is read as that kind (several kinds in one run, see
+            :func:`ser_model.datasets.parse_sources`).
+        dataset: ``ravdess``, ``tess``, ``folders`` or ``csv``: the kind of entries without ``KIND:``.
         emotions: label subset, or None for every label present.
         folds: cross-validation folds.
         activate: make the new model active when done.
@@ -39,6 +41,7 @@ class TrainRequest:
         output: bundle path; default ``<model_dir>/<name>-<UTC stamp>.joblib``.
         report: report folder; default next to the bundle.
         workers: feature-extraction processes; default the settings' ``workers``.
+        weights: training weight per source kind or ``KIND:PATH`` (``{"csv": 3.0}``), default 1.
     """
 
     data: list[str]
@@ -50,6 +53,7 @@ class TrainRequest:
     output: str | None = None
     report: str | None = None
     workers: int | None = None
+    weights: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,16 +105,23 @@ def run_training(
         ser_model.datasets.DatasetError: the data cannot be read as ``req.dataset``.
         ValueError: cross-validation impossible (too few speakers or examples per label).
     """
-    from ser_model.datasets import load_dataset
+    from ser_model.datasets import group_unknown_speakers, load_sources, parse_sources
     from ser_model.model import save_bundle
     from ser_model.report import write_report
     from ser_model.training import cross_validate, extract_table, public_metrics, train_bundle
 
     s = settings or get_settings()
-    files = load_dataset(req.data, req.dataset, emotions=req.emotions)
+    sources = parse_sources(req.data, req.dataset)
+    files, source_of = load_sources(sources, emotions=req.emotions)
+    multi = len({src.name for src in sources}) > 1
+    n_per_file = 0
+    if multi:
+        files, n_per_file = group_unknown_speakers(files)
     labels = ordered_labels({f.label for f in files}, req.emotions)
     if log:
         log(f"{len(files)} labelled file(s), labels: {', '.join(labels)}")
+        if n_per_file:
+            log(f"{n_per_file} file(s) without a speaker: each is its own group in cross-validation")
 
     def stage(name: str) -> Callable[[int, int], None]:
         return lambda d, n: progress(name, d, n) if progress else None
@@ -121,7 +132,14 @@ def run_training(
     for path, reason in table.failed:
         if log:
             log(f"skipped {path}: {reason}")
-    cv = cross_validate(table, labels=labels, n_splits=req.folds, progress=stage("cross-validation"))
+    weights = source_weights(table.paths, source_of, req.weights) if req.weights else None
+    cv = cross_validate(
+        table, labels=labels, n_splits=req.folds, progress=stage("cross-validation"), sample_weight=weights
+    )
+    if n_per_file:
+        cv["protocol"] += f"; {n_per_file} file(s) without a speaker grouped one per file (speaker-dependent)"
+    if multi:
+        cv["per_source"] = per_source_metrics(cv, table, source_of, labels, req.weights or {})
     speaker_cv = None
     if _speaker_adaptive_possible(table.speakers):
         speaker_cv = cross_validate(
@@ -130,15 +148,18 @@ def run_training(
             n_splits=req.folds,
             speaker_adaptive=True,
             progress=stage("speaker-adaptive cross-validation"),
+            sample_weight=weights,
         )
-    name = f"{req.dataset}{len(labels)}"
+    kinds = sorted({src.kind for src in sources})
+    name = f"{'+'.join(kinds)}{len(labels)}"
     bundle = train_bundle(
         table,
         labels=labels,
         cv_report=cv,
         speaker_cv_report=speaker_cv,
         name=name,
-        dataset=f"{req.dataset}: {', '.join(req.data)}",
+        dataset=f"{'+'.join(kinds)}: {', '.join(req.data)}",
+        sample_weight=weights,
     )
     if progress:
         progress("final model", 1, 1)
@@ -179,6 +200,54 @@ def run_training(
         skipped=list(table.failed),
         labels=labels,
     )
+
+
+def _source_weight(source: str, weights: dict[str, float]) -> float:
+    """The weight of a source named ``kind:path``: by its full name, else by its kind, else 1."""
+    return float(weights.get(source, weights.get(source.split(":", 1)[0], 1.0)))
+
+
+def source_weights(paths: Sequence[str], source_of: dict[str, str], weights: dict[str, float]) -> Any:
+    """Per-row training weights (numpy, shape ``(n,)``) of a feature table from per-source weights."""
+    import numpy as np
+
+    return np.asarray([_source_weight(source_of.get(p, ""), weights) for p in paths], dtype=np.float64)
+
+
+def per_source_metrics(
+    cv: dict[str, Any], table: Any, source_of: dict[str, str], labels: Sequence[str], weights: dict[str, float]
+) -> dict[str, dict[str, Any]]:
+    """WA, UAR, macro-F1, per-class recall and confusion of each source, from the out-of-fold predictions.
+
+    Each row's prediction comes from the fold in which it was a test row, so these are the
+    cross-validated numbers restricted to one source's files (e.g. the user's own recordings).
+
+    Returns:
+        ``{source name: classification_metrics + {"weight", "speakers"}}``; ``per_class_recall`` and
+        ``macro_f1`` cover the labels present in that source, ``confusion`` the model's whole label set.
+    """
+    from sklearn.metrics import f1_score
+
+    from ser_model.metrics import classification_metrics
+
+    out: dict[str, dict[str, Any]] = {}
+    pred = cv["predictions"]
+    for src in sorted(set(source_of.values())):
+        rows = [i for i, p in enumerate(table.paths) if source_of.get(p) == src and pred[i] is not None]
+        if not rows:
+            continue
+        truth = [table.labels[i] for i in rows]
+        m = classification_metrics(truth, [pred[i] for i in rows], labels)
+        present = [lab for lab in labels if lab in set(truth)]
+        m["per_class_recall"] = {k: v for k, v in m["per_class_recall"].items() if k in present}
+        # macro-F1 over the labels this source has (absent labels would add F1 = 0 terms)
+        m["macro_f1"] = float(
+            f1_score(truth, [pred[i] for i in rows], labels=present, average="macro", zero_division=0)
+        )
+        unknown = any(str(table.speakers[i]).startswith("file:") for i in rows)
+        m.update(weight=_source_weight(src, weights), speakers="unknown (per-file groups)" if unknown else "known")
+        out[src] = m
+    return out
 
 
 def _speaker_adaptive_possible(speakers: Sequence[str | None]) -> bool:
