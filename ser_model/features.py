@@ -755,9 +755,11 @@ def extract_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     buf = np.zeros((stop - start, N_FFT), dtype=np.float32)  # zero-padded windowed frames
     np.multiply(fr, tab.window, out=buf[:, :WIN_LENGTH])
     spec = scipy.fft.rfft(buf, axis=1, overwrite_x=True)  # (T, bins) complex64, scipy's float32 FFT
+    del buf  # free the big buffers as soon as possible: the next arrays reuse their (cached) memory
     ri = spec.view(np.float32)  # (T, 2 * bins): re, im interleaved
     np.multiply(ri, ri, out=ri)
     power_t = np.add(ri[:, 0::2], ri[:, 1::2])  # (T, bins) float32, |X|^2
+    del spec, ri
     P = power_t.T  # (bins, T) view
     fdb = frame_db[start:stop]
     mag_t = np.sqrt(power_t)
