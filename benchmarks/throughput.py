@@ -572,8 +572,9 @@ large part of the value); `tests/unit/test_features.py` pins 20 `ser-feat-3` val
 against the librosa-based `ser-feat-2` values with that tolerance (1e-3 for `contrast_00`).
 
 **Accuracy is not lower.** RAVDESS actors 1-20, 8 emotions, GroupKFold by actor (5 folds), the default
-pipeline (StandardScaler + MLP), the same folds for both extractors, three MLP seeds (features of both
-extractors from the same decoded audio; `/tmp` script around `ser_model.training.cross_validate`):
+pipeline (StandardScaler + MLP), the same folds for both extractors, three MLP seeds, features of both
+extractors from the same decoded audio (`python benchmarks/compare_features.py ../shared/data/ravdess
+--rev aa4fef9`, about 8 minutes):
 
 | extractor | MLP seed | WA | UAR | macro-F1 |
 |---|---:|---:|---:|---:|

@@ -15,11 +15,13 @@ Pipeline for one recording ``y`` (mono, 16 kHz, from :func:`ser_model.audio.load
    contrast sub-bands), and percentiles come from one sort. ``ser-feat-3`` has the definitions of
    ``ser-feat-2`` and differs from it only by float rounding: the STFT is scipy's float32 FFT
    (about 8x faster than numpy's, which rounds differently), the autocorrelation a DCT-I, the
-   roll-off a two-step search, the mel filter bank a sparse product. 99.99 % of the values of 200
-   RAVDESS files stay within ``rtol=1e-4, atol=1e-5`` of ``ser-feat-2``; the exception is the
-   spectral-contrast valley of the lowest bands (the quietest bins near 0 Hz, where the two FFTs'
-   rounding is a large part of the value), which moved by up to 0.14 of the feature's spread over
-   files (see ``tests/unit/test_features.py`` and ``benchmarks/results/throughput.md``).
+   roll-off a two-step search, the mel filter bank a sparse product. Of the values of 200 16-kHz
+   RAVDESS files 99.99 % stay within ``rtol=1e-4, atol=1e-5`` of ``ser-feat-2`` (99.7 % of 255
+   files resampled from 48 kHz); the largest differences are in spectral-contrast valleys (the mean of
+   a sub-band's quietest 2 % of bins, where the two FFTs' rounding is a large part of the value), up
+   to 0.14 of the feature's spread over files (``tests/unit/test_features.py``,
+   ``benchmarks/results/throughput.md``). Accuracy on RAVDESS is unchanged
+   (``benchmarks/compare_features.py``).
 3. Frame-level descriptors (low-level descriptors, LLDs), each a row block of shape ``(d, n_frames)``:
 
    ========================  ====  ==========================================================
@@ -375,19 +377,22 @@ def _frames(y: np.ndarray) -> np.ndarray:
 
 
 def _frame_db(y: np.ndarray, n_frames: int) -> np.ndarray:
-    """RMS level (dBFS) of every frame of :func:`_frames`, shape ``(T,)``, summed in float64.
+    """RMS level (dBFS) of every frame of :func:`_frames`, shape ``(T,)``.
 
     A frame (512 samples, hop 160) is 16 consecutive blocks of 32 samples starting at block ``5 t``,
     so block sums of the squared signal give every frame energy without re-reading overlapping samples.
     """
     pad = WIN_LENGTH // 2
-    blk = 32  # gcd(HOP_LENGTH, WIN_LENGTH)
+    blk = 32  # gcd(HOP_LENGTH, WIN_LENGTH, pad): the padding is a whole number of blocks
     n = y.shape[0] + 2 * pad
     n_blocks = -(-n // blk)
-    y2 = np.zeros(n_blocks * blk, dtype=np.float64)
-    y2[pad : pad + y.shape[0]] = y
-    y2 *= y2
-    bs = y2.reshape(n_blocks, blk).sum(axis=1)
+    bs = np.zeros(n_blocks)  # block energies of the zero-padded signal
+    full = y.shape[0] // blk
+    yb = y[: full * blk].reshape(full, blk)
+    bs[pad // blk : pad // blk + full] = np.einsum("ij,ij->i", yb, yb)  # float32 sums of 32 squares
+    if y.shape[0] > full * blk:
+        tail = y[full * blk :].astype(np.float64)
+        bs[pad // blk + full] = np.dot(tail, tail)
     per, step = WIN_LENGTH // blk, HOP_LENGTH // blk
     energy = np.lib.stride_tricks.sliding_window_view(bs, per)[::step][:n_frames].sum(axis=1)
     rms = np.sqrt(energy / WIN_LENGTH)
@@ -449,6 +454,10 @@ def _slope(t: np.ndarray, v: np.ndarray) -> float:
     return float(np.dot(tc, v - v.mean()) / np.dot(tc, tc))
 
 
+_LAG_MIN = SAMPLE_RATE // int(F0_MAX)  # 32 samples: 500 Hz
+_LAG_MAX = min(-(-SAMPLE_RATE // int(F0_MIN)), WIN_LENGTH // 2)  # 256 samples (62.5 Hz; 60 Hz would need 267)
+
+
 def _pitch(power_t: np.ndarray, frame_db: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Autocorrelation F0 (see module doc, step 5) from the power STFT ``(T, bins)``.
 
@@ -462,8 +471,7 @@ def _pitch(power_t: np.ndarray, frame_db: np.ndarray) -> tuple[np.ndarray, np.nd
         ``(features (9,), f0 in semitones re 100 Hz (T,), voiced mask (T,), voicing strength (T,))``;
         F0 and strength are 0 in frames too quiet to be voiced.
     """
-    lag_min = int(np.floor(SAMPLE_RATE / F0_MAX))
-    lag_max = min(int(np.ceil(SAMPLE_RATE / F0_MIN)), WIN_LENGTH // 2)
+    lag_min, lag_max = _LAG_MIN, _LAG_MAX
     n = power_t.shape[0]
     cand = np.flatnonzero(frame_db >= frame_db.max() - VOICED_ENERGY_DB)  # never empty: the loudest frame
     ac = scipy.fft.dct(power_t[cand], type=1, axis=1)  # (n_cand, lags 0..N_FFT/2), float32

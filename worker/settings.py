@@ -138,15 +138,17 @@ def tune_malloc() -> bool:
     kept, and the heap grows in 4 MB steps. Inherited by forked pool processes.
 
     Returns:
-        True if the thresholds were set; False where the C library is not glibc (nothing changes).
+        True if the thresholds were set; False off Linux or where the C library is not glibc (musl's
+        ``mallopt`` does nothing and says so), and then nothing changes.
     """
     import ctypes
-    import ctypes.util
+    import sys
 
+    if not sys.platform.startswith("linux"):
+        return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt, Windows)
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded into this process
+    except (OSError, AttributeError):  # a C library without mallopt
         return False
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # <malloc.h>
     ok = mallopt(m_mmap_threshold, 4 << 20) == 1
