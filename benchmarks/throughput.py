@@ -432,7 +432,13 @@ def main() -> None:
     ap.add_argument("--dist-repeats", type=int, default=2, help="distributed runs per configuration")
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/throughput.md")
+    ap.add_argument("--report-only", metavar="JSON", help="rewrite the Markdown from a saved throughput.json")
     args = ap.parse_args()
+    if args.report_only:
+        d = json.loads(Path(args.report_only).read_text())
+        text = report(d["machine"], d["extractors"], d["seeds_on_corpus"], d["upsert"], d["runs"], d["profile"])
+        Path(args.out).write_text(text)
+        return
 
     from services import temp_dir
 
@@ -558,6 +564,22 @@ order):
 | zero-crossing rate | 0.30 ms | 0.025 ms | one cumulative count of sign changes over the samples instead of counting per 512-sample frame (frames overlap 3.2x); same integers |
 | functionals of the 150 LLD rows | 0.15 ms | 0.09 ms | one sort of the float32 block (SIMD sort) instead of float64; mean and std still accumulate in float64 |
 | contour, prosody, pitch statistics | about 60 small numpy calls | about 35 | segment means in one `reduceat`; skewness and kurtosis of the 20 MFCC and `rms_db` in one call; the 4 band energies in one `log10`; no gathered copy of the voiced frames' spectra |
+
+Feature extraction alone (ours minus floor, ms per file, 255 files, median of 5 passes) in three runs of
+this script on this branch, an hour apart, with the other engineers' load at its busiest (the table
+under "Measured" is the last run; the first ran 2 commits earlier, before two small speed-ups):
+
+| run | load average | ser-feat-3 wall | ser-feat-3 CPU | ser-feat-3 CPU, fastest pass | ser-feat-2 wall | ser-feat-2 CPU |
+|---|---|---:|---:|---:|---:|---:|
+| 1 | 7.0 -> 9.1 | 2.47 | 2.47 | 2.40 | 3.94 | 3.92 |
+| 2 | 7.9 -> 6.8 | 5.94 | 3.24 | 3.03 | 7.84 | 4.70 |
+| 3 | 6.9 -> 8.4 | 4.12 | 3.19 | 2.83 | 6.56 | 4.77 |
+
+When the process had a core to itself (run 1: wall = CPU) extraction took 2.5 ms, inside the 3 ms target;
+with the two cores oversubscribed 4 times over, the same code took 3.2 ms of CPU (caches and the other
+hyper-thread shared) and 4-6 ms of wall clock. ser-feat-3 needs 0.63-0.69 of ser-feat-2's time in every
+run. ser-feat-2's 6.1 ms of issue 6 included the page faults; with the malloc thresholds, which this
+script now sets for every method, it is 3.9-4.8 ms.
 
 Left as it was: spectral contrast (one float32 sort of the two wide sub-bands, min/max of the others),
 centroid and bandwidth (a float64 moment product: float32 would lose bandwidth precision to
@@ -696,23 +718,27 @@ def report(
         "",
         f"### Extractors, one core: {meta['files']} RAVDESS files at 48 kHz ({meta['audio_s']:.0f} s of audio)",
         "",
-        "| method | wall ms per file (median pass) | CPU ms per file (median pass) | audio-s per wall-s | vs seeds "
-        "| vs floor |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| method | wall ms per file (median pass) | CPU ms per file (median pass) | CPU ms per file (fastest pass) "
+        "| audio-s per wall-s | vs seeds | vs floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    n_files = meta["files"]
     for k, v in ext.items():
         ms = v["ms_per_file"]
         name = f"ours ({meta['feature_version']})" if k == "ours" else k
         lines.append(
-            f"| {name} | {ms:.2f} | {v['cpu_ms_per_file']:.2f} | {v['audio_s_per_s']:.0f} | {seeds_ms / ms:.2f}x faster "
-            f"| {ms / floor:.2f}x the floor |"
+            f"| {name} | {ms:.2f} | {v['cpu_ms_per_file']:.2f} | {1000 * min(v['cpu_passes_s']) / n_files:.2f} "
+            f"| {v['audio_s_per_s']:.0f} | {seeds_ms / ms:.2f}x faster | {ms / floor:.2f}x the floor |"
         )
     ours, before = ext["ours"], ext[before_key]
+    fastest = {k: 1000 * min(v["cpu_passes_s"]) / n_files for k, v in ext.items()}
     lines += [
         "",
         f"**Feature extraction alone** (ours minus floor, median passes): {ours['ms_per_file'] - floor:.2f} ms "
         f"per file wall clock, {ours['cpu_ms_per_file'] - floor_cpu:.2f} ms CPU; {before_key} (`{meta['before']}`): "
-        f"{before['ms_per_file'] - floor:.2f} ms wall, {before['cpu_ms_per_file'] - floor_cpu:.2f} ms CPU.",
+        f"{before['ms_per_file'] - floor:.2f} ms wall, {before['cpu_ms_per_file'] - floor_cpu:.2f} ms CPU. "
+        f"Fastest passes (the least disturbed by the other engineers' load): ours {fastest['ours'] - fastest['floor']:.2f} ms, "
+        f"{before_key} {fastest[before_key] - fastest['floor']:.2f} ms CPU per file.",
         "",
         f"Values against {before_key}: {100 * meta['values_within_tolerance']:.3f} % of the "
         f"{meta['files']} x 989 values within `rtol=1e-4, atol=1e-5`, {meta['files_all_within_tolerance']} of "

@@ -134,8 +134,9 @@ def tune_malloc() -> bool:
     recording is about 1 MB). With glibc's default, dynamic thresholds those pages went back to the
     kernel after each file and were faulted in again for the next: about 900 minor page faults and
     1.7 ms of kernel time per file, more than the FFT itself (``benchmarks/results/throughput.md``).
-    Fixed thresholds (``mallopt``): blocks under 4 MB come from the heap, up to 16 MB of free heap is
-    kept, and the heap grows in 4 MB steps. Inherited by forked pool processes.
+    Fixed thresholds (``mallopt``): blocks under 8 MB come from the heap (the largest arrays of a file
+    classified whole, under 10 s, are about 4 MB), up to 32 MB of free heap is kept, and the heap grows
+    in 8 MB steps. Inherited by forked pool processes.
 
     Returns:
         True if the thresholds were set; False off Linux or where the C library is not glibc (musl's
@@ -151,7 +152,7 @@ def tune_malloc() -> bool:
     except (OSError, AttributeError):  # a C library without mallopt
         return False
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # <malloc.h>
-    ok = mallopt(m_mmap_threshold, 4 << 20) == 1
-    ok &= mallopt(m_trim_threshold, 16 << 20) == 1
-    ok &= mallopt(m_top_pad, 4 << 20) == 1
+    ok = mallopt(m_mmap_threshold, 8 << 20) == 1
+    ok &= mallopt(m_trim_threshold, 32 << 20) == 1
+    ok &= mallopt(m_top_pad, 8 << 20) == 1
     return bool(ok)
