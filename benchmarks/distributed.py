@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -154,6 +155,10 @@ def run_embedded(data: str, tmp: Path, *, name: str, jobs: int, chunk: int) -> d
     cpu = _children_cpu() - cpu0  # includes its start-up (imports, model load, warm-up)
     assert p.returncode in (0, 3), p.stderr
     counts = _wait_done(env["SER_DATABASE_URL"], timeout_s=10)
+    # the command's own summary: seconds from the warm-up to the last row (start-up, walk, pending
+    # rows and model load excluded)
+    m = re.search(r"file\(s\) in ([0-9.]+) s", p.stdout)
+    classify_s = float(m.group(1)) if m else None
     return {
         "mode": "embedded",
         "name": name,
@@ -165,6 +170,8 @@ def run_embedded(data: str, tmp: Path, *, name: str, jobs: int, chunk: int) -> d
         "wall_s": round(wall, 2),
         "files_per_s": round(counts["total"] / wall, 1),
         "cpu_ms_per_file": round(1000 * cpu / counts["total"], 1),
+        "classify_s": classify_s,
+        "classify_files_per_s": round(counts["total"] / classify_s, 1) if classify_s else None,
     }
 
 

@@ -22,13 +22,18 @@ Pipeline for one recording ``y`` (mono, 16 kHz, from :func:`ser_model.audio.load
    span is found before the FFT and only the kept frames are transformed (the same frames, so the
    same values as transforming all and trimming afterwards).
 
-   Implementation note (speed, same numbers): every librosa feature below is computed by a direct
-   numpy/scipy equivalent of librosa's definition (same filter banks, same Savitzky-Golay filters,
-   same contrast sub-bands), and percentiles come from one sort. Against the librosa-based version
-   of ``ser-feat-2`` the vectors agree within ``rtol=1e-4, atol=1e-5`` (float32 rounding; see
-   ``tests/unit/test_features.py`` and ``benchmarks/results/throughput.md``). The FFT stays numpy's
-   float32 transform: scipy's float32 FFT rounds differently and moves spectral-contrast valleys
-   (the quietest 2 % of bins) by more than that tolerance.
+   Implementation note (speed): every librosa feature below is computed by a direct numpy/scipy
+   equivalent of librosa's definition (same filter banks, same Savitzky-Golay filters, same
+   contrast sub-bands), and percentiles come from one sort. ``ser-feat-3`` has the definitions of
+   ``ser-feat-2`` and differs from it only by float rounding: the STFT is scipy's float32 FFT
+   (about 8x faster than numpy's, which rounds differently), the autocorrelation a DCT-I, the
+   roll-off a two-step search, the mel filter bank a sparse product. Of the values of 200 16-kHz
+   RAVDESS files 99.99 % stay within ``rtol=1e-4, atol=1e-5`` of ``ser-feat-2`` (99.7 % of 255
+   files resampled from 48 kHz); the largest differences are in spectral-contrast valleys (the mean of
+   a sub-band's quietest 2 % of bins, where the two FFTs' rounding is a large part of the value), up
+   to 0.14 of the feature's spread over files (``tests/unit/test_features.py``,
+   ``benchmarks/results/throughput.md``). Accuracy on RAVDESS is unchanged
+   (``benchmarks/compare_features.py``).
 3. Frame-level descriptors (low-level descriptors, LLDs), each a row block of shape ``(d, n_frames)``:
 
    ========================  ====  ==========================================================
@@ -97,6 +102,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.fft
 import scipy.ndimage
+import scipy.sparse
 
 from ser_model.audio import SAMPLE_RATE, AudioError
 from ser_model.level import normalise_level
@@ -343,18 +349,22 @@ def _tables() -> _Tables:
             hi -= 1  # librosa drops the top bin of every band but the last
         bands.append((lo, hi, n_q))
     sg1, sg2 = _savgol_deriv(1), _savgol_deriv(2)  # librosa.feature.delta, width 9
+    # DCT-II (orthonormal) as a matrix: MFCC = dct_mat @ logmel (scipy.fft.dct(..., axis=0, norm="ortho"))
+    dct_mat = scipy.fft.dct(np.eye(N_MELS), type=2, norm="ortho", axis=0)[:N_MFCC].astype(np.float32)
     moments = np.stack([np.ones_like(freqs), freqs, freqs**2], axis=1)  # (bins, 3) for centroid/bandwidth
     m = (freqs > 0) & (freqs < 5000.0)
     x = np.log2(freqs[m])
     ltas_x = (x - x.mean()) / np.sum((x - x.mean()) ** 2)  # least-squares slope weights over log2 frequency
     return _Tables(
         mel_fb=mel_fb,
+        mel_sparse=scipy.sparse.csr_array(mel_fb),
         chroma_fb=chroma_fb,
         window=window,
         freqs=freqs,
         bands=tuple(bands),
         sg1=sg1,
         sg2=sg2,
+        dct_mat=dct_mat,
         moments=moments,
         ltas_mask=m,
         ltas_x=ltas_x,
@@ -367,12 +377,14 @@ def _tables() -> _Tables:
 
 class _Tables(NamedTuple):
     mel_fb: np.ndarray  # (N_MELS, bins) float32
+    mel_sparse: scipy.sparse.csr_array  # the same, sparse (about 2 non-zero weights per bin)
     chroma_fb: np.ndarray  # (12, bins) float32
     window: np.ndarray  # (WIN_LENGTH,) float32 periodic Hann
     freqs: np.ndarray  # (bins,) Hz
     bands: tuple[tuple[int, int, int], ...]  # contrast sub-band bin ranges [lo, hi) and quantile counts
     sg1: np.ndarray  # (9,) first-derivative Savitzky-Golay coefficients
     sg2: np.ndarray  # (9,) second-derivative Savitzky-Golay coefficients
+    dct_mat: np.ndarray  # (N_MFCC, N_MELS) float32 orthonormal DCT-II rows
     moments: np.ndarray  # (bins, 3): 1, f, f^2
     ltas_mask: np.ndarray  # (bins,) bool, 0 < f < 5 kHz
     ltas_x: np.ndarray  # slope weights over log2(f) of the masked bins
@@ -401,19 +413,22 @@ def _frames(y: np.ndarray) -> np.ndarray:
 
 
 def _frame_db(y: np.ndarray, n_frames: int) -> np.ndarray:
-    """RMS level (dBFS) of every frame of :func:`_frames`, shape ``(T,)``, summed in float64.
+    """RMS level (dBFS) of every frame of :func:`_frames`, shape ``(T,)``.
 
     A frame (512 samples, hop 160) is 16 consecutive blocks of 32 samples starting at block ``5 t``,
     so block sums of the squared signal give every frame energy without re-reading overlapping samples.
     """
     pad = WIN_LENGTH // 2
-    blk = 32  # gcd(HOP_LENGTH, WIN_LENGTH)
+    blk = 32  # gcd(HOP_LENGTH, WIN_LENGTH, pad): the padding is a whole number of blocks
     n = y.shape[0] + 2 * pad
     n_blocks = -(-n // blk)
-    y2 = np.zeros(n_blocks * blk, dtype=np.float64)
-    y2[pad : pad + y.shape[0]] = y
-    y2 *= y2
-    bs = y2.reshape(n_blocks, blk).sum(axis=1)
+    bs = np.zeros(n_blocks)  # block energies of the zero-padded signal
+    full = y.shape[0] // blk
+    yb = y[: full * blk].reshape(full, blk)
+    bs[pad // blk : pad // blk + full] = np.einsum("ij,ij->i", yb, yb)  # float32 sums of 32 squares
+    if y.shape[0] > full * blk:
+        tail = y[full * blk :].astype(np.float64)
+        bs[pad // blk + full] = np.dot(tail, tail)
     per, step = WIN_LENGTH // blk, HOP_LENGTH // blk
     energy = np.lib.stride_tricks.sliding_window_view(bs, per)[::step][:n_frames].sum(axis=1)
     rms = np.sqrt(energy / WIN_LENGTH)
@@ -444,9 +459,29 @@ def _percentiles(xs: np.ndarray, q: Sequence[float]) -> np.ndarray:
     return np.stack(out)
 
 
+def _pct(xs: np.ndarray, p: float) -> float:
+    """``np.percentile(x, p)`` (method "linear") of a sorted 1-D ``xs``, as a Python float."""
+    v = (xs.shape[0] - 1) * p / 100.0
+    lo = int(v)
+    a = float(xs[lo])
+    g = v - lo
+    return a + (float(xs[min(lo + 1, xs.shape[0] - 1)]) - a) * g if g else a
+
+
 def _functionals(x: np.ndarray) -> np.ndarray:
-    """Mean, std, p10, p50, p90 of every row of ``x`` (shape ``(d, T)``) -> ``(5, d)``."""
-    return np.vstack([x.mean(axis=1), x.std(axis=1), _percentiles(np.sort(x, axis=1), (10.0, 50.0, 90.0))])
+    """Mean, std, p10, p50, p90 of every row of ``x`` (shape ``(d, T)``) -> ``(5, d)`` float64.
+
+    Mean and standard deviation accumulate in float64 whatever the dtype of ``x``; the percentiles
+    come from one sort of the whole block in ``x``'s own dtype (the LLD block is float32: a sort only
+    selects values, and numpy's SIMD sort of float32 is about twice as fast as of float64).
+    """
+    return np.vstack(
+        [
+            x.mean(axis=1, dtype=np.float64),
+            x.std(axis=1, dtype=np.float64),
+            _percentiles(np.sort(x, axis=1), (10.0, 50.0, 90.0)),
+        ]
+    )
 
 
 def _slope(t: np.ndarray, v: np.ndarray) -> float:
@@ -455,42 +490,58 @@ def _slope(t: np.ndarray, v: np.ndarray) -> float:
     return float(np.dot(tc, v - v.mean()) / np.dot(tc, tc))
 
 
+_LAG_MIN = SAMPLE_RATE // int(F0_MAX)  # 32 samples: 500 Hz
+_LAG_MAX = min(-(-SAMPLE_RATE // int(F0_MIN)), WIN_LENGTH // 2)  # 256 samples (62.5 Hz; 60 Hz would need 267)
+
+
 def _pitch(power_t: np.ndarray, frame_db: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Autocorrelation F0 (see module doc, step 5) from the power STFT ``(T, bins)``.
 
+    Only frames within :data:`VOICED_ENERGY_DB` of the loudest can be voiced, so only they are
+    transformed. The autocorrelation of a frame is the inverse DFT of its power spectrum
+    (Wiener-Khinchin); for a real, even spectrum that is a DCT-I of the one-sided power spectrum
+    (``scipy.fft.dct(type=1)`` = ``N_FFT * scipy.fft.irfft(power, N_FFT)`` at lags 0-512), which
+    skips the complex input of ``irfft``. The scale cancels in the normalisation by lag 0.
+
     Returns:
-        ``(features (9,), f0 in semitones re 100 Hz (T,), voiced mask (T,), voicing strength (T,))``.
+        ``(features (9,), f0 in semitones re 100 Hz (T,), voiced mask (T,), voicing strength (T,))``;
+        F0 and strength are 0 in frames too quiet to be voiced.
     """
-    lag_min = int(np.floor(SAMPLE_RATE / F0_MAX))
-    lag_max = min(int(np.ceil(SAMPLE_RATE / F0_MIN)), WIN_LENGTH // 2)
-    ac = scipy.fft.irfft(power_t, n=N_FFT, axis=1)  # (T, lags), float32 like numpy's
+    lag_min, lag_max = _LAG_MIN, _LAG_MAX
+    n = power_t.shape[0]
+    cand = np.flatnonzero(frame_db >= frame_db.max() - VOICED_ENERGY_DB)  # never empty: the loudest frame
+    ac = scipy.fft.dct(power_t[cand], type=1, axis=1)  # (n_cand, lags 0..N_FFT/2), float32
     r0 = ac[:, 0]
     ok = r0 > 0
     r = ac[:, lag_min : lag_max + 1] / np.where(ok, r0, 1.0)[:, None]
     np.clip(r, -1.0, 1.0, out=r)
     n_lags = r.shape[1]
     best = np.argmax(r, axis=1)
-    t = np.arange(r.shape[0])
-    strength = r[t, best]
+    i = np.arange(r.shape[0])
+    b = r[i, best]
     # parabolic interpolation of the peak lag
-    a = r[t, np.maximum(best - 1, 0)]
-    c = r[t, np.minimum(best + 1, n_lags - 1)]
-    b = strength
+    a = r[i, np.maximum(best - 1, 0)]
+    c = r[i, np.minimum(best + 1, n_lags - 1)]
     denom = a - 2 * b + c
     big = np.abs(denom) > 1e-9
     shift = np.where(big, 0.5 * (a - c) / np.where(big, denom, 1.0), 0.0)
     lag = (best + lag_min) + np.clip(shift, -0.5, 0.5)
-    st_all = 12.0 * np.log2((SAMPLE_RATE / 100.0) / lag)
-    voiced = ok & (strength >= VOICING_THRESHOLD) & (frame_db >= frame_db.max() - VOICED_ENERGY_DB)
+    strength = np.zeros(n, dtype=r.dtype)
+    strength[cand] = b
+    st_all = np.zeros(n)
+    st_all[cand] = 12.0 * np.log2((SAMPLE_RATE / 100.0) / lag)
+    voiced = np.zeros(n, dtype=bool)
+    voiced[cand] = ok & (b >= VOICING_THRESHOLD)
     out = np.zeros(len(_PITCH), dtype=np.float64)
-    n_voiced = int(np.count_nonzero(voiced))
-    out[7] = n_voiced / voiced.shape[0]
-    out[8] = float(strength[voiced].mean()) if n_voiced else 0.0
+    vidx = np.flatnonzero(voiced)
+    n_voiced = vidx.shape[0]
+    out[7] = n_voiced / n
+    out[8] = float(strength[vidx].mean()) if n_voiced else 0.0
     if n_voiced >= 2:
-        st = st_all[voiced]
-        p10, p50, p90 = _percentiles(np.sort(st), (10.0, 50.0, 90.0))
-        times = t[voiced] * (HOP_LENGTH / SAMPLE_RATE)
-        slope = _slope(times, st)
+        st = st_all[vidx]
+        sts = np.sort(st)
+        p10, p50, p90 = _pct(sts, 10.0), _pct(sts, 50.0), _pct(sts, 90.0)
+        slope = _slope(vidx * (HOP_LENGTH / SAMPLE_RATE), st)
         out[:7] = [st.mean(), st.std(), p10, p50, p90, p90 - p10, slope]
     return out, st_all, voiced, strength
 
@@ -511,53 +562,72 @@ def _contour_and_prosody(
     tab: _Tables,
     power_t: np.ndarray,
     logmel: np.ndarray,
-    mfcc: np.ndarray,
-    fdb: np.ndarray,
+    mf: np.ndarray,
     st: np.ndarray,
     voiced: np.ndarray,
     strength: np.ndarray,
 ) -> np.ndarray:
-    """Features of module doc steps 7-9 from the trimmed frames (``T`` frames each; ``power_t`` is ``(T, bins)``)."""
-    T = fdb.shape[0]
-    n_voiced = int(np.count_nonzero(voiced))
-    st_v = st[voiced]
-    f0_fill = float(st_v.mean()) if n_voiced else 0.0
-    # 7. segment means: contour of timbre, level, voicing and pitch over N_SEGMENTS equal parts
-    edges = [k * T // N_SEGMENTS for k in range(N_SEGMENTS + 1)]  # = np.linspace(0, T, 5).astype(int)
-    seg = np.empty((N_SEGMENTS, len(_SEG_ITEMS)))
-    for k in range(N_SEGMENTS):
-        a, b = int(edges[k]), max(int(edges[k + 1]), int(edges[k]) + 1)
-        v = voiced[a:b]
-        nv = int(np.count_nonzero(v))
-        seg[k, :N_SEG_MFCC] = mfcc[:N_SEG_MFCC, a:b].mean(axis=1)
-        seg[k, N_SEG_MFCC:] = fdb[a:b].mean(), nv / v.shape[0], st[a:b][v].mean() if nv else f0_fill
+    """Features of module doc steps 7-9 from the trimmed frames.
+
+    Args:
+        tab: :func:`_tables`.
+        power_t: power spectrogram ``(T, bins)``.
+        logmel: log-mel ``(N_MELS, T)`` (dB).
+        mf: ``(N_MFCC + 1, T)`` float64, the MFCC rows and ``rms_db`` (dBFS) as the last row.
+        st, voiced, strength: F0 (semitones re 100 Hz), voiced mask and voicing strength ``(T,)``
+            from :func:`_pitch`.
+    """
+    T = mf.shape[1]
+    mfcc, fdb = mf[:N_MFCC], mf[N_MFCC]
+    vidx = np.flatnonzero(voiced)
+    n_voiced = vidx.shape[0]
+    vf = voiced.astype(np.float64)
+    stv = st * vf  # F0 of the voiced frames, 0 elsewhere
+    f0_fill = float(stv.sum() / n_voiced) if n_voiced else 0.0
+    # 7. segment means: contour of timbre, level, voicing and pitch over N_SEGMENTS equal parts, as
+    # sums over the parts in one reduceat (T >= MIN_FRAMES, so no part is empty)
+    edges = np.array([k * T // N_SEGMENTS for k in range(N_SEGMENTS + 1)])  # = np.linspace(0, T, 5).astype(int)
+    rows = np.vstack([mf[:N_SEG_MFCC], fdb, vf, stv])  # (len(_SEG_ITEMS), T), in _SEG_ITEMS order
+    sums = np.add.reduceat(rows, edges[:-1], axis=1)  # (items, N_SEGMENTS)
+    seg = sums / np.diff(edges)
+    nv = sums[N_SEG_MFCC + 1]
+    seg[N_SEG_MFCC + 2] = np.where(nv > 0, sums[N_SEG_MFCC + 2] / np.maximum(nv, 1.0), f0_fill)
     # 8. rhythm, pitch dynamics, voice quality, energy dynamics
-    d = np.diff(voiced.astype(np.int8), prepend=0, append=0)
+    vi = np.zeros(T + 2, dtype=np.int8)
+    vi[1:-1] = voiced
+    d = vi[1:] - vi[:-1]
     runs = (np.flatnonzero(d == -1) - np.flatnonzero(d == 1)) * (HOP_LENGTH / SAMPLE_RATE)
     dur = T * HOP_LENGTH / SAMPLE_RATE
-    fdb_max = fdb.max()
+    fdb_max = float(fdb.max())
     pause = float(np.count_nonzero(fdb < fdb_max - VOICED_ENERGY_DB)) / T
-    dst = np.diff(np.where(voiced, st, np.nan))
-    dst = dst[np.isfinite(dst)]
+    dst = (st[1:] - st[:-1])[voiced[1:] & voiced[:-1]]  # F0 change between consecutive voiced frames
     if dst.size:
-        f0dyn = [np.abs(dst).mean(), dst.std(), *_percentiles(np.sort(dst), (10.0, 90.0))]
+        dsts = np.sort(dst)
+        f0dyn = [float(np.abs(dst).mean()), float(dst.std()), _pct(dsts, 10.0), _pct(dsts, 90.0)]
     else:
         f0dyn = [0.0, 0.0, 0.0, 0.0]
-    r = np.clip(strength[voiced], 1e-3, 0.999) if n_voiced else np.array([1e-3])
+    r = np.clip(strength[vidx], 1e-3, 0.999) if n_voiced else np.array([1e-3])
     hnr = 10.0 * np.log10(r / (1.0 - r))
-    Pv = power_t[voiced] if n_voiced >= 2 else power_t  # (frames, bins)
-
-    def band_db(m: slice, reduce: str) -> np.ndarray:
-        e = Pv[:, m].sum(axis=1) if reduce == "sum" else Pv[:, m].max(axis=1)
-        return 10.0 * np.log10(e + 1e-10)
-
-    alpha = band_db(tab.alpha_lo, "sum") - band_db(tab.alpha_hi, "sum")
-    hamm = band_db(tab.hamm_lo, "max") - band_db(tab.hamm_hi, "max")
-    ltas = 10.0 * np.log10(Pv.mean(axis=0) + 1e-10)
+    # alpha ratio (band energies) and Hammarberg index (band peaks) of the voiced frames (all frames
+    # when fewer than 2 are voiced), in one log10 of a (4, frames) block
+    sel = vidx if n_voiced >= 2 else slice(None)
+    e = np.vstack(
+        [
+            power_t[:, tab.alpha_lo].sum(axis=1)[sel],
+            power_t[:, tab.alpha_hi].sum(axis=1)[sel],
+            power_t[:, tab.hamm_lo].max(axis=1)[sel],
+            power_t[:, tab.hamm_hi].max(axis=1)[sel],
+        ]
+    )
+    e = 10.0 * np.log10(e + 1e-10)
+    ah = e[0::2] - e[1::2]  # (2, frames): alpha ratio, Hammarberg index (dB)
+    ah_mean, ah_std = ah.mean(axis=1), ah.std(axis=1)
+    w = vf if n_voiced >= 2 else np.ones(T)
+    ltas = 10.0 * np.log10((w / w.sum()).astype(np.float32) @ power_t + 1e-10)  # long-term average spectrum
     slope = float(np.dot(tab.ltas_x, ltas[tab.ltas_mask]))
-    fv = fdb[voiced] if n_voiced else fdb
-    rskew, rkurt = _skew_kurt(fdb[None, :])
-    fdb_p5, fdb_p95 = _percentiles(np.sort(fdb), (5.0, 95.0))
+    fv = fdb[vidx] if n_voiced else fdb
+    skew, kurt = _skew_kurt(mf)  # MFCC rows and rms_db
+    fdbs = np.sort(fdb)
     prosody = [
         len(runs) / dur,
         runs.mean() if runs.size else 0.0,
@@ -566,29 +636,73 @@ def _contour_and_prosody(
         *f0dyn,
         hnr.mean(),
         hnr.std(),
-        _percentiles(np.sort(hnr), (90.0,))[0],
-        alpha.mean(),
-        alpha.std(),
-        hamm.mean(),
-        hamm.std(),
+        _pct(np.sort(hnr), 90.0),
+        ah_mean[0],
+        ah_std[0],
+        ah_mean[1],
+        ah_std[1],
         slope,
         fv.std(),
-        fdb_p95 - fdb_p5,
+        _pct(fdbs, 95.0) - _pct(fdbs, 5.0),
         fv.mean() - fdb_max,
-        rskew[0],
-        rkurt[0],
+        skew[N_MFCC],
+        kurt[N_MFCC],
     ]
     # 9. voiced-frame spectra and higher moments of MFCC
-    mv = mfcc[:, voiced] if n_voiced >= 2 else mfcc
-    lv = logmel[:, voiced] if n_voiced >= 2 else logmel
-    mskew, mkurt = _skew_kurt(mfcc)
-    return np.concatenate([seg.ravel(), prosody, mv.mean(axis=1), mv.std(axis=1), mskew, mkurt, lv.mean(axis=1)])
+    mv = mfcc[:, vidx] if n_voiced >= 2 else mfcc
+    lv = logmel[:, vidx] if n_voiced >= 2 else logmel
+    return np.concatenate(
+        [
+            seg.T.ravel(),
+            prosody,
+            mv.mean(axis=1),
+            mv.std(axis=1),
+            skew[:N_MFCC],
+            kurt[:N_MFCC],
+            lv.mean(axis=1, dtype=np.float64),
+        ]
+    )
 
 
 def _power_to_db(s: np.ndarray, top_db: float = 80.0) -> np.ndarray:
     """``librosa.power_to_db(s, ref=1.0, amin=1e-10, top_db=top_db)`` (dB)."""
     out = 10.0 * np.log10(np.maximum(s, 1e-10))
     return np.maximum(out, out.max() - top_db)
+
+
+ROLLOFF_BLOCK = 16  # bins per block of the two-step roll-off search
+
+
+def _rolloff_bins(mag_t: np.ndarray, roll_percent: float = 0.85) -> np.ndarray:
+    """Index of the lowest bin whose cumulative magnitude reaches ``roll_percent`` of the frame total.
+
+    The definition of ``librosa.feature.spectral_rolloff``, found in two vectorised steps instead of
+    one sequential cumulative sum over all 513 bins (numpy's float32 cumulative sum is not
+    vectorised): sums of blocks of :data:`ROLLOFF_BLOCK` bins locate the block where the cumulative
+    sum crosses the threshold, then the cumulative sum over that block's bins locates the bin. The
+    block sums are float32 and accumulated in float64, so the bin can differ from librosa's float32
+    cumulative sum only where the two roundings fall on either side of the threshold.
+
+    Args:
+        mag_t: magnitude spectrogram ``(T, bins)``, non-negative.
+
+    Returns:
+        ``(T,)`` bin indices (int).
+    """
+    n, n_bins = mag_t.shape
+    B = ROLLOFF_BLOCK
+    blocks = np.add.reduceat(mag_t, np.arange(0, n_bins, B), axis=1)  # (T, blocks) float32
+    cb = np.zeros((n, blocks.shape[1] + 1))  # cumulative block sums, 0 before the first block
+    np.cumsum(blocks, axis=1, dtype=np.float64, out=cb[:, 1:])
+    thr = roll_percent * cb[:, -1:]
+    # the cumulative sums do not decrease, so "first index reaching thr" = "count of those below it"
+    blk = np.count_nonzero(cb[:, 1:] < thr, axis=1)
+    idx = np.minimum(blk[:, None] * B + np.arange(B), n_bins - 1)  # (T, B) bins of that block
+    cw = cb[np.arange(n), blk][:, None] + np.cumsum(np.take_along_axis(mag_t, idx, axis=1), axis=1, dtype=np.float64)
+    # rounding can leave the in-block sum just short of the threshold the block sum reached: then
+    # the block's last bin
+    k = np.minimum(np.count_nonzero(cw < thr, axis=1), np.minimum(B - 1, n_bins - 1 - blk * B))
+    return blk * B + k
 
 
 def _spectral_shape(
@@ -624,14 +738,32 @@ def _spectral_shape(
     centroid = mom[:, 1] / norm
     m2 = mom[:, 2] / norm - 2.0 * centroid * (mom[:, 1] / norm) + centroid * centroid * (total / norm)
     bandwidth = np.sqrt(np.maximum(m2, 0.0))
-    # roll-off: lowest bin whose cumulative magnitude reaches 85 % of the frame total
-    cum = np.cumsum(mag_t, axis=1)
-    reached = cum >= (0.85 * cum[:, -1])[:, None]
-    rolloff = tab.freqs[np.argmax(reached, axis=1)]
+    rolloff = tab.freqs[_rolloff_bins(mag_t)]
     # flatness: geometric over arithmetic mean of the thresholded power spectrum
-    s = np.maximum(1e-10, power_t)
-    flatness = np.exp(np.mean(np.log(s), axis=1)) / np.mean(s, axis=1)
+    s = np.maximum(power_t, 1e-10)
+    arith = np.mean(s, axis=1)
+    flatness = np.exp(np.mean(np.log(s, out=s), axis=1)) / arith
     return contrast, centroid[None, :], bandwidth[None, :], rolloff[None, :], flatness[None, :]
+
+
+def _zcr(y: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Zero-crossing rate of frames ``start..stop-1`` of :func:`_frames` (crossings per sample), ``(T,)``.
+
+    Counted as in ``librosa.feature.zero_crossing_rate`` (sign bit changes between neighbouring
+    samples of a frame, 511 pairs per 512-sample frame, zero padding counting as positive), from one
+    cumulative count over the samples instead of per frame (the frames overlap 3.2 times).
+    """
+    pad = WIN_LENGTH // 2
+    lo = start * HOP_LENGTH  # in the zero-padded signal of _frames
+    hi = (stop - 1) * HOP_LENGTH + WIN_LENGTH
+    sb = np.zeros(hi - lo, dtype=bool)
+    a, b = max(lo, pad), min(hi, pad + y.shape[0])
+    if b > a:
+        sb[a - lo : b - lo] = np.signbit(y[a - pad : b - pad])
+    c = np.zeros(hi - lo, dtype=np.int32)  # c[j]: crossings between samples 0..j of the range
+    np.cumsum(sb[1:] != sb[:-1], out=c[1:])
+    off = np.arange(stop - start) * HOP_LENGTH
+    return (c[off + WIN_LENGTH - 1] - c[off]) / (WIN_LENGTH - 1)
 
 
 def extract_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -667,30 +799,33 @@ def extract_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     fr = frames[start:stop]
     buf = np.zeros((stop - start, N_FFT), dtype=np.float32)  # zero-padded windowed frames
     np.multiply(fr, tab.window, out=buf[:, :WIN_LENGTH])
-    spec = np.fft.rfft(buf, axis=1)  # (T, bins) complex64; numpy's float32 FFT, as before
-    power_t = spec.real * spec.real + spec.imag * spec.imag  # (T, bins) float32
+    spec = scipy.fft.rfft(buf, axis=1, overwrite_x=True)  # (T, bins) complex64, scipy's float32 FFT
+    del buf  # free the big buffers as soon as possible: the next arrays reuse their (cached) memory
+    ri = spec.view(np.float32)  # (T, 2 * bins): re, im interleaved
+    np.multiply(ri, ri, out=ri)
+    power_t = np.add(ri[:, 0::2], ri[:, 1::2])  # (T, bins) float32, |X|^2
+    del spec, ri
     P = power_t.T  # (bins, T) view
     fdb = frame_db[start:stop]
     mag_t = np.sqrt(power_t)
 
-    logmel = _power_to_db(tab.mel_fb @ P)
-    mfcc = scipy.fft.dct(logmel, axis=0, type=2, norm="ortho")[:N_MFCC]  # librosa.feature.mfcc
-    mfcc_d = scipy.ndimage.convolve1d(mfcc, tab.sg1, axis=-1, mode="nearest")  # librosa.feature.delta
-    mfcc_dd = scipy.ndimage.convolve1d(mfcc, tab.sg2, axis=-1, mode="nearest")
+    logmel = _power_to_db(tab.mel_sparse @ P)  # librosa.feature.melspectrogram, sparse filter bank
+    mf = np.empty((N_MFCC + 1, stop - start))  # MFCC rows + rms_db: deltas, moments and contour in one array
+    np.matmul(tab.dct_mat, logmel, out=mf[:N_MFCC])  # librosa.feature.mfcc (DCT-II, orthonormal)
+    mf[N_MFCC] = fdb
+    mf_d = scipy.ndimage.convolve1d(mf, tab.sg1, axis=-1, mode="nearest")  # librosa.feature.delta
+    mfcc_dd = scipy.ndimage.convolve1d(mf[:N_MFCC], tab.sg2, axis=-1, mode="nearest")
     chroma = tab.chroma_fb @ P
     cmax = chroma.max(axis=0)
     chroma /= np.where(cmax < np.finfo(np.float32).tiny, 1.0, cmax)  # librosa.util.normalize(norm=inf)
     contrast, centroid, bandwidth, rolloff, flatness = _spectral_shape(tab, power_t, mag_t)
-    signs = np.signbit(fr)
-    zcr = (np.count_nonzero(signs[:, 1:] != signs[:, :-1], axis=1) / (WIN_LENGTH - 1))[None, :]
-    rms_db = fdb[None, :]
-    rms_db_d = scipy.ndimage.convolve1d(rms_db, tab.sg1, axis=-1, mode="nearest")
+    zcr = _zcr(y, start, stop)
 
     lld = np.vstack(
         [
             logmel,
-            mfcc,
-            mfcc_d,
+            mf[:N_MFCC],  # mfcc
+            mf_d[:N_MFCC],  # mfcc_d
             mfcc_dd,
             chroma,
             contrast,
@@ -699,15 +834,15 @@ def extract_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
             rolloff,
             flatness,
             zcr,
-            rms_db,
-            rms_db_d,
+            mf[N_MFCC],  # rms_db
+            mf_d[N_MFCC],  # rms_db_d
         ],
-        dtype=np.float64,
+        dtype=np.float32,
     )
     stats = _functionals(lld).ravel()  # stat-major, matches feature_names()
     pitch, st, voiced, strength = _pitch(power_t, fdb)
     duration = np.array([(stop - start) * HOP_LENGTH / SAMPLE_RATE])
-    extra = _contour_and_prosody(tab, power_t, logmel, mfcc, fdb, st, voiced, strength)
+    extra = _contour_and_prosody(tab, power_t, logmel, mf, st, voiced, strength)
     out = np.concatenate([stats, pitch, duration, extra]).astype(np.float32)
     if not np.isfinite(out).all():  # defensive: would poison the scaler
         raise AudioError("feature extraction produced non-finite values")

@@ -259,25 +259,62 @@ def _upsert_insert(session: Session) -> Any:
     return insert
 
 
+# Upsert statements built once per (dialect, set of row keys) and reused: SQLAlchemy memoises a
+# statement object's cache key, so the compiled SQL comes from the engine's compiled cache and a
+# chunk costs one executemany with bound parameters instead of building and compiling a multi-row
+# INSERT for every chunk (about 1 ms per file before, see benchmarks/results/throughput.md).
+_STATEMENTS: dict[tuple[str, str, frozenset[str]], Any] = {}
+_KEY = ("batch_id", "path")  # the unique key of results (uq_results_batch_path)
+
+
+def _results_upsert(session: Session, keys: frozenset[str]) -> Any:
+    """``INSERT INTO results (keys) ... ON CONFLICT (batch_id, path) DO UPDATE SET`` every given key.
+
+    The SET list is built from the row keys, so new :class:`Result` columns need no change here;
+    ``created_at`` (and ``id``) are never overwritten.
+    """
+    dialect = session.get_bind().dialect.name
+    cache_key = ("upsert", dialect, keys)
+    stmt = _STATEMENTS.get(cache_key)
+    if stmt is None:
+        table = Result.__table__
+        unknown = keys - set(table.c.keys())
+        if unknown:
+            raise ValueError(f"not columns of results: {sorted(unknown)}")
+        ins = _upsert_insert(session)(table)
+        update = {k: ins.excluded[k] for k in sorted(keys - {*_KEY, "id", "created_at"})}
+        stmt = ins.on_conflict_do_update(index_elements=list(_KEY), set_=update)
+        _STATEMENTS[cache_key] = stmt
+    return stmt
+
+
 def upsert_results(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert or update result rows on the unique key (batch_id, path).
 
     A redelivered task therefore rewrites its own row instead of adding one. Works on SQLite and
-    PostgreSQL (``INSERT ... ON CONFLICT (batch_id, path) DO UPDATE``).
+    PostgreSQL (``INSERT ... ON CONFLICT (batch_id, path) DO UPDATE``): one statement per set of
+    row keys, built and compiled once per process, executed with the rows as bound parameters
+    (DBAPI ``executemany``; pipelined by psycopg 3). ``updated_at`` is set to the same time in every
+    row of the call unless the rows carry it.
 
     Args:
         session: open session inside a transaction.
         rows: dicts with ``batch_id`` and ``path`` and any other :class:`Result` columns; all rows
             must carry the same keys.
+
+    Raises:
+        ValueError: the rows do not all carry the same keys, or a key is not a column of ``results``.
     """
     if not rows:
         return
-    stmt = _upsert_insert(session)(Result).values(list(rows))
-    keys = set(rows[0]) - {"batch_id", "path", "created_at"}
-    update = {k: getattr(stmt.excluded, k) for k in keys}
-    update["updated_at"] = utcnow()
-    stmt = stmt.on_conflict_do_update(index_elements=["batch_id", "path"], set_=update)
-    session.execute(stmt)
+    keys = frozenset(rows[0])
+    if any(len(r) != len(keys) or r.keys() != keys for r in rows):
+        raise ValueError("upsert_results needs the same keys in every row")
+    if "updated_at" not in keys:
+        now = utcnow()
+        rows = [{**r, "updated_at": now} for r in rows]
+        keys = keys | {"updated_at"}
+    session.connection().execute(_results_upsert(session, keys), list(rows))
 
 
 def replace_segments(session: Session, batch_id: int, segments_by_path: dict[str, list[dict[str, Any]]]) -> None:
@@ -337,15 +374,19 @@ def insert_pending(
         sizes: size in bytes per path, where known.
         speakers: speaker key per path for speaker-adaptive batches (see ``submit --speaker-from``).
     """
-    insert_ = _upsert_insert(session)
+    dialect = session.get_bind().dialect.name
+    stmt = _STATEMENTS.get(("pending", dialect, frozenset()))
+    if stmt is None:
+        stmt = _upsert_insert(session)(Result.__table__).on_conflict_do_nothing(index_elements=list(_KEY))
+        _STATEMENTS[("pending", dialect, frozenset())] = stmt
     spk = speakers or {}
     rows = [
         {"batch_id": batch_id, "path": p, "status": "pending", "size_bytes": sizes.get(p), "speaker": spk.get(p)}
         for p in paths
     ]
-    for i in range(0, len(rows), 500):
-        stmt = insert_(Result).values(rows[i : i + 500]).on_conflict_do_nothing(index_elements=["batch_id", "path"])
-        session.execute(stmt)
+    conn = session.connection()
+    for i in range(0, len(rows), 1000):  # one compiled statement, rows as bound parameters (executemany)
+        conn.execute(stmt, rows[i : i + 1000])
 
 
 def batch_counts(session: Session, batch_id: int) -> dict[str, int]:
