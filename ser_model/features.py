@@ -5,7 +5,8 @@ Pipeline for one recording ``y`` (mono, 16 kHz, from :func:`ser_model.audio.load
 0. Level normalisation (``ser-feat-3``): ``y`` is scaled to an active speech level of -26 dBFS
    (:func:`ser_model.level.normalise_level`, ITU-R BS.1770-4 gating), so no feature depends on the
    recording's gain: the dB-valued features (log-mel, MFCC 0, ``rms_db``, ...) are levels relative
-   to the file's own active speech level. Then a fixed white-noise floor at
+   to the file's own active speech level. After the speech span is found (step 2, on the signal
+   itself), a fixed white-noise floor at
    :data:`NOISE_FLOOR_DBFS` (-60 dBFS, 34 dB below the speech level; seeded Gaussian noise, the same
    samples for every file) is added. Without it, the quietest parts of a studio recording (breaths,
    high bands of soft frames) carry a microphone- and gain-specific noise floor: the same file at
@@ -786,15 +787,28 @@ def extract_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"expected mono samples of shape (n,), got {y.shape}")
-    y = normalise_level(y) + _noise_floor(y.shape[0])  # step 0: gain invariance (ser_model.level)
+    y = normalise_level(y)  # step 0: gain invariance (ser_model.level) ...
+    return _features(y, _noise_floor(y.shape[0]))  # ... and the fixed noise floor
+
+
+def _features(y: np.ndarray, floor: np.ndarray | None = None) -> np.ndarray:
+    """Steps 1-9 of the module doc on ``y`` (float32 ``(n,)``), adding ``floor`` ``(n,)`` after trimming.
+
+    Without ``floor`` and on an unnormalised signal this is the ``ser-feat-2`` computation (the
+    tests compare it with the librosa-based extractor).
+    """
     tab = _tables()
-    frames = _frames(y)  # (T_all, WIN) view
-    frame_db = _frame_db(y, frames.shape[0])
-    start, stop = _trim_span(frame_db)
+    n_all = 1 + y.shape[0] // HOP_LENGTH  # frames of _frames(y)
+    # the speech span is found on the signal itself; the noise floor is added after (step 0)
+    start, stop = _trim_span(_frame_db(y, n_all))
     if stop - start < MIN_FRAMES:
         raise AudioError(
             f"too little sound: {(stop - start) * HOP_LENGTH / SAMPLE_RATE:.3f} s above the silence threshold"
         )
+    if floor is not None:
+        y = y + floor
+    frames = _frames(y)  # (T_all, WIN) view
+    frame_db = _frame_db(y, frames.shape[0])
     # the STFT of the kept frames only: trimming first gives the same frames as trimming the full STFT
     fr = frames[start:stop]
     buf = np.zeros((stop - start, N_FFT), dtype=np.float32)  # zero-padded windowed frames
