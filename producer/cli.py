@@ -20,7 +20,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.table import Table
 
-from producer import train_cmds
+from producer import compare, labelling, report, train_cmds
 from producer.common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -32,6 +32,7 @@ from producer.common import (
     console,
     err,
     open_engine,
+    print_interrupted,
 )
 from producer.tables import (
     RESULT_COLUMNS,
@@ -110,13 +111,17 @@ def submit(
             "Speakers with enough files are classified after normalising by their own statistics."
         ),
     ] = None,
+    notify: Annotated[
+        str | None,
+        typer.Option(help="POST a JSON event to this URL when the batch is final [default: SER_NOTIFY_URL]."),
+    ] = None,
 ) -> None:
     """Label every audio file under PATHS and record one row per file.
 
     Without SER_BROKER_URL the batch is processed on this machine with all cores; with it, the files
     are queued for `ser-batch worker` processes. Exit code 0 when every file is done, 3 when some failed.
     """
-    from producer.submit import open_batch, run_distributed, run_embedded_batch
+    from producer.submit import check_notify_url, open_batch, run_distributed, run_embedded_batch
 
     s = cli_settings()
     from worker.settings import prepare_process_env
@@ -136,6 +141,7 @@ def submit(
             speaker_of = parse_speaker_spec(speaker_from)
         except ValueError as e:
             raise CliError(f"--speaker-from: {e}", EXIT_USAGE) from None
+    notify_url = check_notify_url(notify or s.notify_url)
     if resume is None and not paths:
         raise CliError("give at least one file or folder (or --resume BATCH_ID)", EXIT_USAGE)
     batch_id = open_batch(
@@ -146,6 +152,7 @@ def submit(
         segment_min_s=segment_min_s,
         speaker_from=speaker_from,
         speaker_of=speaker_of,
+        notify_url=notify_url,
     )
     global _current_batch
     _current_batch = batch_id  # for the Ctrl-C message
@@ -237,8 +244,21 @@ def results(
     segments: Annotated[
         bool, typer.Option("--segments", help="One row per segment of long recordings instead of per file.")
     ] = False,
+    confident: Annotated[
+        bool,
+        typer.Option(
+            "--confident",
+            help="Leave out rows (or segments) flagged low_confidence: calibrated confidence under the "
+            "model's threshold. Failed and pending rows are kept (filter them with --status).",
+        ),
+    ] = False,
 ) -> None:
-    """List result rows as a table, CSV or JSON (one row per file; p_<label> for every label)."""
+    """List result rows as a table, CSV or JSON (one row per file; p_<label> for every label).
+
+    Every row carries the trust flags: low_confidence (calibrated confidence under the model's
+    threshold; the label is still given), out_of_domain (the recording is unlike the training data)
+    and ood_score (the distance behind that flag); empty when the model does not compute them.
+    """
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
@@ -251,10 +271,14 @@ def results(
         q = q.order_by(Result.batch_id, Result.id, Segment.idx)
         if emotion:
             q = q.where(Segment.emotion == emotion.lower())
+        if confident:
+            q = q.where(Segment.low_confidence.is_not(True))  # NULL (not flagged) stays
     else:
         q = select(Result).order_by(Result.batch_id, Result.id)
         if emotion:
             q = q.where(Result.emotion == emotion.lower())
+        if confident:
+            q = q.where(Result.low_confidence.is_not(True))  # NULL (not flagged) stays
     if batch is not None:
         q = q.where(Result.batch_id == batch)
     if status is not None:
@@ -330,12 +354,31 @@ def plot(
 # ---------------------------------------------------------------------------------------- status
 
 
+class StatusFmt(StrEnum):
+    """Output formats of ``status``."""
+
+    table = "table"
+    json = "json"
+
+
 @app.command()
-def status(batch_id: Annotated[int | None, typer.Argument(help="Batch id [default: the latest].")] = None) -> None:
-    """Show done/failed/pending counts, files/s and ETA of a batch."""
+def status(
+    batch_id: Annotated[int | None, typer.Argument(help="Batch id [default: the latest].")] = None,
+    fmt: Annotated[StatusFmt, typer.Option("--format", "-f", help="Output format.")] = StatusFmt.table,
+) -> None:
+    """Show done/failed/pending counts, low-confidence and out-of-domain counts, warnings, files/s and ETA.
+
+    JSON: {"batch_id", "status", "mode", "counts": {"total", "done", "failed", "pending",
+    "low_confidence", "out_of_domain"}, "warnings": [{"code", "message", ...}], "files_per_s",
+    "eta_s", "finished_at"}.
+    """
+    import json
+
+    from rich.markup import escape
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
+    from worker.assess import assess_batch, trust_counts
     from worker.db import Batch, Result, batch_counts
 
     engine = open_engine()
@@ -348,6 +391,12 @@ def status(batch_id: Annotated[int | None, typer.Argument(help="Batch id [defaul
         if batch is None:
             raise CliError(f"no batch {batch_id}", EXIT_USAGE)
         counts = batch_counts(session, batch_id)
+        counts.update(trust_counts(session, batch_id))
+        warnings = batch.warnings
+        if warnings is None and counts["pending"] == 0:
+            # finished before the warnings were stored (or not finalised yet): computed for display only
+            warnings = assess_batch(session, batch_id, store=False)
+        warnings = list(warnings or [])
         first, last = session.execute(
             select(func.min(Result.finished_at), func.max(Result.finished_at)).where(
                 Result.batch_id == batch_id, Result.status != "pending"
@@ -359,20 +408,38 @@ def status(batch_id: Annotated[int | None, typer.Argument(help="Batch id [defaul
     elapsed = max((end - start).total_seconds(), 1e-9) if start else 0.0
     rate = finished / elapsed if elapsed and finished else 0.0
     eta = counts["pending"] / rate if rate else None
+    finished_at = aware(batch.finished_at)
+    if fmt is StatusFmt.json:
+        doc = {
+            "batch_id": batch_id,
+            "status": batch.status,
+            "mode": batch.mode,
+            "counts": {k: counts[k] for k in ("total", "done", "failed", "pending", "low_confidence", "out_of_domain")},
+            "warnings": warnings,
+            "files_per_s": round(rate, 3),
+            "eta_s": None if eta is None else round(eta, 1),
+            "finished_at": finished_at.isoformat() if finished_at else None,
+        }
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        return
     t = Table(title=f"batch {batch_id}", show_header=False)
     t.add_column("", style="bold")
     t.add_column("")
     t.add_row("status", batch.status)
     t.add_row("mode", batch.mode)
     t.add_row("created", aware(batch.created_at).isoformat(timespec="seconds"))
-    t.add_row("sources", "\n".join(batch.source_paths))
+    t.add_row("sources", escape("\n".join(batch.source_paths)))
     t.add_row("files", str(counts["total"]))
     t.add_row("done", str(counts["done"]))
     t.add_row("failed", str(counts["failed"]))
     t.add_row("pending", str(counts["pending"]))
+    t.add_row("low confidence", str(counts["low_confidence"]))
+    t.add_row("out of domain", str(counts["out_of_domain"]))
     t.add_row("non-audio ignored", str(batch.n_ignored))
     t.add_row("files/s", f"{rate:.1f}")
     t.add_row("ETA", "-" if eta is None else f"{eta:.0f} s")
+    for w in warnings:
+        t.add_row("[yellow]warning[/]", f"[yellow]{escape(str(w.get('message', w.get('code', ''))))}[/]")
     console.print(t)
 
 
@@ -463,13 +530,22 @@ models_app.command("activate")(train_cmds.models_activate)
 models_app.command("export")(train_cmds.models_export)
 
 
+# ---------------------------------------------------------------------------------------- after the labels
+# report, labelling loop, re-scoring: commands kept in their own modules (they import producer.common
+# and producer.submit, never this module, so `python -m producer.cli` needs no sys.modules alias)
+
+app.command()(report.report)
+app.add_typer(labelling.labels_app, name="labels")
+app.command()(compare.rescore)
+app.command()(compare.diff)
+
+
 # ---------------------------------------------------------------------------------------- entry point
 
 
 def _print_interrupted() -> None:
     """Ctrl-C: say what is kept and how to finish, naming the batch when there is one."""
-    bid = "ID" if _current_batch is None else str(_current_batch)
-    err.print(f"[yellow]interrupted[/]: rows already written are kept; finish with `ser-batch submit --resume {bid}`")
+    print_interrupted(_current_batch)
 
 
 def _interrupted() -> NoReturn:

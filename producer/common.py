@@ -84,3 +84,9 @@ def aware(dt: datetime | None) -> datetime | None:
     if dt is None:
         return None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def print_interrupted(batch_id: int | None) -> None:
+    """Ctrl-C: say what is kept and how to finish, naming the batch when there is one."""
+    bid = "ID" if batch_id is None else str(batch_id)
+    err.print(f"[yellow]interrupted[/]: rows already written are kept; finish with `ser-batch submit --resume {bid}`")

@@ -113,43 +113,43 @@ def rescore(
     """
     from sqlalchemy.orm import Session
 
-    import producer.cli as cli
+    from producer.common import EXIT_USAGE, CliError, cli_settings, console, err, open_engine, print_interrupted
+    from producer.submit import check_notify_url, run_distributed, run_embedded_batch
     from worker.db import ModelVersion
     from worker.registry import active_version, ensure_default_model
-
-    s = cli._settings()
     from worker.settings import prepare_process_env
 
+    s = cli_settings()
     prepare_process_env(s)
-    engine = cli._engine()
+    notify_url = check_notify_url(notify or s.notify_url)
+    engine = open_engine()
     with Session(engine) as session, session.begin():
         ensure_default_model(session)
         version = model or active_version(session)
         if version is None or session.get(ModelVersion, version) is None:
-            raise cli.CliError(f"no model version {version!r} (see `ser-batch models list`)", cli.EXIT_USAGE)
+            raise CliError(f"no model version {version!r} (see `ser-batch models list`)", EXIT_USAGE)
         try:
             new_id, n = create_rescore_batch(
                 session,
                 batch_id,
                 model_version=version,
                 mode="distributed" if s.broker_url else "embedded",
-                notify_url=cli._notify_url(notify or s.notify_url),
+                notify_url=notify_url,
             )
         except LookupError as e:
-            raise cli.CliError(str(e), cli.EXIT_USAGE) from None
-    cli.err.print(f"batch [bold]{new_id}[/]: {n} file(s) of batch {batch_id} again, model {version}")
-    cli._current_batch = new_id
+            raise CliError(str(e), EXIT_USAGE) from None
+    err.print(f"batch [bold]{new_id}[/]: {n} file(s) of batch {batch_id} again, model {version}")
     chunk = s.chunk_size
     try:
         if s.broker_url:
-            code = cli._enqueue_batch(new_id, chunk, wait_, quiet)
+            code = run_distributed(new_id, chunk, wait_, quiet)  # prints the new id
         else:
-            code = cli._run_embedded_batch(new_id, workers or s.workers, chunk, quiet)
-            cli.console.print(new_id)
+            code = run_embedded_batch(new_id, workers or s.workers, chunk, quiet)
+            console.print(new_id)
     except KeyboardInterrupt:
-        cli._print_interrupted()
+        print_interrupted(new_id)
         raise typer.Exit(130) from None
-    cli.err.print(f"compare: `ser-batch diff {batch_id} {new_id}`")
+    err.print(f"compare: `ser-batch diff {batch_id} {new_id}`")
     raise typer.Exit(code)
 
 
@@ -263,13 +263,13 @@ def diff(
     from rich.table import Table
     from sqlalchemy.orm import Session
 
-    import producer.cli as cli
+    from producer.common import EXIT_USAGE, CliError, console, err, open_engine
 
-    with Session(cli._engine()) as session:
+    with Session(open_engine()) as session:
         try:
             d = diff_batches(session, a, b)
         except LookupError as e:
-            raise cli.CliError(str(e), cli.EXIT_USAGE) from None
+            raise CliError(str(e), EXIT_USAGE) from None
     sm = d["summary"]
     line = (
         f"batch {a} -> {b}: {sm['changed']} of {sm['compared']} file(s) changed label"
@@ -284,9 +284,9 @@ def diff(
         w.writeheader()
         w.writerows(d["changed"])
         text = buf.getvalue()
-        cli.err.print(line, highlight=False)
+        err.print(line, highlight=False)
     else:
-        out = Console(file=io.StringIO(), width=200) if output else cli.console
+        out = Console(file=io.StringIO(), width=200) if output else console
         t = Table(title=f"files whose label changed ({a} -> {b})", header_style="bold")
         for c in ("path", f"emotion {a}", f"emotion {b}", f"conf. {a}", f"conf. {b}", f"model {a}", f"model {b}"):
             t.add_column(c, overflow="fold")
@@ -316,6 +316,6 @@ def diff(
         text = out.file.getvalue()  # type: ignore[attr-defined]
     if output:
         output.write_text(text, encoding="utf-8")
-        cli.err.print(f"wrote {output}: {line}", highlight=False)
+        err.print(f"wrote {output}: {line}", highlight=False)
     else:
         sys.stdout.write(text)

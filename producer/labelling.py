@@ -83,12 +83,12 @@ def export(
     """
     from sqlalchemy.orm import Session
 
-    from producer.cli import EXIT_USAGE, CliError, _engine, err
+    from producer.common import EXIT_USAGE, CliError, err, open_engine
     from worker.db import Batch
 
     if output.exists() and not force:
         raise CliError(f"{output} exists (it may hold labels you typed): use --force or another --output", EXIT_USAGE)
-    with Session(_engine()) as session:
+    with Session(open_engine()) as session:
         if session.get(Batch, batch_id) is None:
             raise CliError(f"no batch {batch_id}", EXIT_USAGE)
         rows = least_sure(session, batch_id, count)
@@ -111,7 +111,7 @@ def print_per_source(per_source: dict[str, dict[str, Any]]) -> None:
     """
     from rich.table import Table
 
-    from producer.cli import console
+    from producer.common import console
 
     t = Table(title="per source (out-of-fold predictions of the same cross-validation)", header_style="bold")
     for col in ("source", "files", "weight", "speakers", "WA", "UAR", "macro-F1"):

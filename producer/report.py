@@ -381,14 +381,18 @@ def report(
         Path | None, typer.Option("--output", "-o", help="HTML file to write [default: report-BATCH_ID.html].")
     ] = None,
 ) -> None:
-    """Write one self-contained HTML report of a batch: emotions, confidence, folders or speakers,
-    failures, timelines of long recordings, and the model with its speaker-independent metrics."""
-    from producer.cli import EXIT_USAGE, CliError, _engine, _settings, console
+    """Write one self-contained HTML report of a batch (opens offline, no external URL).
 
-    _engine()  # opens (and, for the embedded SQLite file, migrates) the database, or a clear error
+    It shows the emotions, the confidence, folders or speakers, the low-confidence and out-of-domain
+    counts and the batch's warnings, the failed files, timelines of long recordings, and the model
+    with its speaker-independent metrics.
+    """
+    from producer.common import EXIT_USAGE, CliError, cli_settings, console, open_engine
+
+    open_engine()  # opens (and, for the embedded SQLite file, migrates) the database, or a clear error
     out = output or Path(f"report-{batch_id}.html")
     try:
-        data = write_report(batch_id, out, url=_settings().database_url)
+        data = write_report(batch_id, out, url=cli_settings().database_url)
     except ReportError as e:
         raise CliError(str(e), EXIT_USAGE) from None
     c = data.counts

@@ -36,6 +36,7 @@ def open_batch(
     segment_min_s: float,
     speaker_from: str | None,
     speaker_of: Callable[[str], str | None] | None,
+    notify_url: str | None = None,
 ) -> int:
     """Record a new batch and its ``pending`` rows in one transaction, or find the batch to resume.
 
@@ -50,6 +51,9 @@ def open_batch(
         segment_min_s: recordings shorter than this (seconds) get one label.
         speaker_from: the ``--speaker-from`` spec as given, recorded in the batch options.
         speaker_of: speaker key of a path (parsed ``--speaker-from``), or None.
+        notify_url: checked webhook URL (:func:`check_notify_url`), stored as ``options["notify_url"]``
+            so that whichever process finishes the batch sends the event; None: no webhook. A resumed
+            batch keeps the webhook it was recorded with.
 
     Returns:
         The batch id.
@@ -92,6 +96,7 @@ def open_batch(
                     "segment": segment,
                     "segment_min_s": segment_min_s,
                     "speaker_from": speaker_from,
+                    **({"notify_url": notify_url} if notify_url else {}),
                 },
             )
             session.add(batch)
@@ -109,6 +114,31 @@ def open_batch(
         hidden = f", {walk.hidden} hidden entr(y/ies) skipped" if walk.hidden else ""
         err.print(f"batch [bold]{batch_id}[/]: {len(walk.files)} audio file(s){skipped}{hidden}")
     return batch_id
+
+
+def check_notify_url(url: str | None) -> str | None:
+    """A checked webhook URL (``--notify`` / ``SER_NOTIFY_URL``), or None when none is given.
+
+    Raises:
+        CliError: not an http(s) URL with a host (usage error).
+    """
+    from worker.notify import check_url
+
+    try:
+        return check_url(url) if url else None
+    except ValueError as e:
+        raise CliError(f"--notify / SER_NOTIFY_URL: {e}", EXIT_USAGE) from None
+
+
+def pinned_model(batch_id: int) -> str | None:
+    """The model version a batch is pinned to (``options["model_version"]``), or None.
+
+    ``rescore`` pins its batch to the model it was given; ``run_distributed`` records the model a
+    distributed batch was queued with. Either way every chunk, every worker and a ``--resume`` use it.
+    """
+    from producer.compare import pinned_model as _pinned
+
+    return _pinned(open_engine(migrate=False), batch_id)
 
 
 def run_distributed(batch_id: int, chunk_size: int, wait: bool, quiet: bool) -> int:
@@ -133,8 +163,10 @@ def run_distributed(batch_id: int, chunk_size: int, wait: bool, quiet: bool) -> 
     except ValueError as e:  # time limits not ordered soft < hard < visibility timeout
         raise CliError(f"bad configuration: {e}", EXIT_USAGE) from None
     with Session(engine) as session, session.begin():
-        model_version = active_version(session)  # one model per batch; None: workers register the default
         batch = session.get(Batch, batch_id)
+        # one model per batch: the one it is pinned to (rescore, an earlier queueing), else the active
+        # one; None: the workers register the packaged default and use it
+        model_version = ((batch.options or {}).get("model_version") if batch else None) or active_version(session)
         if batch is not None:
             # the sweepers look after distributed batches and requeue lost chunks with the same model
             # (a batch started embedded and resumed here becomes distributed)
@@ -264,7 +296,8 @@ def run_embedded_batch(batch_id: int, workers: int, chunk_size: int, quiet: bool
     prepare_process_env(s)
     open_engine()
     try:
-        model = load_model(url=s.database_url)  # verifies the checksum once, before any work
+        # the batch's pinned model (rescore), else the active one; the checksum is verified once, first
+        model = load_model(pinned_model(batch_id), url=s.database_url)
     except RegistryError as e:
         raise CliError(str(e)) from None
     _set_mode(batch_id, "embedded")  # a distributed batch resumed here: the workers' sweepers leave it alone
@@ -315,17 +348,31 @@ def batch_total(batch_id: int) -> int:
 
 
 def finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:
-    """Record the batch's final counts, print the summary, and return the exit code."""
+    """Record the batch's final counts, print the summary, send the webhook, and return the exit code.
+
+    The summary carries the trust counts (rows flagged ``low_confidence`` / ``out_of_domain``) and
+    the batch's warnings (:func:`worker.assess.assess_batch`, stored when the batch was finalised).
+    The webhook (``options["notify_url"]``) is sent when no row is pending any more, at most once per
+    batch (:func:`worker.notify.notify_batch_final`); this waits for its delivery at most
+    :data:`worker.notify.CLI_WAIT_S` seconds and never fails the batch.
+    """
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
+    from worker.assess import assess_batch, trust_counts
     from worker.batches import finalise_batch
-    from worker.db import Result, batch_counts
+    from worker.db import Batch, Result, batch_counts
+    from worker.notify import CLI_WAIT_S, notify_batch_final
 
     engine = open_engine(migrate=False)
     with Session(engine) as session, session.begin():
         counts = batch_counts(session, batch_id)
         finalise_batch(session, batch_id)  # normally done with the last row already; idempotent
+        trust = trust_counts(session, batch_id)
+        batch = session.get(Batch, batch_id)
+        warnings = list(batch.warnings or []) if batch is not None and batch.warnings is not None else None
+        if warnings is None and not counts["pending"]:
+            warnings = assess_batch(session, batch_id, store=False)  # a batch finalised before the warnings existed
         per_emotion = dict(
             session.execute(
                 select(Result.emotion, func.count())
@@ -342,7 +389,10 @@ def finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:
                 .limit(10)
             ).all()
         )
-    print_batch_summary(batch_id, counts, per_emotion, failures, wall_s, n_processed)
+    print_batch_summary(
+        batch_id, counts, per_emotion, failures, wall_s, n_processed, trust=trust, warnings=warnings or []
+    )
+    notify_batch_final(batch_id, db_url=cli_settings().database_url, wait_s=CLI_WAIT_S)  # if final and set
     if counts["pending"]:
         return EXIT_ERROR
     return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from producer.common import console, err
@@ -23,8 +24,22 @@ def print_batch_summary(
     failures: list[Any],
     wall_s: float,
     n_processed: int,
+    *,
+    trust: dict[str, int] | None = None,
+    warnings: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Print a finished (or abandoned) batch: files per emotion, counts, files/s and the first failures."""
+    """Print a finished (or abandoned) batch: files per emotion, counts, files/s and the first failures.
+
+    Args:
+        batch_id: the batch.
+        counts: ``{"total", "done", "failed", "pending"}`` (:func:`worker.db.batch_counts`).
+        per_emotion: labelled files per emotion, most frequent first.
+        failures: ``(path, reason)`` of the first failed files.
+        wall_s: wall-clock time of this run (seconds).
+        n_processed: files this run processed.
+        trust: ``{"low_confidence": n, "out_of_domain": n}`` (:func:`worker.assess.trust_counts`).
+        warnings: the batch's warnings (``{"code", "message", ...}``), printed in yellow.
+    """
     t = Table(title=f"batch {batch_id}", show_header=True, header_style="bold")
     t.add_column("emotion")
     t.add_column("files", justify="right")
@@ -37,6 +52,19 @@ def print_batch_summary(
         f"[{'red' if counts['failed'] else 'green'}]{counts['failed']} failed[/], "
         f"{counts['pending']} pending — {n_processed} file(s) in {wall_s:.1f} s ({rate:.1f} files/s)"
     )
+    if trust is not None and counts["done"]:
+        console.print(
+            f"of {counts['done']} labelled: {trust['low_confidence']} low confidence, "
+            f"{trust['out_of_domain']} out of domain"
+            + (
+                f" (leave the low-confidence ones out with `ser-batch results --batch {batch_id} --confident`)"
+                if trust["low_confidence"]
+                else ""
+            ),
+            highlight=False,
+        )
+    for w in warnings or []:
+        console.print(f"[yellow]warning:[/] [yellow]{escape(str(w.get('message', w.get('code', ''))))}[/]")
     if failures:
         console.print(
             f"[red]failed files[/] (first 10; all with `ser-batch results --batch {batch_id} --status failed`):"
@@ -51,6 +79,9 @@ RESULT_COLUMNS = (
     "status",
     "emotion",
     "confidence",
+    "low_confidence",
+    "out_of_domain",
+    "ood_score",
     "error",
     "model_version",
     "duration_s",
@@ -64,7 +95,35 @@ RESULT_COLUMNS = (
     "n_segments",
 )
 
-SEGMENT_COLUMNS = ("batch_id", "path", "result_id", "index", "start_s", "end_s", "emotion", "confidence")
+SEGMENT_COLUMNS = (
+    "batch_id",
+    "path",
+    "result_id",
+    "index",
+    "start_s",
+    "end_s",
+    "emotion",
+    "confidence",
+    "low_confidence",
+    "out_of_domain",
+    "ood_score",
+)
+"""Columns of ``results --segments`` exports, then ``p_<label>`` for every label."""
+
+FLAG_COLUMNS = ("low_confidence", "out_of_domain", "ood_score")
+"""Trust columns of results and segments: calibrated confidence under the model's threshold, features
+far from the training data, and the distance score behind it (None: the model does not compute them,
+or the row has no label)."""
+
+
+def flags_text(rec: dict[str, Any]) -> str:
+    """The short flags cell of a results table: ``low conf.`` and/or ``out of domain`` (empty otherwise)."""
+    out = []
+    if rec.get("low_confidence"):
+        out.append("low conf.")
+    if rec.get("out_of_domain"):
+        out.append("out of domain")
+    return ", ".join(out)
 
 
 def segment_record(sg: Any, batch_id: int, path: str, labels: list[str]) -> dict[str, Any]:
@@ -78,6 +137,9 @@ def segment_record(sg: Any, batch_id: int, path: str, labels: list[str]) -> dict
         "end_s": round(sg.end_s, 3),
         "emotion": sg.emotion,
         "confidence": sg.confidence,
+        "low_confidence": sg.low_confidence,
+        "out_of_domain": sg.out_of_domain,
+        "ood_score": sg.ood_score,
     }
     probs = sg.probabilities or {}
     for lab in labels:
@@ -100,9 +162,9 @@ def print_results_table(records: list[dict[str, Any]], output: Path | None, segm
     """Result (or segment) records as a rich table, on stdout or into ``output``."""
     t = Table(show_header=True, header_style="bold")
     cols = (
-        ("batch", "path", "#", "start (s)", "end (s)", "emotion", "conf.")
+        ("batch", "path", "#", "start (s)", "end (s)", "emotion", "conf.", "flags")
         if segments
-        else ("batch", "path", "status", "emotion", "conf.", "duration (s)", "error")
+        else ("batch", "path", "status", "emotion", "conf.", "flags", "duration (s)", "error")
     )
     for col in cols:
         t.add_column(col, overflow="fold")
@@ -117,6 +179,7 @@ def print_results_table(records: list[dict[str, Any]], output: Path | None, segm
                 f"{r['end_s']:.2f}",
                 r["emotion"] or "",
                 conf,
+                flags_text(r),
             )
         else:
             t.add_row(
@@ -125,6 +188,7 @@ def print_results_table(records: list[dict[str, Any]], output: Path | None, segm
                 r["status"],
                 r["emotion"] or "",
                 conf,
+                flags_text(r),
                 f"{r['duration_s']:.2f}" if r["duration_s"] is not None else "",
                 r["error"] or "",
             )
@@ -149,6 +213,70 @@ def print_metrics(cv: dict[str, Any]) -> None:
     for lab, r in cv["per_class_recall"].items():
         t.add_row(f"recall {lab}", f"{r:.3f}")
     console.print(t)
+
+
+def print_trust(trust: dict[str, Any] | None) -> None:
+    """Print a model's calibration and out-of-domain threshold (``metrics["trust"]`` of the registry).
+
+    Per mode (global, speaker-adaptive): the temperature (``t0``, and the ``exponent`` of the
+    distance-aware temperature), ECE (15 bins) before -> after calibration, mean confidence before
+    -> after against the WA of the same out-of-fold predictions, and the low-confidence threshold
+    with the share of files under it. Then the out-of-domain threshold and the share of the training
+    corpus's out-of-fold files above it. Prints a hint for models trained before calibration existed.
+
+    Args:
+        trust: ``metrics["trust"]`` (``{"calibration": {mode: {...}}, "ood": {...}}``), or None.
+    """
+    cal = (trust or {}).get("calibration") or {}
+    ood = (trust or {}).get("ood") or {}
+    if not cal and not ood:
+        console.print("[yellow]no calibration stored[/]: this model predates calibrated confidence and flags")
+        return
+    if cal:
+        t = Table(
+            title="calibration (out-of-fold, speakers the fold's model never heard)",
+            show_header=True,
+            header_style="bold",
+        )
+        for col in ("mode", "temperature", "ECE before -> after", "mean conf. before -> after", "WA", "low conf. <"):
+            t.add_column(col, justify="left" if col == "mode" else "right")
+        for mode, c in cal.items():
+            t.add_row(
+                mode,
+                _temperature_text(c.get("temperature")),
+                f"{fmt_metric(c.get('ece_before'))} -> {fmt_metric(c.get('ece_after'))}",
+                f"{fmt_metric(c.get('mean_confidence_before'))} -> {fmt_metric(c.get('mean_confidence_after'))}",
+                fmt_metric(c.get("wa")),
+                _threshold_text(c),
+            )
+        console.print(t)
+    if ood:
+        share = ood.get("oof_out_of_domain_share")
+        pct = ood.get("percentile")
+        console.print(
+            f"out of domain: score > {fmt_metric(ood.get('threshold'))}"
+            + (f" ({pct:g}th percentile of the training files' out-of-fold scores)" if pct is not None else "")
+            + (f"; {share:.1%} of the training corpus's out-of-fold files are above it" if share is not None else ""),
+            highlight=False,
+        )
+
+
+def _temperature_text(temp: Any) -> str:
+    """``t0 1.83, exponent 0.42`` for a distance-aware temperature, ``1.83`` for a plain one."""
+    if isinstance(temp, dict):
+        txt = f"t0 {temp.get('t0', float('nan')):.2f}"
+        if temp.get("exponent"):
+            txt += f", exponent {temp['exponent']:.2f}"
+        return txt
+    return f"{temp:.2f}" if isinstance(temp, int | float) else ""
+
+
+def _threshold_text(c: dict[str, Any]) -> str:
+    """``0.41 (18% of files)``: the low-confidence threshold and the share of out-of-fold files under it."""
+    thr, share = c.get("low_confidence_threshold"), c.get("low_confidence_share")
+    if not isinstance(thr, int | float):
+        return ""
+    return f"{thr:.2f}" + (f" ({share:.0%} of files)" if isinstance(share, int | float) else "")
 
 
 def fmt_metric(v: Any) -> str:

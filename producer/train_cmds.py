@@ -26,7 +26,7 @@ from producer.common import (
     open_engine,
     progress_bar,
 )
-from producer.tables import fmt_metric, print_metrics
+from producer.tables import fmt_metric, print_metrics, print_trust
 
 
 class DatasetKind(StrEnum):
@@ -39,8 +39,16 @@ class DatasetKind(StrEnum):
 
 
 def train(
-    data: Annotated[list[str], typer.Argument(help="Training folders (or CSV manifests with --dataset csv).")],
-    dataset: Annotated[DatasetKind, typer.Option(help="How labels (and speakers) are read.")] = DatasetKind.ravdess,
+    data: Annotated[
+        list[str],
+        typer.Argument(
+            help="Training data: PATH (read as --dataset) or KIND:PATH with KIND ravdess, tess, folders or csv; "
+            "several sources of different kinds may be mixed, e.g. ravdess:DIR csv:tolabel.csv."
+        ),
+    ],
+    dataset: Annotated[
+        DatasetKind, typer.Option(help="How labels (and speakers) of PATHs without KIND: are read.")
+    ] = DatasetKind.ravdess,
     emotions: Annotated[
         str | None, typer.Option(help="Comma-separated subset of labels, e.g. calm,happy,fearful,disgust.")
     ] = None,
@@ -57,6 +65,10 @@ def train(
     local: Annotated[
         bool, typer.Option("--local", help="Train on this machine even when SER_BROKER_URL is set.")
     ] = False,
+    weight: Annotated[
+        list[str] | None,
+        typer.Option(help="KIND=W or KIND:PATH=W: training weight of those sources' files, e.g. csv=3 [default: 1]."),
+    ] = None,
 ) -> None:
     """Train an MLP on labelled recordings, report speaker-independent metrics, save and register a bundle.
 
@@ -74,11 +86,19 @@ def train(
         wanted = parse_emotion_list(emotions)
     except ValueError as e:
         raise CliError(str(e), EXIT_USAGE) from None
-    missing = [d for d in data if not Path(d).exists()]
+    from ser_model.datasets import parse_sources, parse_weights
+
+    try:
+        sources = parse_sources(data, dataset.value)
+        weights = parse_weights(weight or [], sources)
+    except DatasetError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    missing = [src.path for src in sources if not Path(src.path).exists()]
     if missing:
         raise CliError(f"training data not found: {', '.join(missing)}", EXIT_USAGE)
     req = TrainRequest(
-        data=[os.path.abspath(d) for d in data],
+        data=[_abs_source(d, src) for d, src in zip(data, sources, strict=True)],
+        weights=weights or None,
         dataset=dataset.value,
         emotions=list(wanted) if wanted else None,
         folds=folds,
@@ -111,16 +131,27 @@ def train(
                 raise CliError(str(e), EXIT_USAGE) from None
         outcome = result.__dict__
     print_metrics(outcome["metrics"])
+    if outcome["metrics"].get("per_source"):
+        from producer.labelling import print_per_source
+
+        print_per_source(outcome["metrics"]["per_source"])
     if outcome["metrics"].get("speaker_adaptive"):
         sa = dict(outcome["metrics"]["speaker_adaptive"])
         sa["protocol"] = "with --speaker-from: " + str(sa.get("protocol", "speaker-adaptive"))
         print_metrics(sa)
+    if outcome["metrics"].get("trust"):
+        print_trust(outcome["metrics"]["trust"])
     console.print(f"bundle: {outcome['bundle_path']} (sha256 {outcome['sha256'][:16]}...)")
     rep = outcome["report_files"]
-    console.print(f"report: {rep['confusion']}, {rep['metrics']}, {rep['loss']}")
+    console.print("report: " + ", ".join(str(v) for v in rep.values()), highlight=False)
     if outcome["version"]:
         active = " (active)" if activate else " (not active: `ser-batch models activate VERSION`)"
         console.print(f"registered model version [bold]{outcome['version']}[/]{active}")
+
+
+def _abs_source(arg: str, src: Any) -> str:
+    """``arg`` with its path made absolute, keeping its ``KIND:`` prefix when it had one."""
+    return f"{src.kind}:{os.path.abspath(src.path)}" if arg != src.path else os.path.abspath(arg)
 
 
 def _train_remote(req: Any) -> dict[str, Any]:
@@ -266,12 +297,19 @@ def _model_row(session: Any, version: str | None) -> Any:
 
 def models_show(
     version: Annotated[str | None, typer.Argument(help="Model version [default: the active one].")] = None,
-    report: Annotated[Path | None, typer.Option(help="Also draw its confusion matrix PNG into this folder.")] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Also draw its confusion matrix and reliability diagram PNGs into this folder."),
+    ] = None,
 ) -> None:
-    """Show a model's label set, checksum, feature version and cross-validation metrics."""
+    """Show a model's label set, checksum, feature version, cross-validation metrics and calibration.
+
+    The calibration (temperature, ECE before -> after, mean confidence against WA, low-confidence
+    threshold) and the out-of-domain threshold come from the registry, without loading the bundle.
+    """
     from sqlalchemy.orm import Session
 
-    from ser_model.report import plot_confusion
+    from ser_model.report import plot_confusion, plot_reliability
 
     with Session(open_engine()) as session, session.begin():
         m = _model_row(session, version)
@@ -293,11 +331,28 @@ def models_show(
     console.print(t)
     if metrics.get("wa") is not None:
         print_metrics(metrics)
-        if report and metrics.get("confusion"):
-            png = plot_confusion(
-                metrics, report / "confusion_matrix.png", title=f"{info['version']}: {metrics.get('protocol', '')}"
+    print_trust(metrics.get("trust"))
+    if report:
+        written = []
+        if metrics.get("wa") is not None and metrics.get("confusion"):
+            written.append(
+                plot_confusion(
+                    metrics,
+                    report / "confusion_matrix.png",
+                    title=f"{info['version']}: {metrics.get('protocol', '')}",
+                )
             )
-            console.print(f"report: {png}")
+        calibration = (metrics.get("trust") or {}).get("calibration")
+        if calibration:
+            written.append(
+                plot_reliability(
+                    calibration, report / "reliability_diagram.png", title=f"{info['version']}: reliability"
+                )
+            )
+        if written:
+            console.print("report: " + ", ".join(str(p) for p in written), highlight=False)
+        else:
+            err.print(f"[yellow]nothing to draw[/]: model {info['version']} stores no confusion matrix or calibration")
 
 
 def models_activate(version: Annotated[str, typer.Argument(help="Version to make active.")]) -> None:

@@ -78,7 +78,18 @@ def _db_counts(db: Path, batch: int) -> dict[str, int]:
                 (batch,),
             ).fetchall()
         )
-        return {"done": out.get("done", 0), "failed": out.get("failed", 0), "emotions": emo}
+        low, ood = con.execute(
+            "SELECT coalesce(sum(low_confidence = 1), 0), coalesce(sum(out_of_domain = 1), 0) FROM results "
+            "WHERE batch_id = ? AND status = 'done'",
+            (batch,),
+        ).fetchone()
+        return {
+            "done": out.get("done", 0),
+            "failed": out.get("failed", 0),
+            "emotions": emo,
+            "low_confidence": low,
+            "out_of_domain": ood,
+        }
     finally:
         con.close()
 
@@ -95,7 +106,9 @@ def test_submit_notify_posts_one_event_with_counts(tmp_path, hook):
     assert ev["event"] == "batch.final" and ev["batch_id"] == 1 and ev["status"] == "done_with_failures"
     assert ev["counts"]["done"] == want["done"] == 6 and ev["counts"]["failed"] == want["failed"] == 1
     assert ev["counts"]["total"] == 7 and ev["counts"]["pending"] == 0
-    assert ev["counts"]["low_confidence"] == 0 and ev["counts"]["out_of_domain"] == 0
+    # the flagged rows as stored (the model flags them; the event counts them, it does not decide)
+    assert ev["counts"]["low_confidence"] == want["low_confidence"]
+    assert ev["counts"]["out_of_domain"] == want["out_of_domain"]
     assert ev["emotions"] == want["emotions"]
     assert ev["model_version"].startswith("default-") and ev["mode"] == "embedded"
     assert ev["duration_s"] is not None and ev["duration_s"] >= 0
