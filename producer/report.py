@@ -130,10 +130,16 @@ def gather(session: Any, batch_id: int) -> ReportData:
         confidences=[float(r["confidence"]) for r in done if r["confidence"] is not None],
         warnings=list(batch.warnings) if batch.warnings is not None else None,
     )
-    if any(r["low_confidence"] is not None for r in rows):
-        data.n_low_confidence = sum(bool(r["low_confidence"]) for r in rows)
-    if any(r["out_of_domain"] is not None for r in rows):
-        data.n_out_of_domain = sum(bool(r["out_of_domain"]) for r in rows)
+    if data.warnings is None and counts["pending"] == 0 and done:
+        from worker.assess import assess_batch
+
+        # a batch finalised before warnings were stored: computed for display, as `status` does
+        data.warnings = assess_batch(session, batch_id, store=False)
+    # counted over labelled rows, as `status` and the webhook count them (worker.assess.trust_counts)
+    if any(r["low_confidence"] is not None for r in done):
+        data.n_low_confidence = sum(bool(r["low_confidence"]) for r in done)
+    if any(r["out_of_domain"] is not None for r in done):
+        data.n_out_of_domain = sum(bool(r["out_of_domain"]) for r in done)
     _groups(data, rows)
     failed = [(r["path"], r["error"] or "") for r in rows if r["status"] == "failed"]
     data.failed, data.n_failed_hidden = failed[:MAX_FAILED], max(0, len(failed) - MAX_FAILED)
