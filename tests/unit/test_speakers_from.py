@@ -55,8 +55,12 @@ def test_speaker_adaptive_batch_and_fallback_below_min_files(tmp_path):
     # the global fallback gives exactly the labels of a batch without speaker information
     p2 = run(["submit", str(small)], db)
     assert p2.returncode == 0
-    plain = {r["path"]: (r["emotion"], round(r["confidence"], 6)) for r in rows(db, 2)}
-    fallback = {r["path"]: (r["emotion"], round(r["confidence"], 6)) for r in got if r["speaker"] == "actor06"}
-    assert plain == fallback
+    plain = {r["path"]: (r["emotion"], r["confidence"]) for r in rows(db, 2)}
+    fallback = {r["path"]: (r["emotion"], r["confidence"]) for r in got if r["speaker"] == "actor06"}
+    assert {p: e for p, (e, _) in plain.items()} == {p: e for p, (e, _) in fallback.items()}
+    # the fallback classifies the speaker's files in one batch, the plain run one file at a time: the
+    # float32 matrix products round differently (about 1e-7), so confidences agree to 1e-6, not bit for bit
+    for path, (_, conf) in plain.items():
+        assert fallback[path][1] == pytest.approx(conf, abs=1e-6)
     bad = run(["submit", str(rec), "--speaker-from", "nonsense"], db)
     assert bad.returncode == 2 and "--speaker-from" in bad.stderr
