@@ -38,7 +38,9 @@ def cli_settings() -> Any:
     try:
         return get_settings()
     except ValidationError as e:
-        msgs = "; ".join(f"SER_{'_'.join(map(str, x['loc'])).upper()}: {x['msg']}" for x in e.errors())
+        msgs = "; ".join(
+            f"SER_{'_'.join(map(str, x['loc'])).upper()}: {x['msg']}" if x["loc"] else x["msg"] for x in e.errors()
+        )
         raise CliError(f"bad configuration: {msgs}", EXIT_USAGE) from None
 
 

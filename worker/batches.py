@@ -367,8 +367,10 @@ def run_chunk(
     """
     s = settings or get_settings()
     owner = owner_id()
-    expire_dead_local_leases(batch_id, paths, url=url)  # a killed pool process's chunk, redelivered
     claimed = claim(batch_id, paths, owner, lease_s=s.lease_s, url=url)
+    rest = [p for p in paths if p not in claimed]
+    if rest and expire_dead_local_leases(batch_id, rest, url=url):  # a killed pool process's chunk, redelivered
+        claimed |= claim(batch_id, rest, owner, lease_s=s.lease_s, url=url)
     todo = [p for p in paths if p in claimed]
     counts = {"done": 0, "failed": 0, "skipped": len(paths) - len(todo)}
     if not todo:

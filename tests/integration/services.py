@@ -41,7 +41,8 @@ def poll(check: Callable[[], T], *, timeout_s: float, what: str, every_s: float 
     """Call ``check`` every ``every_s`` seconds until it returns a truthy value, for at most ``timeout_s``.
 
     The one bounded wait of the integration tests: exceptions from ``check`` (a database or broker
-    still starting) count as "not yet" and the last one is named in the timeout message.
+    still starting) count as "not yet" and the last one is named in the timeout message; a failed
+    ``assert`` inside ``check`` fails at once.
 
     Returns:
         The first truthy value ``check`` returned.
@@ -58,6 +59,8 @@ def poll(check: Callable[[], T], *, timeout_s: float, what: str, every_s: float 
             if value:
                 return value
             last = value
+        except AssertionError:
+            raise  # a failed assertion inside the check is a test failure, not "not yet"
         except Exception as e:  # a service still starting counts as "not yet"
             last = e
         if time.monotonic() >= end:
@@ -218,9 +221,11 @@ class PostgresCluster:
                 os.kill(self.pid, signal.SIGINT)
             except ProcessLookupError:
                 return
-            end = time.monotonic() + 15
-            while time.monotonic() < end and Path(f"/proc/{self.pid}").exists():
-                time.sleep(0.1)
+            pid = self.pid
+            try:
+                poll(lambda: not Path(f"/proc/{pid}").exists(), timeout_s=15, what=f"postmaster {pid} gone")
+            except TimeoutError:
+                pass  # best effort at the end of a session
 
 
 def service_env(database_url: str, broker_url: str | None, **extra: str) -> dict[str, str]:
@@ -253,14 +258,19 @@ class WorkerProcess:
         Raises:
             RuntimeError: the worker exited or was not ready within ``timeout_s`` seconds.
         """
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
+
+        def ready_or_exited() -> str | None:
             if " ready." in self.log():
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker {self.name} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            time.sleep(0.2)
-        raise RuntimeError(f"worker {self.name} not ready after {timeout_s} s:\n{self.log()[-4000:]}")
+                return "ready"
+            return "exited" if self.proc.poll() is not None else None
+
+        try:
+            state = poll(ready_or_exited, timeout_s=timeout_s, every_s=0.2, what=f"worker {self.name} ready")
+        except TimeoutError:
+            raise RuntimeError(f"worker {self.name} not ready after {timeout_s} s:\n{self.log()[-4000:]}") from None
+        if state == "exited":
+            raise RuntimeError(f"worker {self.name} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+        return self
 
     def kill(self) -> None:
         """SIGKILL the worker's whole process group (main process and pool), like a machine dying."""

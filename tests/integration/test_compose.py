@@ -60,6 +60,13 @@ def test_workers_scale_and_start_after_the_migration(compose):
     assert w["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
+def test_a_stalled_worker_is_restarted_and_health_checked(compose):
+    """The watchdog exits a stalled worker (code 70): the restart policy must bring it back."""
+    w = compose["services"]["worker"]
+    assert w["restart"] in ("unless-stopped", "always", "on-failure")
+    assert "inspect ping" in " ".join(w["healthcheck"]["test"])
+
+
 def test_recordings_read_only_at_the_same_path_in_producer_and_workers(compose):
     prod, work = (_volumes(compose["services"][s]) for s in ("producer", "worker"))
     assert "/recordings" in prod and "/recordings" in work

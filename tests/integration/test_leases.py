@@ -6,6 +6,7 @@ Recovery times are printed (``pytest -s``) for docs/reliability.md.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -181,3 +182,27 @@ def test_two_transactions_writing_the_last_rows_at_once_finalise_the_batch_once(
     assert batch_record(pg_url, bid)["status"] == "done"
     s1.close()
     s2.close()
+
+
+def test_a_worker_that_stops_consuming_exits_for_its_supervisor(
+    tmp_path, broker_url, recordings, env_for, start_workers
+):
+    """Celery's own remote control makes the worker stop consuming `classify` (as a wedged consumer
+    would); with messages waiting and idle processes, the watchdog stops it with exit code 70."""
+    from worker.celery_config import make_app
+    from worker.migrate import upgrade
+    from worker.settings import Settings
+    from worker.watchdog import EXIT_STALLED
+
+    url = f"sqlite:///{tmp_path / 'ser.db'}"
+    upgrade(url)
+    env = env_for(url, broker_url, SER_WATCHDOG_STALL_S="5")
+    w = start_workers(env, name="stalls", concurrency=1).wait_ready()
+    capp = make_app(Settings(broker_url=broker_url, database_url=url))
+    replies = capp.control.cancel_consumer("classify", destination=[f"stalls@{os.uname().nodename}"], reply=True)
+    assert replies, "the worker acknowledged the cancel_consumer command"
+    p = ser_batch(["submit", str(recordings(4))], env)  # messages now wait in the queue
+    assert p.returncode == 0, p.stderr
+    poll(lambda: w.proc.poll() is not None, timeout_s=120, what="the stalled worker exits")
+    assert w.proc.returncode == EXIT_STALLED, w.log()[-2000:]
+    assert "watchdog: messages are waiting" in w.log()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from services import link_corpus, pool_rss_mb, result_rows, ser_batch
+from services import batch_counts, link_corpus, poll, pool_rss_mb, result_rows, ser_batch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -18,10 +18,6 @@ N_FILES = 1000
 def test_thousand_files_two_pool_processes_nothing_lost_rss_flat(
     tmp_path, pg_url, broker_url, ravdess_files, env_for, start_workers
 ):
-    from sqlalchemy.orm import Session
-
-    from worker.db import batch_counts, get_engine
-
     folder = tmp_path / "load"
     link_corpus(ravdess_files, folder, N_FILES)
     env = env_for(pg_url, broker_url)
@@ -33,22 +29,20 @@ def test_thousand_files_two_pool_processes_nothing_lost_rss_flat(
     batch_id = int(p.stdout.strip().splitlines()[0])
     status_s: dict[str, float] = {}
     marks = {"early": N_FILES // 10, "middle": N_FILES // 2}
-    end = time.monotonic() + 600
-    while time.monotonic() < end:
-        with Session(get_engine(pg_url)) as s:
-            c = batch_counts(s, batch_id)
-        finished = c["done"] + c["failed"]
+
+    def finished_sampling_on_the_way() -> bool:
+        c = batch_counts(pg_url, batch_id)
         for name, at in list(marks.items()):
-            if finished >= at:
+            if c["done"] + c["failed"] >= at:
                 rss[name] = pool_rss_mb(w.proc.pid)
                 t = time.perf_counter()
                 st = ser_batch(["status", str(batch_id)], env)
                 status_s[name] = time.perf_counter() - t
                 assert st.returncode == 0, st.stderr
                 del marks[name]
-        if c["pending"] == 0:
-            break
-        time.sleep(0.2)
+        return c["pending"] == 0
+
+    poll(finished_sampling_on_the_way, timeout_s=600, every_s=0.2, what=f"{N_FILES} files finished")
     wall = time.perf_counter() - t0
     rss["end"] = pool_rss_mb(w.proc.pid)
     t = time.perf_counter()

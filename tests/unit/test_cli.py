@@ -124,6 +124,12 @@ def test_bad_config_is_a_clear_error(tmp_path):
     assert p.returncode == 2 and "SER_WORKERS" in p.stderr
 
 
+def test_a_heartbeat_not_below_the_lease_is_a_usage_error(tmp_path):
+    p = run(["config"], tmp_path / "x.db", SER_HEARTBEAT_S="40", SER_LEASE_S="30")
+    no_traceback(p)
+    assert p.returncode == 2 and "SER_HEARTBEAT_S" in p.stderr and "SER_LEASE_S" in " ".join(p.stderr.split())
+
+
 def test_config_redacts_passwords(tmp_path):
     p = run(["config"], tmp_path / "x.db", SER_BROKER_URL="redis://:s3cret@localhost:6379/0")
     assert p.returncode == 0
