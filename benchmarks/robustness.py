@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             pred[te] = np.asarray(labels, dtype=object)[m.predict(rav.X[te])]
         multi = {"ravdess_grouped_wa_with_tess": float(np.mean(pred == np.asarray(rav.labels)))}
         for held in ("OAF", "YAF"):
-            k = np.array([s != held for s in tess.speakers])
+            k = np.array([not str(s).endswith(held) for s in tess.speakers])
             tr_r = clone(build_pipeline()).fit(rav.X, y_idx)
             tr_b = clone(build_pipeline()).fit(
                 np.vstack([rav.X, tess.X[k]]),

@@ -68,11 +68,11 @@ def test_features_survive_16_bit_requantisation_at_minus_20_db():
 
     Without the floor (level normalisation alone) the correlation here is 0.9969 and 40 % of the
     values move by more than 5 %: MFCCs of quiet frames follow the requantisation noise, 20 dB higher
-    relative to the speech. With it: 0.9982 and 18 %.
+    relative to the speech. With it: 0.9994 and 15 %.
     """
     y, _ = load_audio(RAVDESS / "Actor_03" / "03-01-04-01-02-02-03.flac")
     q = np.round(y * 0.1 * 32768) / 32768
     a, b = extract_features(y), extract_features(q.astype(np.float32))
-    assert np.corrcoef(a, b)[0, 1] > 0.9975
+    assert np.corrcoef(a, b)[0, 1] > 0.999
     rel = np.abs(a - b) / (np.abs(a) + 1.0)
-    assert np.median(rel) < 0.03
+    assert np.median(rel) < 0.02
