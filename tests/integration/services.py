@@ -349,7 +349,21 @@ def result_rows(database_url: str, batch_id: int | None = None) -> list[dict[str
         q = q.where(Result.batch_id == batch_id)
     with Session(get_engine(database_url)) as s:
         return [
-            {c: getattr(r, c) for c in ("batch_id", "path", "status", "emotion", "confidence", "error", "attempts")}
+            {
+                c: getattr(r, c)
+                for c in (
+                    "batch_id",
+                    "path",
+                    "status",
+                    "emotion",
+                    "confidence",
+                    "error",
+                    "attempts",
+                    "ood_score",
+                    "out_of_domain",
+                    "low_confidence",
+                )
+            }
             | {"probabilities": r.probabilities}
             for r in s.scalars(q)
         ]

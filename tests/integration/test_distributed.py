@@ -29,6 +29,14 @@ def _embedded_labels(env_for, tmp_path: Path, folder: Path) -> dict[str, tuple[s
     return {str(r["path"]): (str(r["emotion"]), float(r["confidence"])) for r in rows}  # type: ignore[arg-type]
 
 
+def _flags(url: str, batch_id: int | None = None) -> dict[str, tuple[float, bool, bool]]:
+    """``{path: (ood_score, out_of_domain, low_confidence)}`` of a database's result rows."""
+    return {
+        str(r["path"]): (float(r["ood_score"]), bool(r["out_of_domain"]), bool(r["low_confidence"]))  # type: ignore[arg-type]
+        for r in result_rows(url, batch_id)
+    }
+
+
 PRODUCER_SCRIPT = """
 import json, sys
 sys.argv = ["ser-batch", "submit", sys.argv[1], "--chunk-size", "5"]
@@ -100,6 +108,19 @@ def test_distributed_labels_equal_embedded_and_status_reports_completion(
     assert lines["pending"].split("│")[2].strip() == "0"
     assert float(lines["files/s"].split("│")[2].strip()) > 0
     assert lines["ETA"].split("│")[2].strip() == "0 s"
+    # trust flags: computed by the workers exactly as embedded mode computes them
+    emb = _flags(f"sqlite:///{tmp_path / 'embedded.db'}")
+    dist = _flags(pg_url, batch_id)
+    assert set(emb) == set(dist)
+    for path, (score, ood, low) in emb.items():
+        assert dist[path][0] == pytest.approx(score, rel=1e-6), path
+        assert dist[path][1:] == (ood, low), path
+    js = ser_batch(["status", str(batch_id), "--format", "json"], env)
+    assert js.returncode == 0, js.stderr
+    status = json.loads(js.stdout)
+    assert status["counts"]["low_confidence"] == sum(low for _, _, low in emb.values())
+    assert status["counts"]["out_of_domain"] == sum(ood for _, ood, _ in emb.values())
+    assert isinstance(status["warnings"], list)
 
 
 def test_two_worker_processes_share_one_batch(broker_url, pg_url, recordings, env_for, start_workers):
