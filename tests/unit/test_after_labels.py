@@ -146,9 +146,11 @@ def test_report_opens_in_headless_chromium(labelled, tmp_path, record_property):
     assert img.shape[:2] == (2600, 1200)
     not_white = (img[..., :3] < 0.9).any(axis=-1)
     assert not_white.mean() > 0.03  # text, cards and the figures were drawn
-    # the figures rendered: tab10's blue (#1f77b4) bars of the emotion chart are on the page
-    blue = (np.abs(img[..., 0] - 0x1F / 255) < 0.04) & (np.abs(img[..., 1] - 0x77 / 255) < 0.04)
-    assert blue.sum() > 500
+    # the figures rendered: coloured bars (emotion chart, histogram) are on the page, whichever
+    # emotions the model chose (each emotion has its own colour, so no single colour is certain)
+    rgb = img[..., :3]
+    coloured = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 0.3
+    assert coloured.sum() > 5000
 
 
 def test_report_of_a_missing_batch_is_a_usage_error(labelled, tmp_path):
