@@ -460,7 +460,7 @@ def _calibration(
         "mean_confidence_after": float(cal.max(axis=1).mean()),
         "low_confidence_threshold": thr,
         "low_confidence_share": float(low.mean()),
-        "wa_confident": float(correct[~low].mean()) if (~low).any() else float("nan"),
+        "wa_confident": float(correct[~low].mean()) if (~low).any() else None,
         "reliability_before": reliability_bins(proba, y_idx),
         "reliability_after": reliability_bins(cal, y_idx),
     }

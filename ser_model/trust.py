@@ -203,7 +203,8 @@ def reliability_bins(proba: np.ndarray, y: np.ndarray, n_bins: int = ECE_BINS) -
         n_bins: equal-width bins over [0, 1].
 
     Returns:
-        ``n_bins`` dicts with ``lo``, ``hi``, ``confidence``, ``accuracy`` (NaN for empty bins), ``count``.
+        ``n_bins`` dicts with ``lo``, ``hi``, ``confidence``, ``accuracy`` (None for empty bins: the
+        dicts go into JSON columns, and PostgreSQL's JSON has no NaN), ``count``.
     """
     proba = np.asarray(proba, dtype=np.float64)
     conf = proba.max(axis=1)
@@ -218,8 +219,8 @@ def reliability_bins(proba: np.ndarray, y: np.ndarray, n_bins: int = ECE_BINS) -
             {
                 "lo": float(edges[b]),
                 "hi": float(edges[b + 1]),
-                "confidence": float(conf[m].mean()) if n else float("nan"),
-                "accuracy": float(correct[m].mean()) if n else float("nan"),
+                "confidence": float(conf[m].mean()) if n else None,
+                "accuracy": float(correct[m].mean()) if n else None,
                 "count": n,
             }
         )

@@ -8,8 +8,10 @@ SHA-256 recorded in the row before unpickling.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -21,6 +23,21 @@ PACKAGE_SOURCE = "package:default"
 
 class RegistryError(Exception):
     """No usable model: none registered, or the active one cannot be loaded."""
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, +-inf) replaced by None, recursively.
+
+    Model metrics go into JSON columns; PostgreSQL's JSON type rejects NaN (SQLite stores it), so a
+    metric that is undefined (an empty calibration bin, a class with no test file) is stored as null.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def default_version_name(sha256: str, created_at: str) -> str:
@@ -51,7 +68,7 @@ def ensure_default_model(session: Session) -> str:
             ModelVersion(
                 version=version,
                 labels=list(side["labels"]),
-                metrics=side.get("metrics", {}),
+                metrics=json_safe(side.get("metrics", {})),
                 checksum=side["sha256"],
                 feature_version=side["feature_version"],
                 active=has_active is None,

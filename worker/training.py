@@ -268,7 +268,7 @@ def register_bundle(path: Path, digest: str, bundle: Any, stem: str, *, activate
         The new version string ``<name>-<stamp>-<sha8>``.
     """
     from worker.registry import activate as activate_version
-    from worker.registry import ensure_default_model
+    from worker.registry import ensure_default_model, json_safe
 
     version = f"{stem}-{digest[:8]}"
     with Session(get_engine(url)) as session, session.begin():
@@ -277,7 +277,7 @@ def register_bundle(path: Path, digest: str, bundle: Any, stem: str, *, activate
             ModelVersion(
                 version=version,
                 labels=list(bundle.labels),
-                metrics=dict(bundle.meta.get("metrics", {})),
+                metrics=json_safe(dict(bundle.meta.get("metrics", {}))),
                 checksum=digest,
                 feature_version=bundle.feature_version,
                 active=False,

@@ -132,3 +132,16 @@ def test_train_tess_activate_then_next_batch_uses_it(tmp_path):
     assert {r["emotion"] for r in rows(db, 2)} <= {"angry", "sad", "happy"}
     con = sqlite3.connect(db)
     assert con.execute("SELECT count(*) FROM models WHERE active = 1").fetchone()[0] == 1
+
+
+def test_metrics_are_json_safe_for_postgresql():
+    """NaN/inf metrics (empty calibration bins) become null: PostgreSQL's JSON rejects NaN."""
+    import json
+    import math
+
+    from worker.registry import json_safe
+
+    m = {"a": math.nan, "b": [1.0, math.inf, {"c": -math.inf}], "d": "x", "e": 2}
+    safe = json_safe(m)
+    assert safe == {"a": None, "b": [1.0, None, {"c": None}], "d": "x", "e": 2}
+    json.dumps(safe, allow_nan=False)  # would raise on any NaN left
