@@ -110,18 +110,6 @@ def run_ours(
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
-def subset(t: FeatureTable, keep: np.ndarray) -> FeatureTable:
-    idx = np.flatnonzero(keep)
-    return FeatureTable(
-        t.X[idx],
-        [t.labels[i] for i in idx],
-        [t.speakers[i] for i in idx],
-        [t.paths[i] for i in idx],
-        [],
-        t.fingerprint,
-    )
-
-
 def random_split(labels: list[str]) -> list[Split]:
     idx = np.arange(len(labels))
     tr, te = train_test_split(idx, test_size=0.25, random_state=0, stratify=labels)
@@ -240,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, emos in (("8 emotions", None), ("4 emotions (calm, happy, fearful, disgust)", FOUR)):
         keep = np.ones(len(rav.labels), bool) if emos is None else np.isin(rav.labels, emos)
-        t = subset(rav, keep)
+        t = rav.subset(keep)
         Xs = rav_seed[keep]
         label_set = [e for e in EMOTIONS if e in set(t.labels)]
         for proto, splits in (

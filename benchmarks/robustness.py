@@ -110,18 +110,6 @@ def gain_table(paths: list[str], gain_db: float, mode: str, cache: Path | None, 
     return X
 
 
-def subset(t: FeatureTable, keep: np.ndarray) -> FeatureTable:
-    idx = np.flatnonzero(keep)
-    return FeatureTable(
-        t.X[idx],
-        [t.labels[i] for i in idx],
-        [t.speakers[i] for i in idx],
-        [t.paths[i] for i in idx],
-        [],
-        t.fingerprint,
-    )
-
-
 def concat(a: FeatureTable, b: FeatureTable) -> FeatureTable:
     return FeatureTable(
         np.vstack([a.X, b.X]), a.labels + b.labels, a.speakers + b.speakers, a.paths + b.paths, [], a.fingerprint
@@ -131,7 +119,7 @@ def concat(a: FeatureTable, b: FeatureTable) -> FeatureTable:
 def corpus_eval(bundle: Any, test: FeatureTable) -> dict[str, Any]:
     """A bundle on another corpus: accuracy, label collapse, confidence raw/calibrated, OOD share, warnings."""
     known = np.array([lab in bundle.labels for lab in test.labels])
-    t = subset(test, known)
+    t = test.subset(known)
     raw = bundle.predict_proba(t.X, calibrated=False)
     cal = bundle.predict_proba(t.X)
     flags = bundle.flags(t.X, cal)

@@ -297,29 +297,11 @@ def _figures(data: ReportData) -> dict[str, Any]:
 
 def _timeline(segs: list[dict[str, Any]], labels: list[str], colour: dict[str, Any]) -> str:
     """Probabilities over time of one segmented recording (steps per segment) and the winning strip."""
-    import matplotlib.pyplot as plt
+    from ser_model.report import timeline_figure
 
     seg_labels = _label_order({k for s in segs for k in (s.get("probabilities") or {})}) or labels
     colour = {**_colours(seg_labels), **colour}  # the report's colours for known emotions
-    fig, (ax, strip) = plt.subplots(
-        2, 1, figsize=(9.0, 3.0), dpi=100, sharex=True, gridspec_kw={"height_ratios": [5, 1]}
-    )
-    for lab in seg_labels:
-        xs: list[float] = []
-        ys: list[float] = []
-        for s in segs:
-            p = float((s.get("probabilities") or {}).get(lab, 0.0))
-            xs += [s["start_s"], s["end_s"], float("nan")]
-            ys += [p, p, float("nan")]
-        ax.plot(xs, ys, color=colour[lab], label=lab, lw=1.5)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("probability")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    for s in segs:
-        strip.axvspan(s["start_s"], s["end_s"], color=colour.get(s.get("emotion"), "grey"), alpha=0.9)
-    strip.set_yticks([])
-    strip.set_xlabel("time (s)")
+    fig = timeline_figure(segs, seg_labels, colour, figsize=(9.0, 3.0), dpi=100, lw=1.5)
     return _svg_uri(fig)
 
 

@@ -164,6 +164,54 @@ def write_report(
     return out
 
 
+def timeline_figure(
+    segments: list[dict[str, Any]],
+    labels: list[str],
+    colour: dict[str, Any],
+    *,
+    figsize: tuple[float, float] = (11, 4.2),
+    dpi: int = 110,
+    lw: float = 1.8,
+) -> Any:
+    """A matplotlib figure: every label's probability as steps over the segments, the winner as a strip.
+
+    Args:
+        segments: dicts with ``start_s``, ``end_s`` (seconds), ``emotion`` and ``probabilities`` ({label: p}).
+        labels: labels to draw, one line each.
+        colour: matplotlib colour per label (the strip uses grey for a label without one).
+        figsize: figure size in inches.
+        dpi: figure resolution.
+        lw: line width.
+
+    Returns:
+        The figure (axes: probabilities, strip); the caller saves and closes it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    segs = sorted(segments, key=lambda s: s["start_s"])
+    fig, (ax, strip) = plt.subplots(2, 1, figsize=figsize, dpi=dpi, sharex=True, gridspec_kw={"height_ratios": [5, 1]})
+    for lab in labels:
+        xs: list[float] = []
+        ys: list[float] = []
+        for s in segs:
+            p = float((s.get("probabilities") or {}).get(lab, 0.0))
+            xs += [s["start_s"], s["end_s"], float("nan")]
+            ys += [p, p, float("nan")]
+        ax.plot(xs, ys, color=colour[lab], label=lab, lw=lw)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    for s in segs:
+        strip.axvspan(s["start_s"], s["end_s"], color=colour.get(s.get("emotion"), "grey"), alpha=0.9)
+    strip.set_yticks([])
+    strip.set_xlabel("time (s)")
+    return fig
+
+
 def plot_timeline(
     segments: list[dict[str, Any]], labels: list[str], path: str | os.PathLike[str], title: str = ""
 ) -> Path:
@@ -191,27 +239,8 @@ def plot_timeline(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    segs = sorted(segments, key=lambda s: s["start_s"])
     cmap = plt.get_cmap("tab10")
     colour = {lab: cmap(i % 10) for i, lab in enumerate(labels)}
-    fig, (ax, strip) = plt.subplots(
-        2, 1, figsize=(11, 4.2), dpi=110, sharex=True, gridspec_kw={"height_ratios": [5, 1]}
-    )
-    for lab in labels:
-        xs: list[float] = []
-        ys: list[float] = []
-        for s in segs:
-            p = float((s.get("probabilities") or {}).get(lab, 0.0))
-            xs += [s["start_s"], s["end_s"], float("nan")]
-            ys += [p, p, float("nan")]
-        ax.plot(xs, ys, color=colour[lab], label=lab, lw=1.8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("probability")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_title(title, fontsize=9)
-    for s in segs:
-        strip.axvspan(s["start_s"], s["end_s"], color=colour.get(s.get("emotion"), "grey"), alpha=0.9)
-    strip.set_yticks([])
-    strip.set_xlabel("time (s)")
+    fig = timeline_figure(segments, labels, colour, figsize=(11, 4.2), dpi=110, lw=1.8)
+    fig.axes[0].set_title(title, fontsize=9)
     return _save(fig, path)

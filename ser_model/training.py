@@ -73,6 +73,18 @@ class FeatureTable:
     failed: list[tuple[str, str]]
     fingerprint: str
 
+    def subset(self, keep: np.ndarray) -> FeatureTable:
+        """The rows where the boolean mask ``keep`` (shape ``(n,)``) is true; no failures, same fingerprint."""
+        idx = np.flatnonzero(keep)
+        return FeatureTable(
+            self.X[idx],
+            [self.labels[i] for i in idx],
+            [self.speakers[i] for i in idx],
+            [self.paths[i] for i in idx],
+            [],
+            self.fingerprint,
+        )
+
 
 def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's content, read in 1 MiB chunks."""
