@@ -218,7 +218,7 @@ def print_metrics(cv: dict[str, Any]) -> None:
 def print_trust(trust: dict[str, Any] | None) -> None:
     """Print a model's calibration and out-of-domain threshold (``metrics["trust"]`` of the registry).
 
-    Per mode (global, speaker-adaptive): the temperature (``t0``, and the ``exponent`` of the
+    Per mode (global, speaker-adaptive): the temperature (``t0``, and the ``growth`` of the
     distance-aware temperature), ECE (15 bins) before -> after calibration, mean confidence before
     -> after against the WA of the same out-of-fold predictions, and the low-confidence threshold
     with the share of files under it. Then the out-of-domain threshold and the share of the training
@@ -262,11 +262,11 @@ def print_trust(trust: dict[str, Any] | None) -> None:
 
 
 def _temperature_text(temp: Any) -> str:
-    """``t0 1.83, exponent 0.42`` for a distance-aware temperature, ``1.83`` for a plain one."""
+    """``t0 1.83, growth 2.40`` for a distance-aware temperature, ``1.83`` for a plain one."""
     if isinstance(temp, dict):
         txt = f"t0 {temp.get('t0', float('nan')):.2f}"
-        if temp.get("exponent"):
-            txt += f", exponent {temp['exponent']:.2f}"
+        if temp.get("growth"):
+            txt += f", growth {temp['growth']:.2f}"
         return txt
     return f"{temp:.2f}" if isinstance(temp, int | float) else ""
 

@@ -124,7 +124,10 @@ def plot_reliability(calibration: dict[str, Any], path: str | os.PathLike[str], 
         ax.set_xlabel("confidence (15 bins)")
         ax.set_ylabel("accuracy")
         t = c["temperature"]
-        ax.set_title(f"{mode}: T(s) = {t['t0']:.2f} (s / {t['ref']:.2f})^{t['exponent']:.2f}, n = {c['n']}", fontsize=9)
+        ax.set_title(
+            f"{mode}: T(s) = {t['t0']:.2f} (1 + {t.get('growth', 0.0):.2f} max(0, s - {t['ref']:.2f})²), n = {c['n']}",
+            fontsize=9,
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
     if title:

@@ -460,7 +460,8 @@ def _calibration(
     thr = low_confidence_threshold(cal.max(axis=1), correct)
     low = cal.max(axis=1) < thr
     summary = {
-        "method": "distance-aware temperature scaling T(s) = t0 * (s / ref) ** exponent (Guo et al. 2017; Tomani et al. 2023)",
+        "method": "distance-aware temperature scaling T(s) = t0 * (1 + growth * max(0, s - ref) ** 2) "
+        "(Guo et al. 2017; Tomani et al. 2023)",
         "temperature": temp.to_dict(),
         "plain_temperature": plain,
         "n": int(len(y_idx)),

@@ -108,3 +108,25 @@ def test_batch_warnings_rules():
     )
     # tiny batches get none
     assert batch_warnings(n_labelled=5, n_out_of_domain=5, label_counts={"angry": 5}, train_prior=prior) == []
+
+
+def test_distance_temperature_softens_only_far_files_and_is_fitted_where_far_files_are_worse():
+    from ser_model.trust import DistanceTemperature, fit_distance_temperature
+
+    t = DistanceTemperature(t0=1.5, growth=2.0, ref=1.0)
+    np.testing.assert_allclose(t.temperatures(np.array([0.5, 1.0, 2.0]), 3), [1.5, 1.5, 1.5 * 3.0])
+    assert DistanceTemperature.from_dict(t.to_dict()) == t and DistanceTemperature.from_dict(1.3).growth == 0.0
+    # synthetic: near files are calibrated at T=2, far files are much more over-confident
+    z, y = _calibrated_sample(8000, seed=4)
+    rng = np.random.default_rng(5)
+    scores = rng.uniform(0.5, 2.0, len(y))
+    sharp = np.where(scores > 1.25, 6.0, 2.0)[:, None]
+    proba = _softmax(sharp * z)
+    fit = fit_distance_temperature(proba, y, scores)
+    assert fit.growth > 0.5
+    cal = apply_temperature(proba, fit.temperatures(scores, len(y)))
+    far = scores > 1.5
+    assert abs(cal[far].max(1).mean() - (cal[far].argmax(1) == y[far]).mean()) < 0.06
+    assert expected_calibration_error(cal, y) < expected_calibration_error(
+        apply_temperature(proba, fit_temperature(proba, y)), y
+    )

@@ -74,7 +74,7 @@ def test_another_corpus_scores_farther_than_the_training_corpus(trained):
     assert np.median(s_tess) > np.median(s_rav)
     cal_tess = bundle.predict_proba(tess.X)
     # the distance-aware temperature never makes a farther file more confident than plain scaling would
-    assert bundle.trust["temperature"][MODE_GLOBAL]["exponent"] >= 0.0
+    assert bundle.trust["temperature"][MODE_GLOBAL]["growth"] >= 0.0
     assert cal_tess.max(1).mean() < bundle.predict_proba(tess.X, calibrated=False).max(1).mean()
 
 
