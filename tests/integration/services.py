@@ -30,6 +30,15 @@ class ServiceUnavailable(RuntimeError):
     """A binary the service needs is not installed (tests skip with this reason)."""
 
 
+SLOW_SEGMENTS = ("--segment-min-s", "1", "--segment", "window:0.5:0.05")
+"""`submit` options that make every 3.8-s RAVDESS file about 70 window classifications (tens of ms).
+
+The fault tests kill a worker *while it holds work*; with whole-file classification a 200-file batch
+now takes about a second on two idle cores, and the kill could land after the last chunk. Windows keep
+the same files (same rows, one per file) but make the batch last seconds, whatever the extractor speed.
+"""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:

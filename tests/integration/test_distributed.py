@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from services import REPO, batch_counts, poll, result_rows, ser_batch, wait_batch_finished
+from services import REPO, SLOW_SEGMENTS, batch_counts, poll, result_rows, ser_batch, wait_batch_finished
 
 pytestmark = pytest.mark.integration
 
@@ -160,7 +160,7 @@ def test_worker_killed_mid_batch_then_replaced_leaves_every_file_done_once(
     )
     doomed = start_workers(env, name="doomed", concurrency=2)
     doomed.wait_ready()
-    p = ser_batch(["submit", str(folder)], env)
+    p = ser_batch(["submit", str(folder), *SLOW_SEGMENTS], env)
     assert p.returncode == 0, p.stderr
     batch_id = _batch_id(p.stdout)
     poll(lambda: batch_counts(pg_url, batch_id)["done"] >= 20, timeout_s=60, every_s=0.02, what="20 files done")
@@ -191,7 +191,7 @@ def test_pool_process_killed_mid_task_is_replaced_and_its_chunk_requeued(
     w = start_workers(env, name="w", concurrency=2).wait_ready()
     children = Path(f"/proc/{w.proc.pid}/task/{w.proc.pid}/children").read_text().split()
     assert len(children) == 2
-    p = ser_batch(["submit", str(folder)], env)
+    p = ser_batch(["submit", str(folder), *SLOW_SEGMENTS], env)
     assert p.returncode == 0, p.stderr
     batch_id = _batch_id(p.stdout)
     poll(lambda: batch_counts(pg_url, batch_id)["done"] >= 12, timeout_s=60, every_s=0.02, what="12 files done")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from services import batch_counts, batch_record, poll, result_rows, ser_batch
+from services import SLOW_SEGMENTS, batch_counts, batch_record, poll, result_rows, ser_batch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,7 +53,7 @@ def test_worker_sigkilled_without_wait_the_survivor_finishes_every_file_within_6
     env = env_for(url, broker_url, SER_CHUNK_SIZE="8")
     doomed = start_workers(env, name="doomed", concurrency=1).wait_ready()
     survivor = start_workers(env, name="survivor", concurrency=1).wait_ready()
-    p = ser_batch(["submit", str(folder)], env)
+    p = ser_batch(["submit", str(folder), *SLOW_SEGMENTS], env)
     assert p.returncode == 0, p.stderr
     batch_id = int(p.stdout.strip().splitlines()[0])
     doomed_pids = _pool_pids(doomed.proc.pid)
