@@ -48,7 +48,14 @@ from ser_model.labels import EMOTIONS  # noqa: E402
 from ser_model.metrics import classification_metrics  # noqa: E402
 from ser_model.model import build_pipeline  # noqa: E402
 from ser_model.speaker import apply_speaker_stats, speaker_statistics  # noqa: E402
-from ser_model.training import FeatureTable, cross_validate, encode_labels, extract_table, file_sha256  # noqa: E402
+from ser_model.training import (  # noqa: E402
+    FeatureTable,
+    cross_validate,
+    encode_labels,
+    extract_table,
+    file_sha256,
+    public_metrics,
+)
 
 FOUR = ("calm", "happy", "fearful", "disgust")
 SEED_SR = 22_050
@@ -240,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             r_sa = run_ours(t, label_set, splits, speaker_adaptive=True) if "GroupKFold" in proto else None
             rows.append(("RAVDESS", name, proto, r_seed, r_ours, r_sa))
             results[f"ravdess|{name}|{proto}"] = {
-                k: ({kk: vv for kk, vv in v.items() if kk != "predictions"} if v else None)
+                k: (public_metrics(v) if v else None)
                 for k, v in (("seeds", r_seed), ("ours", r_ours), ("ours_speaker_adaptive", r_sa))
             }
             log(f"{name} | {proto}: seeds {fmt(r_seed)} ours {fmt(r_ours)} SA {fmt(r_sa)}")
@@ -265,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         r_sa = run_ours(tess, tl, splits, speaker_adaptive=True) if sa else None
         rows.append(("TESS", "7 emotions", proto, r_seed, r_ours, r_sa))
         results[f"tess|{proto}"] = {
-            k: ({kk: vv for kk, vv in v.items() if kk != "predictions"} if v else None)
+            k: (public_metrics(v) if v else None)
             for k, v in (("seeds", r_seed), ("ours", r_ours), ("ours_speaker_adaptive", r_sa))
         }
         log(f"TESS | {proto}: seeds {fmt(r_seed)} ours {fmt(r_ours)} SA {fmt(r_sa)}")
@@ -359,6 +366,11 @@ def write_markdown(path: Path, rows: list, behaviour: list[dict], seconds: float
         "concatenated 0.606, both below plain z-normalisation (0.620 on `ser-feat-1`).",
         "- Augmentation (one noise copy at 15-30 dB SNR and one pitch-shifted copy of +-2 semitones per training "
         "file, training speakers only): WA 0.563 -> 0.541 global, 0.660 -> 0.645 adaptive; left out of the default.",
+        "- `ser-feat-3` (issue 11): every signal scaled to a -26 dBFS active speech level and given a fixed noise "
+        "floor before the features, so labels no longer follow the recording gain "
+        "(`benchmarks/results/robustness.md`); about -0.01 WA on RAVDESS, whose files share one studio gain; "
+        "noise floor at -60 / -55 dBFS: WA 0.548 / 0.547, label agreement at -20 dB 0.864 / 0.905. "
+        "The issue-14 speed work alone (same definitions, scipy's FFT) changed WA by +0.007, within noise.",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
