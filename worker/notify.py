@@ -73,6 +73,7 @@ def build_event(session: Any, batch_id: int) -> dict[str, Any]:
 
     from sqlalchemy import func, select
 
+    from worker.assess import trust_counts
     from worker.db import Batch, Result, batch_counts
 
     batch = session.get(Batch, batch_id)
@@ -88,8 +89,7 @@ def build_event(session: Any, batch_id: int) -> dict[str, Any]:
             .order_by(func.count().desc(), Result.emotion)
         ).all()
     )
-    n_low = session.scalar(select(func.count()).where(in_batch, Result.low_confidence.is_(True))) or 0
-    n_ood = session.scalar(select(func.count()).where(in_batch, Result.out_of_domain.is_(True))) or 0
+    trust = trust_counts(session, batch_id)  # labelled rows, as `status` counts them
     versions = sorted(
         v for v in session.scalars(select(Result.model_version).where(in_batch).distinct()) if v is not None
     )
@@ -115,8 +115,8 @@ def build_event(session: Any, batch_id: int) -> dict[str, Any]:
             "done": counts["done"],
             "failed": counts["failed"],
             "pending": counts["pending"],
-            "low_confidence": int(n_low),
-            "out_of_domain": int(n_ood),
+            "low_confidence": trust["low_confidence"],
+            "out_of_domain": trust["out_of_domain"],
         },
         "emotions": {str(k): int(v) for k, v in emotions.items()},
         "model_version": versions[0] if len(versions) == 1 else None,
