@@ -113,18 +113,37 @@ class ModelBundle:
         Returns:
             :class:`TrustFlags`; its arrays are None when the bundle has no ``trust`` state.
         """
-        from ser_model.speaker import MODE_GLOBAL
-        from ser_model.trust import OODDetector
-
         X = np.atleast_2d(np.asarray(X))
         proba = np.atleast_2d(np.asarray(proba))
         if not self.trust:
             return TrustFlags(None, None, None)
-        score, ood = OODDetector.from_dict(self.trust["ood"]).flags(X)
+        return self.flags_from_scores(self.ood_scores(X), proba.max(axis=1), modes)
+
+    def flags_from_scores(
+        self, scores: np.ndarray, confidence: np.ndarray, modes: Sequence[str] | None = None
+    ) -> TrustFlags:
+        """The flags of rows whose out-of-domain scores and calibrated confidences are known.
+
+        Args:
+            scores: out-of-domain scores ``(n,)`` (:meth:`ood_scores`, or a duration-weighted mean of
+                segment scores).
+            confidence: calibrated confidence of each row's label ``(n,)``.
+            modes: per row ``"global"`` or ``"speaker-adaptive"`` (which low-confidence threshold
+                applies); default all global.
+
+        Returns:
+            :class:`TrustFlags` (``scores`` against the out-of-domain threshold, ``confidence``
+            against the mode's low-confidence threshold); arrays None without ``trust`` state.
+        """
+        from ser_model.speaker import MODE_GLOBAL
+
+        if not self.trust:
+            return TrustFlags(None, None, None)
+        scores = np.asarray(scores, dtype=np.float64)
         thr = self.trust.get("low_confidence_threshold", {})
-        modes = list(modes) if modes is not None else [MODE_GLOBAL] * X.shape[0]
+        modes = list(modes) if modes is not None else [MODE_GLOBAL] * scores.shape[0]
         t = np.array([float(thr.get(m, thr.get(MODE_GLOBAL, 0.0))) for m in modes])
-        return TrustFlags(score, ood, proba.max(axis=1) < t)
+        return TrustFlags(scores, scores > float(self.trust["ood"]["threshold"]), np.asarray(confidence) < t)
 
     @property
     def min_speaker_files(self) -> int:

@@ -761,15 +761,15 @@ def _row_flags(bundle: _Classifier, X: np.ndarray, proba: np.ndarray) -> list[tu
 def _aggregate_flags(
     bundle: _Classifier, segments: list[dict[str, Any]], confidence: float
 ) -> tuple[float | None, bool | None, bool | None]:
-    """File-level flags of a segmented file: duration-weighted mean score against the thresholds."""
-    trust = getattr(bundle, "trust", None) or {}
+    """File-level flags of a segmented file: the duration-weighted mean score and the aggregate confidence."""
     scores = [(s["end_s"] - s["start_s"], s.get("ood_score")) for s in segments]
-    if not trust or any(v is None for _, v in scores):
+    flags_from_scores = getattr(bundle, "flags_from_scores", None)
+    if flags_from_scores is None or any(v is None for _, v in scores):
         return None, None, None
     w = np.array([d for d, _ in scores])
     score = float(np.dot(w, [v for _, v in scores]) / w.sum())
-    thr = float(trust.get("low_confidence_threshold", {}).get("global", 0.0))
-    return score, score > float(trust["ood"]["threshold"]), confidence < thr
+    f = flags_from_scores(np.array([score]), np.array([confidence]))
+    return score, bool(f.out_of_domain[0]), bool(f.low_confidence[0])
 
 
 def classify_segments(
