@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import RAVDESS, needs_corpus
-from tests.unit.test_cli import no_traceback, run
+from tests.unit.test_cli import copy_db, no_traceback, run, sql
 
 pytestmark = needs_corpus
 
@@ -50,23 +49,6 @@ def labelled(tmp_path_factory) -> tuple[Path, Path]:
     no_traceback(p)
     assert p.returncode == 3, p.stdout + p.stderr  # two broken files
     return db, rec
-
-
-def _copy_db(db: Path, dest: Path) -> Path:
-    out = dest / "ser.db"
-    for suffix in ("", "-wal", "-shm"):
-        if Path(f"{db}{suffix}").exists():
-            shutil.copy(f"{db}{suffix}", f"{out}{suffix}")
-    return out
-
-
-def _query(db: Path, sql: str, *args: object) -> list[sqlite3.Row]:
-    con = sqlite3.connect(db)
-    con.row_factory = sqlite3.Row
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
 
 
 def _status_counts(db: Path, batch: int) -> dict[str, int]:
@@ -101,7 +83,7 @@ def test_report_is_self_contained_and_shows_the_status_counts(labelled, tmp_path
     figures = re.findall(r'src="data:image/svg\+xml;base64,', html)
     assert len(figures) == 4  # emotions, confidence histogram, per-folder shares, one timeline
     # per-emotion counts equal to the database's
-    for emotion, n in _query(
+    for emotion, n in sql(
         db, "SELECT emotion, count(*) FROM results WHERE batch_id = 1 AND status = 'done' GROUP BY emotion"
     ):
         assert re.search(rf"<td>{emotion}</td><td class=\"num\">{n}</td>", html), emotion
@@ -109,7 +91,7 @@ def test_report_is_self_contained_and_shows_the_status_counts(labelled, tmp_path
     assert "empty file (0 bytes)" in html and "not a readable audio file" in html
     assert "rec/Actor_03" in html and "rec/Actor_04" in html and "rec/calls" in html
     assert str(rec / "calls" / "call.wav") in html and "8 segments" in html
-    version = _query(db, "SELECT DISTINCT model_version FROM results WHERE batch_id = 1 AND status = 'done'")[0][0]
+    version = sql(db, "SELECT DISTINCT model_version FROM results WHERE batch_id = 1 AND status = 'done'")[0][0]
     assert version in html and "speaker-independent" in html and "UAR" in html
 
 
@@ -173,7 +155,7 @@ def test_labels_export_writes_the_least_sure_files(labelled, tmp_path):
         reader = csv.DictReader(fh)
         assert reader.fieldnames == ["path", "label", "speaker", "predicted", "confidence"]
         got = list(reader)
-    expected = _query(
+    expected = sql(
         db,
         "SELECT path, emotion, confidence FROM results WHERE batch_id = 1 AND status = 'done' "
         "ORDER BY confidence ASC LIMIT 6",
@@ -209,18 +191,18 @@ def register_swapped_model(url: str, tmp_path: Path, swap: tuple[str, str]) -> s
 
 
 def test_rescore_with_another_model_and_diff_lists_exactly_the_changed_files(labelled, tmp_path):
-    db = _copy_db(labelled[0], tmp_path)
+    db = copy_db(labelled[0], tmp_path)
     version = register_swapped_model(f"sqlite:///{db}", tmp_path, ("calm", "neutral"))
     p = run(["rescore", "1", "--model", version, "-q"], db)
     no_traceback(p)
     assert p.returncode == 3, p.stdout + p.stderr  # the same two broken files fail again
     new_id = int(p.stdout.strip().splitlines()[-1])
     assert new_id == 2
-    a = {r["path"]: r for r in _query(db, "SELECT * FROM results WHERE batch_id = 1")}
-    b = {r["path"]: r for r in _query(db, "SELECT * FROM results WHERE batch_id = 2")}
+    a = {r["path"]: r for r in sql(db, "SELECT * FROM results WHERE batch_id = 1")}
+    b = {r["path"]: r for r in sql(db, "SELECT * FROM results WHERE batch_id = 2")}
     assert set(a) == set(b)
     assert {r["model_version"] for r in b.values()} == {version}
-    opts = json.loads(_query(db, "SELECT options FROM batches WHERE id = 2")[0][0])
+    opts = json.loads(sql(db, "SELECT options FROM batches WHERE id = 2")[0][0])
     assert opts["model_version"] == version and opts["rescore_of"] == 1 and opts["segment"] == "vad"
     call = next(p for p in a if p.endswith("call.wav"))
     assert b[call]["n_segments"] == a[call]["n_segments"] == 8  # same segmentation
@@ -258,7 +240,7 @@ def test_rescore_with_another_model_and_diff_lists_exactly_the_changed_files(lab
 
 
 def test_rescore_and_diff_usage_errors(labelled, tmp_path):
-    db = _copy_db(labelled[0], tmp_path)
+    db = copy_db(labelled[0], tmp_path)
     p = run(["rescore", "1", "--model", "no-such-model"], db)
     no_traceback(p)
     assert p.returncode == 2 and "no model version" in p.stderr
@@ -279,7 +261,7 @@ def test_predict_files_returns_typed_results_like_a_batch(labelled):
     got = predict_files(files)
     assert [p.path for p in got] == [str(f) for f in files]
     assert all(isinstance(p, Prediction) for p in got)
-    rows = {r["path"]: r for r in _query(db, "SELECT * FROM results WHERE batch_id = 1")}
+    rows = {r["path"]: r for r in sql(db, "SELECT * FROM results WHERE batch_id = 1")}
     for p in got[:4]:
         assert p.ok and p.error is None
         assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-6)

@@ -31,6 +31,27 @@ def no_traceback(p: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in p.stdout + p.stderr, p.stderr
 
 
+def copy_db(db: Path, dest: Path) -> Path:
+    """A copy of a SQLite database (with its WAL files) as ``dest/ser.db``, for a test to change freely."""
+    out = dest / "ser.db"
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{db}{suffix}").exists():
+            shutil.copy(f"{db}{suffix}", f"{out}{suffix}")
+    return out
+
+
+def sql(db: Path, query: str, *args: object) -> list[sqlite3.Row]:
+    """Run one SQL statement on a SQLite database (committed) and return its rows."""
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    try:
+        out = con.execute(query, args).fetchall()
+        con.commit()
+        return out
+    finally:
+        con.close()
+
+
 def rows(db: Path, batch_id: int | None = None) -> list[sqlite3.Row]:
     con = sqlite3.connect(db)
     con.row_factory = sqlite3.Row

@@ -11,8 +11,6 @@ import io
 import json
 import os
 import re
-import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import RAVDESS, TESS, needs_corpus
-from tests.unit.test_cli import no_traceback, run
+from tests.unit.test_cli import copy_db, no_traceback, run, sql
 
 pytestmark = needs_corpus
 
@@ -61,36 +59,17 @@ def batch_db(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     return db, p
 
 
-def _copy(db: Path, dest: Path) -> Path:
-    out = dest / "ser.db"
-    for suffix in ("", "-wal", "-shm"):
-        if Path(f"{db}{suffix}").exists():
-            shutil.copy(f"{db}{suffix}", f"{out}{suffix}")
-    return out
-
-
-def _sql(db: Path, sql: str, *args: object) -> list[sqlite3.Row]:
-    con = sqlite3.connect(db)
-    con.row_factory = sqlite3.Row
-    try:
-        out = con.execute(sql, args).fetchall()
-        con.commit()
-        return out
-    finally:
-        con.close()
-
-
 def _flag_some(db: Path) -> tuple[set[str], set[str]]:
     """Flag every third labelled row low_confidence and every second out_of_domain (others False).
 
     Returns:
         (paths flagged low_confidence, paths flagged out_of_domain).
     """
-    done = [r["path"] for r in _sql(db, "SELECT path FROM results WHERE batch_id = 1 AND status = 'done' ORDER BY id")]
+    done = [r["path"] for r in sql(db, "SELECT path FROM results WHERE batch_id = 1 AND status = 'done' ORDER BY id")]
     low = set(done[::3])
     ood = set(done[1::2])
     for p in done:
-        _sql(
+        sql(
             db,
             "UPDATE results SET low_confidence = ?, out_of_domain = ?, ood_score = ? WHERE batch_id = 1 AND path = ?",
             p in low,
@@ -107,7 +86,7 @@ def _csv(stdout: str) -> list[dict[str, str]]:
 
 def test_results_exports_carry_the_flags_as_stored(batch_db):
     db, _ = batch_db
-    stored = {r["path"]: r for r in _sql(db, "SELECT * FROM results WHERE batch_id = 1")}
+    stored = {r["path"]: r for r in sql(db, "SELECT * FROM results WHERE batch_id = 1")}
     p = run(["results", "--batch", "1", "--format", "csv"], db)
     no_traceback(p)
     assert p.returncode == 0, p.stderr
@@ -132,14 +111,14 @@ def test_results_exports_carry_the_flags_as_stored(batch_db):
     # segments of the long recording carry the flags too
     seg = json.loads(run(["results", "--batch", "1", "--segments", "--format", "json"], db).stdout)
     assert len(seg) >= 2
-    stored_seg = _sql(db, "SELECT idx, low_confidence, out_of_domain, ood_score FROM segments ORDER BY idx")
+    stored_seg = sql(db, "SELECT idx, low_confidence, out_of_domain, ood_score FROM segments ORDER BY idx")
     assert [(s["index"], s["low_confidence"], s["out_of_domain"]) for s in seg] == [
         (r["idx"], bool(r["low_confidence"]), bool(r["out_of_domain"])) for r in stored_seg
     ]
 
 
 def test_confident_leaves_out_exactly_the_flagged_rows(batch_db, tmp_path):
-    db = _copy(batch_db[0], tmp_path)
+    db = copy_db(batch_db[0], tmp_path)
     low, ood = _flag_some(db)
     assert low and ood - low
     everything = {r["path"] for r in _csv(run(["results", "--batch", "1", "--format", "csv"], db).stdout)}
@@ -154,8 +133,8 @@ def test_confident_leaves_out_exactly_the_flagged_rows(batch_db, tmp_path):
     done = _csv(run(["results", "--batch", "1", "--format", "csv", "--confident", "--status", "done"], db).stdout)
     assert {r["path"] for r in done} == everything - low - {r["path"] for r in kept if r["status"] == "failed"}
     # segments: flag one segment, it alone disappears
-    segs = _sql(db, "SELECT id, idx FROM segments ORDER BY idx")
-    _sql(db, "UPDATE segments SET low_confidence = (id = ?)", segs[0]["id"])
+    segs = sql(db, "SELECT id, idx FROM segments ORDER BY idx")
+    sql(db, "UPDATE segments SET low_confidence = (id = ?)", segs[0]["id"])
     seg = _csv(run(["results", "--batch", "1", "--segments", "--format", "csv", "--confident"], db).stdout)
     assert [int(r["index"]) for r in seg] == [s["idx"] for s in segs[1:]]
     h = run(["results", "--help"], db)
@@ -163,7 +142,7 @@ def test_confident_leaves_out_exactly_the_flagged_rows(batch_db, tmp_path):
 
 
 def test_results_table_shows_the_flags(batch_db, tmp_path):
-    db = _copy(batch_db[0], tmp_path)
+    db = copy_db(batch_db[0], tmp_path)
     low, ood = _flag_some(db)
     p = run(["results", "--batch", "1"], db, COLUMNS="400")
     no_traceback(p)
@@ -179,16 +158,16 @@ def test_results_table_shows_the_flags(batch_db, tmp_path):
 
 
 def test_status_json_counts_flags_and_warnings(batch_db, tmp_path):
-    db = _copy(batch_db[0], tmp_path)
+    db = copy_db(batch_db[0], tmp_path)
     low, ood = _flag_some(db)
-    _sql(db, "UPDATE batches SET warnings = ? WHERE id = 1", json.dumps(WARNINGS))
+    sql(db, "UPDATE batches SET warnings = ? WHERE id = 1", json.dumps(WARNINGS))
     p = run(["status", "1", "--format", "json"], db)
     no_traceback(p)
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     assert set(doc) == {"batch_id", "status", "mode", "counts", "warnings", "files_per_s", "eta_s", "finished_at"}
     by_status = dict(
-        (r[0], r[1]) for r in _sql(db, "SELECT status, count(*) FROM results WHERE batch_id = 1 GROUP BY status")
+        (r[0], r[1]) for r in sql(db, "SELECT status, count(*) FROM results WHERE batch_id = 1 GROUP BY status")
     )
     assert doc["batch_id"] == 1 and doc["status"] == "done_with_failures" and doc["mode"] == "embedded"
     assert doc["counts"] == {
@@ -213,32 +192,32 @@ def test_status_json_counts_flags_and_warnings(batch_db, tmp_path):
 
 
 def test_status_computes_warnings_of_a_batch_finished_without_them(batch_db, tmp_path):
-    db = _copy(batch_db[0], tmp_path)
-    done = [r["path"] for r in _sql(db, "SELECT path FROM results WHERE batch_id = 1 AND status = 'done'")]
-    _sql(db, "UPDATE results SET out_of_domain = 1 WHERE batch_id = 1 AND status = 'done'")
-    _sql(db, "UPDATE batches SET warnings = NULL WHERE id = 1")
+    db = copy_db(batch_db[0], tmp_path)
+    done = [r["path"] for r in sql(db, "SELECT path FROM results WHERE batch_id = 1 AND status = 'done'")]
+    sql(db, "UPDATE results SET out_of_domain = 1 WHERE batch_id = 1 AND status = 'done'")
+    sql(db, "UPDATE batches SET warnings = NULL WHERE id = 1")
     doc = json.loads(run(["status", "1", "--format", "json"], db).stdout)
     assert doc["counts"]["out_of_domain"] == len(done) >= 10
     assert [w["code"] for w in doc["warnings"] if w["code"] == "out_of_domain"] == ["out_of_domain"]
     assert "100% of these recordings are unlike the training data" in doc["warnings"][0]["message"]
     # shown, not stored
-    assert _sql(db, "SELECT warnings FROM batches WHERE id = 1")[0]["warnings"] is None
+    assert sql(db, "SELECT warnings FROM batches WHERE id = 1")[0]["warnings"] is None
 
 
 def test_submit_summary_prints_counts_and_warnings(batch_db, tmp_path):
     db, p = batch_db
-    stored = json.loads(_sql(db, "SELECT warnings FROM batches WHERE id = 1")[0]["warnings"] or "[]")
+    stored = json.loads(sql(db, "SELECT warnings FROM batches WHERE id = 1")[0]["warnings"] or "[]")
     flat = " ".join(p.stdout.split())  # rich wraps long lines
     for w in stored:  # whatever the model decided, the summary shows what was stored
         assert " ".join(w["message"].split()) in flat
-    n_low, n_ood = _sql(
+    n_low, n_ood = sql(
         db,
         "SELECT sum(low_confidence = 1), sum(out_of_domain = 1) FROM results WHERE batch_id = 1 AND status = 'done'",
     )[0]
     assert f"{n_low} low confidence, {n_ood} out of domain" in flat
     # a finished batch resumed: the summary shows the warnings stored on it (here written by the test)
-    db2 = _copy(db, tmp_path)
-    _sql(db2, "UPDATE batches SET warnings = ? WHERE id = 1", json.dumps(WARNINGS))
+    db2 = copy_db(db, tmp_path)
+    sql(db2, "UPDATE batches SET warnings = ? WHERE id = 1", json.dumps(WARNINGS))
     r = run(["submit", "--resume", "1", "-q"], db2)
     no_traceback(r)
     assert r.returncode == 3, r.stdout + r.stderr
@@ -249,8 +228,8 @@ def test_submit_summary_prints_counts_and_warnings(batch_db, tmp_path):
 
 
 def test_models_show_prints_calibration_and_draws_reliability(batch_db, tmp_path):
-    db = _copy(batch_db[0], tmp_path)
-    row = _sql(db, "SELECT version, metrics FROM models WHERE active = 1")[0]
+    db = copy_db(batch_db[0], tmp_path)
+    row = sql(db, "SELECT version, metrics FROM models WHERE active = 1")[0]
     trust = json.loads(row["metrics"]).get("trust")
     if not trust:
         pytest.skip("the packaged default model stores no calibration (trained before ser-feat-3)")
@@ -270,7 +249,7 @@ def test_models_show_prints_calibration_and_draws_reliability(batch_db, tmp_path
     # a model without calibration says so and draws no reliability diagram
     metrics = json.loads(row["metrics"])
     metrics.pop("trust")
-    _sql(db, "UPDATE models SET metrics = ? WHERE version = ?", json.dumps(metrics), row["version"])
+    sql(db, "UPDATE models SET metrics = ? WHERE version = ?", json.dumps(metrics), row["version"])
     out2 = tmp_path / "rep2"
     q = run(["models", "show", row["version"], "--report", str(out2)], db)
     assert q.returncode == 0, q.stderr
@@ -279,9 +258,9 @@ def test_models_show_prints_calibration_and_draws_reliability(batch_db, tmp_path
 
 def test_resume_honours_the_pinned_model(batch_db, tmp_path):
     """A batch pinned to a model (rescore) keeps it on `--resume`, although another model is active."""
-    db = _copy(batch_db[0], tmp_path)
-    src = _sql(db, "SELECT * FROM models WHERE active = 1")[0]
-    _sql(
+    db = copy_db(batch_db[0], tmp_path)
+    src = sql(db, "SELECT * FROM models WHERE active = 1")[0]
+    sql(
         db,
         "INSERT INTO models (version, created_at, labels, metrics, checksum, feature_version, active, source, bundle) "
         "VALUES ('pinned-copy', ?, ?, ?, ?, ?, 0, ?, ?)",
@@ -293,12 +272,12 @@ def test_resume_honours_the_pinned_model(batch_db, tmp_path):
         src["source"],
         src["bundle"],
     )
-    opts = json.loads(_sql(db, "SELECT options FROM batches WHERE id = 1")[0]["options"])
+    opts = json.loads(sql(db, "SELECT options FROM batches WHERE id = 1")[0]["options"])
     opts["model_version"] = "pinned-copy"
-    _sql(db, "UPDATE batches SET options = ?, status = 'running', warnings = NULL WHERE id = 1", json.dumps(opts))
-    redo = [r["path"] for r in _sql(db, "SELECT path FROM results WHERE batch_id = 1 AND status = 'done' LIMIT 3")]
+    sql(db, "UPDATE batches SET options = ?, status = 'running', warnings = NULL WHERE id = 1", json.dumps(opts))
+    redo = [r["path"] for r in sql(db, "SELECT path FROM results WHERE batch_id = 1 AND status = 'done' LIMIT 3")]
     for path in redo:
-        _sql(
+        sql(
             db,
             "UPDATE results SET status = 'pending', emotion = NULL, model_version = NULL, finished_at = NULL "
             "WHERE batch_id = 1 AND path = ?",
@@ -307,8 +286,6 @@ def test_resume_honours_the_pinned_model(batch_db, tmp_path):
     p = run(["submit", "--resume", "1", "-q"], db)
     no_traceback(p)
     assert p.returncode == 3, p.stdout + p.stderr
-    got = {
-        r["path"]: r["model_version"] for r in _sql(db, "SELECT path, model_version FROM results WHERE batch_id = 1")
-    }
+    got = {r["path"]: r["model_version"] for r in sql(db, "SELECT path, model_version FROM results WHERE batch_id = 1")}
     assert all(got[path] == "pinned-copy" for path in redo), got
-    assert _sql(db, "SELECT version FROM models WHERE active = 1")[0]["version"] == src["version"]
+    assert sql(db, "SELECT version FROM models WHERE active = 1")[0]["version"] == src["version"]
