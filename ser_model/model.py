@@ -11,20 +11,22 @@ exactly as :meth:`ModelBundle.predict_proba` would. Bundles written before this 
 Bundles also carry ``trust`` (:mod:`ser_model.trust`): the temperature of each pipeline, fitted on
 out-of-fold probabilities, so that :meth:`ModelBundle.predict_proba` returns *calibrated* probabilities;
 the out-of-domain detector with its threshold; the low-confidence thresholds; the training label prior.
-Its SHA-256 is recorded next to it (``<file>.json`` sidecar, and the ``models`` table)
+Prediction needs only the pipelines' arrays (:class:`ser_model.inference.MLPWeights`), which the
+bundle stores as plain numpy arrays beside the pickled pipelines (``format`` 2), so loading a bundle
+and classifying with it does not import scikit-learn. Its SHA-256 is recorded next to it (``<file>.json`` sidecar, and the ``models`` table)
 and checked before the file is unpickled: joblib/pickle executes code on load, so an unverified
 bundle is never opened.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
 import os
 import platform
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -36,8 +38,10 @@ if TYPE_CHECKING:  # scikit-learn is imported where it is used: reading a sideca
     from sklearn.pipeline import Pipeline
 
 from ser_model.features import FEATURE_VERSION, N_FEATURES
+from ser_model.inference import MLPWeights
+from ser_model.speaker import MODE_GLOBAL, MODE_SPEAKER
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
 DEFAULT_MODEL_PATH = Path(__file__).with_name("models") / "default.joblib"
 """The default model shipped in the package (trained on RAVDESS actors 1-20, 8 emotions)."""
 
@@ -54,14 +58,19 @@ class BundleError(Exception):
     """A model bundle is missing, corrupt, tampered with, or built for another feature version."""
 
 
-@dataclass
 class ModelBundle:
     """A trained model and what it was trained on.
 
-    Attributes:
+    Prediction (:meth:`predict_proba`, :meth:`predict_proba_speakers`) runs the numpy forward pass of
+    :class:`ser_model.inference.MLPWeights`, so a bundle read from disk classifies without importing
+    scikit-learn; the fitted scikit-learn pipelines themselves are unpickled only when
+    :attr:`pipeline` or :attr:`speaker_pipeline` is read.
+
+    Args:
         pipeline: fitted ``Pipeline([("scaler", StandardScaler), ("mlp", MLPClassifier)])`` whose
             classes are the integer indices into ``labels`` (integer targets sidestep scikit-learn
-            1.8's early-stopping validation, which fails on string targets).
+            1.8's early-stopping validation, which fails on string targets); None when ``weights``
+            and ``sklearn_state`` are given (a bundle read from disk).
         labels: label set, in the order of the probability columns.
         feature_version: :data:`ser_model.features.FEATURE_VERSION` at training time.
         meta: everything else: ``metrics``, ``data_fingerprint``, ``versions``, ``created_at``,
@@ -74,14 +83,68 @@ class ModelBundle:
             ``"speaker-adaptive"``), ``ood`` (:meth:`ser_model.trust.OODDetector.to_dict`) and
             ``train_prior`` (label -> share). Empty: probabilities are the raw softmax and no flags
             are computed.
+        weights: the two pipelines' arrays by mode (``"global"``, ``"speaker-adaptive"`` or None);
+            default: taken from the pipelines.
+        sklearn_state: the serialised pipelines of a bundle read from disk (see
+            :func:`bundle_to_bytes`), unpickled on first use of :attr:`pipeline`.
+
+    Raises:
+        ValueError: neither ``pipeline`` nor ``weights`` + ``sklearn_state`` given.
     """
 
-    pipeline: Pipeline
-    labels: list[str]
-    feature_version: str = FEATURE_VERSION
-    meta: dict[str, Any] = field(default_factory=dict)
-    speaker_pipeline: Pipeline | None = None
-    trust: dict[str, Any] = field(default_factory=dict)
+    def __init__(
+        self,
+        pipeline: Pipeline | None = None,
+        labels: Sequence[str] = (),
+        feature_version: str = FEATURE_VERSION,
+        meta: dict[str, Any] | None = None,
+        speaker_pipeline: Pipeline | None = None,
+        trust: dict[str, Any] | None = None,
+        *,
+        weights: dict[str, MLPWeights | None] | None = None,
+        sklearn_state: bytes | None = None,
+    ) -> None:
+        if pipeline is None and (weights is None or sklearn_state is None):
+            raise ValueError("a model bundle needs a fitted pipeline, or weights and the serialised pipelines")
+        self.labels = list(labels)
+        self.feature_version = feature_version
+        self.meta: dict[str, Any] = meta if meta is not None else {}
+        self.trust: dict[str, Any] = dict(trust or {})
+        self._pipelines: tuple[Pipeline, Pipeline | None] | None = (
+            None if pipeline is None else (pipeline, speaker_pipeline)
+        )
+        self._sklearn_state = sklearn_state
+        if weights is None:
+            weights = {
+                MODE_GLOBAL: MLPWeights.from_pipeline(pipeline),
+                MODE_SPEAKER: None if speaker_pipeline is None else MLPWeights.from_pipeline(speaker_pipeline),
+            }
+        self.weights: dict[str, MLPWeights | None] = weights
+
+    def _sklearn(self) -> tuple[Pipeline, Pipeline | None]:
+        if self._pipelines is None:
+            assert self._sklearn_state is not None
+            obj = joblib.load(io.BytesIO(self._sklearn_state))  # imports scikit-learn
+            self._pipelines = (
+                _with_coefs(obj["pipeline"], self.weights[MODE_GLOBAL]),
+                _with_coefs(obj.get("speaker_pipeline"), self.weights.get(MODE_SPEAKER)),
+            )
+        return self._pipelines
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The fitted global scikit-learn pipeline (unpickled on first use)."""
+        return self._sklearn()[0]
+
+    @property
+    def speaker_pipeline(self) -> Pipeline | None:
+        """The fitted speaker-adaptive pipeline, or None (unpickled on first use)."""
+        return self._sklearn()[1]
+
+    @property
+    def has_speaker_pipeline(self) -> bool:
+        """Whether the bundle has a speaker-adaptive pipeline (without unpickling anything)."""
+        return self.weights.get(MODE_SPEAKER) is not None
 
     def ood_scores(self, X: np.ndarray) -> np.ndarray | None:
         """Out-of-domain scores ``(n,)`` of raw features (:class:`ser_model.trust.OODDetector`), or None."""
@@ -135,8 +198,6 @@ class ModelBundle:
             :class:`TrustFlags` (``scores`` against the out-of-domain threshold, ``confidence``
             against the mode's low-confidence threshold); arrays None without ``trust`` state.
         """
-        from ser_model.speaker import MODE_GLOBAL
-
         if not self.trust:
             return TrustFlags(None, None, None)
         scores = np.asarray(scores, dtype=np.float64)
@@ -152,10 +213,12 @@ class ModelBundle:
 
         return int(self.meta.get("min_speaker_files", MIN_SPEAKER_FILES))
 
-    def _proba(self, pipeline: Pipeline, X: np.ndarray) -> np.ndarray:
-        proba = pipeline.predict_proba(np.atleast_2d(X))
+    def _proba(self, mode: str, X: np.ndarray) -> np.ndarray:
+        w = self.weights[mode]
+        assert w is not None
+        proba = w.predict_proba(X)
         out = np.zeros((proba.shape[0], len(self.labels)), dtype=np.float64)
-        out[:, np.asarray(pipeline.classes_, dtype=int)] = proba
+        out[:, w.classes] = proba
         return out
 
     def predict_proba(self, X: np.ndarray, *, calibrated: bool = True) -> np.ndarray:
@@ -170,9 +233,7 @@ class ModelBundle:
         Returns:
             Array ``(n, len(labels))``; rows sum to 1.
         """
-        from ser_model.speaker import MODE_GLOBAL
-
-        proba = self._proba(self.pipeline, X)
+        proba = self._proba(MODE_GLOBAL, X)
         return self._calibrate(proba, MODE_GLOBAL, np.atleast_2d(X)) if calibrated else proba
 
     def predict_proba_speakers(
@@ -205,17 +266,17 @@ class ModelBundle:
         Raises:
             ValueError: ``len(speakers) != n``.
         """
-        from ser_model.speaker import MODE_SPEAKER, speaker_modes, speaker_normalise
+        from ser_model.speaker import speaker_modes, speaker_normalise
 
         X = np.atleast_2d(np.asarray(X))
         if len(speakers) != X.shape[0]:
             raise ValueError(f"{len(speakers)} speaker keys for {X.shape[0]} feature rows")
-        if self.speaker_pipeline is None:
+        if not self.has_speaker_pipeline:
             return self.predict_proba(X, calibrated=calibrated), speaker_modes(np.zeros(X.shape[0], dtype=bool))
         Z, adapted = speaker_normalise(X, speakers, min_files=min_files or self.min_speaker_files)
         out = np.zeros((X.shape[0], len(self.labels)), dtype=np.float64)
         if adapted.any():
-            p = self._proba(self.speaker_pipeline, Z[adapted])
+            p = self._proba(MODE_SPEAKER, Z[adapted])
             out[adapted] = self._calibrate(p, MODE_SPEAKER, X[adapted]) if calibrated else p
         if (~adapted).any():
             # same input dtype as predict_proba
@@ -299,18 +360,55 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _without_coefs(pipeline: Pipeline | None) -> Pipeline | None:
+    """A shallow copy of ``pipeline`` whose MLP has no ``coefs_`` (the bundle stores them once, as weights)."""
+    if pipeline is None:
+        return None
+    mlp = copy.copy(pipeline.named_steps["mlp"])
+    mlp.coefs_ = None
+    out = copy.copy(pipeline)
+    out.steps = [(name, mlp if name == "mlp" else step) for name, step in pipeline.steps]
+    return out
+
+
+def _with_coefs(pipeline: Pipeline | None, weights: MLPWeights | None) -> Pipeline | None:
+    """Inverse of :func:`_without_coefs`: the MLP's ``coefs_`` put back from the stored weights."""
+    if pipeline is None or weights is None:
+        return pipeline
+    pipeline.named_steps["mlp"].coefs_ = list(weights.coefs)
+    return pipeline
+
+
 def bundle_to_bytes(bundle: ModelBundle) -> bytes:
-    """Serialise a bundle with joblib (zlib level 3) to bytes."""
+    """Serialise a bundle with joblib (zlib level 3) to bytes.
+
+    Layout (``format`` 2): a dict of ``labels``, ``feature_version``, ``meta``, ``trust``, ``weights``
+    (:meth:`ser_model.inference.MLPWeights.to_dict` by mode: plain numpy arrays, all prediction needs)
+    and ``sklearn``: the fitted pipelines as joblib bytes, with the MLPs' weight matrices left out
+    (they are in ``weights``), unpickled only when :attr:`ModelBundle.pipeline` is read.
+    """
+    if bundle._pipelines is None and bundle._sklearn_state is not None:
+        state = bundle._sklearn_state  # never unpickled: write it back as it was read
+    else:
+        inner = io.BytesIO()
+        joblib.dump(
+            {
+                "pipeline": _without_coefs(bundle.pipeline),
+                "speaker_pipeline": _without_coefs(bundle.speaker_pipeline),
+            },
+            inner,
+        )
+        state = inner.getvalue()
     buf = io.BytesIO()
     joblib.dump(
         {
             "format": BUNDLE_FORMAT,
-            "pipeline": bundle.pipeline,
             "labels": list(bundle.labels),
             "feature_version": bundle.feature_version,
             "meta": bundle.meta,
-            "speaker_pipeline": bundle.speaker_pipeline,
             "trust": bundle.trust,
+            "weights": {mode: None if w is None else w.to_dict() for mode, w in bundle.weights.items()},
+            "sklearn": state,
         },
         buf,
         compress=("zlib", 3),
@@ -320,6 +418,9 @@ def bundle_to_bytes(bundle: ModelBundle) -> bytes:
 
 def bundle_from_bytes(data: bytes, expected_sha256: str) -> ModelBundle:
     """Verify the SHA-256 of serialised bundle bytes, then load them.
+
+    A ``format`` 2 bundle loads without importing scikit-learn (see :func:`bundle_to_bytes`); a
+    ``format`` 1 bundle (the fitted pipelines pickled directly) loads them, which imports it.
 
     Args:
         data: bytes written by :func:`bundle_to_bytes`.
@@ -342,7 +443,7 @@ def bundle_from_bytes(data: bytes, expected_sha256: str) -> ModelBundle:
         obj = joblib.load(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt bundle
         raise BundleError(f"model bundle is unreadable: {type(e).__name__}: {e}") from None
-    if not isinstance(obj, dict) or "pipeline" not in obj:
+    if not isinstance(obj, dict) or not ("pipeline" in obj or ("weights" in obj and "sklearn" in obj)):
         raise BundleError("model bundle has an unknown layout")
     fv = obj.get("feature_version")
     if fv != FEATURE_VERSION:
@@ -350,14 +451,16 @@ def bundle_from_bytes(data: bytes, expected_sha256: str) -> ModelBundle:
             f"model bundle was built for feature version {fv!r}, this ser-batch computes {FEATURE_VERSION!r}; "
             "retrain it with `ser-batch train`"
         )
-    return ModelBundle(
-        pipeline=obj["pipeline"],
-        labels=list(obj["labels"]),
-        feature_version=fv,
-        meta=obj["meta"],
-        speaker_pipeline=obj.get("speaker_pipeline"),
-        trust=dict(obj.get("trust") or {}),
-    )
+    common = {"labels": list(obj["labels"]), "feature_version": fv, "meta": obj["meta"], "trust": obj.get("trust")}
+    if "pipeline" in obj:  # format 1
+        return ModelBundle(pipeline=obj["pipeline"], speaker_pipeline=obj.get("speaker_pipeline"), **common)
+    try:
+        weights = {mode: None if w is None else MLPWeights.from_dict(w) for mode, w in obj["weights"].items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise BundleError(f"model bundle has unusable weights: {type(e).__name__}: {e}") from None
+    if weights.get(MODE_GLOBAL) is None:
+        raise BundleError("model bundle has no global model")
+    return ModelBundle(weights=weights, sklearn_state=bytes(obj["sklearn"]), **common)
 
 
 def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str]) -> str:
