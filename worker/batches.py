@@ -119,8 +119,29 @@ def finalise_if_complete(batch_id: int, *, url: str | None = None) -> BatchFinal
 
 
 def owner_id() -> str:
-    """A new lease owner id: ``host:pid:random`` (one per chunk run, at most 128 characters)."""
-    return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    """A new lease owner id: ``host:pid:start:random`` (one per chunk run, at most 128 characters).
+
+    ``start`` is the process's start time (:func:`process_start`, empty where unknown), so a later
+    process that happens to get the same PID is not mistaken for the owner
+    (:func:`expire_dead_local_leases`).
+    """
+    start = process_start(os.getpid())
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{'' if start is None else start}:{uuid.uuid4().hex[:12]}"
+
+
+def process_start(pid: int) -> int | None:
+    """Start time of process ``pid`` in clock ticks after boot (``/proc/PID/stat`` field 22), or None.
+
+    None where there is no ``/proc`` (not Linux) or no such process. Together with the PID it names a
+    process uniquely: PIDs are reused, quickly so in containers with a small PID space.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        # the command name (field 2) is in parentheses and may contain spaces: split after it
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def claim(batch_id: int, paths: Sequence[str], owner: str, *, lease_s: float, url: str | None = None) -> dict[str, int]:
@@ -211,8 +232,9 @@ def expire_dead_local_leases(batch_id: int, paths: Sequence[str], *, url: str | 
 
     A pool process killed by the OOM killer or the hard time limit cannot renew its lease, and
     Celery redelivers its chunk at once (``task_reject_on_worker_lost``); without this the
-    redelivery would find the rows leased and wait for the lease to run out. Owners on other hosts,
-    and live (or PID-reused) processes, keep their leases.
+    redelivery would find the rows leased and wait for the lease to run out. Owners on other hosts
+    and live processes keep their leases; a dead owner's PID taken by a new process (this one
+    included) does not keep it alive (:func:`_owner_dead`).
 
     Returns:
         Number of rows whose lease was ended.
@@ -230,15 +252,35 @@ def expire_dead_local_leases(batch_id: int, paths: Sequence[str], *, url: str | 
                 )
             )
         )
-    dead = []
-    for owner in owners:
-        try:
-            pid = int(owner.split(":")[1])
-        except (IndexError, ValueError):
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            dead.append(pid)
-    return expire_leases_of(dead, url=url)
+    dead = [owner for owner in owners if _owner_dead(owner)]
+    if not dead:
+        return 0
+    with Session(get_engine(url)) as s, s.begin():
+        res = s.execute(
+            update(Result)
+            .where(Result.batch_id == batch_id, Result.status == "pending", Result.worker_id.in_(dead))
+            .values(lease_expires_at=utcnow())
+        )
+        return int(res.rowcount or 0)
+
+
+def _owner_dead(owner: str) -> bool:
+    """Whether the local process named by lease owner ``owner`` (see :func:`owner_id`) is gone.
+
+    An owner whose PID is running again, but with another start time, is a process that died and
+    whose PID was reused, possibly by this very process; an owner id without a start time (written
+    before it was recorded, or where it is unknown) is judged by its PID alone, never dead when the
+    PID is this process's.
+    """
+    parts = owner.split(":")
+    try:
+        pid = int(parts[1])
+    except (IndexError, ValueError):
+        return False
+    start = int(parts[2]) if len(parts) >= 4 and parts[2].isdigit() else None
+    if start is None:
+        return pid != os.getpid() and not _pid_alive(pid)
+    return not _pid_alive(pid) or process_start(pid) not in (start, None)
 
 
 class Heartbeat:
@@ -369,7 +411,10 @@ def run_chunk(
     owner = owner_id()
     claimed = claim(batch_id, paths, owner, lease_s=s.lease_s, url=url)
     rest = [p for p in paths if p not in claimed]
-    if rest and expire_dead_local_leases(batch_id, rest, url=url):  # a killed pool process's chunk, redelivered
+    if rest:  # a killed pool process's chunk, redelivered: end its dead owner's lease, then claim again
+        expire_dead_local_leases(batch_id, rest, url=url)
+        # again even when this process ended no lease: another one may just have ended the same
+        # dead owner's leases (on all of its rows), between the first claim and the check above
         claimed |= claim(batch_id, rest, owner, lease_s=s.lease_s, url=url)
     todo = [p for p in paths if p in claimed]
     counts = {"done": 0, "failed": 0, "skipped": len(paths) - len(todo)}

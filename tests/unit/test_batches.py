@@ -173,3 +173,52 @@ def test_leases_of_dead_local_processes_are_ended_when_their_chunk_comes_back(ba
     claim(bid, paths[3:], f"elsewhere:{gone.pid}:abc", lease_s=30, url=url)  # another host: not judged
     assert expire_dead_local_leases(bid, paths, url=url) == 2
     assert set(claim(bid, paths, "next", lease_s=30, url=url)) == set(paths[:2])
+
+
+def test_a_reused_pid_does_not_keep_a_dead_owners_lease(batch):
+    """Lease owners carry their process's start time: the same PID in a new process is another owner."""
+    import os
+
+    from worker.batches import _owner_dead, expire_dead_local_leases, owner_id, process_start
+
+    url, bid, paths = batch
+    me = owner_id()
+    host, pid, start, _ = me.split(":")
+    assert int(pid) == os.getpid() and int(start) == process_start(os.getpid())
+    assert not _owner_dead(me)  # this process, alive
+    earlier = f"{host}:{pid}:{int(start) - 1}:abc"  # an earlier process that had this PID
+    assert _owner_dead(earlier)
+    assert not _owner_dead(f"{host}:{pid}:abc")  # the old id format: own PID, judged alive as before
+    claim(bid, paths[:2], earlier, lease_s=30, url=url)
+    claim(bid, paths[2:], me, lease_s=30, url=url)
+    assert expire_dead_local_leases(bid, paths, url=url) == 2
+    assert set(claim(bid, paths, "next", lease_s=30, url=url)) == set(paths[:2])
+
+
+def test_a_chunk_claims_rows_another_process_freed_meanwhile(batch, monkeypatch):
+    """Two processes meet the same dead owner: the one that did not end the lease still runs its files."""
+    import socket
+    import subprocess
+
+    from worker import batches, processing
+
+    url, bid, paths = batch
+    host = socket.gethostname()[:80]
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    claim(bid, paths, f"{host}:{gone.pid}:1:abc", lease_s=30, url=url)
+    first_claim = batches.claim
+
+    def claim_then_other_process_expires(*a, **k):
+        got = first_claim(*a, **k)
+        batches.expire_dead_local_leases(bid, paths, url=url)  # the other process, just after our claim
+        monkeypatch.setattr(batches, "claim", first_claim)
+        return got
+
+    monkeypatch.setattr(batches, "claim", claim_then_other_process_expires)
+    ran: list[str] = []
+    monkeypatch.setattr(
+        processing, "process_paths", lambda b, ps, **k: ran.extend(ps) or {"done": len(ps), "failed": 0}
+    )
+    counts = batches.run_chunk(bid, paths[:2], url=url, settings=Settings(database_url=url))
+    assert ran == paths[:2] and counts["skipped"] == 0
