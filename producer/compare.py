@@ -114,7 +114,7 @@ def rescore(
     from sqlalchemy.orm import Session
 
     from producer.common import EXIT_USAGE, CliError, cli_settings, console, err, open_engine, print_interrupted
-    from producer.submit import check_notify_url, run_distributed, run_embedded_batch
+    from producer.submit import check_notify_url, configured_chunk_size, run_distributed, run_embedded_batch
     from worker.db import ModelVersion
     from worker.registry import active_version, ensure_default_model
     from worker.settings import prepare_process_env
@@ -144,7 +144,7 @@ def rescore(
         if s.broker_url:
             code = run_distributed(new_id, chunk, wait_, quiet)  # prints the new id
         else:
-            code = run_embedded_batch(new_id, workers or s.workers, chunk, quiet)
+            code = run_embedded_batch(new_id, workers or s.workers, configured_chunk_size(None), quiet)
             console.print(new_id)
     except KeyboardInterrupt:
         print_interrupted(new_id)

@@ -33,11 +33,41 @@ def _run_chunk(batch_id: int, paths: list[str], model_version: str) -> dict[str,
     return run_chunk(batch_id, paths, model_version=model_version, url=_URL)
 
 
-def warm_up() -> None:
-    """Run the feature extractor once, so forked processes start warm (:func:`worker.warmup.warm_up_features`)."""
-    from worker.warmup import warm_up_features
+MAX_AUTO_CHUNK = 32
+"""Largest unit of work :func:`auto_chunk_size` picks (about 0.15 s of one process's work)."""
 
-    warm_up_features()
+
+def auto_chunk_size(n_files: int, workers: int) -> int:
+    """Files per unit of work of an embedded batch when none was configured.
+
+    The rule of ``multiprocessing.Pool.map``: about four units per process, ``ceil(n / (4 *
+    workers))``, so a few slow files cannot leave one process working alone at the end, capped at
+    :data:`MAX_AUTO_CHUNK`. Every unit pays fixed costs (its lease, the attempts update, the model
+    check, the row upsert and the batch's final check: about 2-3 ms with SQLite); at the
+    distributed default of 8 files that is a tenth of the work, at 32 a fortieth
+    (``benchmarks/results/throughput.md``). The cap keeps the progress bar moving and bounds what a
+    killed process takes with it (its unit is run again, one file at a time).
+
+    Args:
+        n_files: files to classify.
+        workers: processes.
+
+    Returns:
+        Chunk size, ``1 <= size <= MAX_AUTO_CHUNK``.
+    """
+    return max(1, min(MAX_AUTO_CHUNK, -(-n_files // (4 * max(1, workers)))))
+
+
+def warm_up(bundle: Any) -> None:
+    """Run the feature extractor and ``bundle`` once, so forked processes start warm.
+
+    See :func:`worker.warmup.warm_up_features` and :func:`worker.warmup.warm_up_model`; then
+    :func:`worker.warmup.freeze_before_fork`.
+    """
+    from worker.warmup import freeze_before_fork, warm_up_features, warm_up_model
+
+    warm_up_model(bundle, warm_up_features())
+    freeze_before_fork()
 
 
 def run_embedded(

@@ -116,6 +116,12 @@ def open_batch(
     return batch_id
 
 
+def configured_chunk_size(option: int | None) -> int | None:
+    """``--chunk-size`` if given, else ``SER_CHUNK_SIZE`` if set, else None (embedded mode picks one)."""
+    s = cli_settings()
+    return option or (s.chunk_size if "chunk_size" in s.model_fields_set else None)
+
+
 def check_notify_url(url: str | None) -> str | None:
     """A checked webhook URL (``--notify`` / ``SER_NOTIFY_URL``), or None when none is given.
 
@@ -281,13 +287,15 @@ def run_sweep() -> int:
     return report.expired + report.orphaned
 
 
-def run_embedded_batch(batch_id: int, workers: int, chunk_size: int, quiet: bool) -> int:
+def run_embedded_batch(batch_id: int, workers: int, chunk_size: int | None, quiet: bool) -> int:
     """Embedded mode: label the batch's pending files with a local process pool, then summarise.
 
     The processes run the batch engine (:func:`worker.batches.run_chunk`); files whose chunk could
     not be run even alone (a process killed by the OS) get a ``failed`` row with the reason.
+    ``chunk_size`` None (neither ``--chunk-size`` nor ``SER_CHUNK_SIZE`` given) picks it from the
+    number of files and processes (:func:`producer.embedded.auto_chunk_size`).
     """
-    from producer.embedded import run_embedded, warm_up
+    from producer.embedded import auto_chunk_size, run_embedded, warm_up
     from worker.batches import fail_pending, finish_batch_locally, pending_paths
     from worker.registry import RegistryError, load_model
     from worker.settings import prepare_process_env
@@ -302,11 +310,12 @@ def run_embedded_batch(batch_id: int, workers: int, chunk_size: int, quiet: bool
         raise CliError(str(e)) from None
     _set_mode(batch_id, "embedded")  # a distributed batch resumed here: the workers' sweepers leave it alone
     todo = pending_paths(batch_id, url=s.database_url)
+    chunk_size = chunk_size or auto_chunk_size(len(todo), workers)
     total = batch_total(batch_id)
     t0 = time.perf_counter()
     with progress_bar(quiet) as progress:
         task = progress.add_task("warming up", total=total, completed=total - len(todo))
-        warm_up()
+        warm_up(model.bundle)
         progress.update(task, description=f"classifying ({min(workers, max(1, len(todo)))} processes)")
         leftovers = run_embedded(
             batch_id,

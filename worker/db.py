@@ -247,6 +247,12 @@ def dispose_engines() -> None:
     _engines.clear()
 
 
+def close_engines() -> None:
+    """Close this process' pooled connections (before the interpreter exits; SQLite checkpoints its WAL)."""
+    for key in [k for k in _engines if k[1] == os.getpid()]:
+        _engines.pop(key).dispose()
+
+
 def _upsert_insert(session: Session) -> Any:
     """The dialect's ``insert`` that has ``on_conflict_do_update/do_nothing`` (SQLite or PostgreSQL)."""
     dialect = session.get_bind().dialect.name

@@ -120,6 +120,8 @@ def load_model(version: str | None = None, *, url: str | None = None) -> LoadedM
     """
     from ser_model.model import DEFAULT_MODEL_PATH, BundleError, bundle_from_bytes, load_bundle
 
+    if version is not None and version in _cache:
+        return _cache[version]  # a version's bundle never changes (checksum): no database round trip
     engine = get_engine(url)
     with Session(engine) as s, s.begin():
         if version is None:

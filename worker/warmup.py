@@ -44,11 +44,39 @@ def warm_up(url: str | None = None) -> dict[str, Any]:
     x = warm_up_features()
     try:
         model = load_model(url=url)
-        model.bundle.predict_proba(x[None, :])  # type: ignore[attr-defined]
+        warm_up_model(model.bundle, x)
     except Exception as e:  # noqa: BLE001 - a worker without a model still starts; tasks report why
         log.warning("warm-up could not load the model: %s", e)
         return {"model_version": None, "error": str(e)}
+    finally:
+        freeze_before_fork()
     return {"model_version": model.version, "error": None}
+
+
+def warm_up_model(bundle: Any, x: Any) -> None:
+    """Label the warm-up vector ``x`` ``(n_features,)`` as a file is labelled (probabilities, trust flags).
+
+    Everything a pool process would otherwise import or build at its first file (the calibration and
+    out-of-domain code, the row fields, ``threadpoolctl`` for :func:`after_fork`) is then in the parent.
+    """
+    import threadpoolctl  # noqa: F401 - imported by after_fork in every pool process
+
+    from worker.processing import label_fields
+
+    X = x[None, :]
+    label_fields(bundle, X, bundle.predict_proba(X))
+
+
+def freeze_before_fork() -> None:
+    """:func:`gc.freeze` the parent's objects (modules, filter banks, the model) before the pool forks.
+
+    Python's ``gc`` documentation advises it for processes that fork without exec: the children's
+    collections then skip the inherited objects, which they would otherwise walk (CPU in every pool
+    process) and touch (copy-on-write of pages the parent could have shared).
+    """
+    import gc
+
+    gc.freeze()
 
 
 def after_fork() -> None:

@@ -1,7 +1,7 @@
 from sqlalchemy import inspect
 
 from worker.db import get_engine
-from worker.migrate import current_revision, downgrade, ensure_schema, head_revision, upgrade
+from worker.migrate import HEAD_REVISION, current_revision, downgrade, ensure_schema, head_revision, upgrade
 
 
 def test_empty_to_head_and_back(tmp_path):
@@ -63,3 +63,8 @@ def test_0004_adds_trust_flags_and_keeps_rows(tmp_path):
         assert conn.execute(text("SELECT path, ood_score, out_of_domain FROM results")).all() == [("a.wav", None, None)]
     downgrade(url, "0003")
     assert "ood_score" not in {c["name"] for c in inspect(get_engine(url)).get_columns("results")}
+
+
+def test_head_constant_is_alembics_head():
+    # ensure_schema skips Alembic when the database is stamped HEAD_REVISION: it must be the head
+    assert HEAD_REVISION == head_revision()
