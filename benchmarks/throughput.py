@@ -175,6 +175,48 @@ def seeds_on_corpus(data: str, passes: int) -> dict[str, Any]:
     }
 
 
+def side_by_side(data: str, rounds: int) -> list[dict[str, Any]]:
+    """The seeds' extractor and ``ser-batch submit`` on the same files, interleaved round by round.
+
+    Each round: one pass of the seeds' extractor over every FLAC in this process (warm: imports,
+    numba functions), then ``ser-batch submit DATA`` with its defaults (``-j 2``, its own chunk size)
+    on a database created before the clock starts (as on every run after a user's first), on a new
+    database file (the command runs the migrations), and with ``-j 1`` on an existing database.
+    Interleaving exposes all of them to the same moments of the machine's load; the ratio of a round
+    divides files/s measured within a minute of each other.
+
+    Returns:
+        One dict per round: ``seeds`` (files/s, CPU ms/file) and the three ``submit`` runs.
+    """
+    from distributed import run_embedded
+    from services import temp_dir
+
+    paths = sorted(str(p) for p in Path(data).glob("Actor_*/*.flac"))
+    for p in paths[:5]:  # warm up: librosa import, numba functions compiled or loaded from the cache
+        seeds_features(p)
+    tmp = temp_dir("ser-side-")
+    out: list[dict[str, Any]] = []
+    try:
+        for r in range(rounds):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            for p in paths:
+                seeds_features(p)
+            seeds = {
+                "files_per_s": round(len(paths) / (time.perf_counter() - t0), 1),
+                "cpu_ms_per_file": round(1000 * (time.thread_time() - c0) / len(paths), 2),
+            }
+            runs = {
+                "existing_db_j2": run_embedded(data, tmp, name=f"sbs{r}_ex2", jobs=2, chunk=None, existing_db=True),
+                "new_db_j2": run_embedded(data, tmp, name=f"sbs{r}_new2", jobs=2, chunk=None),
+                "existing_db_j1": run_embedded(data, tmp, name=f"sbs{r}_ex1", jobs=1, chunk=None, existing_db=True),
+            }
+            out.append({"round": r, "files": len(paths), "seeds": seeds, **runs})
+            print(json.dumps(out[-1]), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 # --------------------------------------------------------------------------------------- result upsert
 
 
@@ -328,7 +370,9 @@ def end_to_end(data: str, repeats_embedded: int, repeats_distributed: int) -> li
     try:
         for r in range(repeats_embedded):
             for jobs in (1, 2):
-                rows.append(run_embedded(data, tmp, name=f"emb{jobs}_r{r}", jobs=jobs, chunk=8))
+                # the command's defaults (its own chunk size), database created before the clock starts,
+                # as for the distributed runs (their `db upgrade` precedes the clock too)
+                rows.append(run_embedded(data, tmp, name=f"emb{jobs}_r{r}", jobs=jobs, chunk=None, existing_db=True))
                 print(json.dumps(rows[-1]), flush=True)
         rows.append({"mode": "rss", "name": "embedded -j 2", "peak_rss_mb": embedded_peak_rss(data, tmp)})
         redis = RedisServer(tmp / "redis").start()
@@ -418,8 +462,11 @@ def first_result(data: str, pg: Any, redis: Any, tmp: Path, *, name: str, via_cl
 # --------------------------------------------------------------------------------------------- report
 
 
+SECTIONS = ("extractors", "seeds", "upsert", "side", "e2e")
+
+
 def main() -> None:
-    """Run everything and write the report."""
+    """Run everything (or ``--sections``) and write the report."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data", help="RAVDESS 16 kHz FLAC folder (Actor_*/)")
     ap.add_argument("--orig48", default=str(REPO.parent / "shared" / "data" / "ravdess-48k"))
@@ -428,17 +475,39 @@ def main() -> None:
     ap.add_argument("--before-rev", default="aa4fef9", help="git revision of the ser-feat-2 extractor")
     ap.add_argument("--seeds-passes", type=int, default=2, help="passes of the seeds' extractor over DATA")
     ap.add_argument("--upsert-passes", type=int, default=3)
+    ap.add_argument("--side-rounds", type=int, default=5, help="rounds of the seeds / submit side by side")
     ap.add_argument("--e2e-repeats", type=int, default=3, help="embedded runs per -j")
     ap.add_argument("--dist-repeats", type=int, default=2, help="distributed runs per configuration")
-    ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {', '.join(SECTIONS)} to run; the others are taken from the "
+        "JSON an earlier run wrote next to --out",
+    )
     ap.add_argument("--out", default="benchmarks/results/throughput.md")
     ap.add_argument("--report-only", metavar="JSON", help="rewrite the Markdown from a saved throughput.json")
     args = ap.parse_args()
+    out = Path(args.out)
     if args.report_only:
         d = json.loads(Path(args.report_only).read_text())
-        text = report(d["machine"], d["extractors"], d["seeds_on_corpus"], d["upsert"], d["runs"], d["profile"])
-        Path(args.out).write_text(text)
+        out.write_text(
+            report(
+                d["machine"],
+                d["extractors"],
+                d["seeds_on_corpus"],
+                d["upsert"],
+                d["runs"],
+                d["profile"],
+                d.get("side_by_side", []),
+            )
+        )
         return
+    sections = {x.strip() for x in args.sections.split(",") if x.strip()}
+    if unknown := sections - set(SECTIONS):
+        ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    prev = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
+    if sections != set(SECTIONS) and not prev:
+        ap.error(f"--sections needs the results of an earlier full run in {out.with_suffix('.json')}")
 
     from services import temp_dir
 
@@ -447,6 +516,74 @@ def main() -> None:
 
     tuned = tune_malloc()  # as prepare_process_env does in every feature-computing process
     load0 = os.getloadavg()
+    meta = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "feature_version": FEATURE_VERSION,
+        "malloc_tuned": tuned,
+        "load_before": load0,
+    }
+    if "extractors" in sections:
+        ext, profile, ext_meta = run_extractors(args)
+    else:
+        ext, profile = prev["extractors"], prev["profile"]
+        ext_meta = {k: prev["machine"][k] for k in EXTRACTOR_META if k in prev["machine"]}
+    meta.update(ext_meta)
+    if "seeds" in sections:
+        seeds = seeds_on_corpus(args.data, args.seeds_passes)
+        print(json.dumps({"seeds_on_corpus": seeds}), flush=True)
+    else:
+        seeds = prev["seeds_on_corpus"]
+    if "upsert" in sections:
+        utmp = temp_dir("ser-upsert-")
+        try:
+            upsert = upsert_both_databases(utmp, args.upsert_passes)
+        finally:
+            shutil.rmtree(utmp, ignore_errors=True)
+        print(json.dumps({"upsert": upsert}), flush=True)
+    else:
+        upsert = prev["upsert"]
+    side = side_by_side(args.data, args.side_rounds) if "side" in sections else prev.get("side_by_side", [])
+    e2e = end_to_end(args.data, args.e2e_repeats, args.dist_repeats) if "e2e" in sections else prev.get("runs", [])
+    meta["load_after"] = os.getloadavg()
+    meta["sections_run"] = sorted(sections)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "machine": meta,
+                "extractors": ext,
+                "seeds_on_corpus": seeds,
+                "upsert": upsert,
+                "side_by_side": side,
+                "runs": e2e,
+                "profile": profile,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    text = report(meta, ext, seeds, upsert, e2e, profile, side)
+    out.write_text(text)
+    print(text)
+
+
+EXTRACTOR_META = (
+    "before",
+    "files",
+    "audio_s",
+    "values_within_tolerance",
+    "files_all_within_tolerance",
+    "worst_difference_in_spreads",
+    "worst_feature",
+    "peak_rss_extractor_process_mb",
+)
+
+
+def run_extractors(args: argparse.Namespace) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Section 1: the four methods on the 48 kHz set; returns (per-method timings, profile, facts)."""
     tmp = Path(tempfile.mkdtemp(prefix="ser-48k-"))
     try:
         paths = make_48k_set(Path(args.data), Path(args.orig48), args.n48, tmp)
@@ -481,52 +618,74 @@ def main() -> None:
         }
         for k, v in wall.items()
     }
-    seeds = seeds_on_corpus(args.data, args.seeds_passes)
-    print(json.dumps({"seeds_on_corpus": seeds}), flush=True)
-    utmp = temp_dir("ser-upsert-")
-    try:
-        upsert = upsert_both_databases(utmp, args.upsert_passes)
-    finally:
-        shutil.rmtree(utmp, ignore_errors=True)
-    print(json.dumps({"upsert": upsert}), flush=True)
-    e2e = [] if args.skip_e2e else end_to_end(args.data, args.e2e_repeats, args.dist_repeats)
-    meta = {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "feature_version": FEATURE_VERSION,
+    facts = {
         "before": f"{before.FEATURE_VERSION} @ {args.before_rev}",
-        "malloc_tuned": tuned,
         "files": len(paths),
         "audio_s": round(audio_s, 1),
-        "load_before": load0,
-        "load_after": os.getloadavg(),
         "values_within_tolerance": float(close.mean()),
         "files_all_within_tolerance": int(close.all(axis=1).sum()),
         "worst_difference_in_spreads": float(spread.max()),
         "worst_feature": feature_names()[int(spread.max(axis=0).argmax())],
         "peak_rss_extractor_process_mb": round(rss_extract, 1),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(
-        json.dumps(
-            {
-                "machine": meta,
-                "extractors": ext,
-                "seeds_on_corpus": seeds,
-                "upsert": upsert,
-                "runs": e2e,
-                "profile": profile,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    text = report(meta, ext, seeds, upsert, e2e, profile)
-    out.write_text(text)
-    print(text)
+    return ext, profile, facts
+
+
+def side_by_side_section(side: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    """The side-by-side table: per round, the seeds' files/s and each ``submit`` run's, with ratios."""
+    if not side:
+        return []
+    kinds = [
+        ("existing_db_j2", "`submit` (-j 2), database exists"),
+        ("new_db_j2", "`submit` (-j 2), new database file"),
+        ("existing_db_j1", "`submit -j 1`, database exists"),
+    ]
+    n = side[0]["files"]
+    lines = [
+        "",
+        f"### Side by side: the seeds' extractor and `ser-batch submit`, {n:,} RAVDESS files",
+        "",
+        "Round by round (`side_by_side` in the script): one pass of the seeds' extractor in the benchmark "
+        "process (imports done, numba functions compiled: warm; it decodes at the native rate and computes "
+        "180 means, nothing else), then the whole `ser-batch submit` command as a user runs it, with its "
+        "defaults (2 processes on this machine, its own chunk size), wall clock from starting the command "
+        "to its exit: interpreter start, imports, the walk, the batch and pending rows, the model "
+        "registry, decoding, features, model, trust flags, result rows, the summary. *Database exists*: the "
+        "SQLite file was created (`ser-batch db upgrade`) before the clock started, as on every run after a "
+        "user's first; *new database file*: the command also runs the schema migrations and registers the "
+        "packaged model. The ratio of a round divides rates measured within a minute of each other.",
+        "",
+        "| round | seeds files/s | " + " | ".join(f"{label} files/s (ratio)" for _, label in kinds) + " |",
+        "| ---: | ---: | " + " | ".join("---:" for _ in kinds) + " |",
+    ]
+    ratios: dict[str, list[float]] = {k: [] for k, _ in kinds}
+    for rd in side:
+        seeds = rd["seeds"]["files_per_s"]
+        cells = []
+        for k, _ in kinds:
+            rate = rd[k]["files_per_s"]
+            ratios[k].append(rate / seeds)
+            cells.append(f"{rate:.1f} ({rate / seeds:.2f}x)")
+        lines.append(f"| {rd['round'] + 1} | {seeds:.1f} | " + " | ".join(cells) + " |")
+    med_seeds = statistics.median(rd["seeds"]["files_per_s"] for rd in side)
+    cells = []
+    for k, _ in kinds:
+        rate = statistics.median(rd[k]["files_per_s"] for rd in side)
+        cells.append(f"{rate:.1f} ({statistics.median(ratios[k]):.2f}x)")
+    lines.append(f"| **median** | **{med_seeds:.1f}** | " + " | ".join(f"**{c}**" for c in cells) + " |")
+    ex = [rd["existing_db_j2"] for rd in side]
+    startup = statistics.median(r["wall_s"] - r["classify_s"] for r in ex if r.get("classify_s"))
+    seeds_cpu = statistics.median(rd["seeds"]["cpu_ms_per_file"] for rd in side)
+    cmd_cpu = statistics.median(r["cpu_ms_per_file"] for r in ex)
+    lines += [
+        "",
+        f"Ratio of each round's rates: {', '.join(f'{x:.2f}' for x in ratios['existing_db_j2'])} (database exists, "
+        f"-j 2). Per file in CPU time: the seeds' extractor {seeds_cpu:.1f} ms, the whole `submit` command "
+        f"{cmd_cpu:.1f} ms over all its processes, start-up included. The command spends {startup:.2f} s "
+        "(median) outside its own classify timer (start-up before the warm-up, and the exit); the rest is "
+        f"{meta['cpus']} processes classifying.",
+    ]
+    return lines
 
 
 def _median(rows: list[dict[str, Any]], key: str) -> float:
@@ -735,6 +894,7 @@ def report(
     upsert: dict[str, Any],
     e2e: list[dict[str, Any]],
     profile: str,
+    side: list[dict[str, Any]] | None = None,
 ) -> str:
     """The Markdown report: findings, measured tables, the on-paper scaling."""
     floor, floor_cpu = ext["floor"]["ms_per_file"], ext["floor"]["cpu_ms_per_file"]
@@ -786,54 +946,7 @@ def report(
         profile,
         "```",
     ]
-    seeds_rate = statistics.median(seeds["files_per_s"])
-    emb = {j: [r for r in e2e if r["mode"] == "embedded" and r["worker_processes"] == j] for j in (1, 2)}
-    lines += [
-        "",
-        f"### Side by side: the seeds' extractor and `ser-batch submit`, {seeds['files']:,} RAVDESS files",
-        "",
-        "The seeds' extractor alone, in one process with a warm numba cache (no decoding to 16 kHz, no "
-        "model, no database), against the whole `ser-batch submit` command (start-up, walk, batch and "
-        "pending rows, decode, features, model, result rows) on the same files in the same run.",
-        "",
-        "| what | files/s (median) | runs | ratio to the seeds' extractor |",
-        "| --- | ---: | --- | ---: |",
-        f"| seeds' extractor, 1 process, warm numba cache | {seeds_rate:.1f} | "
-        f"{', '.join(str(x) for x in seeds['files_per_s'])} | 1.00 |",
-    ]
-    for j, rs in emb.items():
-        if rs:
-            rate = _median(rs, "files_per_s")
-            runs = ", ".join(str(r["files_per_s"]) for r in rs)
-            lines.append(f"| `ser-batch submit -j {j}` (end to end) | {rate:.1f} | {runs} | {rate / seeds_rate:.2f} |")
-    for j, rs in emb.items():
-        rs = [r for r in rs if r.get("classify_files_per_s")]
-        if rs:
-            rate = _median(rs, "classify_files_per_s")
-            runs = ", ".join(str(r["classify_files_per_s"]) for r in rs)
-            lines.append(
-                f"| `ser-batch submit -j {j}`, its own summary (from warm-up to the last row) | {rate:.1f} | {runs} "
-                f"| {rate / seeds_rate:.2f} |"
-            )
-    if emb[2] and seeds.get("cpu_ms_per_file"):
-        seeds_cpu = statistics.median(seeds["cpu_ms_per_file"])
-        cmd_cpu = _median(emb[2], "cpu_ms_per_file")
-        lines += [
-            "",
-            f"In CPU time, which the other engineers' load does not inflate as much: the seeds' extractor "
-            f"{seeds_cpu:.1f} ms per file, the whole `submit -j 2` command {cmd_cpu:.1f} ms per file over all its "
-            f"processes (start-up included). On {meta['cpus']} otherwise idle cores that predicts at most "
-            f"{meta['cpus'] * 1000 / cmd_cpu:.0f} files/s end to end, {meta['cpus'] * seeds_cpu / cmd_cpu:.1f}x the "
-            "seeds' extractor (an upper bound: the start-up and the walk run on one core).",
-        ]
-    if emb[1] and emb[1][0].get("classify_s"):
-        startup = statistics.median(r["wall_s"] - r["classify_s"] for r in emb[1] if r.get("classify_s"))
-        lines += [
-            "",
-            f"The whole command spends {startup:.1f} s (median, `-j 1`) before its first file: interpreter and "
-            "imports (scikit-learn alone about 1 s), the walk, the batch and pending rows, the model's checksum "
-            "and unpickling. The seeds' number has no such cost (its process and imports are warm).",
-        ]
+    lines += side_by_side_section(side or [], meta)
     lines += [
         "",
         "### Result rows: the per-chunk upsert and the pending rows (1,200 files, chunks of 8)",
@@ -854,7 +967,11 @@ def report(
     if e2e:
         lines += [
             "",
-            "### End to end: 1,200 RAVDESS files (16 kHz FLAC), chunk size 8",
+            "### End to end: 1,200 RAVDESS files (16 kHz FLAC), each mode with its default chunk size",
+            "",
+            "Embedded: `ser-batch submit -j N` (about 4 chunks per process, at most 32 files: 32 here), the "
+            "database created before the clock starts; distributed: `SER_CHUNK_SIZE` 8 (its default), workers "
+            "started and warm, the clock from `submit` to the last row.",
             "",
             "| mode | worker processes | runs | files/s (median) | range | wall s (median) | CPU ms/file (median) |",
             "| --- | --- | ---: | ---: | --- | ---: | ---: |",
