@@ -96,12 +96,22 @@ def _children_cpu() -> float:
 
 
 def run_distributed(
-    data: str, pg: PostgresCluster, redis: RedisServer, tmp: Path, *, name: str, workers: list[int], chunk: int
+    data: str,
+    pg: PostgresCluster,
+    redis: RedisServer,
+    tmp: Path,
+    *,
+    name: str,
+    workers: list[int],
+    chunk: int | None,
 ) -> dict[str, Any]:
-    """One distributed run: ``workers`` lists the concurrency of each worker process started."""
+    """One distributed run: ``workers`` lists the concurrency of each worker process started.
+
+    ``chunk``: ``SER_CHUNK_SIZE``; None: its default.
+    """
     url = pg.create_database(name)
     redis.client().flushall()
-    env = service_env(url, redis.url, SER_CHUNK_SIZE=str(chunk))
+    env = service_env(url, redis.url, **({} if chunk is None else {"SER_CHUNK_SIZE": str(chunk)}))
     p = ser_batch(["db", "upgrade"], env)
     assert p.returncode == 0, p.stderr
     cpu_before = _children_cpu()

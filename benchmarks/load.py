@@ -48,6 +48,7 @@ def run(data: Path, n: int, tmp: Path) -> dict[str, Any]:
 
     from worker.db import Result, batch_counts, get_engine
     from worker.migrate import upgrade
+    from worker.settings import Settings
 
     sources = sorted(p for p in data.rglob("*") if p.suffix.lower() in {".wav", ".flac"})
     folder = tmp / "load"
@@ -149,6 +150,7 @@ def run(data: Path, n: int, tmp: Path) -> dict[str, Any]:
         "count_query_ms": query_ms,
         "rss_samples": samples,
         "machine": f"{platform.node()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end",
+        "chunk_size": Settings.model_fields["chunk_size"].default,
     }
 
 
@@ -161,7 +163,7 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         "`python benchmarks/load.py /work/shared/data/ravdess --files 10000 --out benchmarks/results/load.md`:",
         f"{r['files']:,} distinct names ({r['links']} to the {r['corpus_files']:,} RAVDESS files in turn), one",
         "`celery worker --concurrency 2` (two pool processes), redis-server, PostgreSQL 15 and the producer on",
-        f"the same machine ({r['machine']}; shared with other jobs). Default settings (chunk 8).",
+        f"the same machine ({r['machine']}). Default settings (chunk {r.get('chunk_size', 8)}).",
         "",
         "| measure | value |",
         "|---|---:|",

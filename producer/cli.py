@@ -90,7 +90,7 @@ def submit(
         int | None,
         typer.Option(
             min=1,
-            help="Files per unit of work [default: SER_CHUNK_SIZE (8) per task in distributed mode; "
+            help="Files per unit of work [default: SER_CHUNK_SIZE (32) per task in distributed mode; "
             "embedded: about 4 units per process, at most 32 files].",
         ),
     ] = None,

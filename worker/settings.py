@@ -49,14 +49,18 @@ class Settings(BaseSettings):
         default=2 * 1024**3, gt=0, description="Files larger than this (bytes) fail with a reason."
     )
     chunk_size: int = Field(
-        default=8,
+        default=32,
         ge=1,
         le=1000,
-        # Measured on 1,200 RAVDESS files, 2 pool processes, Redis + PostgreSQL (benchmarks/distributed.py,
-        # medians): 1 file/task 40 files/s, 26.7 CPU-ms/file (~10 ms of broker/DB overhead per task);
-        # 8: 85 files/s, 17.6 ms; 32: 80 files/s, 16.1 ms. 8 keeps the overhead near 1 ms/file while a
-        # chunk stays short (time limits, redelivery cost, even spread over many workers).
-        description="Files per classify task (distributed) or unit of work (embedded).",
+        # A classify task pays a fixed cost (the Celery round trip, its lease and attempts updates, the
+        # row upsert, the batch's final check: about 10 ms of worker CPU and 4 database round trips).
+        # With labelling at about 4.5 ms of CPU per 3.8-s file (issue 14), chunks of 8 spent a fifth of
+        # the work on that cost: 2 pool processes, Redis + PostgreSQL, 1,200 RAVDESS files,
+        # benchmarks/results/throughput.md: 8 files/task 249-282 files/s, 16: 330-338, 32: 344-369
+        # (embedded 390 on the same cores). A task of 32 such files lasts about 0.15 s; 32 recordings
+        # of the 600-s maximum stay far inside the 300-s soft time limit. Lower it to spread small
+        # batches over many machines.
+        description="Files per classify task (distributed); embedded `submit` picks its own unless this is set.",
     )
     numba_cache_dir: str = Field(
         default_factory=lambda: str(Path(user_cache_dir(APP_NAME)) / "numba"),
