@@ -75,3 +75,33 @@ def test_packaged_default_model_loads_and_has_si_metrics():
     assert met["protocol"].startswith("speaker-independent")
     assert 0.3 < met["wa"] <= 1.0 and 0.3 < met["uar"] <= 1.0 and 0.3 < met["macro_f1"] <= 1.0
     assert set(met["per_class_recall"]) == set(b.labels)
+
+
+def test_feature_cache_is_per_extractor_code_and_libraries(tmp_path, monkeypatch):
+    """A vector cached by other extractor code or libraries is never read back under the same FEATURE_VERSION."""
+    import soxr
+
+    from ser_model import training as T
+    from ser_model.datasets import LabelledFile
+    from tests.conftest import tone, write
+
+    wav = write(tmp_path / "a.wav", tone(180.0, seconds=1.0), 16000)
+    cache = tmp_path / "cache"
+    T.feature_cache_namespace.cache_clear()
+    ns = T.feature_cache_namespace()
+    assert ns.startswith(M.FEATURE_VERSION + "-")
+    table = T.extract_table([LabelledFile(str(wav), "calm", "s1")], n_jobs=1, cache_dir=str(cache))
+    (cached,) = (cache / ns).glob("*.npy")
+    np.testing.assert_array_equal(np.load(cached), table.X[0])
+    # a stale vector in the same folder is used ...
+    np.save(cached, np.full_like(table.X[0], 7.0))
+    assert (T.extract_table([LabelledFile(str(wav), "calm", "s1")], n_jobs=1, cache_dir=str(cache)).X[0] == 7.0).all()
+    # ... but not once a library (or the extractor's source) differs
+    monkeypatch.setattr(soxr, "__version__", "0.0-other")
+    T.feature_cache_namespace.cache_clear()
+    try:
+        assert T.feature_cache_namespace() != ns
+        again = T.extract_table([LabelledFile(str(wav), "calm", "s1")], n_jobs=1, cache_dir=str(cache))
+        np.testing.assert_array_equal(again.X[0], table.X[0])
+    finally:
+        T.feature_cache_namespace.cache_clear()
