@@ -156,23 +156,12 @@ def time_methods(
     return wall, cpu
 
 
-def seeds_on_corpus(data: str, passes: int) -> dict[str, Any]:
-    """The seeds' extractor over every RAVDESS FLAC in this process (numba cache warm): files/s per pass."""
+def _warm_seeds_paths(data: str) -> list[str]:
+    """Every RAVDESS FLAC of ``data``, after the seeds' extractor ran on 5 of them (librosa import, numba)."""
     paths = sorted(str(p) for p in Path(data).glob("Actor_*/*.flac"))
     for p in paths[:5]:  # warm up: librosa import, numba functions compiled or loaded from the cache
         seeds_features(p)
-    rates, cpu = [], []
-    for _ in range(passes):
-        t0, c0 = time.perf_counter(), time.thread_time()
-        for p in paths:
-            seeds_features(p)
-        rates.append(len(paths) / (time.perf_counter() - t0))
-        cpu.append(1000 * (time.thread_time() - c0) / len(paths))
-    return {
-        "files": len(paths),
-        "files_per_s": [round(r, 1) for r in rates],
-        "cpu_ms_per_file": [round(c, 2) for c in cpu],
-    }
+    return paths
 
 
 def _seeds_pass(paths: list[str]) -> dict[str, float]:
@@ -186,12 +175,20 @@ def _seeds_pass(paths: list[str]) -> dict[str, float]:
     }
 
 
+def seeds_on_corpus(data: str, passes: int) -> dict[str, Any]:
+    """The seeds' extractor over every RAVDESS FLAC in this process (numba cache warm): files/s per pass."""
+    paths = _warm_seeds_paths(data)
+    runs = [_seeds_pass(paths) for _ in range(passes)]
+    return {
+        "files": len(paths),
+        "files_per_s": [r["files_per_s"] for r in runs],
+        "cpu_ms_per_file": [r["cpu_ms_per_file"] for r in runs],
+    }
+
+
 def seeds_pass_main(data: str) -> None:
     """``--seeds-pass DATA``: warm up, then print one pass's :func:`_seeds_pass` as JSON (no malloc tuning)."""
-    paths = sorted(str(p) for p in Path(data).glob("Actor_*/*.flac"))
-    for p in paths[:5]:
-        seeds_features(p)
-    print(json.dumps(_seeds_pass(paths)))
+    print(json.dumps(_seeds_pass(_warm_seeds_paths(data))))
 
 
 def side_by_side(data: str, rounds: int) -> list[dict[str, Any]]:
@@ -212,9 +209,7 @@ def side_by_side(data: str, rounds: int) -> list[dict[str, Any]]:
     from distributed import run_embedded
     from services import temp_dir
 
-    paths = sorted(str(p) for p in Path(data).glob("Actor_*/*.flac"))
-    for p in paths[:5]:  # warm up: librosa import, numba functions compiled or loaded from the cache
-        seeds_features(p)
+    paths = _warm_seeds_paths(data)
     tmp = temp_dir("ser-side-")
     out: list[dict[str, Any]] = []
     try:
