@@ -38,6 +38,13 @@ class DatasetKind(StrEnum):
     csv = "csv"
 
 
+class FeatureSet(StrEnum):
+    """Feature set of a model (``ser_model.featureset``)."""
+
+    accurate = "accurate"
+    fast = "fast"
+
+
 def train(
     data: Annotated[
         list[str],
@@ -69,6 +76,18 @@ def train(
         list[str] | None,
         typer.Option(help="KIND=W or KIND:PATH=W: training weight of those sources' files, e.g. csv=3 [default: 1]."),
     ] = None,
+    features: Annotated[
+        FeatureSet,
+        typer.Option(help="accurate: hand-crafted features + Whisper encoder; fast: hand-crafted features only."),
+    ] = FeatureSet.accurate,
+    conditions: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Degraded copies per training file (noise, babble, telephone, rooms, codecs); 0 = clean only.",
+        ),
+    ] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the degraded copies.")] = 0,
 ) -> None:
     """Train an MLP on labelled recordings, report speaker-independent metrics, save and register a bundle.
 
@@ -107,6 +126,9 @@ def train(
         output=str(output.resolve()) if output else None,
         report=str(report.resolve()) if report else None,
         workers=workers,
+        features=features.value,
+        conditions=conditions,
+        seed=seed,
     )
     if s.broker_url and not local:
         if not register:
@@ -378,11 +400,13 @@ def models_export(
     """Write a registered model's bundle (checksum verified) and its metadata sidecar to a file."""
     from sqlalchemy.orm import Session
 
-    from ser_model.model import DEFAULT_MODEL_PATH, BundleError, bundle_from_bytes, sha256_bytes
+    from ser_model.model import PACKAGED_MODELS, BundleError, bundle_from_bytes, sha256_bytes
+    from worker.registry import PACKAGE_PREFIX
 
     with Session(open_engine()) as session, session.begin():
         m = _model_row(session, version)
-        data = m.bundle if m.bundle is not None else DEFAULT_MODEL_PATH.read_bytes()
+        packaged = PACKAGED_MODELS.get((m.source or "").removeprefix(PACKAGE_PREFIX), PACKAGED_MODELS["default"])
+        data = m.bundle if m.bundle is not None else packaged.read_bytes()
         checksum, labels, fv, metrics = m.checksum, list(m.labels), m.feature_version, dict(m.metrics or {})
     try:
         bundle_from_bytes(data, checksum)  # refuse to export a corrupted bundle

@@ -88,7 +88,7 @@ def load(model: str | os.PathLike[str] | None = None) -> Any:
     """Load a model once, to pass to :func:`predict_files` for many calls.
 
     Args:
-        model: None for the packaged default model; a bundle file (``.joblib`` with its ``.json``
+        model: None for the packaged default model; "fast" for the packaged fast model; a bundle file (``.joblib`` with its ``.json``
             sidecar, e.g. from ``ser-batch train --output`` or ``ser-batch models export``), whose
             SHA-256 is checked before it is opened; or a registered version name, loaded from the
             database of ``SER_DATABASE_URL``.
@@ -100,16 +100,17 @@ def load(model: str | os.PathLike[str] | None = None) -> Any:
         FileNotFoundError: a bundle path that does not exist.
         ValueError: the bundle fails its checksum or feature-version check, or the version is unknown.
     """
-    from ser_model.model import DEFAULT_MODEL_PATH, BundleError, load_bundle, read_sidecar
+    from ser_model.model import PACKAGED_MODELS, BundleError, load_bundle, read_sidecar
     from worker.registry import LoadedModel, RegistryError, default_version_name, load_model
 
     if not isinstance(model, (str, os.PathLike)) and model is not None:
         return model  # already loaded
     try:
-        if model is None:
-            side = read_sidecar(DEFAULT_MODEL_PATH)
-            bundle = load_bundle(DEFAULT_MODEL_PATH, expected_sha256=side["sha256"])
-            return LoadedModel(default_version_name(side["sha256"], str(side.get("created_at", ""))), bundle)
+        if model is None or (isinstance(model, str) and model in PACKAGED_MODELS):
+            name = "default" if model is None else str(model)
+            side = read_sidecar(PACKAGED_MODELS[name])
+            bundle = load_bundle(PACKAGED_MODELS[name], expected_sha256=side["sha256"])
+            return LoadedModel(default_version_name(side["sha256"], str(side.get("created_at", "")), name), bundle)
         path = Path(model)
         if path.suffix == ".joblib" or path.exists():
             if not path.exists():

@@ -38,12 +38,18 @@ if TYPE_CHECKING:  # scikit-learn is imported where it is used: reading a sideca
     from sklearn.pipeline import Pipeline
 
 from ser_model.features import FEATURE_VERSION, N_FEATURES
+from ser_model.featureset import KNOWN_VERSIONS
 from ser_model.inference import MLPWeights
 from ser_model.speaker import MODE_GLOBAL, MODE_SPEAKER
 
 BUNDLE_FORMAT = 2
 DEFAULT_MODEL_PATH = Path(__file__).with_name("models") / "default.joblib"
-"""The default model shipped in the package (trained on RAVDESS actors 1-20, 8 emotions)."""
+"""The default model shipped in the package: the accurate model (hand-crafted features + Whisper
+encoder, multi-condition training on RAVDESS actors 1-20, 8 emotions)."""
+FAST_MODEL_PATH = Path(__file__).with_name("models") / "fast.joblib"
+"""The fast model shipped in the package (hand-crafted features only, RAVDESS actors 1-20, 8 emotions)."""
+PACKAGED_MODELS = {"default": DEFAULT_MODEL_PATH, "fast": FAST_MODEL_PATH}
+"""Packaged models by the name users give them (``--model fast``)."""
 
 
 class TrustFlags(NamedTuple):
@@ -120,6 +126,65 @@ class ModelBundle:
                 MODE_SPEAKER: None if speaker_pipeline is None else MLPWeights.from_pipeline(speaker_pipeline),
             }
         self.weights: dict[str, MLPWeights | None] = weights
+
+    @property
+    def encoder_info(self) -> dict[str, Any] | None:
+        """``meta["encoder"]`` (name, SHA-256 of ``model.bin``, embedding size) of an accurate model, else None."""
+        enc = self.meta.get("encoder")
+        return dict(enc) if isinstance(enc, dict) else None
+
+    def check_encoder(self) -> None:
+        """Check that the encoder in force is the one this bundle was trained with (SHA-256 of ``model.bin``).
+
+        A no-op for the fast feature set. Hashes the file only (cached per process); the encoder itself
+        is loaded on the first :meth:`extract`, in the process that uses it (never before a fork).
+
+        Raises:
+            BundleError: the bundle lacks its encoder record, or the encoder differs or is missing.
+        """
+        from ser_model.encoder import EncoderError, default_encoder_dir, encoder_sha256
+        from ser_model.featureset import needs_encoder
+
+        if not needs_encoder(self.feature_version):
+            return
+        enc = self.encoder_info
+        if not enc or not enc.get("sha256"):
+            raise BundleError("model bundle uses a speech encoder but does not record which (meta.encoder)")
+        try:
+            got = encoder_sha256(default_encoder_dir())
+        except EncoderError as e:
+            raise BundleError(str(e)) from None
+        if got != enc["sha256"]:
+            raise BundleError(
+                f"model bundle was trained with the encoder {enc.get('name')!r} (SHA-256 {enc['sha256'][:12]}...), "
+                f"but the encoder in force has SHA-256 {got[:12]}...; set SER_ENCODER_DIR to that encoder "
+                "or use the fast model (--model fast)"
+            )
+
+    def extract(self, y: np.ndarray) -> np.ndarray:
+        """The feature vector this model takes, for one recording (:func:`ser_model.featureset.extract`).
+
+        Args:
+            y: mono samples ``(n,)`` at 16 kHz.
+
+        Returns:
+            float32 ``(n_features,)``.
+
+        Raises:
+            ser_model.audio.AudioError: too little sound after trimming.
+            BundleError: the bundle's encoder cannot be loaded or is not the one it was trained with.
+        """
+        from ser_model.encoder import EncoderError, get_encoder
+        from ser_model.featureset import extract, needs_encoder
+
+        encoder = None
+        if needs_encoder(self.feature_version):
+            enc = self.encoder_info or {}
+            try:
+                encoder = get_encoder(expected_sha256=enc.get("sha256"))
+            except EncoderError as e:
+                raise BundleError(str(e)) from None
+        return extract(y, self.feature_version, encoder)
 
     def _sklearn(self) -> tuple[Pipeline, Pipeline | None]:
         if self._pipelines is None:
@@ -431,7 +496,8 @@ def bundle_from_bytes(data: bytes, expected_sha256: str) -> ModelBundle:
 
     Raises:
         BundleError: checksum mismatch (nothing is unpickled), unreadable content, or a
-            feature version other than :data:`FEATURE_VERSION`.
+            feature version that is not one of :data:`ser_model.featureset.KNOWN_VERSIONS`, or (for
+            the accurate set) an encoder in force other than the one recorded in the bundle.
     """
     actual = sha256_bytes(data)
     if actual != expected_sha256.lower():
@@ -446,21 +512,25 @@ def bundle_from_bytes(data: bytes, expected_sha256: str) -> ModelBundle:
     if not isinstance(obj, dict) or not ("pipeline" in obj or ("weights" in obj and "sklearn" in obj)):
         raise BundleError("model bundle has an unknown layout")
     fv = obj.get("feature_version")
-    if fv != FEATURE_VERSION:
+    if fv not in KNOWN_VERSIONS:
         raise BundleError(
-            f"model bundle was built for feature version {fv!r}, this ser-batch computes {FEATURE_VERSION!r}; "
-            "retrain it with `ser-batch train`"
+            f"model bundle was built for feature version {fv!r}, this ser-batch computes "
+            f"{' or '.join(sorted(KNOWN_VERSIONS))}; retrain it with `ser-batch train`"
         )
     common = {"labels": list(obj["labels"]), "feature_version": fv, "meta": obj["meta"], "trust": obj.get("trust")}
     if "pipeline" in obj:  # format 1
-        return ModelBundle(pipeline=obj["pipeline"], speaker_pipeline=obj.get("speaker_pipeline"), **common)
+        bundle = ModelBundle(pipeline=obj["pipeline"], speaker_pipeline=obj.get("speaker_pipeline"), **common)
+        bundle.check_encoder()
+        return bundle
     try:
         weights = {mode: None if w is None else MLPWeights.from_dict(w) for mode, w in obj["weights"].items()}
     except (KeyError, TypeError, ValueError) as e:
         raise BundleError(f"model bundle has unusable weights: {type(e).__name__}: {e}") from None
     if weights.get(MODE_GLOBAL) is None:
         raise BundleError("model bundle has no global model")
-    return ModelBundle(weights=weights, sklearn_state=bytes(obj["sklearn"]), **common)
+    bundle = ModelBundle(weights=weights, sklearn_state=bytes(obj["sklearn"]), **common)
+    bundle.check_encoder()
+    return bundle
 
 
 def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str]) -> str:

@@ -789,8 +789,9 @@ def classify_segments(
     Files shorter than ``min_duration_s`` and mode ``"none"`` are classified whole, exactly as a
     single file (:func:`ser_model.audio.load_audio`, then the features of the whole signal), and
     reported as one segment ``[0, duration]`` with ``segmented=False``. Longer files are
-    streamed through :func:`iter_segments`; features are computed per segment with
-    :func:`ser_model.features.extract_features` and classified in batches of ``batch_size``.
+    streamed through :func:`iter_segments`; features are computed per segment with the bundle's
+    ``extract`` (:meth:`ser_model.model.ModelBundle.extract`; :func:`ser_model.features.extract_features`
+    for a bundle without one) and classified in batches of ``batch_size``.
 
     Args:
         path: audio file.
@@ -816,13 +817,14 @@ def classify_segments(
     """
     from ser_model.features import extract_features  # the public API only
 
+    extract = getattr(bundle, "extract", extract_features)  # a bundle knows its feature set (fast / accurate)
     m = parse_segment_mode(mode)
     if info is None:
         info = probe_audio(path)
     labels = list(bundle.labels)
     if m.kind == "none" or info.duration_s < min_duration_s:
         y, _ = load_audio(path, max_duration_s=max_duration_s, info=info)
-        x = extract_features(y)[None, :]
+        x = extract(y)[None, :]
         proba = np.asarray(bundle.predict_proba(x))
         seg = _segment_dict(0, 0.0, y.size / SAMPLE_RATE, labels, proba[0], _row_flags(bundle, x, proba)[0])
         return SegmentedResult(
@@ -870,7 +872,7 @@ def classify_segments(
             skipped += 1
             continue
         try:
-            x = extract_features(seg.samples)
+            x = extract(seg.samples)
         except AudioError:
             skipped += 1
             continue

@@ -33,7 +33,8 @@ from sklearn.pipeline import Pipeline
 
 from ser_model.audio import AudioError, load_audio
 from ser_model.datasets import LabelledFile
-from ser_model.features import FEATURE_VERSION, N_FEATURES, extract_features
+from ser_model.features import N_FEATURES, extract_features
+from ser_model.featureset import FAST, extract, needs_encoder
 from ser_model.metrics import classification_metrics
 from ser_model.model import ModelBundle, build_pipeline, new_meta
 from ser_model.speaker import MIN_SPEAKER_FILES, apply_speaker_stats, speaker_normalise, speaker_statistics
@@ -59,12 +60,13 @@ class FeatureTable:
     """Features of a labelled file set.
 
     Attributes:
-        X: shape ``(n, N_FEATURES)``, float32.
+        X: shape ``(n, n_features)``, float32 (989 for the fast feature set).
         labels: length n.
         speakers: length n (None entries when unknown).
         paths: length n.
         failed: ``(path, reason)`` of files that could not be used.
         fingerprint: SHA-256 over the sorted (content SHA-256, label, speaker) triples.
+        feature_version: the feature set of ``X`` (:mod:`ser_model.featureset`).
     """
 
     X: np.ndarray
@@ -73,6 +75,7 @@ class FeatureTable:
     paths: list[str]
     failed: list[tuple[str, str]]
     fingerprint: str
+    feature_version: str = FAST
 
     def subset(self, keep: np.ndarray) -> FeatureTable:
         """The rows where the boolean mask ``keep`` (shape ``(n,)``) is true; no failures, same fingerprint."""
@@ -84,6 +87,7 @@ class FeatureTable:
             [self.paths[i] for i in idx],
             [],
             self.fingerprint,
+            self.feature_version,
         )
 
 
@@ -97,10 +101,11 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 
 _EXTRACTOR_MODULES = ("ser_model.audio", "ser_model.level", "ser_model.features")
+_ENCODER_MODULES = ("ser_model.featureset", "ser_model.encoder")
 
 
-@functools.lru_cache(maxsize=1)
-def feature_cache_namespace() -> str:
+@functools.lru_cache(maxsize=4)
+def feature_cache_namespace(feature_version: str = FAST) -> str:
     """Folder of the feature cache for this code: ``FEATURE_VERSION`` and a digest of what computes features.
 
     The digest covers the source of the decoding, level and feature modules and the versions of
@@ -109,8 +114,14 @@ def feature_cache_namespace() -> str:
     during development once trained a default model 0.015 WA below the same command on fresh
     features. Recomputing costs little (about 3.5 ms per file).
 
+    For the accurate feature set the digest also covers the encoder modules, the encoder's SHA-256
+    and the CTranslate2 version.
+
+    Args:
+        feature_version: :data:`ser_model.featureset.FAST` or :data:`ser_model.featureset.ACCURATE`.
+
     Returns:
-        ``"<FEATURE_VERSION>-<12 hex digits>"``.
+        ``"<feature version>-<12 hex digits>"``.
     """
     import importlib
 
@@ -119,33 +130,48 @@ def feature_cache_namespace() -> str:
     import soxr
 
     h = hashlib.sha256()
-    for name in _EXTRACTOR_MODULES:
+    for name in _EXTRACTOR_MODULES + (_ENCODER_MODULES if needs_encoder(feature_version) else ()):
         h.update(Path(importlib.import_module(name).__file__ or "").read_bytes())
     for v in (np.__version__, scipy.__version__, soxr.__version__, soundfile.__libsndfile_version__):
         h.update(str(v).encode())
-    return f"{FEATURE_VERSION}-{h.hexdigest()[:12]}"
+    if needs_encoder(feature_version):
+        import ctranslate2
+
+        from ser_model.encoder import default_encoder_dir, encoder_sha256
+
+        h.update(f"{encoder_sha256(default_encoder_dir())}:{ctranslate2.__version__}".encode())
+    return f"{feature_version}-{h.hexdigest()[:12]}"
 
 
-def _features_of(path: str, cache_dir: str | None) -> tuple[str, np.ndarray | None, str]:
+def _encoder_for(feature_version: str) -> Any:
+    """The process's speech encoder when ``feature_version`` needs one, else None."""
+    if not needs_encoder(feature_version):
+        return None
+    from ser_model.encoder import get_encoder
+
+    return get_encoder()
+
+
+def _features_of(path: str, cache_dir: str | None, feature_version: str = FAST) -> tuple[str, np.ndarray | None, str]:
     """(content sha256, features or None, error reason) for one file, using the cache when given.
 
-    The cache is ``cache_dir / feature_cache_namespace() / <sha256>.npy``.
+    The cache is ``cache_dir / feature_cache_namespace(feature_version) / <sha256>.npy``.
     """
     try:
         digest = file_sha256(path)
     except OSError as e:
         return "", None, f"cannot read file: {e.strerror or e}"
-    cache_file = Path(cache_dir, feature_cache_namespace(), f"{digest}.npy") if cache_dir else None
+    cache_file = Path(cache_dir, feature_cache_namespace(feature_version), f"{digest}.npy") if cache_dir else None
     if cache_file is not None and cache_file.exists():
         try:
-            x = np.load(cache_file)
-            if x.shape == (N_FEATURES,):
+            x = np.load(cache_file, allow_pickle=False)
+            if x.ndim == 1 and (x.shape[0] == N_FEATURES or needs_encoder(feature_version)):
                 return digest, x, ""
         except (OSError, ValueError):
             pass
     try:
         y, _ = load_audio(path)
-        x = extract_features(y)
+        x = extract(y, feature_version, _encoder_for(feature_version))
     except AudioError as e:
         return digest, None, str(e)
     if cache_file is not None:
@@ -181,11 +207,13 @@ def extract_table(
     n_jobs: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
+    feature_version: str = FAST,
 ) -> FeatureTable:
     """Extract features of labelled files in parallel.
 
     Args:
         files: the labelled files.
+        feature_version: the feature set (:mod:`ser_model.featureset`): fast or accurate.
         n_jobs: processes; default ``os.cpu_count()``; 1 runs in this process.
         cache_dir: folder of cached feature vectors keyed by content SHA-256, under
             :func:`feature_cache_namespace` (reused across trainings of the same code); None
@@ -201,12 +229,13 @@ def extract_table(
     results: list[tuple[str, np.ndarray | None, str]] = []
     if n_jobs == 1:
         for i, p in enumerate(paths):
-            results.append(_features_of(p, cache))
+            results.append(_features_of(p, cache, feature_version))
             if progress:
                 progress(i + 1, len(paths))
     else:
         with ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker) as ex:
-            for i, r in enumerate(ex.map(_features_of, paths, [cache] * len(paths), chunksize=8)):
+            fvs = [feature_version] * len(paths)
+            for i, r in enumerate(ex.map(_features_of, paths, [cache] * len(paths), fvs, chunksize=8)):
                 results.append(r)
                 if progress:
                     progress(i + 1, len(paths))
@@ -222,7 +251,7 @@ def extract_table(
         fp.append(f"{digest}:{f.label}:{f.speaker or ''}")
     fingerprint = hashlib.sha256("\n".join(sorted(fp)).encode()).hexdigest()
     X_arr = np.vstack(X).astype(np.float32) if X else np.zeros((0, N_FEATURES), np.float32)
-    return FeatureTable(X_arr, labels, speakers, kept, failed, fingerprint)
+    return FeatureTable(X_arr, labels, speakers, kept, failed, fingerprint, feature_version)
 
 
 def augment_table(
@@ -281,6 +310,136 @@ def augment_table(
     fp = hashlib.sha256(f"{table.fingerprint}:{','.join(kinds)}:{seed}".encode()).hexdigest()
     X_arr = np.vstack(X).astype(np.float32) if X else np.zeros((0, N_FEATURES), np.float32)
     return FeatureTable(X_arr, labels, speakers, paths, failed, fp)
+
+
+def babble_groups(speakers: Sequence[str | None], n_splits: int = 5) -> list[int]:
+    """The group of every row whose speakers may be mixed into each other's babble.
+
+    The groups are the test parts of the grouped cross-validation (``GroupKFold`` by speaker, as
+    :func:`cross_validate` computes them): a degraded copy of a file whose speaker is in fold ``j``
+    only hears speakers of fold ``j``, so when that copy trains fold ``k != j`` its babble comes from
+    training speakers of fold ``k`` too -- never from a test speaker. Rows without a speaker form one
+    group each (no babble of unknown origin).
+
+    Returns:
+        A group index per row (``-1 - i`` for row ``i`` without a speaker).
+    """
+    known = [i for i, s in enumerate(speakers) if s is not None]
+    out = [-1 - i for i in range(len(speakers))]
+    groups = np.asarray([speakers[i] for i in known], dtype=object)
+    k = min(n_splits, len(set(groups)))
+    if k < 2:
+        for i in known:
+            out[i] = 0
+        return out
+    for fold, (_, te) in enumerate(GroupKFold(n_splits=k).split(np.zeros(len(known)), groups=groups)):
+        for j in te:
+            out[known[j]] = fold
+    return out
+
+
+def _condition_features_of(
+    path: str, seed: tuple[int, ...], babble_paths: Sequence[str], feature_version: str
+) -> tuple[np.ndarray | None, str, str]:
+    """(features or None, error, condition family such as ``noise+telephone``) of one degraded copy of ``path``."""
+    from ser_model.degrade import apply, random_condition, room_bank
+
+    try:
+        rng = np.random.default_rng(seed)
+        cond = random_condition(rng)
+        voices: list[np.ndarray] = []
+        if any(st.kind == "babble" for st in cond.steps):
+            k = int(rng.integers(3, 8))
+            picks = rng.choice(len(babble_paths), size=min(k, len(babble_paths)), replace=False) if babble_paths else []
+            voices = [load_audio(babble_paths[int(i)])[0] for i in picks]
+            if not voices:  # no other speaker to mix in: white noise at the same SNR instead
+                from ser_model.degrade import Condition, Step
+
+                cond = Condition(
+                    cond.name,
+                    tuple(
+                        Step("noise", {"colour": "white", **st.params}) if st.kind == "babble" else st
+                        for st in cond.steps
+                    ),
+                )
+        rooms = room_bank(1) if any(st.kind == "reverb" for st in cond.steps) else None
+        y, _ = load_audio(path)
+        yd = apply(y, cond, rng, babble=voices, rooms=rooms)
+        return extract(yd, feature_version, _encoder_for(feature_version)), "", "+".join(st.kind for st in cond.steps)
+    except AudioError as e:
+        return None, str(e), ""
+
+
+def condition_table(
+    table: FeatureTable,
+    copies: int,
+    *,
+    seed: int = 0,
+    n_splits: int = 5,
+    n_jobs: int | None = None,
+    progress: Progress | None = None,
+) -> FeatureTable:
+    """Multi-condition training copies: ``copies`` degraded versions of every file of ``table``.
+
+    Each copy goes through a channel drawn by :func:`ser_model.degrade.random_condition` (coloured
+    noise, babble, telephone codecs, simulated rooms, MP3/Opus, clipping, combinations), seeded by
+    ``(seed, path, copy)``, so the same call gives the same copies. Babble mixes 3-7 recordings of
+    *other* speakers of the same :func:`babble_groups` group (never a test speaker of any fold).
+    Used like :func:`augment_table`: copies join a fold's training part only.
+
+    Args:
+        table: the clean files (their paths, labels, speakers and feature set are reused).
+        copies: degraded copies per file (0 gives an empty table).
+        seed: base seed.
+        n_splits: folds of the cross-validation the copies will be used in (for the babble groups).
+        n_jobs: processes; default ``os.cpu_count()``; 1 runs in this process.
+        progress: called as ``progress(done, total)``.
+
+    Returns:
+        A table of up to ``len(table.paths) * copies`` rows, paths suffixed ``#cond<k>:<family>``
+        (``family`` the condition's step kinds, e.g. ``reverb+noise``; failures in ``failed``), the
+        same feature set as ``table``.
+    """
+    groups = babble_groups(table.speakers, n_splits)
+    by_group: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    jobs: list[tuple[int, int]] = [(i, c) for c in range(copies) for i in range(len(table.paths))]
+    args_path, args_seed, args_babble, args_fv = [], [], [], []
+    for i, c in jobs:
+        path = table.paths[i]
+        spk = table.speakers[i]
+        pool = [table.paths[j] for j in by_group[groups[i]] if j != i and (spk is None or table.speakers[j] != spk)]
+        args_path.append(path)
+        args_seed.append((seed, int(hashlib.sha256(path.encode()).hexdigest()[:8], 16), c))
+        args_babble.append(pool)
+        args_fv.append(table.feature_version)
+    n_jobs = n_jobs or os.cpu_count() or 1
+    results: list[tuple[np.ndarray | None, str, str]] = []
+    if n_jobs == 1:
+        for r in map(_condition_features_of, args_path, args_seed, args_babble, args_fv):
+            results.append(r)
+            if progress:
+                progress(len(results), len(jobs))
+    else:
+        with ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker) as ex:
+            for r in ex.map(_condition_features_of, args_path, args_seed, args_babble, args_fv, chunksize=8):
+                results.append(r)
+                if progress:
+                    progress(len(results), len(jobs))
+    X, labels, speakers, paths, failed = [], [], [], [], []
+    for (i, c), (x, err, family) in zip(jobs, results, strict=True):
+        p = f"{table.paths[i]}#cond{c}:{family or 'failed'}"
+        if x is None:
+            failed.append((p, err))
+            continue
+        X.append(x)
+        labels.append(table.labels[i])
+        speakers.append(table.speakers[i])
+        paths.append(p)
+    fp = hashlib.sha256(f"{table.fingerprint}:conditions:{copies}:{seed}".encode()).hexdigest()
+    X_arr = np.vstack(X).astype(np.float32) if X else np.zeros((0, table.X.shape[1]), np.float32)
+    return FeatureTable(X_arr, labels, speakers, paths, failed, fp, table.feature_version)
 
 
 def encode_labels(values: Sequence[str], labels: Sequence[str]) -> np.ndarray:
@@ -615,6 +774,7 @@ def train_bundle(
     speaker_cv_report: dict[str, Any] | None = None,
     augmented: FeatureTable | None = None,
     sample_weight: np.ndarray | None = None,
+    conditions: dict[str, Any] | None = None,
 ) -> ModelBundle:
     """Fit the pipeline on all of ``table`` and wrap it in a :class:`ModelBundle`.
 
@@ -635,9 +795,13 @@ def train_bundle(
         augmented: extra training rows from :func:`augment_table` (normalised by their source
             speaker's statistics for the speaker-adaptive pipeline).
         sample_weight: per-row weights of ``table``, shape ``(n,)`` (augmented copies weigh 1).
+        conditions: the multi-condition training recorded in ``meta["conditions"]`` (copies per
+            file, seed, the kinds of channel), or None.
 
     Returns:
-        The fitted bundle; ``meta`` holds metrics, data fingerprint, params, versions.
+        The fitted bundle; ``meta`` holds metrics, data fingerprint, params, versions, the feature
+        count, the training conditions and, for the accurate feature set, the encoder
+        (``meta["encoder"]``: name, SHA-256 of ``model.bin``, embedding size).
 
     Raises:
         ValueError: ``table`` is empty.
@@ -680,12 +844,24 @@ def train_bundle(
         n_speakers=len({s for s in table.speakers if s is not None}),
         params=params or {},
         loss_curve=loss,
-        augmentations=sorted({p.rsplit("#", 1)[1] for p in augmented.paths}) if augmented else [],
+        augmentations=sorted({p.rsplit("#", 1)[1] for p in augmented.paths if "#cond" not in p}) if augmented else [],
+        conditions=conditions or {"copies": 0},
+        n_features=int(table.X.shape[1]),
     )
+    encoder = _encoder_for(table.feature_version)
+    if encoder is not None:
+        meta["encoder"] = encoder.info.to_dict()
     if speaker_pipeline is not None:
         meta.update(
             min_speaker_files=min_speaker_files,
             speaker_metrics=public_metrics(speaker_cv_report),
             n_speakers_adapted=len(stats),
         )
-    return ModelBundle(pipeline=pipeline, labels=labels, meta=meta, speaker_pipeline=speaker_pipeline, trust=trust)
+    return ModelBundle(
+        pipeline=pipeline,
+        labels=labels,
+        feature_version=table.feature_version,
+        meta=meta,
+        speaker_pipeline=speaker_pipeline,
+        trust=trust,
+    )

@@ -108,7 +108,6 @@ def analyse_file(
         rate, channels, duration) are filled in as far as they could be read.
     """
     from ser_model.audio import AudioError, load_audio, probe_audio
-    from ser_model.features import extract_features
     from ser_model.segment import classify_segments, parse_segment_mode
 
     s = settings or get_settings()
@@ -169,7 +168,7 @@ def analyse_file(
             )
         else:
             y, _ = load_audio(path, max_duration_s=s.max_duration_s, info=info)
-            x = extract_features(y)
+            x = bundle.extract(y)
             if features_only:
                 row.update(status="pending", features=x.astype("<f4").tobytes(), analysis_mode=None)
                 row["processing_ms"] = (time.perf_counter() - t0) * 1000.0

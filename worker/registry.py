@@ -2,8 +2,10 @@
 
 Bundles trained by ``ser-batch train`` are stored in the database itself (``models.bundle``), so
 every worker on every machine that reaches the database reaches the model, with no shared file
-system. The packaged default is referenced as ``source = "package:default"``. Every load checks the
-SHA-256 recorded in the row before unpickling.
+system. The packaged models are referenced as ``source = "package:<name>"``: ``package:default``
+(the accurate model, active unless another is activated) and ``package:fast`` (the fast model for bulk
+triage, chosen with ``--model fast``). Every load checks the SHA-256 recorded in the row before
+unpickling.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy.orm import Session
 from worker.db import ModelVersion, get_engine
 
 PACKAGE_SOURCE = "package:default"
+PACKAGE_PREFIX = "package:"
 
 
 class RegistryError(Exception):
@@ -40,43 +43,66 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def default_version_name(sha256: str, created_at: str) -> str:
-    """Version string of the packaged default model, e.g. ``default-20261121-1a2b3c4d``."""
-    return f"default-{created_at[:10].replace('-', '')}-{sha256[:8]}"
+def default_version_name(sha256: str, created_at: str, name: str = "default") -> str:
+    """Version string of a packaged model, e.g. ``default-20261121-1a2b3c4d`` or ``fast-20261121-...``."""
+    return f"{name}-{created_at[:10].replace('-', '')}-{sha256[:8]}"
 
 
 def ensure_default_model(session: Session) -> str:
-    """Register the packaged default model if it is not registered yet; activate it if none is active.
+    """Register the packaged models (default and fast) that are not registered yet; activate the
+    default if no model is active.
 
     Returns:
         The default model's version string.
 
     Raises:
-        RegistryError: the packaged bundle or its metadata is missing.
+        RegistryError: the packaged default bundle or its metadata is missing.
     """
-    from ser_model.model import DEFAULT_MODEL_PATH, BundleError, read_sidecar
+    from ser_model.model import PACKAGED_MODELS, BundleError, read_sidecar
 
-    try:
-        side = read_sidecar(DEFAULT_MODEL_PATH)
-    except BundleError as e:
-        raise RegistryError(f"the packaged default model is missing: {e}") from None
-    version = default_version_name(side["sha256"], str(side.get("created_at", "")))
-    row = session.get(ModelVersion, version)
-    if row is None:
-        has_active = session.scalar(select(ModelVersion.version).where(ModelVersion.active.is_(True)))
-        session.add(
-            ModelVersion(
-                version=version,
-                labels=list(side["labels"]),
-                metrics=json_safe(side.get("metrics", {})),
-                checksum=side["sha256"],
-                feature_version=side["feature_version"],
-                active=has_active is None,
-                source=PACKAGE_SOURCE,
+    versions: dict[str, str] = {}
+    for name, path in PACKAGED_MODELS.items():
+        try:
+            side = read_sidecar(path)
+        except BundleError as e:
+            if name == "default":
+                raise RegistryError(f"the packaged default model is missing: {e}") from None
+            continue
+        version = versions[name] = default_version_name(side["sha256"], str(side.get("created_at", "")), name)
+        if session.get(ModelVersion, version) is None:
+            has_active = session.scalar(select(ModelVersion.version).where(ModelVersion.active.is_(True)))
+            session.add(
+                ModelVersion(
+                    version=version,
+                    labels=list(side["labels"]),
+                    metrics=json_safe(side.get("metrics", {})),
+                    checksum=side["sha256"],
+                    feature_version=side["feature_version"],
+                    active=has_active is None and name == "default",
+                    source=PACKAGE_PREFIX + name,
+                )
             )
-        )
-        session.flush()
-    return version
+            session.flush()
+    return versions["default"]
+
+
+def resolve_version(session: Session, name: str) -> str:
+    """A registered version from what a user typed: a version string, or a packaged model's name
+    (``default``, ``fast``).
+
+    Raises:
+        RegistryError: no such version or name.
+    """
+    from ser_model.model import PACKAGED_MODELS
+
+    ensure_default_model(session)
+    if session.get(ModelVersion, name) is not None:
+        return name
+    if name in PACKAGED_MODELS:
+        found = session.scalar(select(ModelVersion.version).where(ModelVersion.source == PACKAGE_PREFIX + name))
+        if found is not None:
+            return found
+    raise RegistryError(f"no model version {name!r} (see `ser-batch models list`; packaged: default, fast)")
 
 
 def active_version(session: Session) -> str | None:
@@ -118,7 +144,7 @@ def load_model(version: str | None = None, *, url: str | None = None) -> LoadedM
         RegistryError: no active model, unknown version, or the bundle fails its checksum or
             feature-version check.
     """
-    from ser_model.model import DEFAULT_MODEL_PATH, BundleError, bundle_from_bytes, load_bundle
+    from ser_model.model import PACKAGED_MODELS, BundleError, bundle_from_bytes, load_bundle
 
     if version is not None and version in _cache:
         return _cache[version]  # a version's bundle never changes (checksum): no database round trip
@@ -136,8 +162,8 @@ def load_model(version: str | None = None, *, url: str | None = None) -> LoadedM
         if version in _cache:
             return _cache[version]
         try:
-            if source == PACKAGE_SOURCE:
-                bundle = load_bundle(DEFAULT_MODEL_PATH, expected_sha256=checksum)
+            if source.startswith(PACKAGE_PREFIX) and source[len(PACKAGE_PREFIX) :] in PACKAGED_MODELS:
+                bundle = load_bundle(PACKAGED_MODELS[source[len(PACKAGE_PREFIX) :]], expected_sha256=checksum)
             elif blob is not None:
                 bundle = bundle_from_bytes(blob, checksum)
             else:

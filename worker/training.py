@@ -42,6 +42,11 @@ class TrainRequest:
         report: report folder; default next to the bundle.
         workers: feature-extraction processes; default the settings' ``workers``.
         weights: training weight per source kind or ``KIND:PATH`` (``{"csv": 3.0}``), default 1.
+        features: feature set, ``accurate`` (hand-crafted + Whisper encoder, the default) or
+            ``fast`` (hand-crafted only); see :mod:`ser_model.featureset`.
+        conditions: degraded copies per training file for multi-condition training
+            (:func:`ser_model.training.condition_table`); 0 trains on the clean files only.
+        seed: seed of the degraded copies.
     """
 
     data: list[str]
@@ -54,6 +59,9 @@ class TrainRequest:
     report: str | None = None
     workers: int | None = None
     weights: dict[str, float] | None = None
+    features: str = "accurate"
+    conditions: int = 2
+    seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,11 +114,16 @@ def run_training(
         ValueError: cross-validation impossible (too few speakers or examples per label).
     """
     from ser_model.datasets import group_unknown_speakers, load_sources, parse_sources
+    from ser_model.featureset import FEATURE_SETS
     from ser_model.model import save_bundle
     from ser_model.report import write_report
-    from ser_model.training import cross_validate, extract_table, public_metrics, train_bundle
+    from ser_model.training import condition_table, cross_validate, extract_table, public_metrics, train_bundle
 
     s = settings or get_settings()
+    if req.features not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {req.features!r}; choose from {', '.join(FEATURE_SETS)}")
+    if req.conditions < 0:
+        raise ValueError("--conditions must be 0 or more degraded copies per file")
     sources = parse_sources(req.data, req.dataset)
     files, source_of = load_sources(sources, emotions=req.emotions)
     multi = len({src.name for src in sources}) > 1
@@ -127,14 +140,41 @@ def run_training(
         return lambda d, n: progress(name, d, n) if progress else None
 
     table = extract_table(
-        files, n_jobs=req.workers or s.workers, cache_dir=s.feature_cache_dir, progress=stage("features")
+        files,
+        n_jobs=req.workers or s.workers,
+        cache_dir=s.feature_cache_dir,
+        progress=stage("features"),
+        feature_version=FEATURE_SETS[req.features],
     )
     for path, reason in table.failed:
         if log:
             log(f"skipped {path}: {reason}")
+    degraded = None
+    if req.conditions:
+        degraded = condition_table(
+            table,
+            req.conditions,
+            seed=req.seed,
+            n_splits=req.folds,
+            n_jobs=req.workers or s.workers,
+            progress=stage("degraded copies"),
+        )
+        if log and degraded.failed:
+            log(f"{len(degraded.failed)} degraded cop(y/ies) could not be used (e.g. {degraded.failed[0][1]})")
+    conditions = {
+        "copies": req.conditions,
+        "seed": req.seed,
+        "kinds": "coloured noise 0-30 dB, babble 0-25 dB, telephone (mu-law, A-law, GSM 06.10), "
+        "simulated rooms RT60 0.2-1.0 s, MP3/Opus, clipping, combinations",
+    }
     weights = source_weights(table.paths, source_of, req.weights) if req.weights else None
     cv = cross_validate(
-        table, labels=labels, n_splits=req.folds, progress=stage("cross-validation"), sample_weight=weights
+        table,
+        labels=labels,
+        n_splits=req.folds,
+        progress=stage("cross-validation"),
+        sample_weight=weights,
+        augmented=degraded,
     )
     if n_per_file:
         cv["protocol"] += f"; {n_per_file} file(s) without a speaker grouped one per file (speaker-dependent)"
@@ -149,6 +189,7 @@ def run_training(
             speaker_adaptive=True,
             progress=stage("speaker-adaptive cross-validation"),
             sample_weight=weights,
+            augmented=degraded,
         )
     kinds = sorted({src.kind for src in sources})
     name = f"{'+'.join(kinds)}{len(labels)}"
@@ -160,6 +201,8 @@ def run_training(
         name=name,
         dataset=f"{'+'.join(kinds)}: {', '.join(req.data)}",
         sample_weight=weights,
+        augmented=degraded,
+        conditions=conditions if req.conditions else None,
     )
     if progress:
         progress("final model", 1, 1)
@@ -332,6 +375,7 @@ def evaluate_model(
         n_jobs=s.workers,
         cache_dir=s.feature_cache_dir,
         progress=(lambda d, n: progress("features", d, n)) if progress else None,
+        feature_version=bundle.feature_version,  # type: ignore[attr-defined]
     )
     proba = bundle.predict_proba(table.X)  # type: ignore[attr-defined]
     pred = list(np.asarray(bundle.labels, dtype=object)[proba.argmax(axis=1)])  # type: ignore[attr-defined]

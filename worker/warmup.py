@@ -58,12 +58,18 @@ def warm_up_model(bundle: Any, x: Any) -> None:
 
     Everything a pool process would otherwise import or build at its first file (the calibration and
     out-of-domain code, the row fields, ``threadpoolctl`` for :func:`after_fork`) is then in the parent.
+    An accurate model takes more values than the hand-crafted ``x`` (its encoder part): they are zero
+    here. The speech encoder itself is not loaded in the parent: each pool process loads it at its
+    first file, since a CTranslate2 model must not cross a fork.
     """
+    import numpy as np
     import threadpoolctl  # noqa: F401 - imported by after_fork in every pool process
 
     from worker.processing import label_fields
 
-    X = x[None, :]
+    n_in = bundle.weights["global"].n_features if getattr(bundle, "weights", None) else x.shape[0]
+    X = np.zeros((1, n_in), np.float32)
+    X[0, : min(n_in, x.shape[0])] = x[:n_in]
     label_fields(bundle, X, bundle.predict_proba(X))
 
 
