@@ -77,6 +77,30 @@ class Status(StrEnum):
     failed = "failed"
 
 
+class Normalise(StrEnum):
+    """``submit --normalise``: label files alone, or normalised by their batch's statistics."""
+
+    none = "none"
+    batch = "batch"
+
+
+def resolve_model_option(name: str) -> str:
+    """The registered version for ``--model NAME`` (a version, ``default`` or ``fast``).
+
+    Raises:
+        CliError: no such model (usage error).
+    """
+    from sqlalchemy.orm import Session
+
+    from worker.registry import RegistryError, resolve_version
+
+    try:
+        with Session(open_engine()) as session, session.begin():
+            return resolve_version(session, name)
+    except RegistryError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+
+
 # ---------------------------------------------------------------------------------------- submit
 
 
@@ -118,6 +142,17 @@ def submit(
             "Speakers with enough files are classified after normalising by their own statistics."
         ),
     ] = None,
+    normalise: Annotated[
+        Normalise,
+        typer.Option(
+            help="batch: normalise the features of the whole batch by its own statistics before labelling "
+            "(one recording channel, mixed emotions; at least 20 files); none: every file alone."
+        ),
+    ] = Normalise.none,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model: a registered version, or a packaged model: default (accurate) or fast."),
+    ] = None,
     notify: Annotated[
         str | None,
         typer.Option(help="POST a JSON event to this URL when the batch is final [default: SER_NOTIFY_URL]."),
@@ -154,9 +189,18 @@ def submit(
             speaker_of = parse_speaker_spec(speaker_from)
         except ValueError as e:
             raise CliError(f"--speaker-from: {e}", EXIT_USAGE) from None
+    if normalise is Normalise.batch:
+        if speaker_from:
+            raise CliError("--normalise batch and --speaker-from are alternatives: choose one", EXIT_USAGE)
+        from ser_model.speaker import MODE_BATCH
+
+        def speaker_of(_path: str) -> str:
+            return MODE_BATCH  # one normalisation group: the whole batch
+
     notify_url = check_notify_url(notify or s.notify_url)
     if resume is None and not paths:
         raise CliError("give at least one file or folder (or --resume BATCH_ID)", EXIT_USAGE)
+    model_version = resolve_model_option(model) if model else None
     batch_id = open_batch(
         paths,
         resume=resume,
@@ -166,6 +210,8 @@ def submit(
         speaker_from=speaker_from,
         speaker_of=speaker_of,
         notify_url=notify_url,
+        normalise=normalise.value if normalise is not Normalise.none else None,
+        model_version=model_version,
     )
     global _current_batch
     _current_batch = batch_id  # for the Ctrl-C message

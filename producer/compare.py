@@ -116,7 +116,7 @@ def rescore(
     from producer.common import EXIT_USAGE, CliError, cli_settings, console, err, open_engine, print_interrupted
     from producer.submit import check_notify_url, configured_chunk_size, run_distributed, run_embedded_batch
     from worker.db import ModelVersion
-    from worker.registry import active_version, ensure_default_model
+    from worker.registry import RegistryError, active_version, ensure_default_model, resolve_version
     from worker.settings import prepare_process_env
 
     s = cli_settings()
@@ -126,6 +126,11 @@ def rescore(
     with Session(engine) as session, session.begin():
         ensure_default_model(session)
         version = model or active_version(session)
+        if model is not None:
+            try:
+                version = resolve_version(session, model)  # a version, or a packaged name: default, fast
+            except RegistryError as e:
+                raise CliError(str(e), EXIT_USAGE) from None
         if version is None or session.get(ModelVersion, version) is None:
             raise CliError(f"no model version {version!r} (see `ser-batch models list`)", EXIT_USAGE)
         try:

@@ -37,6 +37,8 @@ def open_batch(
     speaker_from: str | None,
     speaker_of: Callable[[str], str | None] | None,
     notify_url: str | None = None,
+    normalise: str | None = None,
+    model_version: str | None = None,
 ) -> int:
     """Record a new batch and its ``pending`` rows in one transaction, or find the batch to resume.
 
@@ -54,6 +56,10 @@ def open_batch(
         notify_url: checked webhook URL (:func:`check_notify_url`), stored as ``options["notify_url"]``
             so that whichever process finishes the batch sends the event; None: no webhook. A resumed
             batch keeps the webhook it was recorded with.
+        normalise: ``"batch"`` to label the batch's files together after normalising them by the
+            batch's statistics (``options["normalise"]``; ``speaker_of`` then gives every file one key).
+        model_version: a registered model version to pin the batch to (``options["model_version"]``,
+            as ``rescore`` does), or None for the active model.
 
     Returns:
         The batch id.
@@ -97,6 +103,8 @@ def open_batch(
                     "segment_min_s": segment_min_s,
                     "speaker_from": speaker_from,
                     **({"notify_url": notify_url} if notify_url else {}),
+                    **({"normalise": normalise} if normalise else {}),
+                    **({"model_version": model_version} if model_version else {}),
                 },
             )
             session.add(batch)
@@ -104,7 +112,7 @@ def open_batch(
             batch_id = batch.id
             speakers = {f: speaker_of(f) for f in walk.files} if speaker_of else None
             insert_pending(session, batch_id, walk.files, walk.sizes, speakers)
-        if speakers:
+        if speakers and not normalise:
             n_spk = len({v for v in speakers.values() if v is not None})
             n_none = sum(v is None for v in speakers.values())
             err.print(

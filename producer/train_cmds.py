@@ -161,6 +161,10 @@ def train(
         sa = dict(outcome["metrics"]["speaker_adaptive"])
         sa["protocol"] = "with --speaker-from: " + str(sa.get("protocol", "speaker-adaptive"))
         print_metrics(sa)
+    if outcome["metrics"].get("batch_normalised"):
+        bn = dict(outcome["metrics"]["batch_normalised"])
+        bn["protocol"] = "with --normalise batch: " + str(bn.get("protocol", "batch-normalised"))
+        print_metrics(bn)
     if outcome["metrics"].get("trust"):
         print_trust(outcome["metrics"]["trust"])
     console.print(f"bundle: {outcome['bundle_path']} (sha256 {outcome['sha256'][:16]}...)")

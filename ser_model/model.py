@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # scikit-learn is imported where it is used: reading a sideca
 from ser_model.features import FEATURE_VERSION, N_FEATURES
 from ser_model.featureset import KNOWN_VERSIONS
 from ser_model.inference import MLPWeights
-from ser_model.speaker import MODE_GLOBAL, MODE_SPEAKER
+from ser_model.speaker import MODE_BATCH, MODE_GLOBAL, MODE_SPEAKER
 
 BUNDLE_FORMAT = 2
 DEFAULT_MODEL_PATH = Path(__file__).with_name("models") / "default.joblib"
@@ -207,6 +207,11 @@ class ModelBundle:
         return self._sklearn()[1]
 
     @property
+    def has_batch_pipeline(self) -> bool:
+        """Whether the bundle has a batch-normalised pipeline (:data:`ser_model.speaker.MODE_BATCH`)."""
+        return self.weights.get(MODE_BATCH) is not None
+
+    @property
     def has_speaker_pipeline(self) -> bool:
         """Whether the bundle has a speaker-adaptive pipeline (without unpickling anything)."""
         return self.weights.get(MODE_SPEAKER) is not None
@@ -308,6 +313,7 @@ class ModelBundle:
         *,
         min_files: int | None = None,
         calibrated: bool = True,
+        mode: str = MODE_SPEAKER,
     ) -> tuple[np.ndarray, list[str]]:
         """Class probabilities with speaker-adaptive normalisation where a speaker has enough files.
 
@@ -323,30 +329,35 @@ class ModelBundle:
             speakers: speaker key per row, length ``n``.
             min_files: override of :attr:`min_speaker_files`.
             calibrated: apply each pipeline's temperature (see :meth:`predict_proba`).
+            mode: :data:`ser_model.speaker.MODE_SPEAKER` (keys are speakers), or
+                :data:`ser_model.speaker.MODE_BATCH`: keys are normalisation groups (a whole batch,
+                one recording channel), classified by the batch-normalised pipeline; ``min_files``
+                then defaults to :data:`ser_model.speaker.MIN_BATCH_FILES`.
 
         Returns:
             ``(proba, modes)``: ``proba`` ``(n, len(labels))`` rows summing to 1; ``modes`` a list of
-            ``n`` strings, :data:`ser_model.speaker.MODE_SPEAKER` or :data:`ser_model.speaker.MODE_GLOBAL`.
+            ``n`` strings, ``mode`` or :data:`ser_model.speaker.MODE_GLOBAL`.
 
         Raises:
             ValueError: ``len(speakers) != n``.
         """
-        from ser_model.speaker import speaker_modes, speaker_normalise
+        from ser_model.speaker import MIN_BATCH_FILES, speaker_normalise
 
         X = np.atleast_2d(np.asarray(X))
         if len(speakers) != X.shape[0]:
             raise ValueError(f"{len(speakers)} speaker keys for {X.shape[0]} feature rows")
-        if not self.has_speaker_pipeline:
-            return self.predict_proba(X, calibrated=calibrated), speaker_modes(np.zeros(X.shape[0], dtype=bool))
-        Z, adapted = speaker_normalise(X, speakers, min_files=min_files or self.min_speaker_files)
+        if self.weights.get(mode) is None:
+            return self.predict_proba(X, calibrated=calibrated), [MODE_GLOBAL] * X.shape[0]
+        default_min = MIN_BATCH_FILES if mode == MODE_BATCH else self.min_speaker_files
+        Z, adapted = speaker_normalise(X, speakers, min_files=min_files or default_min)
         out = np.zeros((X.shape[0], len(self.labels)), dtype=np.float64)
         if adapted.any():
-            p = self._proba(MODE_SPEAKER, Z[adapted])
-            out[adapted] = self._calibrate(p, MODE_SPEAKER, X[adapted]) if calibrated else p
+            p = self._proba(mode, Z[adapted])
+            out[adapted] = self._calibrate(p, mode, X[adapted]) if calibrated else p
         if (~adapted).any():
             # same input dtype as predict_proba
             out[~adapted] = self.predict_proba(X[~adapted], calibrated=calibrated)
-        return out, speaker_modes(adapted)
+        return out, [mode if a else MODE_GLOBAL for a in adapted]
 
 
 def build_pipeline(

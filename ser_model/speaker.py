@@ -45,6 +45,14 @@ MODE_SPEAKER = "speaker-adaptive"
 MODE_GLOBAL = "global"
 """Mode of a row classified by the global model (unknown speaker, or fewer than the minimum files)."""
 
+MODE_BATCH = "batch-normalised"
+"""Mode of a row normalised by the statistics of its whole batch (one recording channel) and classified
+by the batch-normalised model: the per-corpus normalisation of Schuller et al. 2010, "Cross-corpus
+acoustic emotion recognition: variances and strategies", IEEE Trans. Affective Computing 1(2)."""
+
+MIN_BATCH_FILES = 20
+"""Fewest files a batch needs for batch normalisation; smaller batches are labelled globally."""
+
 
 @dataclass(frozen=True)
 class SpeakerStats:

@@ -37,7 +37,14 @@ from ser_model.features import N_FEATURES, extract_features
 from ser_model.featureset import FAST, extract, needs_encoder
 from ser_model.metrics import classification_metrics
 from ser_model.model import ModelBundle, build_pipeline, new_meta
-from ser_model.speaker import MIN_SPEAKER_FILES, apply_speaker_stats, speaker_normalise, speaker_statistics
+from ser_model.speaker import (
+    MIN_BATCH_FILES,
+    MIN_SPEAKER_FILES,
+    MODE_BATCH,
+    apply_speaker_stats,
+    speaker_normalise,
+    speaker_statistics,
+)
 from ser_model.trust import (
     OOD_PERCENTILE,
     DistanceTemperature,
@@ -626,6 +633,91 @@ def cross_validate(
     return report
 
 
+def channel_groups(paths: Sequence[str]) -> list[str]:
+    """Normalisation group of every training row for the batch-normalised model.
+
+    A batch is one recording channel; the training rows that share one are: the clean files (one
+    studio), and the degraded copies of :func:`condition_table` of one kind of channel (their path
+    suffix ``#cond<k>:<family>``, e.g. every ``telephone`` copy). Normalising each group by its own
+    statistics teaches the model what a batch normalised by its own statistics looks like.
+    """
+    return [p.rsplit("#", 1)[1].split(":", 1)[1] if "#cond" in p else "clean" for p in paths]
+
+
+def _batch_rows(X: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+    """``X`` z-normalised per group (every group of at least 2 rows; others centred by nothing)."""
+    return speaker_normalise(X, list(groups), min_files=2)[0]
+
+
+def cross_validate_batch(
+    table: FeatureTable,
+    *,
+    labels: Sequence[str],
+    n_splits: int = 5,
+    params: dict[str, Any] | None = None,
+    augmented: FeatureTable | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Speaker-independent cross-validation of the batch-normalised model.
+
+    Folds as :func:`cross_validate` (GroupKFold by speaker). A fold's training rows are normalised
+    per :func:`channel_groups` group (the clean training files together; the degraded copies of the
+    fold's training speakers by kind of channel); its test part -- several speakers the model never
+    heard, one recording channel -- is normalised as one batch by its own statistics, as
+    ``submit --normalise batch`` does.
+
+    Returns:
+        The report of :func:`cross_validate` (``ood_scores`` all NaN; ``batch_normalised`` True).
+
+    Raises:
+        ValueError: fewer than 2 speakers.
+    """
+    speakers = table.speakers
+    if not (all(s is not None for s in speakers) and len(set(speakers)) >= 2):
+        raise ValueError("batch-normalised cross-validation needs at least 2 known speakers")
+    y = np.asarray(table.labels)
+    k = min(n_splits, len(set(speakers)))
+    splits = list(GroupKFold(n_splits=k).split(table.X, y, groups=np.asarray(speakers)))
+    labels = list(labels)
+    y_idx = encode_labels(table.labels, labels)
+    spk_arr = np.asarray(speakers, dtype=object)
+    aug_y = aug_spk = aug_grp = None
+    if augmented is not None and len(augmented.labels):
+        aug_y = encode_labels(augmented.labels, labels)
+        aug_spk = np.asarray([s if s is not None else "" for s in augmented.speakers], dtype=object)
+        aug_grp = np.asarray(channel_groups(augmented.paths), dtype=object)
+    pred = np.empty(len(y), dtype=object)
+    proba = np.full((len(y), len(labels)), np.nan)
+    per_fold = []
+    base = build_pipeline(**(params or {}))
+    for i, (tr, te) in enumerate(splits):
+        Xtr, ytr, grp = table.X[tr], y_idx[tr], ["clean"] * len(tr)
+        if aug_y is not None:
+            use = np.isin(aug_spk, spk_arr[tr])
+            Xtr = np.vstack([Xtr, augmented.X[use]])  # type: ignore[union-attr]
+            ytr = np.concatenate([ytr, aug_y[use]])
+            grp += list(aug_grp[use])  # type: ignore[index]
+        model = fit_weighted(clone(base), _batch_rows(Xtr, grp), ytr)
+        fold_proba = _class_proba(model, _batch_rows(table.X[te], ["batch"] * len(te)), len(labels))
+        proba[te] = fold_proba
+        pred[te] = np.asarray(labels, dtype=object)[fold_proba.argmax(axis=1)]
+        per_fold.append(float(np.mean(pred[te] == y[te])))
+        if progress:
+            progress(i + 1, len(splits))
+    report = classification_metrics(list(y), list(pred), labels)
+    report.update(
+        protocol=f"speaker-independent: GroupKFold by speaker, {k} folds, {len(set(speakers))} speakers; "
+        "batch-normalised (each fold's test speakers normalised together as one batch)",
+        n_splits=len(splits),
+        per_fold_wa=per_fold,
+        predictions=list(pred),
+        proba=proba,
+        ood_scores=np.full(len(y), np.nan),
+        batch_normalised=True,
+    )
+    return report
+
+
 OOF_KEYS = ("predictions", "proba", "ood_scores")
 """Per-row out-of-fold entries of a :func:`cross_validate` report (not metrics; not stored in bundles)."""
 
@@ -679,6 +771,7 @@ def fit_trust(
     labels: Sequence[str],
     cv_report: dict[str, Any],
     speaker_cv_report: dict[str, Any] | None = None,
+    batch_cv_report: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Calibration, low-confidence thresholds and the out-of-domain detector from cross-validation.
 
@@ -696,6 +789,7 @@ def fit_trust(
         labels: label order of the bundle.
         cv_report: global :func:`cross_validate` report (with ``proba`` and ``ood_scores``).
         speaker_cv_report: speaker-adaptive report, or None.
+        batch_cv_report: batch-normalised report (:func:`cross_validate_batch`), or None.
 
     Returns:
         ``(trust, summary)``: ``trust`` for :attr:`ser_model.model.ModelBundle.trust`; ``summary``
@@ -706,7 +800,7 @@ def fit_trust(
     Raises:
         ValueError: ``cv_report`` has no out-of-fold probabilities.
     """
-    from ser_model.speaker import MODE_GLOBAL, MODE_SPEAKER
+    from ser_model.speaker import MODE_BATCH, MODE_GLOBAL, MODE_SPEAKER
 
     y_idx = encode_labels(table.labels, labels)
     det = fit_ood(table.X)
@@ -718,7 +812,7 @@ def fit_trust(
     temps: dict[str, dict[str, float]] = {}
     thresholds: dict[str, float] = {}
     calibration: dict[str, Any] = {}
-    for mode, rep in ((MODE_GLOBAL, cv_report), (MODE_SPEAKER, speaker_cv_report)):
+    for mode, rep in ((MODE_GLOBAL, cv_report), (MODE_SPEAKER, speaker_cv_report), (MODE_BATCH, batch_cv_report)):
         if rep is None or rep.get("proba") is None:
             continue
         proba = np.asarray(rep["proba"], dtype=np.float64)
@@ -775,6 +869,7 @@ def train_bundle(
     augmented: FeatureTable | None = None,
     sample_weight: np.ndarray | None = None,
     conditions: dict[str, Any] | None = None,
+    batch_cv_report: dict[str, Any] | None = None,
 ) -> ModelBundle:
     """Fit the pipeline on all of ``table`` and wrap it in a :class:`ModelBundle`.
 
@@ -797,6 +892,9 @@ def train_bundle(
         sample_weight: per-row weights of ``table``, shape ``(n,)`` (augmented copies weigh 1).
         conditions: the multi-condition training recorded in ``meta["conditions"]`` (copies per
             file, seed, the kinds of channel), or None.
+        batch_cv_report: when given (:func:`cross_validate_batch`), a batch-normalised pipeline is
+            fitted too (rows normalised per :func:`channel_groups` group), its metrics stored in
+            ``meta["batch_metrics"]`` and its calibration fitted.
 
     Returns:
         The fitted bundle; ``meta`` holds metrics, data fingerprint, params, versions, the feature
@@ -830,10 +928,18 @@ def train_bundle(
             ws = None if ws is None else np.concatenate([ws, np.ones(int(ad_a.sum()))])
         if len(stats) >= 2 and len(np.unique(ys)) >= 2:
             speaker_pipeline = _slim(fit_weighted(build_pipeline(**(params or {})), Zs, ys, ws))
+    batch_weights = None
+    if batch_cv_report is not None:
+        from ser_model.inference import MLPWeights
+
+        groups = ["clean"] * len(y_idx) + (channel_groups(augmented.paths) if augmented is not None else [])
+        batch_weights = MLPWeights.from_pipeline(
+            fit_weighted(build_pipeline(**(params or {})), _batch_rows(X, groups), y)
+        )
     metrics = public_metrics(cv_report)
     trust: dict[str, Any] = {}
     if cv_report is not None and cv_report.get("proba") is not None:
-        trust, metrics["trust"] = fit_trust(table, labels, cv_report, speaker_cv_report)
+        trust, metrics["trust"] = fit_trust(table, labels, cv_report, speaker_cv_report, batch_cv_report)
     loss = [float(v) for v in pipeline.named_steps["mlp"].loss_curve_]
     meta = new_meta(
         name=name,
@@ -857,7 +963,9 @@ def train_bundle(
             speaker_metrics=public_metrics(speaker_cv_report),
             n_speakers_adapted=len(stats),
         )
-    return ModelBundle(
+    if batch_weights is not None:
+        meta.update(batch_metrics=public_metrics(batch_cv_report), min_batch_files=MIN_BATCH_FILES)
+    bundle = ModelBundle(
         pipeline=pipeline,
         labels=labels,
         feature_version=table.feature_version,
@@ -865,3 +973,6 @@ def train_bundle(
         speaker_pipeline=speaker_pipeline,
         trust=trust,
     )
+    if batch_weights is not None:
+        bundle.weights[MODE_BATCH] = batch_weights
+    return bundle

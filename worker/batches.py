@@ -356,7 +356,7 @@ def fail_pending(
     """
     states = _row_states(batch_id, paths, url=url)
     todo = [p for p in paths if states.get(p, "pending") == "pending"]
-    by_speaker = bool(processing.batch_options(batch_id, url=url).get("speaker_from"))
+    by_speaker = processing.group_mode(processing.batch_options(batch_id, url=url)) is not None
     if by_speaker and todo:
         with Session(get_engine(url)) as s:
             ready = set(

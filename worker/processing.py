@@ -263,7 +263,7 @@ def process_paths(
     model = load_model(model_version, url=url)
     opts = batch_options(batch_id, url=url)
     seg = {"segment": str(opts.get("segment", "vad")), "segment_min_s": float(opts.get("segment_min_s", 10.0))}
-    by_speaker = bool(opts.get("speaker_from"))
+    by_speaker = group_mode(opts) is not None
     rows: list[dict[str, Any]] = []
     try:
         for p in paths:
@@ -296,6 +296,19 @@ def _chunk_counts(batch_id: int, paths: Sequence[str], *, url: str | None) -> di
     return out
 
 
+def group_mode(options: dict[str, Any]) -> str | None:
+    """How a batch's files are labelled together, from its options: ``"speaker-adaptive"``
+    (``--speaker-from``: groups are speakers), ``"batch-normalised"`` (``--normalise batch``: one group,
+    the whole batch), or None (every file alone)."""
+    from ser_model.speaker import MODE_BATCH, MODE_SPEAKER
+
+    if options.get("speaker_from"):
+        return MODE_SPEAKER
+    if options.get("normalise") == "batch":
+        return MODE_BATCH
+    return None
+
+
 def classify_ready_speakers(batch_id: int, paths: Sequence[str], model: LoadedModel, *, url: str | None = None) -> int:
     """Classify every speaker of ``paths`` whose files in the batch all have features now.
 
@@ -304,7 +317,10 @@ def classify_ready_speakers(batch_id: int, paths: Sequence[str], model: LoadedMo
     with :meth:`ser_model.model.ModelBundle.predict_proba_speakers` — z-normalised by the speaker's
     own statistics when the speaker has at least ``min_speaker_files`` files, else by the global
     model — and the rows become ``done`` with ``analysis_mode`` ``speaker-adaptive`` or ``global``.
-    Files without a speaker key are classified at once by the global model. Running it twice for the
+    Files without a speaker key are classified at once by the global model. A batch-normalised batch
+    (``--normalise batch``) works the same way with one key for every file: the whole batch is
+    classified together by the batch-normalised pipeline (``analysis_mode`` ``batch-normalised``) once
+    the last file has its features. Running it twice for the
     same speaker (two chunks finishing together) writes the same values again: the statistics do not
     depend on row order.
 
@@ -329,6 +345,7 @@ def classify_ready_speakers(batch_id: int, paths: Sequence[str], model: LoadedMo
             session.scalars(select(Result.speaker).where(Result.batch_id == batch_id, Result.path.in_(list(paths))))
         )
     bundle = model.bundle
+    mode = group_mode(batch_options(batch_id, url=url)) or "speaker-adaptive"
     n_classified = 0
     for spk in speakers:
         same = Result.speaker.is_(None) if spk is None else Result.speaker == spk
@@ -350,7 +367,7 @@ def classify_ready_speakers(batch_id: int, paths: Sequence[str], model: LoadedMo
             if not found:
                 continue
             X = np.vstack([np.frombuffer(f, dtype="<f4") for _, f in found])
-            proba, modes = bundle.predict_proba_speakers(X, [spk] * len(found))  # type: ignore[attr-defined]
+            proba, modes = bundle.predict_proba_speakers(X, [spk] * len(found), mode=mode)  # type: ignore[attr-defined]
             now = utcnow()
             fields = label_fields(bundle, X, proba, modes)
             for (rid, _), f, mode in zip(found, fields, modes, strict=True):

