@@ -541,6 +541,8 @@ models_app.command("list")(train_cmds.models_list)
 models_app.command("show")(train_cmds.models_show)
 models_app.command("activate")(train_cmds.models_activate)
 models_app.command("export")(train_cmds.models_export)
+models_app.command("convert")(train_cmds.models_convert)
+models_app.command("import")(train_cmds.models_import)
 
 
 # ---------------------------------------------------------------------------------------- after the labels

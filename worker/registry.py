@@ -3,7 +3,9 @@
 Bundles trained by ``ser-batch train`` are stored in the database itself (``models.bundle``), so
 every worker on every machine that reaches the database reaches the model, with no shared file
 system. The packaged default is referenced as ``source = "package:default"``. Every load checks the
-SHA-256 recorded in the row before unpickling.
+SHA-256 recorded in the row, then reads the bundle as data (format 3, :mod:`ser_model.bundle_io`):
+the checksum guards against corruption, not against whoever can write the row, so nothing stored in
+the table is ever unpickled. A pickled row (format 1 or 2) is refused with the way to convert it.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def load_model(version: str | None = None, *, url: str | None = None) -> LoadedM
         RegistryError: no active model, unknown version, or the bundle fails its checksum or
             feature-version check.
     """
-    from ser_model.model import DEFAULT_MODEL_PATH, BundleError, bundle_from_bytes, load_bundle
+    from ser_model.model import DEFAULT_MODEL_PATH, BundleError, LegacyBundleError, bundle_from_bytes, load_bundle
 
     if version is not None and version in _cache:
         return _cache[version]  # a version's bundle never changes (checksum): no database round trip
@@ -142,6 +144,13 @@ def load_model(version: str | None = None, *, url: str | None = None) -> LoadedM
                 bundle = bundle_from_bytes(blob, checksum)
             else:
                 raise RegistryError(f"model {version!r} has no stored bundle")
+        except LegacyBundleError:
+            raise RegistryError(
+                f"model {version!r} cannot be loaded: it is stored as a pickled bundle (format 1 or 2), and "
+                "unpickling can run arbitrary code, so ser-batch refuses it. If you trust it: "
+                f"`ser-batch models export {version} old.joblib`, `ser-batch models convert old.joblib "
+                "--trust-pickle`, `ser-batch models import old.npz`, then activate the imported version"
+            ) from None
         except BundleError as e:
             raise RegistryError(f"model {version!r} cannot be loaded: {e}") from None
         loaded = LoadedModel(version=version, bundle=bundle)
