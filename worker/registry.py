@@ -98,6 +98,26 @@ def activate(session: Session, version: str) -> None:
     session.execute(update(ModelVersion).where(ModelVersion.version == version).values(active=True))
 
 
+def _check_packaged(version: str, checksum: str) -> None:
+    """Refuse, with the way out, a ``package:default`` row of an earlier packaged default model.
+
+    Raises:
+        RegistryError: the packaged bundle is not the one the row was registered for.
+    """
+    from ser_model.model import DEFAULT_MODEL_PATH, BundleError, read_sidecar
+
+    try:
+        side = read_sidecar(DEFAULT_MODEL_PATH)
+    except BundleError as e:
+        raise RegistryError(f"the packaged default model is missing: {e}") from None
+    if str(side.get("sha256", "")).lower() != checksum.lower():
+        current = default_version_name(side["sha256"], str(side.get("created_at", "")))
+        raise RegistryError(
+            f"model {version!r} is an earlier packaged default that this ser-batch no longer ships (the default "
+            f"is now {current}); run `ser-batch models list` then `ser-batch models activate {current}`"
+        )
+
+
 @dataclass
 class LoadedModel:
     """A bundle loaded in this process and the version it was registered under."""
@@ -139,6 +159,7 @@ def load_model(version: str | None = None, *, url: str | None = None) -> LoadedM
             return _cache[version]
         try:
             if source == PACKAGE_SOURCE:
+                _check_packaged(version, checksum)
                 bundle = load_bundle(DEFAULT_MODEL_PATH, expected_sha256=checksum)
             elif blob is not None:
                 bundle = bundle_from_bytes(blob, checksum)
