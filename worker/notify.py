@@ -105,6 +105,28 @@ def check_url(url: str) -> str:
     return url
 
 
+def record_webhook(session: Any, batch: Any, url: str) -> None:
+    """Store the webhook of a new batch: the URL in ``batch_webhooks``, ``scheme://host/…`` in its options.
+
+    Args:
+        session: open session in the transaction that records the batch.
+        batch: the flushed ``worker.db.Batch``.
+        url: checked webhook URL (it may hold a token).
+    """
+    from worker.db import BatchWebhook
+
+    batch.options = {**(batch.options or {}), "notify_url": safe_url(url)}
+    session.add(BatchWebhook(batch_id=batch.id, url=url))
+
+
+def webhook_url(session: Any, batch_id: int) -> str | None:
+    """The webhook URL of a batch (``batch_webhooks``), or None."""
+    from worker.db import BatchWebhook
+
+    row = session.get(BatchWebhook, batch_id)
+    return None if row is None else row.url
+
+
 def build_event(session: Any, batch_id: int) -> dict[str, Any]:
     """The JSON event of a batch, counted from its result rows.
 
@@ -283,7 +305,7 @@ def notify_batch_final(
 
     Args:
         batch_id: the batch.
-        url: webhook URL; default the batch's ``options["notify_url"]`` (set by ``submit --notify``
+        url: webhook URL; default the batch's (:func:`webhook_url`, recorded by ``submit --notify``
             or ``SER_NOTIFY_URL``).
         db_url: database URL; default the settings'.
         wait_s: wait up to this many seconds for the delivery (a CLI about to exit); 0 returns at once.
@@ -301,7 +323,7 @@ def notify_batch_final(
             batch = session.get(Batch, batch_id)
             if batch is None:
                 return None
-            url = url or (batch.options or {}).get("notify_url")
+            url = url or webhook_url(session, batch_id)
             if not url or batch_counts(session, batch_id)["pending"]:
                 return None
         if not _claim(lambda: Session(engine), batch_id, url):

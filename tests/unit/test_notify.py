@@ -121,6 +121,12 @@ def test_submit_notify_posts_one_event_with_counts(tmp_path, hook):
     status, request = con.execute("SELECT status, request FROM jobs WHERE id = 'notify-1'").fetchone()
     con.close()
     assert status == "done" and "s3cret" not in request
+    # the URL (its token) is kept out of `batches`, which query-only users read
+    con = sqlite3.connect(db)
+    (options,) = con.execute("SELECT options FROM batches WHERE id = 1").fetchone()
+    (stored,) = con.execute("SELECT url FROM batch_webhooks WHERE batch_id = 1").fetchone()
+    con.close()
+    assert "s3cret" not in options and stored == hook.url
     # a second finaliser (the worker and `submit --wait` both call it) sends nothing more
     from worker.notify import notify_batch_final
 
