@@ -243,7 +243,9 @@ def worker(
     err.print("starting: " + " ".join(argv[1:]), highlight=False)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, argv)  # like `exec celery ...` in a start script: signals go straight to Celery
+    # like `exec celery ...` in a start script: signals go straight to Celery; argv is this Python and fixed
+    # Celery options (no shell, no user-supplied program)
+    os.execv(sys.executable, argv)  # nosec B606
 
 
 @app.command()

@@ -175,4 +175,5 @@ def read_legacy_pickle(data: bytes) -> Any:
     """
     import joblib
 
-    return joblib.load(io.BytesIO(data))  # nosec B301 - explicit operator opt-in (--trust-pickle), see docs/security.md
+    # explicit operator opt-in (--trust-pickle), see docs/security.md
+    return joblib.load(io.BytesIO(data))  # nosec B301

@@ -57,10 +57,9 @@ def roles_sql(database: str, prefix: str = "ser") -> list[str]:
     r = role_names(prefix)
     reader, worker, admin = r["reader"], r["worker"], r["admin"]
     db = '"' + database.replace('"', '""') + '"'
-    create = " ".join(
-        f"IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN CREATE ROLE {name} NOLOGIN; END IF;"
-        for name in r.values()
-    )
+    # role names are checked against _NAME (lower-case identifiers) above, so they can be spliced in
+    exists = "IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{0}') THEN CREATE ROLE {0} NOLOGIN; END IF;"
+    create = " ".join(exists.format(name) for name in r.values())
     tables = ", ".join(ALL_TABLES)
     return [
         f"DO $$ BEGIN {create} END $$",

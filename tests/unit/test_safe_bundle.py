@@ -246,3 +246,19 @@ def test_cli_convert_then_import_registers_the_same_model(tmp_path):
     new.write_bytes(bytes(data))
     p = run(["models", "import", str(new)], db)
     assert p.returncode != 0 and "checksum mismatch" in p.stderr
+
+
+def test_db_roles_prints_grants_and_refuses_to_apply_on_sqlite(tmp_path):
+    db = tmp_path / "ser.db"
+    p = run(["db", "roles", "--prefix", "acme"], db)
+    assert p.returncode == 0, p.stderr
+    sql = p.stdout
+    assert "GRANT SELECT ON batches, results, segments, models, jobs, alembic_version TO acme_reader;" in sql
+    assert "batch_webhooks" not in sql.split("TO acme_reader;")[0].splitlines()[-1]
+    assert "GRANT SELECT ON models, alembic_version TO acme_worker;" in sql
+    assert "ALTER TABLE models OWNER TO acme_admin;" in sql
+    p = run(["db", "roles", "--apply"], db)
+    no_traceback(p)
+    assert p.returncode == 2 and "PostgreSQL only" in p.stderr
+    p = run(["db", "roles", "--prefix", "x; DROP TABLE results"], db)
+    assert p.returncode == 2 and "role prefix" in p.stderr
