@@ -262,3 +262,31 @@ def test_db_roles_prints_grants_and_refuses_to_apply_on_sqlite(tmp_path):
     assert p.returncode == 2 and "PostgreSQL only" in p.stderr
     p = run(["db", "roles", "--prefix", "x; DROP TABLE results"], db)
     assert p.returncode == 2 and "role prefix" in p.stderr
+
+
+def test_an_earlier_packaged_default_row_names_the_activation(db_url):
+    """A database whose active model is the pickled packaged default of before (another SHA-256) says what to do."""
+    from sqlalchemy.orm import Session
+
+    from worker.db import ModelVersion, get_engine
+    from worker.migrate import upgrade
+    from worker.registry import PACKAGE_SOURCE, RegistryError, _cache, default_version_name, load_model
+
+    upgrade(db_url)
+    with Session(get_engine(db_url)) as s, s.begin():
+        s.add(
+            ModelVersion(
+                version="default-20261122-b4d3c0b9",
+                labels=["calm"],
+                metrics={},
+                checksum="b4d3c0b9" + "0" * 56,
+                feature_version=M.FEATURE_VERSION,
+                active=True,
+                source=PACKAGE_SOURCE,
+            )
+        )
+    _cache.clear()
+    side = M.read_sidecar(M.DEFAULT_MODEL_PATH)
+    current = default_version_name(side["sha256"], side["created_at"])
+    with pytest.raises(RegistryError, match=f"earlier packaged default.*models activate {current}"):
+        load_model(url=db_url)
