@@ -44,6 +44,8 @@ def test_crafted_model_row_runs_nothing_on_a_worker_or_the_producer(
     env = env_for(pg_url, broker_url)
     start_workers(env, name="safew", concurrency=1).wait_ready()  # warm-up loaded the default
     _insert_evil_row(pg_url, marker)
+    late = start_workers(env, name="safew2", concurrency=1).wait_ready()  # its warm-up meets the crafted row
+    assert "pickled bundle" in late.log() and not marker.exists()
     folder = recordings(3)
     p = ser_batch(["submit", str(folder)], env)  # distributed: the worker loads the active model
     assert "Traceback" not in p.stdout + p.stderr
