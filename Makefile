@@ -27,6 +27,7 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/bandit -q -c pyproject.toml -r producer worker ser_model ser_batch migrations
 
 clean:
 	rm -rf $(VENV) .pytest_cache

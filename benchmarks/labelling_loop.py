@@ -124,7 +124,7 @@ def main() -> None:
                     "--report",
                     str(rep),
                     "--output",
-                    str(tmp / f"m-w{wgt:g}.joblib"),
+                    str(tmp / f"m-w{wgt:g}.npz"),
                 ],
                 env,
             )

@@ -289,7 +289,9 @@ def worker(
     err.print("starting: " + " ".join(argv[1:]), highlight=False)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, argv)  # like `exec celery ...` in a start script: signals go straight to Celery
+    # like `exec celery ...` in a start script: signals go straight to Celery; argv is this Python and fixed
+    # Celery options (no shell, no user-supplied program)
+    os.execv(sys.executable, argv)  # nosec B606
 
 
 @app.command()
@@ -569,6 +571,44 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     console.print(f"database {redact_url(s.database_url)}: {before or 'empty'} -> {after}")
 
 
+@db_app.command("roles")
+def db_roles(
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Run the statements on SER_DATABASE_URL (else print them).")
+    ] = False,
+    prefix: Annotated[str, typer.Option(help="Role names: PREFIX_reader, PREFIX_worker, PREFIX_admin.")] = "ser",
+) -> None:
+    """Print (default) or apply the least-privilege PostgreSQL roles: reader, worker, admin.
+
+    reader: SELECT on batches, results, segments, models, jobs (not the webhook URLs). worker: writes
+    batches, results, segments, jobs and webhooks, reads models. admin: owns the tables (writes models,
+    runs migrations). Give each login role membership of one: CREATE ROLE alice LOGIN PASSWORD '...'
+    IN ROLE ser_reader. Run --apply after `db upgrade` (and again after later upgrades) as a superuser
+    or the database owner with CREATEROLE.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from worker.roles import apply_roles, roles_sql
+    from worker.settings import redact_url
+
+    s = cli_settings()
+    try:
+        if not apply:
+            db = make_url(s.database_url).database if s.database_url.startswith("postgresql") else None
+            for stmt in roles_sql(db or "ser_batch", prefix):
+                print(stmt + ";")
+            return
+        apply_roles(s.database_url, prefix)
+    except ValueError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    except SQLAlchemyError as e:
+        raise CliError(
+            f"cannot apply roles on {redact_url(s.database_url)}: {' '.join(str(e).split())[:300]}"
+        ) from None
+    console.print(f"roles {prefix}_reader, {prefix}_worker, {prefix}_admin applied on {redact_url(s.database_url)}")
+
+
 @db_app.command("current")
 def db_current() -> None:
     """Show the migration revision the database is at."""
@@ -587,6 +627,8 @@ models_app.command("list")(train_cmds.models_list)
 models_app.command("show")(train_cmds.models_show)
 models_app.command("activate")(train_cmds.models_activate)
 models_app.command("export")(train_cmds.models_export)
+models_app.command("convert")(train_cmds.models_convert)
+models_app.command("import")(train_cmds.models_import)
 
 
 # ---------------------------------------------------------------------------------------- after the labels
@@ -653,6 +695,13 @@ def _main() -> None:
             sys.exit(EXIT_USAGE)
         if type(e).__name__ == "Abort":  # click turns Ctrl-C (KeyboardInterrupt) into Abort
             _interrupted()
+        if type(getattr(e, "orig", None)).__name__ == "InsufficientPrivilege":  # PostgreSQL said no
+            first = str(e.orig).splitlines()[0]  # type: ignore[attr-defined]
+            err.print(
+                f"[red]error:[/] {first}: this database login's role does not allow it (see `ser-batch db roles`)",
+                highlight=False,
+            )
+            sys.exit(EXIT_ERROR)
         err.print(f"[red]error:[/] {type(e).__name__}: {e}", highlight=False)
         if os.environ.get("SER_DEBUG"):
             raise

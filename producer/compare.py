@@ -76,8 +76,6 @@ def create_rescore_batch(
         raise LookupError(f"batch {batch_id} has no files")
     options = {k: v for k, v in (old.options or {}).items() if k not in ("notify_url", "rescore_of")}
     options.update(model_version=model_version, rescore_of=batch_id)
-    if notify_url:
-        options["notify_url"] = notify_url
     new = Batch(
         source_paths=list(old.source_paths or []),
         status="running",
@@ -88,6 +86,10 @@ def create_rescore_batch(
     )
     session.add(new)
     session.flush()
+    if notify_url:
+        from worker.notify import record_webhook
+
+        record_webhook(session, new, notify_url)
     speakers = {p: spk for p, _, spk in rows} if any(spk for _, _, spk in rows) else None
     insert_pending(session, new.id, [p for p, _, _ in rows], {p: n for p, n, _ in rows if n is not None}, speakers)
     return new.id, len(rows)

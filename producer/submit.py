@@ -53,9 +53,10 @@ def open_batch(
         segment_min_s: recordings shorter than this (seconds) get one label.
         speaker_from: the ``--speaker-from`` spec as given, recorded in the batch options.
         speaker_of: speaker key of a path (parsed ``--speaker-from``), or None.
-        notify_url: checked webhook URL (:func:`check_notify_url`), stored as ``options["notify_url"]``
-            so that whichever process finishes the batch sends the event; None: no webhook. A resumed
-            batch keeps the webhook it was recorded with.
+        notify_url: checked webhook URL (:func:`check_notify_url`), stored in ``batch_webhooks`` (which
+            query-only roles cannot read; ``options["notify_url"]`` holds ``scheme://host/…``) so that
+            whichever process finishes the batch sends the event; None: no webhook. A resumed batch
+            keeps the webhook it was recorded with.
         normalise: ``"batch"`` to label the batch's files together after normalising them by the
             batch's statistics (``options["normalise"]``; ``speaker_of`` then gives every file one key).
         model_version: a registered model version to pin the batch to (``options["model_version"]``,
@@ -71,6 +72,7 @@ def open_batch(
 
     from producer.walk import WalkError, collect_files
     from worker.db import Batch, insert_pending
+    from worker.notify import record_webhook
 
     s = cli_settings()
     engine = open_engine()
@@ -102,7 +104,6 @@ def open_batch(
                     "segment": segment,
                     "segment_min_s": segment_min_s,
                     "speaker_from": speaker_from,
-                    **({"notify_url": notify_url} if notify_url else {}),
                     **({"normalise": normalise} if normalise else {}),
                     **({"model_version": model_version} if model_version else {}),
                 },
@@ -110,6 +111,8 @@ def open_batch(
             session.add(batch)
             session.flush()
             batch_id = batch.id
+            if notify_url:
+                record_webhook(session, batch, notify_url)
             speakers = {f: speaker_of(f) for f in walk.files} if speaker_of else None
             insert_pending(session, batch_id, walk.files, walk.sizes, speakers)
         if speakers and not normalise:

@@ -1,4 +1,4 @@
-"""Training and model-registry commands: ``train``, ``evaluate`` and ``models list/show/activate/export``.
+"""Training and model-registry commands: ``train``, ``evaluate``, ``models list/show/activate/export/convert/import``.
 
 Plain functions with typer annotations; :mod:`producer.cli` registers them on the command tree.
 """
@@ -399,12 +399,16 @@ def models_activate(version: Annotated[str, typer.Argument(help="Version to make
 
 def models_export(
     version: Annotated[str, typer.Argument(help="Model version.")],
-    output: Annotated[Path, typer.Argument(help="Bundle file to write (.joblib); a .json sidecar goes beside it.")],
+    output: Annotated[Path, typer.Argument(help="Bundle file to write (.npz); a .json sidecar goes beside it.")],
 ) -> None:
-    """Write a registered model's bundle (checksum verified) and its metadata sidecar to a file."""
+    """Write a registered model's bundle (checksum verified) and its metadata sidecar to a file.
+
+    The bytes are written as stored, without being parsed, so a pickled bundle of an older version can be
+    exported and then converted (``models convert``) by an operator who trusts it.
+    """
     from sqlalchemy.orm import Session
 
-    from ser_model.model import PACKAGED_MODELS, BundleError, bundle_from_bytes, sha256_bytes
+    from ser_model.model import PACKAGED_MODELS, sha256_bytes
     from worker.registry import PACKAGE_PREFIX
 
     with Session(open_engine()) as session, session.begin():
@@ -412,10 +416,8 @@ def models_export(
         packaged = PACKAGED_MODELS.get((m.source or "").removeprefix(PACKAGE_PREFIX), PACKAGED_MODELS["default"])
         data = m.bundle if m.bundle is not None else packaged.read_bytes()
         checksum, labels, fv, metrics = m.checksum, list(m.labels), m.feature_version, dict(m.metrics or {})
-    try:
-        bundle_from_bytes(data, checksum)  # refuse to export a corrupted bundle
-    except BundleError as e:
-        raise CliError(str(e)) from None
+    if sha256_bytes(data) != checksum.lower():  # refuse to export a corrupted bundle
+        raise CliError(f"model {version!r}: stored bundle does not match its checksum; refusing to export it")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(data)
     side = {
@@ -427,3 +429,76 @@ def models_export(
     }
     Path(str(output) + ".json").write_text(json.dumps(side, indent=2, default=str) + "\n")
     console.print(f"wrote {output} and {output}.json (sha256 {checksum[:16]}...)")
+
+
+def models_convert(
+    file: Annotated[Path, typer.Argument(help="Pickled bundle (.joblib, format 1 or 2) that you trust.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Format-3 file to write [default: FILE with suffix .npz].")
+    ] = None,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Required: confirm that you trust FILE. Reading a pickle runs any code it contains.",
+        ),
+    ] = False,
+) -> None:
+    """Convert a pickled bundle of an older ser-batch into format 3 (operator-only, run once).
+
+    FILE is unpickled once, in this process: do this only for a file whose origin you trust. Its sidecar
+    checksum is checked when FILE.json exists. The written bundle holds the same arrays, labels and
+    metadata as data only; register it with ``ser-batch models import``.
+    """
+    from ser_model.model import BundleError, convert_legacy_bundle
+
+    if not trust_pickle:
+        raise CliError(
+            f"{file}: converting a pickled bundle runs any code it contains; if you trust its origin, "
+            "run again with --trust-pickle",
+            EXIT_USAGE,
+        )
+    if not file.is_file():
+        raise CliError(f"no such file: {file}", EXIT_USAGE)
+    out = output or file.with_suffix(".npz")
+    if out.resolve() == file.resolve():
+        raise CliError(f"--output must differ from {file}", EXIT_USAGE)
+    try:
+        digest = convert_legacy_bundle(file, out, trust_pickle=True)
+    except BundleError as e:
+        raise CliError(f"{file}: {e}") from None
+    console.print(f"wrote {out} and {out}.json (format 3, sha256 {digest[:16]}...)", highlight=False)
+
+
+def models_import(
+    file: Annotated[Path, typer.Argument(help="Format-3 bundle (.npz) with its .json sidecar.")],
+    activate: Annotated[bool, typer.Option(help="Make it the active model.")] = False,
+) -> None:
+    """Register a format-3 bundle from another deployment (checksum and feature version checked).
+
+    The bundle is read as data (JSON and numeric arrays): nothing in it is executed. A pickled bundle is
+    refused; convert it first with ``ser-batch models convert`` if you trust it.
+    """
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from ser_model.model import BundleError, load_bundle, read_sidecar
+    from worker.db import ModelVersion
+    from worker.training import register_bundle
+
+    if not file.is_file():
+        raise CliError(f"no such file: {file}", EXIT_USAGE)
+    try:
+        digest = str(read_sidecar(file).get("sha256", ""))
+        bundle = load_bundle(file, expected_sha256=digest)
+    except BundleError as e:
+        raise CliError(str(e)) from None
+    engine = open_engine()
+    with Session(engine) as session:
+        existing = session.scalar(select(ModelVersion.version).where(ModelVersion.checksum == digest.lower()))
+    if existing is not None:
+        raise CliError(f"{file} is already registered as {existing}", EXIT_USAGE)
+    version = register_bundle(
+        file, digest.lower(), bundle, file.stem, activate=activate, url=cli_settings().database_url
+    )
+    console.print(f"registered {version}" + (" (active)" if activate else ""), highlight=False)

@@ -88,17 +88,20 @@ def load(model: str | os.PathLike[str] | None = None) -> Any:
     """Load a model once, to pass to :func:`predict_files` for many calls.
 
     Args:
-        model: None for the packaged default model; "fast" for the packaged fast model; a bundle file (``.joblib`` with its ``.json``
-            sidecar, e.g. from ``ser-batch train --output`` or ``ser-batch models export``), whose
-            SHA-256 is checked before it is opened; or a registered version name, loaded from the
-            database of ``SER_DATABASE_URL``.
+        model: None for the packaged default model (accurate); ``"fast"`` for the packaged fast
+            model; a bundle file (format 3, ``.npz`` with its ``.json`` sidecar, e.g. from
+            ``ser-batch train --output`` or ``ser-batch models export``), whose SHA-256 is checked
+            before it is read (data only: nothing in it is executed; a pickled ``.joblib`` bundle of
+            older versions is refused, see ``ser-batch models convert``); or a registered version
+            name, loaded from the database of ``SER_DATABASE_URL``.
 
     Returns:
         An opaque loaded model (``worker.registry.LoadedModel``).
 
     Raises:
         FileNotFoundError: a bundle path that does not exist.
-        ValueError: the bundle fails its checksum or feature-version check, or the version is unknown.
+        ValueError: the bundle fails its checksum or feature-version check, is a pickled bundle
+            (refused unopened), or the version is unknown.
     """
     from ser_model.model import PACKAGED_MODELS, BundleError, load_bundle, read_sidecar
     from worker.registry import LoadedModel, RegistryError, default_version_name, load_model
@@ -112,7 +115,7 @@ def load(model: str | os.PathLike[str] | None = None) -> Any:
             bundle = load_bundle(PACKAGED_MODELS[name], expected_sha256=side["sha256"])
             return LoadedModel(default_version_name(side["sha256"], str(side.get("created_at", "")), name), bundle)
         path = Path(model)
-        if path.suffix == ".joblib" or path.exists():
+        if path.suffix in (".npz", ".joblib") or path.exists():
             if not path.exists():
                 raise FileNotFoundError(f"model bundle not found: {path}")
             side = read_sidecar(path)

@@ -1,6 +1,6 @@
-"""The classifier (StandardScaler + MLP) and the model bundle saved with joblib.
+"""The classifier (StandardScaler + MLP) and the model bundle (format 3: JSON and numeric arrays).
 
-A bundle is one joblib file holding a dict: the fitted scikit-learn ``Pipeline``, the label set,
+A bundle holds the classifier's arrays (scaler and MLP weights), the label set,
 the feature-extractor version and names, library versions, training metrics and the training data
 fingerprint. Optionally a second fitted pipeline, ``speaker_pipeline``, trained on speaker-normalised
 features (:mod:`ser_model.speaker`) for the speaker-adaptive mode: use
@@ -11,18 +11,19 @@ exactly as :meth:`ModelBundle.predict_proba` would. Bundles written before this 
 Bundles also carry ``trust`` (:mod:`ser_model.trust`): the temperature of each pipeline, fitted on
 out-of-fold probabilities, so that :meth:`ModelBundle.predict_proba` returns *calibrated* probabilities;
 the out-of-domain detector with its threshold; the low-confidence thresholds; the training label prior.
-Prediction needs only the pipelines' arrays (:class:`ser_model.inference.MLPWeights`), which the
-bundle stores as plain numpy arrays beside the pickled pipelines (``format`` 2), so loading a bundle
-and classifying with it does not import scikit-learn. Its SHA-256 is recorded next to it (``<file>.json`` sidecar, and the ``models`` table)
-and checked before the file is unpickled: joblib/pickle executes code on load, so an unverified
-bundle is never opened.
+Prediction needs only the pipelines' arrays (:class:`ser_model.inference.MLPWeights`), so a bundle
+holds data only (``format`` 3, :mod:`ser_model.bundle_io`): JSON plus numeric ``.npy`` arrays in one
+zip file, read with ``allow_pickle=False``. Loading a bundle never unpickles and never imports
+scikit-learn; the fitted scikit-learn pipelines of a freshly trained bundle are not stored. Pickled
+bundles of formats 1 and 2 are refused (:class:`LegacyBundleError`); ``ser-batch models convert FILE
+--trust-pickle`` (:func:`convert_legacy_bundle`) turns one the operator trusts into format 3. A bundle's
+SHA-256 is recorded next to it (``<file>.json`` sidecar, and the ``models`` table) and checked before the
+file is parsed.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import io
 import json
 import os
 import platform
@@ -31,7 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import joblib
 import numpy as np
 
 if TYPE_CHECKING:  # scikit-learn is imported where it is used: reading a sidecar must stay light
@@ -42,11 +42,11 @@ from ser_model.featureset import KNOWN_VERSIONS
 from ser_model.inference import MLPWeights
 from ser_model.speaker import MODE_BATCH, MODE_GLOBAL, MODE_SPEAKER
 
-BUNDLE_FORMAT = 2
-DEFAULT_MODEL_PATH = Path(__file__).with_name("models") / "default.joblib"
+BUNDLE_FORMAT = 3
+DEFAULT_MODEL_PATH = Path(__file__).with_name("models") / "default.npz"
 """The default model shipped in the package: the accurate model (hand-crafted features + Whisper
 encoder, multi-condition training on RAVDESS actors 1-20, 8 emotions)."""
-FAST_MODEL_PATH = Path(__file__).with_name("models") / "fast.joblib"
+FAST_MODEL_PATH = Path(__file__).with_name("models") / "fast.npz"
 """The fast model shipped in the package (hand-crafted features only, RAVDESS actors 1-20, 8 emotions)."""
 PACKAGED_MODELS = {"default": DEFAULT_MODEL_PATH, "fast": FAST_MODEL_PATH}
 """Packaged models by the name users give them (``--model fast``)."""
@@ -64,19 +64,30 @@ class BundleError(Exception):
     """A model bundle is missing, corrupt, tampered with, or built for another feature version."""
 
 
+class LegacyBundleError(BundleError):
+    """A pickled bundle (format 1 or 2): refused, since unpickling runs code (convert it once if trusted)."""
+
+
+LEGACY_HINT = (
+    "it is a pickled bundle (format 1 or 2), and unpickling can run arbitrary code, so ser-batch no longer "
+    "opens them; if you trust where it came from, convert it once: "
+    "`ser-batch models convert FILE --trust-pickle` (writes format 3)"
+)
+
+
 class ModelBundle:
     """A trained model and what it was trained on.
 
     Prediction (:meth:`predict_proba`, :meth:`predict_proba_speakers`) runs the numpy forward pass of
     :class:`ser_model.inference.MLPWeights`, so a bundle read from disk classifies without importing
-    scikit-learn; the fitted scikit-learn pipelines themselves are unpickled only when
-    :attr:`pipeline` or :attr:`speaker_pipeline` is read.
+    scikit-learn. The fitted scikit-learn pipelines exist only in a bundle trained in this process
+    (:attr:`pipeline`, :attr:`speaker_pipeline`); a bundle read from disk has its arrays only.
 
     Args:
         pipeline: fitted ``Pipeline([("scaler", StandardScaler), ("mlp", MLPClassifier)])`` whose
             classes are the integer indices into ``labels`` (integer targets sidestep scikit-learn
             1.8's early-stopping validation, which fails on string targets); None when ``weights``
-            and ``sklearn_state`` are given (a bundle read from disk).
+            is given (a bundle read from disk).
         labels: label set, in the order of the probability columns.
         feature_version: :data:`ser_model.features.FEATURE_VERSION` at training time.
         meta: everything else: ``metrics``, ``data_fingerprint``, ``versions``, ``created_at``,
@@ -91,11 +102,11 @@ class ModelBundle:
             are computed.
         weights: the two pipelines' arrays by mode (``"global"``, ``"speaker-adaptive"`` or None);
             default: taken from the pipelines.
-        sklearn_state: the serialised pipelines of a bundle read from disk (see
-            :func:`bundle_to_bytes`), unpickled on first use of :attr:`pipeline`.
+        sklearn_state: accepted for compatibility and ignored: pickled pipelines (format 2) are never
+            unpickled.
 
     Raises:
-        ValueError: neither ``pipeline`` nor ``weights`` + ``sklearn_state`` given.
+        ValueError: neither ``pipeline`` nor ``weights`` given.
     """
 
     def __init__(
@@ -110,8 +121,8 @@ class ModelBundle:
         weights: dict[str, MLPWeights | None] | None = None,
         sklearn_state: bytes | None = None,
     ) -> None:
-        if pipeline is None and (weights is None or sklearn_state is None):
-            raise ValueError("a model bundle needs a fitted pipeline, or weights and the serialised pipelines")
+        if pipeline is None and weights is None:
+            raise ValueError("a model bundle needs a fitted pipeline or its weights")
         self.labels = list(labels)
         self.feature_version = feature_version
         self.meta: dict[str, Any] = meta if meta is not None else {}
@@ -119,7 +130,6 @@ class ModelBundle:
         self._pipelines: tuple[Pipeline, Pipeline | None] | None = (
             None if pipeline is None else (pipeline, speaker_pipeline)
         )
-        self._sklearn_state = sklearn_state
         if weights is None:
             weights = {
                 MODE_GLOBAL: MLPWeights.from_pipeline(pipeline),
@@ -188,22 +198,30 @@ class ModelBundle:
 
     def _sklearn(self) -> tuple[Pipeline, Pipeline | None]:
         if self._pipelines is None:
-            assert self._sklearn_state is not None
-            obj = joblib.load(io.BytesIO(self._sklearn_state))  # imports scikit-learn
-            self._pipelines = (
-                _with_coefs(obj["pipeline"], self.weights[MODE_GLOBAL]),
-                _with_coefs(obj.get("speaker_pipeline"), self.weights.get(MODE_SPEAKER)),
+            raise BundleError(
+                "this bundle was read from a file: it stores the arrays prediction needs (format 3), not the "
+                "fitted scikit-learn pipelines; use predict_proba or the weights"
             )
         return self._pipelines
 
     @property
     def pipeline(self) -> Pipeline:
-        """The fitted global scikit-learn pipeline (unpickled on first use)."""
+        """The fitted global scikit-learn pipeline of a bundle trained in this process.
+
+        Raises:
+            BundleError: the bundle was read from a file (format 3 keeps arrays only).
+        """
         return self._sklearn()[0]
 
     @property
     def speaker_pipeline(self) -> Pipeline | None:
-        """The fitted speaker-adaptive pipeline, or None (unpickled on first use)."""
+        """The fitted speaker-adaptive pipeline, or None (as :attr:`pipeline`).
+
+        Raises:
+            BundleError: the bundle was read from a file and has a speaker-adaptive model.
+        """
+        if self._pipelines is None and not self.has_speaker_pipeline:
+            return None
         return self._sklearn()[1]
 
     @property
@@ -213,7 +231,7 @@ class ModelBundle:
 
     @property
     def has_speaker_pipeline(self) -> bool:
-        """Whether the bundle has a speaker-adaptive pipeline (without unpickling anything)."""
+        """Whether the bundle has a speaker-adaptive model."""
         return self.weights.get(MODE_SPEAKER) is not None
 
     def ood_scores(self, X: np.ndarray) -> np.ndarray | None:
@@ -427,7 +445,6 @@ def library_versions() -> dict[str, str]:
         "librosa": librosa.__version__,
         "soundfile": soundfile.__version__,
         "soxr": soxr.__version__,
-        "joblib": joblib.__version__,
     }
 
 
@@ -436,67 +453,71 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _without_coefs(pipeline: Pipeline | None) -> Pipeline | None:
-    """A shallow copy of ``pipeline`` whose MLP has no ``coefs_`` (the bundle stores them once, as weights)."""
-    if pipeline is None:
-        return None
-    mlp = copy.copy(pipeline.named_steps["mlp"])
-    mlp.coefs_ = None
-    out = copy.copy(pipeline)
-    out.steps = [(name, mlp if name == "mlp" else step) for name, step in pipeline.steps]
-    return out
-
-
-def _with_coefs(pipeline: Pipeline | None, weights: MLPWeights | None) -> Pipeline | None:
-    """Inverse of :func:`_without_coefs`: the MLP's ``coefs_`` put back from the stored weights."""
-    if pipeline is None or weights is None:
-        return pipeline
-    pipeline.named_steps["mlp"].coefs_ = list(weights.coefs)
-    return pipeline
+def _bundle_document(bundle: ModelBundle) -> dict[str, Any]:
+    return {
+        "labels": list(bundle.labels),
+        "feature_version": bundle.feature_version,
+        "meta": bundle.meta,
+        "trust": bundle.trust,
+        "weights": {mode: None if w is None else w.to_dict() for mode, w in bundle.weights.items()},
+    }
 
 
 def bundle_to_bytes(bundle: ModelBundle) -> bytes:
-    """Serialise a bundle with joblib (zlib level 3) to bytes.
+    """Serialise a bundle to format 3 (:mod:`ser_model.bundle_io`: JSON plus numeric arrays, no pickle).
 
-    Layout (``format`` 2): a dict of ``labels``, ``feature_version``, ``meta``, ``trust``, ``weights``
-    (:meth:`ser_model.inference.MLPWeights.to_dict` by mode: plain numpy arrays, all prediction needs)
-    and ``sklearn``: the fitted pipelines as joblib bytes, with the MLPs' weight matrices left out
-    (they are in ``weights``), unpickled only when :attr:`ModelBundle.pipeline` is read.
+    Layout: ``labels``, ``feature_version``, ``meta``, ``trust`` and ``weights``
+    (:meth:`ser_model.inference.MLPWeights.to_dict` by mode). ``meta`` and ``trust`` may hold any
+    JSON-safe values and numeric numpy arrays (they round-trip exactly); the fitted scikit-learn
+    pipelines are not stored.
+
+    Raises:
+        BundleError: ``meta`` or ``trust`` holds a value that is neither JSON-safe nor a numeric array.
     """
-    if bundle._pipelines is None and bundle._sklearn_state is not None:
-        state = bundle._sklearn_state  # never unpickled: write it back as it was read
-    else:
-        inner = io.BytesIO()
-        joblib.dump(
-            {
-                "pipeline": _without_coefs(bundle.pipeline),
-                "speaker_pipeline": _without_coefs(bundle.speaker_pipeline),
-            },
-            inner,
+    from ser_model import bundle_io
+
+    try:
+        return bundle_io.encode(_bundle_document(bundle))
+    except ValueError as e:
+        raise BundleError(f"model bundle cannot be stored: {e}") from None
+
+
+def _bundle_from_document(obj: dict[str, Any]) -> ModelBundle:
+    if not isinstance(obj, dict) or not isinstance(obj.get("weights"), dict) or "labels" not in obj:
+        raise BundleError("model bundle has an unknown layout")
+    fv = obj.get("feature_version")
+    if fv not in KNOWN_VERSIONS:
+        raise BundleError(
+            f"model bundle was built for feature version {fv!r}, this ser-batch computes "
+            f"{' or '.join(sorted(KNOWN_VERSIONS))}; retrain it with `ser-batch train`"
         )
-        state = inner.getvalue()
-    buf = io.BytesIO()
-    joblib.dump(
-        {
-            "format": BUNDLE_FORMAT,
-            "labels": list(bundle.labels),
-            "feature_version": bundle.feature_version,
-            "meta": bundle.meta,
-            "trust": bundle.trust,
-            "weights": {mode: None if w is None else w.to_dict() for mode, w in bundle.weights.items()},
-            "sklearn": state,
-        },
-        buf,
-        compress=("zlib", 3),
+    try:
+        weights = {mode: None if w is None else MLPWeights.from_dict(w) for mode, w in obj["weights"].items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise BundleError(f"model bundle has unusable weights: {type(e).__name__}: {e}") from None
+    if weights.get(MODE_GLOBAL) is None:
+        raise BundleError("model bundle has no global model")
+    meta, trust = obj.get("meta") or {}, obj.get("trust") or {}
+    if not isinstance(meta, dict) or not isinstance(trust, dict):
+        raise BundleError("model bundle has an unknown layout (meta and trust must be objects)")
+    bundle = ModelBundle(
+        labels=[str(v) for v in obj["labels"]], feature_version=fv, meta=meta, trust=trust, weights=weights
     )
-    return buf.getvalue()
+    bundle.check_encoder()
+    return bundle
+
+
+def _check_sha256(data: bytes, expected_sha256: str) -> None:
+    actual = sha256_bytes(data)
+    if actual != expected_sha256.lower():
+        raise BundleError(
+            f"model bundle checksum mismatch: expected sha256 {expected_sha256[:16]}..., got {actual[:16]}...; "
+            "refusing to load it"
+        )
 
 
 def bundle_from_bytes(data: bytes, expected_sha256: str) -> ModelBundle:
-    """Verify the SHA-256 of serialised bundle bytes, then load them.
-
-    A ``format`` 2 bundle loads without importing scikit-learn (see :func:`bundle_to_bytes`); a
-    ``format`` 1 bundle (the fitted pipelines pickled directly) loads them, which imports it.
+    """Verify the SHA-256 of serialised bundle bytes, then read them (format 3 only; nothing is executed).
 
     Args:
         data: bytes written by :func:`bundle_to_bytes`.
@@ -506,53 +527,90 @@ def bundle_from_bytes(data: bytes, expected_sha256: str) -> ModelBundle:
         The bundle.
 
     Raises:
-        BundleError: checksum mismatch (nothing is unpickled), unreadable content, or a
-            feature version that is not one of :data:`ser_model.featureset.KNOWN_VERSIONS`, or (for
-            the accurate set) an encoder in force other than the one recorded in the bundle.
+        LegacyBundleError: a pickled bundle (format 1 or 2): refused without being unpickled, with
+            the conversion command in the message.
+        BundleError: checksum mismatch, unreadable content, a feature version that is not one of
+            :data:`ser_model.featureset.KNOWN_VERSIONS`, or (for the accurate set) an encoder in
+            force other than the one recorded in the bundle.
     """
-    actual = sha256_bytes(data)
-    if actual != expected_sha256.lower():
-        raise BundleError(
-            f"model bundle checksum mismatch: expected sha256 {expected_sha256[:16]}..., got {actual[:16]}...; "
-            "refusing to load it"
-        )
+    from ser_model import bundle_io
+
+    _check_sha256(data, expected_sha256)
+    if not bundle_io.is_container(data):
+        raise LegacyBundleError(f"model bundle refused: {LEGACY_HINT}")
     try:
-        obj = joblib.load(io.BytesIO(data))
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt bundle
+        obj = bundle_io.decode(data)
+    except ValueError as e:
+        raise BundleError(f"model bundle is unreadable: {e}") from None
+    return _bundle_from_document(obj)
+
+
+def convert_legacy_bundle(
+    path: str | os.PathLike[str], output: str | os.PathLike[str], *, trust_pickle: bool = False
+) -> str:
+    """Read a pickled bundle (format 1 or 2) once and write it as format 3, with the same arrays.
+
+    The operator-only way out of :class:`LegacyBundleError`: unpickling RUNS ANY CODE in the file, so
+    call this only on a file whose origin you trust. When ``path`` has a ``.json`` sidecar its SHA-256
+    is checked first. Format 2 keeps its stored arrays bit for bit; format 1 (fitted pipelines) has its
+    arrays taken from the pipelines (this imports scikit-learn).
+
+    Args:
+        path: the pickled ``.joblib`` bundle.
+        output: the format-3 file to write (a sidecar goes beside it).
+        trust_pickle: must be True: the caller vouches for the file.
+
+    Returns:
+        The hex SHA-256 of the written file.
+
+    Raises:
+        BundleError: ``trust_pickle`` not set, unreadable file, checksum mismatch, already format 3,
+            an unknown layout or another feature version.
+    """
+    from ser_model import bundle_io
+
+    if not trust_pickle:
+        raise BundleError("converting a pickled bundle runs the code in it: pass trust_pickle=True (--trust-pickle)")
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise BundleError(f"cannot read model bundle {p}: {e.strerror or e}") from None
+    if Path(str(p) + ".json").exists():
+        _check_sha256(data, str(read_sidecar(p).get("sha256", "")))
+    if bundle_io.is_container(data):
+        raise BundleError(f"{p} is already a format-3 bundle; nothing to convert")
+    try:
+        obj = bundle_io.read_legacy_pickle(data)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means an unusable file
         raise BundleError(f"model bundle is unreadable: {type(e).__name__}: {e}") from None
-    if not isinstance(obj, dict) or not ("pipeline" in obj or ("weights" in obj and "sklearn" in obj)):
+    if not isinstance(obj, dict):
         raise BundleError("model bundle has an unknown layout")
-    fv = obj.get("feature_version")
-    if fv not in KNOWN_VERSIONS:
-        raise BundleError(
-            f"model bundle was built for feature version {fv!r}, this ser-batch computes "
-            f"{' or '.join(sorted(KNOWN_VERSIONS))}; retrain it with `ser-batch train`"
-        )
-    common = {"labels": list(obj["labels"]), "feature_version": fv, "meta": obj["meta"], "trust": obj.get("trust")}
-    if "pipeline" in obj:  # format 1
-        bundle = ModelBundle(pipeline=obj["pipeline"], speaker_pipeline=obj.get("speaker_pipeline"), **common)
-        bundle.check_encoder()
-        return bundle
-    try:
-        weights = {mode: None if w is None else MLPWeights.from_dict(w) for mode, w in obj["weights"].items()}
-    except (KeyError, TypeError, ValueError) as e:
-        raise BundleError(f"model bundle has unusable weights: {type(e).__name__}: {e}") from None
-    if weights.get(MODE_GLOBAL) is None:
-        raise BundleError("model bundle has no global model")
-    bundle = ModelBundle(weights=weights, sklearn_state=bytes(obj["sklearn"]), **common)
-    bundle.check_encoder()
-    return bundle
+    if "pipeline" in obj:  # format 1: the fitted pipelines themselves
+        spk = obj.get("speaker_pipeline")
+        obj = {
+            **obj,
+            "weights": {
+                MODE_GLOBAL: MLPWeights.from_pipeline(obj["pipeline"]).to_dict(),
+                MODE_SPEAKER: None if spk is None else MLPWeights.from_pipeline(spk).to_dict(),
+            },
+        }
+    bundle = _bundle_from_document(obj)
+    return save_bundle(bundle, output)
 
 
 def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str]) -> str:
-    """Write ``path`` (joblib) and ``path + ".json"`` (metadata with the SHA-256).
+    """Write ``path`` (format 3) and ``path + ".json"`` (metadata with the SHA-256).
 
     Args:
         bundle: the model.
-        path: destination ``.joblib`` file; parent folders are created.
+        path: destination file (``.npz`` by convention); parent folders are created.
 
     Returns:
         The hex SHA-256 of the written bundle file.
+
+    Raises:
+        BundleError: ``meta`` or ``trust`` holds a value that cannot be stored (see :func:`bundle_to_bytes`).
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -561,13 +619,19 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str]) -> str:
     tmp = p.with_suffix(p.suffix + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, p)
-    sidecar = {"sha256": digest, "labels": bundle.labels, "feature_version": bundle.feature_version, **bundle.meta}
+    sidecar = {
+        "sha256": digest,
+        "format": BUNDLE_FORMAT,
+        "labels": bundle.labels,
+        "feature_version": bundle.feature_version,
+        **bundle.meta,
+    }
     Path(str(p) + ".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True, default=str) + "\n")
     return digest
 
 
 def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Metadata written next to a bundle by :func:`save_bundle` (no unpickling).
+    """Metadata written next to a bundle by :func:`save_bundle` (plain JSON).
 
     Raises:
         BundleError: the sidecar is missing or not JSON.
@@ -585,13 +649,14 @@ def load_bundle(path: str | os.PathLike[str], expected_sha256: str | None = None
     """Load a bundle file after checking its SHA-256.
 
     Args:
-        path: ``.joblib`` bundle.
+        path: format-3 bundle file.
         expected_sha256: digest to check; by default the one in the ``.json`` sidecar.
 
     Returns:
         The bundle.
 
     Raises:
+        LegacyBundleError: a pickled bundle (refused unopened; the message says how to convert it).
         BundleError: missing file or sidecar, checksum mismatch, unreadable content,
             or another feature version.
     """
@@ -602,7 +667,10 @@ def load_bundle(path: str | os.PathLike[str], expected_sha256: str | None = None
         data = p.read_bytes()
     except OSError as e:
         raise BundleError(f"cannot read model bundle {p}: {e.strerror or e}") from None
-    return bundle_from_bytes(data, expected_sha256)
+    try:
+        return bundle_from_bytes(data, expected_sha256)
+    except LegacyBundleError as e:
+        raise LegacyBundleError(f"model bundle {p} refused: " + LEGACY_HINT.replace("FILE", str(p))) from e
 
 
 def new_meta(**kw: Any) -> dict[str, Any]:

@@ -183,6 +183,15 @@ class Segment(LabelColumns, Base):
     __table_args__ = (UniqueConstraint("result_id", "idx", name="uq_segments_result_idx"),)
 
 
+class BatchWebhook(Base):
+    """The webhook URL of a batch (it may hold a token): kept out of ``batches``, which query-only roles read."""
+
+    __tablename__ = "batch_webhooks"
+
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+
+
 class Job(Base):
     """A training or evaluation job and its progress, written by whoever runs it (CLI or worker)."""
 

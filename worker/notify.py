@@ -11,10 +11,19 @@ Delivery never blocks or fails the batch: it runs in a daemon thread with a shor
 retried with exponential backoff on connection errors, timeouts, HTTP 429 and 5xx, and a final
 failure is logged as a warning (the batch and its rows are untouched). The receiver gets the header
 ``Idempotency-Key: batch-<id>-final`` to drop a duplicate should one ever arrive.
+
+With ``SER_NOTIFY_SECRET`` (``whsec_`` + base64 of the key) every POST is signed following the Standard
+Webhooks specification (https://www.standardwebhooks.com/, the ``standardwebhooks`` package): headers
+``webhook-id`` (the event id, the same on every retry), ``webhook-timestamp`` (Unix seconds of this
+attempt) and ``webhook-signature`` (``v1,`` + base64 HMAC-SHA256 over ``id.timestamp.body`` with the
+base64-decoded key), the body being the exact bytes sent. Without it requests are as before.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import threading
 import time
@@ -43,6 +52,47 @@ def safe_url(url: str) -> str:
     return f"{u.scheme}://{u.hostname or ''}{f':{u.port}' if u.port else ''}/…" if u.scheme else "<invalid URL>"
 
 
+def check_secret(secret: str) -> bytes:
+    """Validate a Standard Webhooks secret: ``whsec_`` + base64 of 24 to 64 bytes.
+
+    Returns:
+        The key bytes.
+
+    Raises:
+        ValueError: another form (the message never repeats the secret).
+    """
+    if not secret.startswith("whsec_"):
+        raise ValueError("must start with 'whsec_' (Standard Webhooks secret: whsec_ + base64 of 24-64 bytes)")
+    try:
+        key = base64.b64decode(secret[len("whsec_") :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the part after 'whsec_' is not valid base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"the key is {len(key)} bytes; use 24 to 64 random bytes")
+    return key
+
+
+def signed_headers(secret: str, msg_id: str, body: bytes, now: float | None = None) -> dict[str, str]:
+    """The Standard Webhooks headers of one POST of ``body``.
+
+    Args:
+        secret: ``whsec_...`` (:func:`check_secret`).
+        msg_id: ``webhook-id``: the event id, unchanged across retries of one event.
+        body: the exact request body.
+        now: Unix time of this attempt (default: now).
+
+    Returns:
+        ``webhook-id``, ``webhook-timestamp`` (integer seconds) and ``webhook-signature`` (``v1,<base64>``).
+    """
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    ts = int(time.time() if now is None else now)
+    sig = Webhook(secret).sign(msg_id, datetime.fromtimestamp(ts, UTC), body)
+    return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": sig}
+
+
 def check_url(url: str) -> str:
     """Validate a webhook URL (http or https with a host).
 
@@ -53,6 +103,28 @@ def check_url(url: str) -> str:
     if u.scheme not in ("http", "https") or not u.hostname:
         raise ValueError(f"not an http(s) URL: {safe_url(url)!r}")
     return url
+
+
+def record_webhook(session: Any, batch: Any, url: str) -> None:
+    """Store the webhook of a new batch: the URL in ``batch_webhooks``, ``scheme://host/…`` in its options.
+
+    Args:
+        session: open session in the transaction that records the batch.
+        batch: the flushed ``worker.db.Batch``.
+        url: checked webhook URL (it may hold a token).
+    """
+    from worker.db import BatchWebhook
+
+    batch.options = {**(batch.options or {}), "notify_url": safe_url(url)}
+    session.add(BatchWebhook(batch_id=batch.id, url=url))
+
+
+def webhook_url(session: Any, batch_id: int) -> str | None:
+    """The webhook URL of a batch (``batch_webhooks``), or None."""
+    from worker.db import BatchWebhook
+
+    row = session.get(BatchWebhook, batch_id)
+    return None if row is None else row.url
 
 
 def build_event(session: Any, batch_id: int) -> dict[str, Any]:
@@ -136,11 +208,13 @@ def post_event(
     attempts: int = ATTEMPTS,
     backoff_s: float = BACKOFF_S,
     timeout_s: float = TIMEOUT_S,
+    secret: str | None = None,
 ) -> tuple[bool, str]:
     """POST ``event`` as JSON with retries; never raises.
 
     Retried: connection errors, timeouts, HTTP 429 and 5xx. Not retried: other 4xx (the receiver
-    refuses this event; retrying cannot help).
+    refuses this event; retrying cannot help). With ``secret`` every attempt is signed afresh
+    (:func:`signed_headers`; same ``webhook-id``, new timestamp).
 
     Returns:
         ``(delivered, message)``: ``message`` is the HTTP status, or the last error.
@@ -154,10 +228,15 @@ def post_event(
     }
     message = "not sent"
     timeout = httpx.Timeout(timeout_s, connect=min(3.0, timeout_s))
+    body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode() if secret else None
     for k in range(1, attempts + 1):
         try:
             with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-                r = client.post(url, json=event, headers=headers)
+                if body is None:
+                    r = client.post(url, json=event, headers=headers)
+                else:
+                    sig = signed_headers(secret, str(event.get("event_id", "")), body)  # type: ignore[arg-type]
+                    r = client.post(url, content=body, headers={**headers, "Content-Type": "application/json", **sig})
             message = f"HTTP {r.status_code}"
             if r.is_success:
                 return True, message
@@ -190,8 +269,14 @@ def _deliver(url: str, event: dict[str, Any], engine: Any) -> None:
     from sqlalchemy.orm import Session
 
     from worker.db import Job
+    from worker.settings import get_settings
 
-    ok, message = post_event(url, event)
+    try:
+        secret = get_settings().notify_secret
+    except Exception as e:  # noqa: BLE001 - a bad secret is reported, the batch is not failed
+        log.warning("batch %s: webhook not sent: bad SER_NOTIFY_SECRET: %s", event["batch_id"], e)
+        return
+    ok, message = post_event(url, event, secret=secret)
     if ok:
         log.info("batch %s: webhook delivered to %s (%s)", event["batch_id"], safe_url(url), message)
     else:
@@ -220,7 +305,7 @@ def notify_batch_final(
 
     Args:
         batch_id: the batch.
-        url: webhook URL; default the batch's ``options["notify_url"]`` (set by ``submit --notify``
+        url: webhook URL; default the batch's (:func:`webhook_url`, recorded by ``submit --notify``
             or ``SER_NOTIFY_URL``).
         db_url: database URL; default the settings'.
         wait_s: wait up to this many seconds for the delivery (a CLI about to exit); 0 returns at once.
@@ -238,7 +323,7 @@ def notify_batch_final(
             batch = session.get(Batch, batch_id)
             if batch is None:
                 return None
-            url = url or (batch.options or {}).get("notify_url")
+            url = url or webhook_url(session, batch_id)
             if not url or batch_counts(session, batch_id)["pending"]:
                 return None
         if not _claim(lambda: Session(engine), batch_id, url):

@@ -4,8 +4,10 @@ Bundles trained by ``ser-batch train`` are stored in the database itself (``mode
 every worker on every machine that reaches the database reaches the model, with no shared file
 system. The packaged models are referenced as ``source = "package:<name>"``: ``package:default``
 (the accurate model, active unless another is activated) and ``package:fast`` (the fast model for bulk
-triage, chosen with ``--model fast``). Every load checks the SHA-256 recorded in the row before
-unpickling.
+triage, chosen with ``--model fast``). Every load checks the SHA-256 recorded in the row, then reads
+the bundle as data (format 3, :mod:`ser_model.bundle_io`): the checksum guards against corruption, not
+against whoever can write the row, so nothing stored in the table is ever unpickled. A pickled row
+(format 1 or 2) is refused with the way to convert it.
 """
 
 from __future__ import annotations
@@ -122,6 +124,26 @@ def activate(session: Session, version: str) -> None:
     session.execute(update(ModelVersion).where(ModelVersion.version == version).values(active=True))
 
 
+def _check_packaged(name: str, version: str, checksum: str) -> None:
+    """Refuse, with the way out, a ``package:<name>`` row of an earlier packaged model.
+
+    Raises:
+        RegistryError: the packaged bundle is not the one the row was registered for.
+    """
+    from ser_model.model import PACKAGED_MODELS, BundleError, read_sidecar
+
+    try:
+        side = read_sidecar(PACKAGED_MODELS[name])
+    except BundleError as e:
+        raise RegistryError(f"the packaged {name} model is missing: {e}") from None
+    if str(side.get("sha256", "")).lower() != checksum.lower():
+        current = default_version_name(side["sha256"], str(side.get("created_at", "")), name)
+        raise RegistryError(
+            f"model {version!r} is an earlier packaged {name} model that this ser-batch no longer ships (it "
+            f"is now {current}); run `ser-batch models list` then `ser-batch models activate {current}`"
+        )
+
+
 @dataclass
 class LoadedModel:
     """A bundle loaded in this process and the version it was registered under."""
@@ -144,7 +166,7 @@ def load_model(version: str | None = None, *, url: str | None = None) -> LoadedM
         RegistryError: no active model, unknown version, or the bundle fails its checksum or
             feature-version check.
     """
-    from ser_model.model import PACKAGED_MODELS, BundleError, bundle_from_bytes, load_bundle
+    from ser_model.model import PACKAGED_MODELS, BundleError, LegacyBundleError, bundle_from_bytes, load_bundle
 
     if version is not None and version in _cache:
         return _cache[version]  # a version's bundle never changes (checksum): no database round trip
@@ -162,12 +184,21 @@ def load_model(version: str | None = None, *, url: str | None = None) -> LoadedM
         if version in _cache:
             return _cache[version]
         try:
-            if source.startswith(PACKAGE_PREFIX) and source[len(PACKAGE_PREFIX) :] in PACKAGED_MODELS:
-                bundle = load_bundle(PACKAGED_MODELS[source[len(PACKAGE_PREFIX) :]], expected_sha256=checksum)
+            name = source.removeprefix(PACKAGE_PREFIX)
+            if source.startswith(PACKAGE_PREFIX) and name in PACKAGED_MODELS:
+                _check_packaged(name, version, checksum)
+                bundle = load_bundle(PACKAGED_MODELS[name], expected_sha256=checksum)
             elif blob is not None:
                 bundle = bundle_from_bytes(blob, checksum)
             else:
                 raise RegistryError(f"model {version!r} has no stored bundle")
+        except LegacyBundleError:
+            raise RegistryError(
+                f"model {version!r} cannot be loaded: it is stored as a pickled bundle (format 1 or 2), and "
+                "unpickling can run arbitrary code, so ser-batch refuses it. If you trust it: "
+                f"`ser-batch models export {version} old.joblib`, `ser-batch models convert old.joblib "
+                "--trust-pickle`, `ser-batch models import old.npz`, then activate the imported version"
+            ) from None
         except BundleError as e:
             raise RegistryError(f"model {version!r} cannot be loaded: {e}") from None
         loaded = LoadedModel(version=version, bundle=bundle)

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         description="Webhook: POST a JSON event to this http(s) URL when a batch is final "
         "(default of `submit --notify`; stored with the batch so the worker that finishes it knows).",
     )
+    notify_secret: str | None = Field(
+        default=None,
+        description="Sign every webhook POST per the Standard Webhooks specification (`webhook-id`, "
+        "`webhook-timestamp`, `webhook-signature` headers) with this secret: `whsec_` + base64 of 24-64 random "
+        "bytes, shared with the receiver. Unset: requests are not signed.",
+    )
     task_soft_time_limit_s: int = Field(default=300, gt=0, description="Soft limit of one classify task (s).")
     task_time_limit_s: int = Field(default=360, gt=0, description="Hard limit of one classify task (s).")
     visibility_timeout_s: int = Field(
@@ -117,6 +123,16 @@ class Settings(BaseSettings):
             raise ValueError(f"not a valid SQLAlchemy URL: {e}") from None
         return v
 
+    @field_validator("notify_secret")
+    @classmethod
+    def _check_notify_secret(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        from worker.notify import check_secret
+
+        check_secret(v)
+        return v
+
     watchdog_stall_s: float = Field(
         default=120.0,
         ge=0,
@@ -135,7 +151,9 @@ class Settings(BaseSettings):
         out: dict[str, object] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if name == "notify_url" and value:
+            if name == "notify_secret" and value:
+                value = "whsec_***"
+            elif name == "notify_url" and value:
                 from worker.notify import safe_url
 
                 value = safe_url(str(value))  # webhook paths and queries often hold a token

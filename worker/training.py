@@ -38,7 +38,7 @@ class TrainRequest:
         folds: cross-validation folds.
         activate: make the new model active when done.
         register: store the model in the database registry.
-        output: bundle path; default ``<model_dir>/<name>-<UTC stamp>.joblib``.
+        output: bundle path; default ``<model_dir>/<name>-<UTC stamp>.npz``.
         report: report folder; default next to the bundle.
         workers: feature-extraction processes; default the settings' ``workers``.
         weights: training weight per source kind or ``KIND:PATH`` (``{"csv": 3.0}``), default 1.
@@ -224,7 +224,7 @@ def run_training(
     if progress:
         progress("final model", 1, 1)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    out = Path(req.output) if req.output else Path(s.model_dir) / f"{name}-{stamp}.joblib"
+    out = Path(req.output) if req.output else Path(s.model_dir) / f"{name}-{stamp}.npz"
     digest = save_bundle(bundle, out)
     rep_dir = Path(req.report) if req.report else out.with_name(out.stem + "-report")
     written = write_report(

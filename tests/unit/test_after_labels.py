@@ -184,8 +184,10 @@ def register_swapped_model(url: str, tmp_path: Path, swap: tuple[str, str]) -> s
     base = load_bundle(DEFAULT_MODEL_PATH, expected_sha256=read_sidecar(DEFAULT_MODEL_PATH)["sha256"])
     a, b = swap
     labels = [b if lab == a else a if lab == b else lab for lab in base.labels]
-    bundle = ModelBundle(pipeline=base.pipeline, labels=labels, meta=dict(base.meta), speaker_pipeline=None)
-    path = tmp_path / "swapped.joblib"
+    bundle = ModelBundle(
+        labels=labels, meta=dict(base.meta), weights={"global": base.weights["global"], "speaker-adaptive": None}
+    )
+    path = tmp_path / "swapped.npz"
     digest = save_bundle(bundle, path)
     return register_bundle(path, digest, bundle, "swapped", activate=False, url=url)
 

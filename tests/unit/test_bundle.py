@@ -38,7 +38,7 @@ def test_cv_without_speakers_is_labelled_speaker_dependent():
 def test_bundle_roundtrip_and_checksum(tmp_path):
     t = _table()
     b = train_bundle(t, labels=["calm", "angry", "sad"], params=SMALL)
-    p = tmp_path / "m.joblib"
+    p = tmp_path / "m.npz"
     digest = M.save_bundle(b, p)
     loaded = M.load_bundle(p)
     np.testing.assert_allclose(loaded.predict_proba(t.X[:5]), b.predict_proba(t.X[:5]))
@@ -56,7 +56,7 @@ def test_bundle_roundtrip_and_checksum(tmp_path):
 def test_feature_version_mismatch_is_refused(tmp_path):
     b = train_bundle(_table(), labels=["calm", "angry", "sad"], params=SMALL)
     b.feature_version = "some-other-version"
-    p = tmp_path / "old.joblib"
+    p = tmp_path / "old.npz"
     M.save_bundle(b, p)
     with pytest.raises(M.BundleError, match="feature version"):
         M.load_bundle(p)

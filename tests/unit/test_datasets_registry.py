@@ -79,7 +79,7 @@ def test_registry_default_activate_and_reload(db_url):
     assert load_model(url=db_url).version == v0
     # register a copy of the default bundle as a new version stored in the database
     b = load_bundle(DEFAULT_MODEL_PATH)
-    p = Path(db_url.removeprefix("sqlite:///")).with_name("copy.joblib")
+    p = Path(db_url.removeprefix("sqlite:///")).with_name("copy.npz")
     digest = save_bundle(b, p)
     v1 = register_bundle(p, digest, b, "copy-test", activate=False, url=db_url)
     with Session(eng) as s:

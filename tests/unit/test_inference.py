@@ -11,8 +11,8 @@ import pytest
 
 from ser_model import model as M
 from ser_model.inference import MLPWeights
-from ser_model.model import DEFAULT_MODEL_PATH, ModelBundle, build_pipeline, load_bundle
-from tests.conftest import RAVDESS, REPO, needs_corpus
+from ser_model.model import ModelBundle, build_pipeline, load_bundle
+from tests.conftest import REPO
 
 
 def _data(n_classes: int, n_per: int = 40, d: int = 12, dtype=np.float32):
@@ -67,32 +67,16 @@ def test_bad_input_is_refused_like_scikit_learn():
         MLPWeights.from_pipeline(build_pipeline())
 
 
-@needs_corpus
-def test_default_model_equals_its_scikit_learn_pipelines_on_real_files():
-    from ser_model.audio import load_audio
-    from ser_model.features import extract_features
-
-    paths = sorted(RAVDESS.glob("Actor_0[34]/*.flac"))[::6]
-    X = np.vstack([extract_features(load_audio(str(p))[0]) for p in paths])
-    b = load_bundle(DEFAULT_MODEL_PATH)
-    for mode, pipe in (("global", b.pipeline), ("speaker-adaptive", b.speaker_pipeline)):
-        ref = pipe.predict_proba(X)
-        got = b.weights[mode].predict_proba(X)
-        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
-        assert (got.argmax(1) == ref.argmax(1)).all()
-
-
-def test_bundle_stores_weights_once_and_loads_without_scikit_learn(tmp_path):
+def test_bundle_loads_as_data_without_scikit_learn_or_joblib(tmp_path):
     X, y = _data(3, d=989)
     pipe = build_pipeline(hidden_layer_sizes=(32,), max_iter=20)
     _fit(pipe, X, y)
     b = ModelBundle(pipeline=pipe, labels=["calm", "angry", "sad"], speaker_pipeline=pipe)
-    path = tmp_path / "m.joblib"
+    path = tmp_path / "m.npz"
     M.save_bundle(b, path)
-    outer = joblib.load(path)
-    assert outer["format"] == 2
-    inner = joblib.load(io.BytesIO(outer["sklearn"]))
-    assert inner["pipeline"].named_steps["mlp"].coefs_ is None  # the matrices are stored once, as weights
+    with np.load(path, allow_pickle=False) as z:  # a plain .npz: JSON document + numeric arrays
+        assert "bundle.json" in z.files
+        assert all(z[k].dtype.kind in "biuf" for k in z.files if k != "bundle.json")
     assert pipe.named_steps["mlp"].coefs_ is not None  # saving did not strip the caller's model
 
     code = (
@@ -102,22 +86,21 @@ def test_bundle_stores_weights_once_and_loads_without_scikit_learn(tmp_path):
         "p = b.predict_proba(np.ones((2, 989), np.float32))\n"
         "ps, modes = b.predict_proba_speakers(np.ones((9, 989), np.float32), ['a'] * 9)\n"
         "assert p.shape == (2, 3) and set(modes) == {'speaker-adaptive'}\n"
-        "print('sklearn' in sys.modules)\n"
+        "print('sklearn' in sys.modules, 'joblib' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
 
     loaded = load_bundle(path)
-    np.testing.assert_allclose(loaded.predict_proba(X[:7]), b.predict_proba(X[:7]))
-    # the scikit-learn pipeline comes back whole on first use, and predicts as before
-    np.testing.assert_allclose(loaded.pipeline.predict_proba(X[:7]), pipe.predict_proba(X[:7]))
-    # a loaded bundle saved again without touching its pipelines is the same model
-    M.save_bundle(loaded, tmp_path / "again.joblib")
-    again = load_bundle(tmp_path / "again.joblib")
-    np.testing.assert_allclose(again.pipeline.predict_proba(X[:7]), pipe.predict_proba(X[:7]))
+    np.testing.assert_allclose(loaded.predict_proba(X[:7]), pipe.predict_proba(X[:7]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(M.BundleError, match="not the fitted scikit-learn pipelines"):
+        loaded.pipeline  # noqa: B018 - the property raises
+    # a loaded bundle saved again is the same file, byte for byte
+    M.save_bundle(loaded, tmp_path / "again.npz")
+    assert (tmp_path / "again.npz").read_bytes() == path.read_bytes()
 
 
-def test_format_1_bundle_still_loads_and_predicts_the_same(tmp_path):
+def test_format_1_bundle_is_refused_and_converts_to_the_same_model(tmp_path):
     X, y = _data(3)
     pipe = build_pipeline(hidden_layer_sizes=(8,), max_iter=20)
     _fit(pipe, X, y)
@@ -127,6 +110,11 @@ def test_format_1_bundle_still_loads_and_predicts_the_same(tmp_path):
         buf,
     )
     data = buf.getvalue()
-    b = M.bundle_from_bytes(data, M.sha256_bytes(data))
+    with pytest.raises(M.LegacyBundleError, match="models convert"):
+        M.bundle_from_bytes(data, M.sha256_bytes(data))
+    old = tmp_path / "old.joblib"
+    old.write_bytes(data)
+    M.convert_legacy_bundle(old, tmp_path / "new.npz", trust_pickle=True)
+    b = load_bundle(tmp_path / "new.npz")
     np.testing.assert_allclose(b.predict_proba(X), pipe.predict_proba(X), rtol=1e-5, atol=1e-6)
-    assert not b.has_speaker_pipeline
+    assert not b.has_speaker_pipeline and b.speaker_pipeline is None

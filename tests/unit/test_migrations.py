@@ -65,6 +65,35 @@ def test_0004_adds_trust_flags_and_keeps_rows(tmp_path):
     assert "ood_score" not in {c["name"] for c in inspect(get_engine(url)).get_columns("results")}
 
 
+def test_0006_moves_webhook_urls_out_of_batches(tmp_path):
+    """Webhook URLs (tokens) leave ``batches.options`` for ``batch_webhooks``; the downgrade puts them back."""
+    import json
+
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    upgrade(url, "0005")
+    eng = get_engine(url)
+    hook = "https://hooks.example.org/ser/T0KEN?sig=abc"
+    with eng.begin() as conn:
+        for bid, opts in ((1, {"chunk_size": 8, "notify_url": hook}), (2, {"chunk_size": 8})):
+            conn.execute(
+                text(
+                    "INSERT INTO batches (id, created_at, options, source_paths, status, mode, n_files, n_done, "
+                    "n_failed, n_ignored) VALUES (:i, '2026-01-01', :o, '[]', 'done', 'embedded', 0, 0, 0, 0)"
+                ),
+                {"i": bid, "o": json.dumps(opts)},
+            )
+    upgrade(url, "0006")
+    with eng.connect() as conn:
+        opts = {i: json.loads(o) for i, o in conn.execute(text("SELECT id, options FROM batches"))}
+        assert conn.execute(text("SELECT batch_id, url FROM batch_webhooks")).all() == [(1, hook)]
+    assert opts[1] == {"chunk_size": 8, "notify_url": "https://hooks.example.org/…"} and opts[2] == {"chunk_size": 8}
+    downgrade(url, "0005")
+    with eng.connect() as conn:
+        assert json.loads(conn.execute(text("SELECT options FROM batches WHERE id = 1")).scalar())["notify_url"] == hook
+
+
 def test_head_constant_is_alembics_head():
     # ensure_schema skips Alembic when the database is stamped HEAD_REVISION: it must be the head
     assert HEAD_REVISION == head_revision()

@@ -156,7 +156,7 @@ def test_train_ravdess_plus_labelled_csv_reports_per_source_metrics(tmp_path):
             "csv=3",
             "--no-register",
             "--output",
-            str(tmp_path / "m.joblib"),
+            str(tmp_path / "m.npz"),
             "--report",
             str(rep),
             "--folds",
@@ -179,5 +179,5 @@ def test_train_ravdess_plus_labelled_csv_reports_per_source_metrics(tmp_path):
     # the per-source numbers are the pooled out-of-fold predictions split by source
     total_correct = sum(sum(m["confusion"][i][i] for i in range(len(m["labels"]))) for m in ps.values())
     assert total_correct == round(metrics["wa"] * 210)
-    assert os.path.exists(tmp_path / "m.joblib")
+    assert os.path.exists(tmp_path / "m.npz")
     print(t.stdout)

@@ -23,6 +23,7 @@ class Hook:
         self.events: list[dict] = []
         self.requests = 0
         self.headers: list[dict[str, str]] = []
+        self.bodies: list[bytes] = []
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +36,7 @@ class Hook:
                     return
                 hook.events.append(json.loads(body))
                 hook.headers.append(dict(self.headers))
+                hook.bodies.append(body)
                 self.send_response(204)
                 self.end_headers()
 
@@ -113,11 +115,18 @@ def test_submit_notify_posts_one_event_with_counts(tmp_path, hook):
     assert ev["model_version"].startswith("default-") and ev["mode"] == "embedded"
     assert ev["duration_s"] is not None and ev["duration_s"] >= 0
     assert hook.headers[0]["Idempotency-Key"] == "batch-1-final"
+    assert not any(k.lower().startswith("webhook-") for k in hook.headers[0])  # unsigned without a secret
     # the delivery is recorded, and the secret part of the URL is not
     con = sqlite3.connect(db)
     status, request = con.execute("SELECT status, request FROM jobs WHERE id = 'notify-1'").fetchone()
     con.close()
     assert status == "done" and "s3cret" not in request
+    # the URL (its token) is kept out of `batches`, which query-only users read
+    con = sqlite3.connect(db)
+    (options,) = con.execute("SELECT options FROM batches WHERE id = 1").fetchone()
+    (stored,) = con.execute("SELECT url FROM batch_webhooks WHERE batch_id = 1").fetchone()
+    con.close()
+    assert "s3cret" not in options and stored == hook.url
     # a second finaliser (the worker and `submit --wait` both call it) sends nothing more
     from worker.notify import notify_batch_final
 
@@ -174,3 +183,60 @@ def test_bad_notify_url_is_a_usage_error(tmp_path):
     p = run(["submit", str(tmp_path / "rec"), "--notify", "ftp://example.org/x"], tmp_path / "ser.db")
     no_traceback(p)
     assert p.returncode == 2 and "--notify" in p.stderr
+
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the Standard Webhooks specification's example secret
+
+
+def _verify_per_spec(secret: str, headers: dict[str, str], body: bytes, now: float) -> bool:
+    """A receiver written from the specification alone (stdlib): HMAC-SHA256 of ``id.timestamp.body``."""
+    import base64
+    import hashlib
+    import hmac
+
+    h = {k.lower(): v for k, v in headers.items()}
+    msg_id, ts, sigs = h["webhook-id"], h["webhook-timestamp"], h["webhook-signature"]
+    if abs(now - int(ts)) > 300:  # the specification's replay tolerance (5 minutes)
+        return False
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    want = base64.b64encode(hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()).decode()
+    return any(v == "v1" and hmac.compare_digest(s, want) for v, _, s in (p.partition(",") for p in sigs.split(" ")))
+
+
+@needs_corpus
+def test_signed_webhook_verifies_per_standard_webhooks(tmp_path):
+    import time
+
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+    hook = Hook(fail_first=1)  # the retry is signed afresh
+    try:
+        db = tmp_path / "ser.db"
+        folder = _folder(tmp_path, n=2)
+        p = run(["submit", str(folder), "--notify", hook.url, "-q"], db, SER_NOTIFY_SECRET=SECRET)
+        no_traceback(p)
+        assert p.returncode == 3, p.stderr
+        assert hook.requests == 2 and len(hook.events) == 1
+        headers, body = hook.headers[0], hook.bodies[0]
+        assert headers["webhook-id"] == "batch-1-final" and headers["webhook-signature"].startswith("v1,")
+        assert headers["Content-Type"] == "application/json"
+        assert _verify_per_spec(SECRET, headers, body, time.time())
+        assert Webhook(SECRET).verify(body, headers)["batch_id"] == 1  # the specification's library agrees
+        tampered = body.replace(b'"batch_id":1', b'"batch_id":2')
+        assert tampered != body and not _verify_per_spec(SECRET, headers, tampered, time.time())
+        with pytest.raises(WebhookVerificationError):
+            Webhook(SECRET).verify(tampered, headers)
+        with pytest.raises(WebhookVerificationError):
+            Webhook("whsec_" + "A" * 32).verify(body, headers)  # another secret
+        cfg = run(["config"], db, SER_NOTIFY_SECRET=SECRET)
+        assert cfg.returncode == 0 and SECRET.removeprefix("whsec_") not in cfg.stdout + cfg.stderr
+    finally:
+        hook.close()
+
+
+def test_bad_notify_secret_is_a_usage_error(tmp_path):
+    for bad in ("s3cret", "whsec_not base64!", "whsec_AAAA"):
+        p = run(["config"], tmp_path / "ser.db", SER_NOTIFY_SECRET=bad)
+        no_traceback(p)
+        assert p.returncode == 2 and "SER_NOTIFY_SECRET" in p.stderr, p.stderr
+        assert bad.removeprefix("whsec_") not in p.stderr or bad == "whsec_AAAA"

@@ -129,10 +129,10 @@ def test_bundle_routes_rows_by_speaker_and_falls_back_exactly(tmp_path):
     t = _speaker_table()
     b = train_bundle(t, labels=LABELS, params=SMALL, min_speaker_files=8)
     assert b.speaker_pipeline is not None and b.meta["min_speaker_files"] == 8
-    path = tmp_path / "m.joblib"
+    path = tmp_path / "m.npz"
     M.save_bundle(b, path)
     b = M.load_bundle(path)
-    assert b.speaker_pipeline is not None
+    assert b.has_speaker_pipeline
 
     # a new batch: speaker "new" with 18 files (adapted), speaker "few" with 3 files, 2 unknown
     new = _speaker_table(n_speakers=1, seed=9)
@@ -158,7 +158,7 @@ def test_bundle_without_speaker_pipeline_is_global_everywhere(tmp_path):
     np.testing.assert_array_equal(proba, b.predict_proba(t.X))
 
 
-def test_bundle_of_the_old_layout_loads_without_speaker_pipeline():
+def test_bundle_of_the_old_layout_converts_without_speaker_pipeline(tmp_path):
     import io
 
     import joblib
@@ -169,7 +169,11 @@ def test_bundle_of_the_old_layout_loads_without_speaker_pipeline():
     old = {"format": 1, "pipeline": b.pipeline, "labels": LABELS, "feature_version": b.feature_version, "meta": {}}
     joblib.dump(old, buf)
     data = buf.getvalue()
-    loaded = M.bundle_from_bytes(data, M.sha256_bytes(data))
+    with pytest.raises(M.LegacyBundleError):
+        M.bundle_from_bytes(data, M.sha256_bytes(data))
+    (tmp_path / "old.joblib").write_bytes(data)
+    M.convert_legacy_bundle(tmp_path / "old.joblib", tmp_path / "new.npz", trust_pickle=True)
+    loaded = M.load_bundle(tmp_path / "new.npz")
     assert loaded.speaker_pipeline is None
     _, modes = loaded.predict_proba_speakers(t.X, t.speakers)
     assert set(modes) == {MODE_GLOBAL}

@@ -23,7 +23,7 @@ def trained(tmp_path_factory):
     cv = cross_validate(table, labels=LABELS, n_splits=4, params=SMALL)
     cv_sa = cross_validate(table, labels=LABELS, n_splits=4, params=SMALL, speaker_adaptive=True)
     bundle = train_bundle(table, labels=LABELS, cv_report=cv, speaker_cv_report=cv_sa, params=SMALL)
-    path = tmp_path_factory.mktemp("bundle") / "b.joblib"
+    path = tmp_path_factory.mktemp("bundle") / "b.npz"
     M.save_bundle(bundle, path)
     return table, cv, bundle, path
 
@@ -85,7 +85,7 @@ def test_bundles_of_the_old_feature_version_are_refused(tmp_path):
 
     b = train_bundle(_table(), labels=["calm", "angry", "sad"], params=TINY)
     b.feature_version = "ser-feat-2"
-    p = tmp_path / "old.joblib"
+    p = tmp_path / "old.npz"
     M.save_bundle(b, p)
     with pytest.raises(M.BundleError, match=r"ser-feat-2.*retrain it with `ser-batch train`"):
         M.load_bundle(p)
