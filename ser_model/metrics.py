@@ -8,6 +8,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
+OOF_KEYS = ("predictions", "proba", "ood_scores", "aug_proba", "aug_ood_scores")
+"""Per-row out-of-fold entries of a cross-validation report (not metrics; not stored in bundles or reports)."""
+
 
 def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
     """Weighted accuracy, unweighted average recall, macro-F1, per-class recall and the confusion matrix.

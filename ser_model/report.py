@@ -151,9 +151,11 @@ def write_report(
         ``{"metrics": path, "confusion": path, "loss": path}`` plus ``"calibration"`` and
         ``"reliability"`` when written.
     """
+    from ser_model.metrics import OOF_KEYS
+
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
-    metrics = {k: v for k, v in cv.items() if k not in ("predictions", "proba", "ood_scores")}
+    metrics = {k: v for k, v in cv.items() if k not in OOF_KEYS}
     (d / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     out = {
         "metrics": d / "metrics.json",

@@ -35,7 +35,7 @@ from ser_model.audio import AudioError, load_audio
 from ser_model.datasets import LabelledFile
 from ser_model.features import N_FEATURES, extract_features
 from ser_model.featureset import FAST, extract, needs_encoder
-from ser_model.metrics import classification_metrics
+from ser_model.metrics import OOF_KEYS, classification_metrics
 from ser_model.model import ModelBundle, build_pipeline, new_meta
 from ser_model.speaker import (
     MIN_BATCH_FILES,
@@ -483,18 +483,23 @@ def fit_weighted(pipeline: Pipeline, X: np.ndarray, y: np.ndarray, sample_weight
         sample_weight: positive weights, shape ``(n,)``, or None.
 
     Returns:
-        ``pipeline``, fitted.
+        ``pipeline``, fitted. scikit-learn's ``ConvergenceWarning`` is silenced: the epoch budget
+        (``max_iter``) is a fixed, cross-validated choice, not a failure to converge.
     """
-    if sample_weight is None or np.all(sample_weight == 1.0):
-        return pipeline.fit(X, y)
     import inspect
+    import warnings
 
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    if "sample_weight" in inspect.signature(MLPClassifier.fit).parameters:
-        return pipeline.fit(X, y, mlp__sample_weight=np.asarray(sample_weight, dtype=np.float64))
-    reps = np.maximum(1, np.rint(sample_weight).astype(int))
-    return pipeline.fit(np.repeat(X, reps, axis=0), np.repeat(y, reps))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if sample_weight is None or np.all(sample_weight == 1.0):
+            return pipeline.fit(X, y)
+        if "sample_weight" in inspect.signature(MLPClassifier.fit).parameters:
+            return pipeline.fit(X, y, mlp__sample_weight=np.asarray(sample_weight, dtype=np.float64))
+        reps = np.maximum(1, np.rint(sample_weight).astype(int))
+        return pipeline.fit(np.repeat(X, reps, axis=0), np.repeat(y, reps))
 
 
 def _weights(sample_weight: np.ndarray | None, rows: np.ndarray, n_extra: int = 0) -> np.ndarray | None:
@@ -547,7 +552,12 @@ def cross_validate(
         for untested rows), ``ood_scores`` (``(n,)`` out-of-fold :class:`ser_model.trust.OODDetector`
         scores of the raw features, NaN when speaker-adaptive or untested; :data:`OOF_KEYS` lists the
         per-row keys, which :func:`public_metrics` drops),
-        ``speaker_adaptive`` and ``n_speaker_adapted`` (test rows classified in that mode).
+        ``speaker_adaptive`` and ``n_speaker_adapted`` (test rows classified in that mode); with
+        ``augmented`` and known speakers also ``aug_proba`` ``(n_aug, len(labels))`` and
+        ``aug_ood_scores`` ``(n_aug,)``: the out-of-fold predictions and scores of the *test*
+        speakers' augmented copies (NaN where not tested), which calibrate confidence under degraded
+        conditions (:func:`fit_trust`). The fold's out-of-domain detector is fitted on its clean and
+        augmented training rows.
 
     Raises:
         ValueError: fewer than 2 speakers (grouped) or fewer examples per class than folds.
@@ -573,8 +583,12 @@ def cross_validate(
     labels = list(labels)
     y_idx = encode_labels(table.labels, labels)
     Xn, adapted = _normalised(table, speaker_adaptive, min_speaker_files)
-    aug_X = aug_y = aug_spk = aug_src = None
+    aug_X = aug_y = aug_spk = aug_src = aug_idx = None
+    n_aug = len(augmented.labels) if augmented is not None else 0
+    aug_proba = np.full((n_aug, len(labels)), np.nan)
+    aug_ood = np.full(n_aug, np.nan)
     if augmented is not None and len(augmented.labels):
+        aug_idx = np.arange(n_aug)
         aug_y = encode_labels(augmented.labels, labels)
         aug_spk = np.asarray([s if s is not None else "" for s in augmented.speakers], dtype=object)
         src_index = {p: i for i, p in enumerate(table.paths)}
@@ -585,6 +599,7 @@ def cross_validate(
             aug_X, aug_adapted = apply_speaker_stats(augmented.X, augmented.speakers, stats)
             keep = aug_adapted
             aug_X, aug_y, aug_spk, aug_src = aug_X[keep], aug_y[keep], aug_spk[keep], aug_src[keep]
+            aug_idx = aug_idx[keep]
     spk_arr = np.asarray([s if s is not None else "" for s in speakers], dtype=object)
     pred = np.empty(len(y), dtype=object)
     proba = np.full((len(y), len(labels)), np.nan)
@@ -611,8 +626,16 @@ def cross_validate(
             fold_proba[~ad] = _class_proba(glob, table.X[te[~ad]], len(labels))
         proba[te] = fold_proba
         pred[te] = np.asarray(labels, dtype=object)[fold_proba.argmax(axis=1)]
+        te_aug = None
+        if aug_X is not None and grouped:  # the test speakers' degraded copies, out of fold too
+            te_aug = np.isin(aug_spk, spk_arr[te])
+            if te_aug.any():
+                aug_proba[aug_idx[te_aug]] = _class_proba(model, aug_X[te_aug], len(labels))
         if not speaker_adaptive and len(tr) >= 3:
-            ood_scores[te] = fit_ood(table.X[tr]).score(table.X[te])
+            det = fit_ood(table.X[tr] if aug_X is None else np.vstack([table.X[tr], aug_X[use]]))
+            ood_scores[te] = det.score(table.X[te])
+            if te_aug is not None and te_aug.any():
+                aug_ood[aug_idx[te_aug]] = det.score(aug_X[te_aug])
         per_fold.append(float(np.mean(pred[te] == y[te])))
         if progress:
             progress(i + 1, len(splits))
@@ -627,6 +650,8 @@ def cross_validate(
         predictions=list(pred),
         proba=proba,
         ood_scores=ood_scores,
+        aug_proba=aug_proba,
+        aug_ood_scores=aug_ood,
         speaker_adaptive=speaker_adaptive,
         n_speaker_adapted=int(adapted.sum()),
     )
@@ -667,7 +692,9 @@ def cross_validate_batch(
     ``submit --normalise batch`` does.
 
     Returns:
-        The report of :func:`cross_validate` (``ood_scores`` all NaN; ``batch_normalised`` True).
+        The report of :func:`cross_validate` (``ood_scores`` all NaN; ``aug_proba`` for the test
+        speakers' degraded copies, each kind of channel normalised as one batch; ``batch_normalised``
+        True).
 
     Raises:
         ValueError: fewer than 2 speakers.
@@ -688,6 +715,7 @@ def cross_validate_batch(
         aug_grp = np.asarray(channel_groups(augmented.paths), dtype=object)
     pred = np.empty(len(y), dtype=object)
     proba = np.full((len(y), len(labels)), np.nan)
+    aug_proba = np.full((len(aug_y) if aug_y is not None else 0, len(labels)), np.nan)
     per_fold = []
     base = build_pipeline(**(params or {}))
     for i, (tr, te) in enumerate(splits):
@@ -699,6 +727,11 @@ def cross_validate_batch(
             grp += list(aug_grp[use])  # type: ignore[index]
         model = fit_weighted(clone(base), _batch_rows(Xtr, grp), ytr)
         fold_proba = _class_proba(model, _batch_rows(table.X[te], ["batch"] * len(te)), len(labels))
+        if aug_y is not None:  # the test speakers' degraded copies, one batch per kind of channel
+            te_aug = np.isin(aug_spk, spk_arr[te])
+            if te_aug.any():
+                Xa = _batch_rows(augmented.X[te_aug], list(aug_grp[te_aug]))  # type: ignore[union-attr,index]
+                aug_proba[te_aug] = _class_proba(model, Xa, len(labels))
         proba[te] = fold_proba
         pred[te] = np.asarray(labels, dtype=object)[fold_proba.argmax(axis=1)]
         per_fold.append(float(np.mean(pred[te] == y[te])))
@@ -713,13 +746,10 @@ def cross_validate_batch(
         predictions=list(pred),
         proba=proba,
         ood_scores=np.full(len(y), np.nan),
+        aug_proba=aug_proba,
         batch_normalised=True,
     )
     return report
-
-
-OOF_KEYS = ("predictions", "proba", "ood_scores")
-"""Per-row out-of-fold entries of a :func:`cross_validate` report (not metrics; not stored in bundles)."""
 
 
 def public_metrics(report: dict[str, Any] | None) -> dict[str, Any]:
@@ -772,6 +802,7 @@ def fit_trust(
     cv_report: dict[str, Any],
     speaker_cv_report: dict[str, Any] | None = None,
     batch_cv_report: dict[str, Any] | None = None,
+    augmented: FeatureTable | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Calibration, low-confidence thresholds and the out-of-domain detector from cross-validation.
 
@@ -790,6 +821,11 @@ def fit_trust(
         cv_report: global :func:`cross_validate` report (with ``proba`` and ``ood_scores``).
         speaker_cv_report: speaker-adaptive report, or None.
         batch_cv_report: batch-normalised report (:func:`cross_validate_batch`), or None.
+        augmented: the degraded training copies (:func:`condition_table`) the reports were run
+            with: their out-of-fold predictions (``aug_proba``) join the calibration, so confidence
+            is fitted on clean *and* degraded recordings of unseen speakers, and the out-of-domain
+            detector is fitted on clean and degraded rows (its threshold the percentile of both
+            out-of-fold scores): a degraded recording like those of training is not out of domain.
 
     Returns:
         ``(trust, summary)``: ``trust`` for :attr:`ser_model.model.ModelBundle.trust`; ``summary``
@@ -803,11 +839,18 @@ def fit_trust(
     from ser_model.speaker import MODE_BATCH, MODE_GLOBAL, MODE_SPEAKER
 
     y_idx = encode_labels(table.labels, labels)
-    det = fit_ood(table.X)
+    n_aug = len(augmented.labels) if augmented is not None else 0
+    X_all = table.X if not n_aug else np.vstack([table.X, augmented.X])  # type: ignore[union-attr]
+    y_all = y_idx if not n_aug else np.concatenate([y_idx, encode_labels(augmented.labels, labels)])  # type: ignore[union-attr]
+    det = fit_ood(X_all)
     oof_scores = np.asarray(cv_report.get("ood_scores", np.full(len(y_idx), np.nan)), dtype=np.float64)
+    aug_scores = np.asarray(cv_report.get("aug_ood_scores", np.full(n_aug, np.nan)), dtype=np.float64)
+    if aug_scores.shape != (n_aug,):
+        aug_scores = np.full(n_aug, np.nan)
+    oof_scores = np.concatenate([oof_scores, aug_scores])
     missing = np.isnan(oof_scores)
-    if missing.all():  # no out-of-fold scores: fall back to the training files' own scores
-        oof_scores, missing = det.score(table.X), np.zeros(len(y_idx), dtype=bool)
+    if missing[: len(y_idx)].all():  # no out-of-fold scores: fall back to the training rows' own scores
+        oof_scores, missing = det.score(X_all), np.zeros(len(y_all), dtype=bool)
     det.threshold = fit_ood_threshold(oof_scores[~missing])
     temps: dict[str, dict[str, float]] = {}
     thresholds: dict[str, float] = {}
@@ -816,10 +859,15 @@ def fit_trust(
         if rep is None or rep.get("proba") is None:
             continue
         proba = np.asarray(rep["proba"], dtype=np.float64)
+        aug_p = np.asarray(rep.get("aug_proba", np.full((n_aug, proba.shape[1]), np.nan)), dtype=np.float64)
+        if aug_p.shape != (n_aug, proba.shape[1]):
+            aug_p = np.full((n_aug, proba.shape[1]), np.nan)
+        proba = np.vstack([proba, aug_p])
         use = ~np.isnan(proba).any(axis=1) & ~missing
         if not use.any():
             continue
-        temp, thresholds[mode], calibration[mode] = _calibration(proba[use], y_idx[use], oof_scores[use])
+        temp, thresholds[mode], calibration[mode] = _calibration(proba[use], y_all[use], oof_scores[use])
+        calibration[mode]["n_degraded"] = int(use[len(y_idx) :].sum())
         temps[mode] = temp.to_dict()
     if MODE_GLOBAL not in temps:
         raise ValueError("the cross-validation report has no out-of-fold probabilities")
@@ -939,7 +987,9 @@ def train_bundle(
     metrics = public_metrics(cv_report)
     trust: dict[str, Any] = {}
     if cv_report is not None and cv_report.get("proba") is not None:
-        trust, metrics["trust"] = fit_trust(table, labels, cv_report, speaker_cv_report, batch_cv_report)
+        trust, metrics["trust"] = fit_trust(
+            table, labels, cv_report, speaker_cv_report, batch_cv_report, augmented=augmented
+        )
     loss = [float(v) for v in pipeline.named_steps["mlp"].loss_curve_]
     meta = new_meta(
         name=name,

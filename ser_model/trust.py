@@ -418,8 +418,9 @@ def batch_warnings(
                 "share": round(share, 4),
                 "message": (
                     f"{share:.0%} of these recordings are unlike the training data; labels are unreliable. "
-                    "Label a few hundred of your own recordings and train on them together with the "
-                    "built-in corpus (README: 'When a batch is out of domain')."
+                    "Speech that is not English: the default model's speech encoder knows English only, "
+                    "try `--model fast`. Either way, label a few hundred of your own recordings and train "
+                    "on them together with the built-in corpus (README: 'When a batch is out of domain')."
                 ),
             }
         )
