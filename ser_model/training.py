@@ -377,6 +377,13 @@ def _condition_features_of(
         return None, str(e), ""
 
 
+def _content_digest(path: str) -> str:
+    try:
+        return file_sha256(path)
+    except OSError:
+        return hashlib.sha256(path.encode()).hexdigest()
+
+
 def condition_table(
     table: FeatureTable,
     copies: int,
@@ -390,7 +397,8 @@ def condition_table(
 
     Each copy goes through a channel drawn by :func:`ser_model.degrade.random_condition` (coloured
     noise, babble, telephone codecs, simulated rooms, MP3/Opus, clipping, combinations), seeded by
-    ``(seed, path, copy)``, so the same call gives the same copies. Babble mixes 3-7 recordings of
+    ``(seed, SHA-256 of the file's content, copy)``, so the same files give the same copies wherever
+    they are stored. Babble mixes 3-7 recordings of
     *other* speakers of the same :func:`babble_groups` group (never a test speaker of any fold).
     Used like :func:`augment_table`: copies join a fold's training part only.
 
@@ -408,6 +416,8 @@ def condition_table(
         same feature set as ``table``.
     """
     groups = babble_groups(table.speakers, n_splits)
+    # seeded by content, not by path: the same files give the same copies wherever they are stored
+    digests = [_content_digest(p) for p in table.paths]
     by_group: dict[int, list[int]] = {}
     for i, g in enumerate(groups):
         by_group.setdefault(g, []).append(i)
@@ -418,7 +428,7 @@ def condition_table(
         spk = table.speakers[i]
         pool = [table.paths[j] for j in by_group[groups[i]] if j != i and (spk is None or table.speakers[j] != spk)]
         args_path.append(path)
-        args_seed.append((seed, int(hashlib.sha256(path.encode()).hexdigest()[:8], 16), c))
+        args_seed.append((seed, int(digests[i][:8], 16), c))
         args_babble.append(pool)
         args_fv.append(table.feature_version)
     n_jobs = n_jobs or os.cpu_count() or 1
