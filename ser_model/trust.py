@@ -418,9 +418,11 @@ def batch_warnings(
                 "share": round(share, 4),
                 "message": (
                     f"{share:.0%} of these recordings are unlike the training data; labels are unreliable. "
-                    "Speech that is not English: the default model's speech encoder knows English only, "
-                    "try `--model fast`. Either way, label a few hundred of your own recordings and train "
-                    "on them together with the built-in corpus (README: 'When a batch is out of domain')."
+                    "If the files share one channel and hold mixed emotions, `--normalise batch` "
+                    "adapts to the channel; speech that is not English: try `--model fast` (the default "
+                    "model's speech encoder knows English only). Best: label a few hundred of your own "
+                    "recordings and train on them together with the built-in corpus (README: 'When a "
+                    "batch is out of domain')."
                 ),
             }
         )
@@ -439,7 +441,8 @@ def batch_warnings(
                     "message": (
                         f"{s:.0%} of the files are labelled '{label}' (the model saw {prior:.0%} '{label}' "
                         "in training); the recordings probably differ from the training data (microphone, "
-                        "language, setting) rather than all being this emotion. Check a sample by ear."
+                        "language, setting) rather than all being this emotion. Check a sample by ear; "
+                        "for one channel with mixed emotions, `--normalise batch` adapts to it."
                     ),
                 }
             )
