@@ -61,6 +61,13 @@ _current_batch: int | None = None
 """The batch `submit` is working on, named in the Ctrl-C message so that `--resume` can be copied."""
 
 
+class ChannelMode(StrEnum):
+    """How multi-channel files are labelled (``submit --channels``)."""
+
+    mix = "mix"
+    split = "split"
+
+
 class Fmt(StrEnum):
     """Output formats of ``results``."""
 
@@ -122,8 +129,20 @@ def submit(
         str | None,
         typer.Option(help="POST a JSON event to this URL when the batch is final [default: SER_NOTIFY_URL]."),
     ] = None,
+    channels: Annotated[
+        ChannelMode,
+        typer.Option(
+            help="mix: every file is mixed to mono, one row per file. split: each channel of a multi-channel "
+            "file is its own recording (a call: agent and customer), one row per channel; another party's "
+            "bleed into a channel is gated; mono files keep one row."
+        ),
+    ] = ChannelMode.mix,
+    channel_names: Annotated[
+        str | None,
+        typer.Option(help="With --channels split: role of channel 0, 1, ... as a comma list, e.g. agent,customer."),
+    ] = None,
 ) -> None:
-    """Label every audio file under PATHS and record one row per file.
+    """Label every audio file under PATHS and record one row per file (per channel with --channels split).
 
     Without SER_BROKER_URL the batch is processed on this machine with all cores; with it, the files
     are queued for `ser-batch worker` processes. Exit code 0 when every file is done, 3 when some failed.
@@ -146,12 +165,26 @@ def submit(
         seg_spec = str(parse_segment_mode(segment))
     except ValueError as e:
         raise CliError(f"--segment: {e}", EXIT_USAGE) from None
+    from worker.processing import parse_channel_names
+
+    try:
+        names = parse_channel_names(channel_names)
+    except ValueError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    if names and channels != ChannelMode.split:
+        raise CliError("--channel-names needs --channels split", EXIT_USAGE)
     speaker_of = None
     if speaker_from:
-        from ser_model.speakers_from import parse_speaker_spec
+        from ser_model.speakers_from import channel_speaker_keys, parse_speaker_spec, split_channel_specs
 
         try:
-            speaker_of = parse_speaker_spec(speaker_from)
+            if channels == ChannelMode.split:
+                by_channel = channel_speaker_keys(speaker_from, names)
+                speaker_of = lambda p: by_channel(p, None, None)  # noqa: E731 - a mono file's key
+            elif split_channel_specs(speaker_from) is not None:
+                raise ValueError("a key per channel (ROLE=SPEC;...) needs --channels split")
+            else:
+                speaker_of = parse_speaker_spec(speaker_from)
         except ValueError as e:
             raise CliError(f"--speaker-from: {e}", EXIT_USAGE) from None
     notify_url = check_notify_url(notify or s.notify_url)
@@ -166,6 +199,8 @@ def submit(
         speaker_from=speaker_from,
         speaker_of=speaker_of,
         notify_url=notify_url,
+        channels=str(channels.value),
+        channel_names=names,
     )
     global _current_batch
     _current_batch = batch_id  # for the Ctrl-C message

@@ -37,6 +37,8 @@ def open_batch(
     speaker_from: str | None,
     speaker_of: Callable[[str], str | None] | None,
     notify_url: str | None = None,
+    channels: str = "mix",
+    channel_names: list[str] | None = None,
 ) -> int:
     """Record a new batch and its ``pending`` rows in one transaction, or find the batch to resume.
 
@@ -54,6 +56,9 @@ def open_batch(
         notify_url: checked webhook URL (:func:`check_notify_url`), stored as ``options["notify_url"]``
             so that whichever process finishes the batch sends the event; None: no webhook. A resumed
             batch keeps the webhook it was recorded with.
+        channels: ``"mix"`` or ``"split"`` (``--channels``); ``split`` is recorded in the options
+            with ``channel_names`` (a ``mix`` batch's options are unchanged).
+        channel_names: roles of channel 0, 1, ... (``--channel-names``).
 
     Returns:
         The batch id.
@@ -97,6 +102,9 @@ def open_batch(
                     "segment_min_s": segment_min_s,
                     "speaker_from": speaker_from,
                     **({"notify_url": notify_url} if notify_url else {}),
+                    **(
+                        {"channels": "split", "channel_names": list(channel_names or [])} if channels == "split" else {}
+                    ),
                 },
             )
             session.add(batch)

@@ -341,9 +341,7 @@ def upsert_results(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     session.connection().execute(_results_upsert(session, keys), list(rows))
 
 
-def replace_segments(
-    session: Session, batch_id: int, segments_by_path: dict[Any, list[dict[str, Any]]]
-) -> None:
+def replace_segments(session: Session, batch_id: int, segments_by_path: dict[Any, list[dict[str, Any]]]) -> None:
     """Replace the ``segments`` rows of the given files (or channels of files) of a batch.
 
     Args:

@@ -15,7 +15,9 @@ def test_empty_to_head_and_back(tmp_path):
     assert {"batch_id", "path", "sha256", "duration_s", "sample_rate", "channels", "status", "error"} <= cols
     assert {"p_neutral", "p_surprised", "model_version", "processing_ms"} <= cols
     with get_engine(url).connect() as conn:  # an expression index: SQLAlchemy does not reflect it
-        sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'uq_results_batch_path_channel'").scalar()
+        sql = conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE name = 'uq_results_batch_path_channel'"
+        ).scalar()
     assert "UNIQUE" in sql and "coalesce(channel, -1)" in sql
     downgrade(url, "base")
     assert "results" not in inspect(get_engine(url)).get_table_names()
