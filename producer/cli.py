@@ -15,7 +15,7 @@ import sys
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.table import Table
@@ -450,6 +450,20 @@ def status(
                 Result.batch_id == batch_id, Result.status != "pending"
             )
         ).one()
+        split = (batch.options or {}).get("channels") == "split"
+        by_channel: dict[tuple[int | None, str | None], dict[str, Any]] = {}
+        if split:  # rows per channel (aggregated in SQL): NULL channel = mono files, pending files
+            q = (
+                select(Result.channel, Result.role, Result.status, func.count())
+                .where(Result.batch_id == batch_id)
+                .group_by(Result.channel, Result.role, Result.status)
+            )
+            for ch, role, st, n in session.execute(q):
+                rec = by_channel.setdefault(
+                    (ch, role), {"channel": ch, "role": role, "done": 0, "failed": 0, "pending": 0}
+                )
+                rec[st] = n
+    per_channel = sorted(by_channel.values(), key=lambda r: (r["channel"] is not None, r["channel"] or 0))
     finished = counts["done"] + counts["failed"]
     start = aware(batch.created_at)
     end = aware(last) if counts["pending"] == 0 and last else datetime.now(UTC)
@@ -464,6 +478,8 @@ def status(
             "mode": batch.mode,
             "counts": {k: counts[k] for k in ("total", "done", "failed", "pending", "low_confidence", "out_of_domain")},
             "warnings": warnings,
+            "channels": "split" if split else "mix",
+            "by_channel": per_channel,
             "files_per_s": round(rate, 3),
             "eta_s": None if eta is None else round(eta, 1),
             "finished_at": finished_at.isoformat() if finished_at else None,
@@ -477,13 +493,24 @@ def status(
     t.add_row("mode", batch.mode)
     t.add_row("created", aware(batch.created_at).isoformat(timespec="seconds"))
     t.add_row("sources", escape("\n".join(batch.source_paths)))
-    t.add_row("files", str(counts["total"]))
+    t.add_row("files" if not split else "rows", str(counts["total"]))
     t.add_row("done", str(counts["done"]))
     t.add_row("failed", str(counts["failed"]))
     t.add_row("pending", str(counts["pending"]))
     t.add_row("low confidence", str(counts["low_confidence"]))
     t.add_row("out of domain", str(counts["out_of_domain"]))
     t.add_row("non-audio ignored", str(batch.n_ignored))
+    if split:
+        lines = [
+            (
+                "mono / not split yet"
+                if r["channel"] is None
+                else f"ch {r['channel']}" + (f" {r['role']}" if r["role"] else "")
+            )
+            + f": {r['done']} done, {r['failed']} failed, {r['pending']} pending"
+            for r in per_channel
+        ]
+        t.add_row("channels", escape("split (one row per file and channel)\n" + "\n".join(lines)))
     t.add_row("files/s", f"{rate:.1f}")
     t.add_row("ETA", "-" if eta is None else f"{eta:.0f} s")
     for w in warnings:
