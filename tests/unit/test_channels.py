@@ -1,0 +1,230 @@
+"""``submit --channels split`` on real stereo calls built from RAVDESS utterances (tmp dirs, real SQLite).
+
+Calls are laid out by :func:`ser_model.callsim.build_call` with known turns: each segment written for
+a channel is checked against the turns of that channel's party, so a segment caused by the other
+party's bleed, or a turn left uncovered, fails the test.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ser_model.audio import load_audio
+from ser_model.callsim import Turn, build_call, telephone
+from ser_model.segment import BLEED_MARGIN_DB, ChannelGate
+from ser_model.speakers_from import channel_speaker_keys, split_channel_specs
+from tests.conftest import RAVDESS, needs_corpus, tone, write
+from tests.unit.test_cli import no_traceback, run, sql
+
+
+def _utterances(actors: list[int], per_actor: int) -> list[tuple[int, np.ndarray, str]]:
+    """Alternating turns: utterance k of every actor in turn, party = position of the actor."""
+    files = {a: sorted((RAVDESS / f"Actor_{a:02d}").glob("*.flac"))[5::9][:per_actor] for a in actors}
+    out = []
+    for k in range(per_actor):
+        for party, a in enumerate(actors):
+            out.append((party, load_audio(files[a][k])[0], str(files[a][k])))
+    return out
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def _segments(db: Path, batch: int, path: Path) -> dict[int | None, list[tuple[float, float]]]:
+    out: dict[int | None, list[tuple[float, float]]] = {}
+    for r in sql(
+        db,
+        "SELECT s.channel, s.start_s, s.end_s, r.channel AS rch FROM segments s JOIN results r ON r.id = s.result_id"
+        " WHERE r.batch_id = ? AND r.path = ? ORDER BY s.channel, s.idx",
+        batch,
+        str(path),
+    ):
+        assert r["channel"] == r["rch"]  # a segment carries its row's channel
+        out.setdefault(r["channel"], []).append((r["start_s"], r["end_s"]))
+    return out
+
+
+def _check_turns(segs: dict[int | None, list[tuple[float, float]]], turns: list[Turn]) -> None:
+    """Every turn covered on its own channel; no segment lies mostly outside its channel's turns."""
+    for t in turns:
+        covered = sum(_overlap(a, b, t.start_s, t.end_s) for a, b in segs.get(t.party, []))
+        assert covered >= 0.5 * (t.end_s - t.start_s), f"turn {t.index} of party {t.party} not covered"
+    for ch, spans in segs.items():
+        own = [t for t in turns if t.party == ch]
+        for a, b in spans:
+            inside = sum(_overlap(a, b, t.start_s, t.end_s) for t in own)
+            assert inside >= 0.5 * (b - a), f"segment {a:.2f}-{b:.2f} s on channel {ch} is not its party's speech"
+
+
+@pytest.fixture(scope="module")
+def calls(tmp_path_factory) -> dict[str, object]:
+    if not RAVDESS.is_dir():
+        pytest.skip(f"corpus not found at {RAVDESS}")
+    d = tmp_path_factory.mktemp("calls")
+    rng = np.random.default_rng(7)
+    utts = _utterances([3, 4], 5)
+    call, turns = build_call(utts, overlap_prob=0.4, bleed_db=-22.0, rng=rng)
+    out: dict[str, object] = {"dir": d, "turns": turns}
+    write(d / "split" / "call.wav", call, 16000, subtype="PCM_16")
+    tel, sr = telephone(call)
+    write(d / "split" / "call_tel.wav", tel, sr, subtype="ULAW")
+    silent = call.copy()
+    silent[:, 1] = 0.0
+    write(d / "split" / "silent_ch1.wav", silent, 16000, subtype="PCM_16")
+    agent_only, agent_turns = build_call([u for u in utts if u[0] == 0], bleed_db=-25.0, rng=rng)
+    write(d / "split" / "bleed_only.wav", agent_only, 16000, subtype="PCM_16")
+    out["agent_turns"] = agent_turns
+    three, three_turns = build_call(_utterances([5, 6, 7], 3), n_parties=3, bleed_db=(-30.0, -20.0), rng=rng)
+    write(d / "split" / "three.wav", three, 16000, subtype="PCM_16")
+    out["three_turns"] = three_turns
+    short, short_turns = build_call(utts[:2], bleed_db=-25.0, rng=rng)
+    assert short.shape[0] / 16000 < 10.0
+    write(d / "split" / "short.wav", short, 16000, subtype="PCM_16")
+    out["short_turns"] = short_turns
+    write(d / "split" / "mono.wav", call.mean(axis=1), 16000, subtype="PCM_16")
+    db = d / "ser.db"
+    p = run(["submit", str(d / "split"), "--channels", "split", "--channel-names", "agent,customer", "-q"], db)
+    no_traceback(p)
+    assert p.returncode == 3, p.stderr  # the silent and the bleed-only channel failed
+    p = run(["submit", str(d / "split" / "call.wav"), str(d / "split" / "mono.wav"), "-q"], db)  # mix
+    no_traceback(p)
+    assert p.returncode == 0, p.stderr
+    out["db"] = db
+    return out
+
+
+def _rows(db: Path, batch: int) -> dict[tuple[str, int | None], sqlite3.Row]:
+    return {(Path(r["path"]).name, r["channel"]): r for r in sql(db, "SELECT * FROM results WHERE batch_id = ?", batch)}
+
+
+@needs_corpus
+def test_two_party_call_rows_and_segments_per_channel(calls):
+    db, d = calls["db"], calls["dir"]
+    rows = _rows(db, 1)
+    for name in ("call.wav", "call_tel.wav"):
+        assert (name, None) not in rows  # the pending row became the channels' rows
+        for ch, role in ((0, "agent"), (1, "customer")):
+            r = rows[(name, ch)]
+            assert (r["status"], r["role"], r["analysis_mode"], r["channels"]) == ("done", role, "segments", 2)
+            assert r["n_segments"] >= 4
+        _check_turns(_segments(db, 1, d / "split" / name), calls["turns"])
+
+
+@needs_corpus
+def test_silent_and_bleed_only_channels_fail_with_the_reason(calls):
+    rows = _rows(calls["db"], 1)
+    assert rows[("silent_ch1.wav", 0)]["status"] == "done"
+    r = rows[("silent_ch1.wav", 1)]
+    assert r["status"] == "failed" and r["error"].startswith("silent channel 1")
+    assert rows[("bleed_only.wav", 0)]["status"] == "done"
+    r = rows[("bleed_only.wav", 1)]
+    assert r["status"] == "failed" and "no speech of its own on channel 1" in r["error"]
+    assert r["role"] == "customer" and r["emotion"] is None
+    _check_turns(_segments(calls["db"], 1, calls["dir"] / "split" / "bleed_only.wav"), calls["agent_turns"])
+
+
+@needs_corpus
+def test_three_channels(calls):
+    rows = _rows(calls["db"], 1)
+    assert [rows[("three.wav", c)]["role"] for c in range(3)] == ["agent", "customer", None]
+    assert all(rows[("three.wav", c)]["status"] == "done" for c in range(3))
+    _check_turns(_segments(calls["db"], 1, calls["dir"] / "split" / "three.wav"), calls["three_turns"])
+
+
+@needs_corpus
+def test_short_call_channels_classified_whole(calls):
+    rows = _rows(calls["db"], 1)
+    for c in (0, 1):
+        r = rows[("short.wav", c)]
+        assert (r["status"], r["analysis_mode"], r["n_segments"]) == ("done", "utterance", None)
+
+
+@needs_corpus
+def test_mono_file_and_mix_batch_are_as_before(calls):
+    split, mix = _rows(calls["db"], 1), _rows(calls["db"], 2)
+    assert set(mix) == {("call.wav", None), ("mono.wav", None)}  # --channels mix: one row per file
+    r, m = split[("mono.wav", None)], mix[("mono.wav", None)]  # a mono file under split: one mixed row
+    assert r["role"] is None and (r["emotion"], r["confidence"]) == (m["emotion"], m["confidence"])
+    assert set(_segments(calls["db"], 2, calls["dir"] / "split" / "call.wav")) == {None}
+    opts = json.loads(sql(calls["db"], "SELECT options FROM batches WHERE id = 2")[0]["options"])
+    assert "channels" not in opts  # a mix batch records what it recorded before
+
+
+@needs_corpus
+def test_exports_and_status_carry_the_channel(calls):
+    p = run(["results", "--batch", "1", "--format", "csv"], calls["db"])
+    recs = list(csv.DictReader(io.StringIO(p.stdout)))
+    got = {(Path(r["path"]).name, r["channel"], r["role"]) for r in recs}
+    assert ("call.wav", "1", "customer") in got and ("mono.wav", "", "") in got
+    p = run(["results", "--batch", "1", "--segments", "--format", "json"], calls["db"])
+    assert {r["channel"] for r in json.loads(p.stdout)} == {0, 1, 2, None}
+    doc = json.loads(run(["status", "1", "--format", "json"], calls["db"]).stdout)
+    assert doc["channels"] == "split"
+    by = {(r["channel"], r["role"]): r for r in doc["by_channel"]}
+    assert by[(1, "customer")]["failed"] == 2 and by[(None, None)]["done"] == 1
+
+
+@needs_corpus
+def test_a_chunk_run_again_leaves_the_same_rows(calls, tmp_path):
+    from worker.processing import process_paths
+    from tests.unit.test_cli import copy_db
+
+    db = copy_db(calls["db"], tmp_path)
+    url = f"sqlite:///{db}"
+    before = sql(db, "SELECT id, path, channel, emotion FROM results WHERE batch_id = 1 ORDER BY id")
+    n_seg = sql(db, "SELECT count(*) AS n FROM segments")[0]["n"]
+    path = str(calls["dir"] / "split" / "call.wav")
+    process_paths(1, [path], url=url)  # a redelivered chunk
+    after = sql(db, "SELECT id, path, channel, emotion FROM results WHERE batch_id = 1 ORDER BY id")
+    assert [tuple(r) for r in after] == [tuple(r) for r in before]
+    assert sql(db, "SELECT count(*) AS n FROM segments")[0]["n"] == n_seg
+
+
+def test_channel_gate_rejects_bleed_and_keeps_overlap():
+    a = tone(220.0, 2.0)
+    b = tone(330.0, 2.0)
+    silence = np.zeros_like(a)
+    for other_db, expect_own in ((-25.0, False), (-20.0, False), (0.0, True), (-(BLEED_MARGIN_DB - 2), True)):
+        block = np.stack([a, np.float32(10 ** (other_db / 20)) * b if expect_own else silence], axis=1)
+        if not expect_own:  # channel 1 holds only channel 0's bleed
+            block[:, 1] = np.float32(10 ** (other_db / 20)) * a
+        g = ChannelGate(1, 2)
+        db1, own1 = g.push(block)
+        db2, own2 = g.finish()
+        own = np.concatenate([own1, own2])
+        assert own[5:-5].mean() == (1.0 if expect_own else 0.0), other_db
+    with pytest.raises(ValueError, match="out of range"):
+        ChannelGate(2, 2)
+
+
+def test_speaker_keys_per_channel():
+    assert split_channel_specs("agent=parent;customer=file") == {"agent": "parent", "customer": "file"}
+    assert split_channel_specs("regex:(?P<speaker>a=b)") is None
+    keys = channel_speaker_keys("agent=parent;customer=file", ["agent", "customer"])
+    assert keys("/calls/ag7/c1.wav", 0, "agent") == "agent:ag7"
+    assert keys("/calls/ag7/c1.wav", 1, "customer") == "customer:/calls/ag7/c1.wav"
+    assert keys("/calls/ag7/m.wav", None, None) == "ag7"  # a mono file: channel 0's spec, unprefixed
+    one = channel_speaker_keys("parent")
+    assert one("/calls/ag7/c1.wav", 0, None) != one("/calls/ag7/c1.wav", 1, None)
+    with pytest.raises(ValueError, match="not a channel name"):
+        channel_speaker_keys("boss=parent", ["agent", "customer"])
+
+
+def test_usage_errors(tmp_path):
+    write(tmp_path / "a.wav", np.stack([tone(), tone()], axis=1), 16000)
+    db = tmp_path / "ser.db"
+    p = run(["submit", str(tmp_path / "a.wav"), "--channel-names", "agent,customer"], db)
+    assert p.returncode == 2 and "--channel-names needs --channels split" in p.stderr
+    p = run(["submit", str(tmp_path / "a.wav"), "--channels", "split", "--channel-names", "a,,b"], db)
+    assert p.returncode == 2 and "empty name" in p.stderr
+    p = run(["submit", str(tmp_path / "a.wav"), "--speaker-from", "agent=parent;customer=file"], db)
+    assert p.returncode == 2 and "needs --channels split" in p.stderr
+    no_traceback(p)
