@@ -174,8 +174,8 @@ def test_exports_and_status_carry_the_channel(calls):
 
 @needs_corpus
 def test_a_chunk_run_again_leaves_the_same_rows(calls, tmp_path):
-    from worker.processing import process_paths
     from tests.unit.test_cli import copy_db
+    from worker.processing import process_paths
 
     db = copy_db(calls["db"], tmp_path)
     url = f"sqlite:///{db}"
