@@ -22,6 +22,7 @@ import typer
 
 DIFF_COLUMNS = (
     "path",
+    "channel",
     "emotion_a",
     "emotion_b",
     "confidence_a",
@@ -82,15 +83,21 @@ def create_rescore_batch(
         source_paths=list(old.source_paths or []),
         status="running",
         mode=mode,
-        n_files=len(rows),
+        n_files=len(rows),  # set to the number of distinct files below
         n_ignored=old.n_ignored,
         options=options,
     )
     session.add(new)
     session.flush()
-    speakers = {p: spk for p, _, spk in rows} if any(spk for _, _, spk in rows) else None
-    insert_pending(session, new.id, [p for p, _, _ in rows], {p: n for p, n, _ in rows if n is not None}, speakers)
-    return new.id, len(rows)
+    # one pending row per file: a split batch's channels become rows again when the file is processed
+    # (the first row of a path, in id order, gives its speaker: a file's own, or channel 0's)
+    files: dict[str, tuple[int | None, str | None]] = {}
+    for p, n, spk in rows:
+        files.setdefault(p, (n, spk))
+    speakers = {p: spk for p, (_, spk) in files.items()} if any(spk for _, spk in files.values()) else None
+    new.n_files = len(files)
+    insert_pending(session, new.id, list(files), {p: n for p, (n, _) in files.items() if n is not None}, speakers)
+    return new.id, len(files)
 
 
 def rescore(
@@ -156,15 +163,20 @@ def rescore(
 # ------------------------------------------------------------------------------------------ diff
 
 
-def _rows(session: Any, batch_id: int) -> dict[str, dict[str, Any]]:
+def _rows(session: Any, batch_id: int) -> dict[tuple[str, int | None], dict[str, Any]]:
+    """``{(path, channel): row}``: a file's mixed row has channel None, a split file one row per channel."""
     from sqlalchemy import select
 
     from worker.db import Result
 
-    q = select(Result.path, Result.status, Result.emotion, Result.confidence, Result.model_version).where(
-        Result.batch_id == batch_id
-    )
-    return {r.path: r._asdict() for r in session.execute(q)}
+    q = select(
+        Result.path, Result.channel, Result.status, Result.emotion, Result.confidence, Result.model_version
+    ).where(Result.batch_id == batch_id)
+    return {(r.path, r.channel): r._asdict() for r in session.execute(q)}
+
+
+def _key_order(k: tuple[str, int | None]) -> tuple[str, int]:
+    return (k[0], -1 if k[1] is None else k[1])
 
 
 def _label(r: dict[str, Any]) -> str:
@@ -173,7 +185,10 @@ def _label(r: dict[str, Any]) -> str:
 
 
 def diff_batches(session: Any, a: int, b: int) -> dict[str, Any]:
-    """Compare the labels of two batches file by file (matched on the path).
+    """Compare the labels of two batches file by file (matched on the path and channel).
+
+    Rows of ``--channels split`` batches are compared channel by channel; a split file's channel
+    and a mixed row of the same file are different recordings (``only_a`` / ``only_b``).
 
     Args:
         session: an open SQLAlchemy session.
@@ -196,7 +211,7 @@ def diff_batches(session: Any, a: int, b: int) -> dict[str, Any]:
         if session.get(Batch, bid) is None:
             raise LookupError(f"no batch {bid}")
     ra, rb = _rows(session, a), _rows(session, b)
-    common = sorted(set(ra) & set(rb))
+    common = sorted(set(ra) & set(rb), key=_key_order)
     changed = []
     trans: Counter[tuple[str, str]] = Counter()
     for p in common:
@@ -205,7 +220,8 @@ def diff_batches(session: Any, a: int, b: int) -> dict[str, Any]:
         if la != lb:
             changed.append(
                 {
-                    "path": p,
+                    "path": p[0],
+                    "channel": p[1],
                     "emotion_a": ra[p]["emotion"],
                     "emotion_b": rb[p]["emotion"],
                     "confidence_a": ra[p]["confidence"],
@@ -260,6 +276,7 @@ def diff(
     JSON: {"a", "b", "summary", "changed"}; table: both.
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
     from sqlalchemy.orm import Session
 
@@ -292,7 +309,7 @@ def diff(
             t.add_column(c, overflow="fold")
         for r in d["changed"]:
             t.add_row(
-                r["path"],
+                escape(r["path"] if r["channel"] is None else f"{r['path']} [ch {r['channel']}]"),
                 r["emotion_a"] or f"({r['status_a']})",
                 r["emotion_b"] or f"({r['status_b']})",
                 "" if r["confidence_a"] is None else f"{r['confidence_a']:.2f}",

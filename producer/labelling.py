@@ -1,7 +1,8 @@
 """`ser-batch labels export`: the files of a batch the model is least sure about, as a manifest to label.
 
-The manifest has the columns ``path,label,speaker,predicted,confidence`` with ``label`` empty for a
-person to fill in; once labelled it trains a model directly: ``ser-batch train ravdess:DIR
+The manifest has the columns ``path,channel,role,label,speaker,predicted,confidence`` with ``label``
+empty for a person to fill in (``channel``/``role`` are set for rows of ``--channels split`` batches:
+the label is that party's, and such rows cannot train a model yet); once labelled it trains a model directly: ``ser-batch train ravdess:DIR
 csv:tolabel.csv --weight csv=3`` (see ``ser_model.datasets.read_sources``; the extra columns are
 ignored by the reader).
 """
@@ -14,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-MANIFEST_COLUMNS = ("path", "label", "speaker", "predicted", "confidence")
+MANIFEST_COLUMNS = ("path", "channel", "role", "label", "speaker", "predicted", "confidence")
 
 labels_app = typer.Typer(
     help="The labelling loop: export the files the model is least sure about, label them, train on them.",
@@ -35,26 +36,44 @@ def least_sure(session: Any, batch_id: int, count: int) -> list[dict[str, Any]]:
         count: how many files, at least 1.
 
     Returns:
-        Manifest rows ``{"path", "label": "", "speaker", "predicted", "confidence"}``.
+        Manifest rows ``{"path", "channel", "role", "label": "", "speaker", "predicted", "confidence"}``
+        (``channel``/``role`` empty for a mixed row).
     """
     from sqlalchemy import select
 
     from worker.db import Result
 
     q = (
-        select(Result.path, Result.speaker, Result.emotion, Result.confidence, Result.ood_score)
+        select(
+            Result.path,
+            Result.channel,
+            Result.role,
+            Result.speaker,
+            Result.emotion,
+            Result.confidence,
+            Result.ood_score,
+        )
         .where(Result.batch_id == batch_id, Result.status == "done", Result.confidence.is_not(None))
         .order_by(
             Result.confidence.asc(),
             Result.ood_score.is_(None).asc(),  # scored rows first on equal confidence
             Result.ood_score.desc(),
             Result.path.asc(),
+            Result.channel.asc(),
         )
         .limit(count)
     )
     return [
-        {"path": p, "label": "", "speaker": spk or "", "predicted": emo, "confidence": f"{conf:.4f}"}
-        for p, spk, emo, conf, _ in session.execute(q)
+        {
+            "path": p,
+            "channel": "" if ch is None else ch,
+            "role": role or "",
+            "label": "",
+            "speaker": spk or "",
+            "predicted": emo,
+            "confidence": f"{conf:.4f}",
+        }
+        for p, ch, role, spk, emo, conf, _ in session.execute(q)
     ]
 
 
@@ -76,7 +95,7 @@ def export(
 ) -> None:
     """Write the COUNT files of a batch the model is least sure about as a manifest to label.
 
-    Columns path,label,speaker,predicted,confidence; fill in `label` (any label name; the eight
+    Columns path,channel,role,label,speaker,predicted,confidence; fill in `label` (any label name; the eight
     RAVDESS emotions are neutral, calm, happy, sad, angry, fearful, disgust, surprised), delete rows
     you cannot label, then train on it together with a corpus:
     `ser-batch train ravdess:DIR csv:tolabel.csv --weight csv=3`.

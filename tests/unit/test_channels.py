@@ -228,3 +228,64 @@ def test_usage_errors(tmp_path):
     p = run(["submit", str(tmp_path / "a.wav"), "--speaker-from", "agent=parent;customer=file"], db)
     assert p.returncode == 2 and "needs --channels split" in p.stderr
     no_traceback(p)
+
+
+@needs_corpus
+def test_rescore_diff_labels_export_and_webhook_event_per_channel(calls, tmp_path):
+    from sqlalchemy.orm import Session
+
+    from tests.unit.test_cli import copy_db
+    from worker.db import get_engine
+    from worker.notify import build_event
+
+    db = copy_db(calls["db"], tmp_path)
+    p = run(["rescore", "1", "-q"], db)
+    no_traceback(p)
+    new = int(p.stdout.split()[-1])
+    assert sql(db, "SELECT n_files FROM batches WHERE id = ?", new)[0]["n_files"] == 7  # files, not rows
+    a, b = _rows(db, 1), _rows(db, new)
+    assert set(a) == set(b)  # the rescore is split again: the same (file, channel) rows
+    assert all(a[k]["emotion"] == b[k]["emotion"] for k in a)
+    sql(db, "UPDATE results SET emotion = 'fearful' WHERE batch_id = ? AND channel = 1 AND status = 'done'", new)
+    d = json.loads(run(["diff", "1", str(new), "--format", "json"], db).stdout)
+    assert d["summary"]["compared"] == len(a) and d["summary"]["only_a"] == 0
+    changed = {(Path(r["path"]).name, r["channel"]) for r in d["changed"]}
+    assert ("call.wav", 1) in changed and ("call.wav", 0) not in changed
+    out = tmp_path / "tolabel.csv"
+    run(["labels", "export", "1", "-n", "100", "-o", str(out)], db)
+    manifest = list(csv.DictReader(out.open()))
+    assert {(Path(r["path"]).name, r["channel"], r["role"]) for r in manifest} >= {
+        ("call.wav", "0", "agent"),
+        ("call.wav", "1", "customer"),
+        ("mono.wav", "", ""),
+    }
+    from ser_model.datasets import DatasetError, load_dataset
+
+    for r in manifest:
+        r["label"] = "angry"
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(manifest[0]))
+        w.writeheader()
+        w.writerows(manifest)
+    with pytest.raises(DatasetError, match="one channel of a file is not supported"):
+        load_dataset([out], "csv")
+    with Session(get_engine(f"sqlite:///{db}")) as s:
+        ev = build_event(s, 1)
+        assert "channels" not in build_event(s, 2)  # a mix batch's event is unchanged
+    by = {(r["channel"], r["role"]): r for r in ev["by_channel"]}
+    assert ev["channels"] == "split" and by[(1, "customer")]["failed"] == 2
+    assert sum(by[(0, "agent")]["emotions"].values()) == by[(0, "agent")]["done"]
+
+
+@needs_corpus
+def test_python_api_split(calls):
+    from ser_batch import predict_files
+
+    path = calls["dir"] / "split" / "bleed_only.wav"
+    preds = predict_files([path], channels="split", channel_names=["agent", "customer"])
+    assert [(p.channel, p.role, p.status) for p in preds] == [(0, "agent", "done"), (1, "customer", "failed")]
+    assert "no speech of its own" in (preds[1].error or "")
+    (mixed,) = predict_files([path])
+    assert mixed.channel is None and mixed.ok
+    with pytest.raises(ValueError, match="channels must be"):
+        predict_files([path], channels="stereo")
