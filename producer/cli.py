@@ -478,12 +478,12 @@ def status(
             "mode": batch.mode,
             "counts": {k: counts[k] for k in ("total", "done", "failed", "pending", "low_confidence", "out_of_domain")},
             "warnings": warnings,
-            "channels": "split" if split else "mix",
-            "by_channel": per_channel,
             "files_per_s": round(rate, 3),
             "eta_s": None if eta is None else round(eta, 1),
             "finished_at": finished_at.isoformat() if finished_at else None,
         }
+        if split:  # a mix batch's document is unchanged
+            doc.update(channels="split", by_channel=per_channel)
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
         return
     t = Table(title=f"batch {batch_id}", show_header=False)

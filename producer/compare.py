@@ -22,7 +22,6 @@ import typer
 
 DIFF_COLUMNS = (
     "path",
-    "channel",
     "emotion_a",
     "emotion_b",
     "confidence_a",
@@ -297,7 +296,9 @@ def diff(
         text = json.dumps(d, indent=2, default=str) + "\n"
     elif fmt is DiffFormat.csv:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=DIFF_COLUMNS, lineterminator="\n")
+        split = any(r["channel"] is not None for r in d["changed"])  # a mix diff's columns are unchanged
+        cols = ["path", "channel", *DIFF_COLUMNS[1:]] if split else list(DIFF_COLUMNS)
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
         w.writerows(d["changed"])
         text = buf.getvalue()
