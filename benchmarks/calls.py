@@ -74,7 +74,9 @@ def train_held_out(ravdess: Path, cache: Path | None, out: Path) -> Path:
     from ser_model.training import extract_table, train_bundle
 
     files = [
-        f for f in load_dataset([ravdess], "ravdess") if int(parse_ravdess_name(f.path.name).speaker) in TRAIN_ACTORS
+        f
+        for f in load_dataset([ravdess], "ravdess")
+        if int(parse_ravdess_name(f.path.name).speaker.split(":")[-1]) in TRAIN_ACTORS
     ]
     table = extract_table(files, n_jobs=2, cache_dir=cache)
     bundle = train_bundle(table, labels=list(EMOTIONS), name="ravdess-1-16", speaker_adaptive=False)

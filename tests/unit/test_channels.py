@@ -289,3 +289,26 @@ def test_python_api_split(calls):
     assert mixed.channel is None and mixed.ok
     with pytest.raises(ValueError, match="channels must be"):
         predict_files([path], channels="stereo")
+
+
+@needs_corpus
+def test_report_has_per_channel_timelines_and_shares_per_role(calls):
+    from sqlalchemy.orm import Session
+
+    from producer.report import gather, render
+    from worker.db import get_engine
+
+    with Session(get_engine(f"sqlite:///{calls['db']}")) as s:
+        data = gather(s, 1)
+        mixed = gather(s, 2)
+    call = next(c for c in data.calls if c["path"].endswith("/three.wav"))
+    assert [ch["role"] for ch in call["channels"]] == ["agent", "customer", "channel 2"]
+    assert all(ch["segments"] for ch in call["channels"])  # one time axis: segment times of the file
+    roles = {g["name"]: g for g in data.roles}
+    assert set(roles) == {"agent", "customer", "channel 2"} and roles["customer"]["failed"] == 2
+    for g in roles.values():
+        assert abs(sum(sh for _, _, sh in g["emotions"]) - 1.0) < 1e-9
+    assert not any(t["path"].endswith("/call.wav") for t in data.timelines)  # channels are drawn as calls
+    html = render(data)
+    assert "Calls: each party on its own channel" in html and html.count("who spoke when in") == len(data.calls)
+    assert mixed.calls == [] and mixed.roles == [] and "Calls: each party" not in render(mixed)
