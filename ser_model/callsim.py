@@ -31,6 +31,10 @@ class Turn:
         start_s: start in the call (seconds).
         end_s: end in the call (seconds).
         source: where the utterance came from (a path), for scoring against the file alone.
+        speech_start_s: start of the utterance's speech in the call (seconds): its first frame
+            within :data:`SPEECH_TOP_DB` of its loudest (recordings such as RAVDESS hold about a
+            second of silence before and after the speech).
+        speech_end_s: end of that speech (seconds).
     """
 
     index: int
@@ -38,6 +42,25 @@ class Turn:
     start_s: float
     end_s: float
     source: str = ""
+    speech_start_s: float = 0.0
+    speech_end_s: float = 0.0
+
+
+SPEECH_TOP_DB = 40.0
+"""Frames (32 ms, 10 ms hop) within this many dB of an utterance's loudest frame are its speech."""
+
+
+def speech_span(y: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[float, float]:
+    """``(start_s, end_s)`` of the frames of ``y`` within :data:`SPEECH_TOP_DB` of its loudest frame."""
+    win, hop = int(0.032 * sr), int(0.010 * sr)
+    x = np.asarray(y, dtype=np.float64)
+    if x.size < win:
+        return 0.0, x.size / sr
+    cs = np.concatenate([[0.0], np.cumsum(x * x)])
+    starts = np.arange(0, x.size - win + 1, hop)
+    db = 10 * np.log10(np.maximum((cs[starts + win] - cs[starts]) / win, 1e-12))
+    idx = np.flatnonzero(db >= db.max() - SPEECH_TOP_DB)
+    return float(starts[idx[0]] / sr), float((starts[idx[-1]] + win) / sr)
 
 
 def build_call(
@@ -98,7 +121,8 @@ def build_call(
     turns = []
     for i, ((party, y, src), a) in enumerate(zip(utterances, starts, strict=True)):
         dry[a : a + len(y), party] += np.asarray(y, dtype=np.float64)
-        turns.append(Turn(i, party, a / sr, (a + len(y)) / sr, src))
+        s0, s1 = speech_span(y, sr)
+        turns.append(Turn(i, party, a / sr, (a + len(y)) / sr, src, a / sr + s0, a / sr + s1))
     call = dry.copy()
     if bleed_db is not None:
         level = float(g.uniform(*bleed_db)) if isinstance(bleed_db, tuple) else float(bleed_db)

@@ -498,7 +498,9 @@ def measure_levels(
         params: VAD rules (``top_db``, ``noise_margin_db``); default :class:`VadParams`.
         block_s: decoding block length (seconds).
         info: header from :func:`ser_model.audio.probe_audio`.
-        channel: measure this channel (0-based) alone instead of the mono mix.
+        channel: measure this channel (0-based) alone instead of the mono mix; its noise floor
+            comes from its own frames only (:class:`ChannelGate`: another party's bleed would
+            otherwise raise the floor, and the threshold, above a quiet party's speech).
 
     Returns:
         ``(ref_db, noise_db, threshold_db, peak_dbfs)``: level exceeded by the loudest 1 s of frames
@@ -515,32 +517,51 @@ def measure_levels(
     framer = _Framer()
     peak = 0.0
     if channel is None:
-        blocks: Iterator[np.ndarray] = iter_blocks(path, block_s=block_s, info=info)
+        for block in iter_blocks(path, block_s=block_s, info=info):
+            peak = max(peak, float(np.max(np.abs(block))))
+            hist += np.bincount(_histogram_bin(framer.push(block)), minlength=n_bins)
+        hist += np.bincount(_histogram_bin(framer.finish()), minlength=n_bins)
+        n_in = framer.n_in
     else:
-        blocks = (b[:, channel] for b in iter_channel_blocks(path, block_s=block_s, info=info))
-    for block in blocks:
-        peak = max(peak, float(np.max(np.abs(block))))
-        hist += np.bincount(_histogram_bin(framer.push(block)), minlength=n_bins)
-    hist += np.bincount(_histogram_bin(framer.finish()), minlength=n_bins)
+        # the noise floor from the channel's own frames (and shared silence) only: another party's
+        # bleed would otherwise raise it, and the threshold, above a quiet party's speech
+        gate = ChannelGate(channel, info.channels)
+        own_hist = np.zeros(n_bins, dtype=np.int64)
+        for block in iter_channel_blocks(path, block_s=block_s, info=info):
+            peak = max(peak, float(np.max(np.abs(block[:, channel]))))
+            db, own = gate.push(block)
+            hist += np.bincount(_histogram_bin(db), minlength=n_bins)
+            own_hist += np.bincount(_histogram_bin(db[own]), minlength=n_bins)
+        db, own = gate.finish()
+        hist += np.bincount(_histogram_bin(db), minlength=n_bins)
+        own_hist += np.bincount(_histogram_bin(db[own]), minlength=n_bins)
+        n_in = gate.n_in
     total = int(hist.sum())
-    if framer.n_in == 0 or total == 0:
+    if n_in == 0 or total == 0:
         raise AudioError("no audio samples could be decoded (truncated file)")
     if peak <= 10 ** (SILENCE_PEAK_DBFS / 20):
         level = "-inf" if peak == 0 else f"{20 * np.log10(peak):.1f}"
         what = "recording" if channel is None else f"channel {channel}"
         raise AudioError(f"silent {what}: peak level {level} dBFS < {SILENCE_PEAK_DBFS:.0f} dBFS")
-    return (*_levels_from_hist(hist, p), 20.0 * math.log10(peak))
+    return (*_levels_from_hist(hist, p, None if channel is None else own_hist), 20.0 * math.log10(peak))
 
 
-def _levels_from_hist(hist: np.ndarray, p: VadParams) -> tuple[float, float, float]:
-    """``(ref_db, noise_db, threshold_db)`` from a histogram of frame levels (see :class:`VadParams`)."""
+def _levels_from_hist(
+    hist: np.ndarray, p: VadParams, noise_hist: np.ndarray | None = None
+) -> tuple[float, float, float]:
+    """``(ref_db, noise_db, threshold_db)`` from a histogram of frame levels (see :class:`VadParams`).
+
+    ``noise_hist`` (a channel's own frames, without another party's bleed) gives the noise floor
+    when given; the reference level always comes from ``hist`` (every frame).
+    """
     n_bins = hist.size
     total = int(hist.sum())
     centres = _HIST_LO + (np.arange(n_bins) + 0.5) * _HIST_STEP
     from_top = np.cumsum(hist[::-1])
     ref_db = float(centres[::-1][int(np.searchsorted(from_top, min(_REF_FRAMES, total)))])
-    cum = np.cumsum(hist)
-    noise_db = float(centres[int(np.searchsorted(cum, math.ceil(total * _NOISE_PERCENTILE / 100)))])
+    nh = hist if noise_hist is None or int(noise_hist.sum()) == 0 else noise_hist
+    cum = np.cumsum(nh)
+    noise_db = float(centres[int(np.searchsorted(cum, math.ceil(int(nh.sum()) * _NOISE_PERCENTILE / 100)))])
     threshold = min(max(ref_db - p.top_db, noise_db + p.noise_margin_db), ref_db - _MIN_HEADROOM_DB)
     return ref_db, noise_db, threshold
 
@@ -1034,7 +1055,9 @@ def own_speech_span(
     db2, own2 = gate.finish()
     db, own = np.concatenate([db1, db2]), np.concatenate([own1, own2])
     n_bins = int(round((_HIST_HI - _HIST_LO) / _HIST_STEP))
-    _, _, threshold = _levels_from_hist(np.bincount(_histogram_bin(db), minlength=n_bins), p)
+    _, _, threshold = _levels_from_hist(
+        np.bincount(_histogram_bin(db), minlength=n_bins), p, np.bincount(_histogram_bin(db[own]), minlength=n_bins)
+    )
     idx = np.flatnonzero((db >= threshold) & own)
     if idx.size * HOP_LENGTH < MIN_OWN_SPEECH_S * SAMPLE_RATE:
         raise AudioError(

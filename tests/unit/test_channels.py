@@ -55,8 +55,8 @@ def _segments(db: Path, batch: int, path: Path) -> dict[int | None, list[tuple[f
 def _check_turns(segs: dict[int | None, list[tuple[float, float]]], turns: list[Turn]) -> None:
     """Every turn covered on its own channel; no segment lies mostly outside its channel's turns."""
     for t in turns:
-        covered = sum(_overlap(a, b, t.start_s, t.end_s) for a, b in segs.get(t.party, []))
-        assert covered >= 0.5 * (t.end_s - t.start_s), f"turn {t.index} of party {t.party} not covered"
+        covered = sum(_overlap(a, b, t.speech_start_s, t.speech_end_s) for a, b in segs.get(t.party, []))
+        assert covered >= 0.5 * (t.speech_end_s - t.speech_start_s), f"turn {t.index} of party {t.party} not covered"
     for ch, spans in segs.items():
         own = [t for t in turns if t.party == ch]
         for a, b in spans:
