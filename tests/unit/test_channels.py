@@ -312,3 +312,27 @@ def test_report_has_per_channel_timelines_and_shares_per_role(calls):
     html = render(data)
     assert "Calls: each party on its own channel" in html and html.count("who spoke when in") == len(data.calls)
     assert mixed.calls == [] and mixed.roles == [] and "Calls: each party" not in render(mixed)
+
+
+@needs_corpus
+def test_speaker_adaptive_split_batch_keys_per_channel(tmp_path):
+    """One option says "the agent id is the folder, each call's customer is their own speaker"."""
+    rng = np.random.default_rng(3)
+    utts = _utterances([8, 9], 2)
+    for i in range(2):  # two short calls of agent_8 (classified whole: featurised, then by speaker)
+        call, _ = build_call(utts[2 * i : 2 * i + 2], bleed_db=-25.0, rng=rng)
+        write(tmp_path / "calls" / "agent_8" / f"c{i}.wav", call, 16000, subtype="PCM_16")
+    db = tmp_path / "ser.db"
+    spec = "agent=parent;customer=file"
+    p = run(["submit", str(tmp_path / "calls"), "--channels", "split", "--channel-names", "agent,customer",
+             "--speaker-from", spec, "-q"], db)  # fmt: skip
+    no_traceback(p)
+    assert p.returncode == 0, p.stderr
+    got = {(Path(r["path"]).name, r["channel"]): (r["speaker"], r["status"]) for r in sql(db, "SELECT * FROM results")}
+    c0, c1 = (str(tmp_path / "calls" / "agent_8" / f"c{i}.wav") for i in range(2))
+    assert got == {
+        ("c0.wav", 0): ("agent:agent_8", "done"),
+        ("c0.wav", 1): (f"customer:{c0}", "done"),
+        ("c1.wav", 0): ("agent:agent_8", "done"),
+        ("c1.wav", 1): (f"customer:{c1}", "done"),
+    }
