@@ -336,3 +336,19 @@ def test_speaker_adaptive_split_batch_keys_per_channel(tmp_path):
         ("c1.wav", 0): ("agent:agent_8", "done"),
         ("c1.wav", 1): (f"customer:{c1}", "done"),
     }
+
+
+def test_window_mode_per_channel_keeps_only_windows_with_own_speech(tmp_path):
+    from ser_model.segment import iter_segments
+
+    sr = 16000
+    y = np.zeros((6 * sr, 2), dtype=np.float32)
+    y[1 * sr : 3 * sr, 0] = tone(200.0, 2.0)  # party 0 speaks 1-3 s
+    y[1 * sr : 3 * sr, 1] = 0.05 * tone(200.0, 2.0)  # its bleed into channel 1, -26 dB
+    y[4 * sr : 5 * sr, 1] = tone(300.0, 1.0)  # party 1 speaks 4-5 s
+    path = write(tmp_path / "w.wav", y, sr, subtype="FLOAT")
+    spans = {c: [(s.start_s, s.end_s) for s in iter_segments(path, "window:1:1", channel=c)] for c in (0, 1)}
+    assert spans[0] == [(1.0, 2.0), (2.0, 3.0)]
+    assert spans[1] == [(4.0, 5.0)]
+    with pytest.raises(ValueError, match="out of range"):
+        list(iter_segments(path, "vad", channel=2))
