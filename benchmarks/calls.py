@@ -15,8 +15,9 @@ built from actors 17-20 and the TESS calls from OAF and YAF, speakers it never h
 **Calls** (:func:`ser_model.callsim.build_call`): 12 alternating turns of two parties (one RAVDESS
 utterance or TESS word each, drawn at random from the speaker's files), pauses of 0.4-1.2 s, a
 barge-in overlap of 0.3-0.8 s before 30 % of the turns, each party leaking into the other channel
-at one level per call drawn from -30 to -20 dB. Two conditions: ``studio`` (16 kHz PCM) and
-``telephone`` (300-3400 Hz band-pass, 8 kHz, G.711 mu-law WAV).
+at one level per call drawn from -30 to -20 dB. Two conditions of the same calls: ``studio`` (16 kHz
+PCM) and ``telephone`` (the bleed delayed by 0-60 ms as a hybrid's echo, 300-3400 Hz band-pass,
+8 kHz, G.711 mu-law WAV).
 
 **Labelling** goes through :func:`ser_batch.predict_files`, which runs the code of ``submit``
 (:func:`worker.processing.analyse_channels` / ``analyse_file``) without a database:
@@ -61,6 +62,7 @@ HELD_OUT_PAIRS = ((17, 18), (19, 20), (18, 19), (20, 17))
 CALLS_PER_PAIR = 4
 TURNS = 12
 TESS_CALLS = 8
+TELEPHONE_ECHO_S = (0.0, 0.06)  # delay of the bleed (hybrid echo) in the telephone condition, drawn per call
 
 
 def _emotion(path: str) -> str:
@@ -103,13 +105,18 @@ def build_calls(ravdess: Path, tess: Path, out: Path, seed: int = 20) -> list[di
             party = k % 2
             src = files[party][int(rng.integers(len(files[party])))]
             utts.append((party, load_audio(src)[0], str(src)))
-        call, turns = build_call(utts, overlap_prob=0.3, bleed_db=(-30.0, -20.0), rng=rng)
+        layout = int(rng.integers(1 << 31))  # the same turns, pauses and bleed level in both conditions
+        call, turns = build_call(utts, overlap_prob=0.3, bleed_db=(-30.0, -20.0), rng=np.random.default_rng(layout))
         corpus = name.split("-")[0]
         p = out / "studio" / f"call{i:02d}_{name}.wav"
         p.parent.mkdir(parents=True, exist_ok=True)
         sf.write(p, call, 16000, subtype="PCM_16")
         calls.append({"path": str(p), "corpus": corpus, "condition": "studio", "turns": turns})
-        tel, sr = telephone(call)
+        delay = float(rng.uniform(*TELEPHONE_ECHO_S))
+        echoed, _ = build_call(
+            utts, overlap_prob=0.3, bleed_db=(-30.0, -20.0), bleed_delay_s=delay, rng=np.random.default_rng(layout)
+        )
+        tel, sr = telephone(echoed)
         p = out / "telephone" / f"call{i:02d}_{name}.wav"
         p.parent.mkdir(parents=True, exist_ok=True)
         sf.write(p, tel, sr, subtype="ULAW")
@@ -227,7 +234,7 @@ def write_markdown(path: Path, o: dict[str, Any]) -> None:
         "Written by `benchmarks/calls.py` (see its docstring for the method). Model: trained on RAVDESS",
         "actors 1-16 (global pipeline); calls from RAVDESS actors 17-20 and TESS (OAF, YAF), speakers it never",
         "heard; 12 alternating turns per call, 30 % barge-in overlap, bleed -30 to -20 dB into the other",
-        "channel; `telephone`: 300-3400 Hz, 8 kHz mu-law.",
+        "channel; `telephone`: the same calls with the bleed delayed by 0-60 ms (echo), 300-3400 Hz, 8 kHz mu-law.",
         "",
         "| calls | turns | turns covered on own channel | segments | caused by bleed | per-party WA (split) |"
         " WA single files | split label = single-file label | WA `--channels mix` | turns covered (mix) |",

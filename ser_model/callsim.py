@@ -73,6 +73,7 @@ def build_call(
     overlap_s: tuple[float, float] = (0.3, 0.8),
     bleed_db: float | tuple[float, float] | None = -25.0,
     lead_s: float = 0.5,
+    bleed_delay_s: float = 0.0,
     rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, list[Turn]]:
     """Lay utterances out as turns of a call, one party per channel, with bleed between channels.
@@ -88,6 +89,8 @@ def build_call(
         bleed_db: level (dB, negative) at which each party leaks into every other channel; a
             range draws one level per call; None: no bleed.
         lead_s: silence at the start and end of the call (seconds).
+        bleed_delay_s: the bleed arrives this much later than the party's own channel (seconds;
+            the echo of a telephone hybrid or a room, tens of milliseconds).
         rng: random generator (default a fixed seed 0).
 
     Returns:
@@ -127,8 +130,10 @@ def build_call(
     if bleed_db is not None:
         level = float(g.uniform(*bleed_db)) if isinstance(bleed_db, tuple) else float(bleed_db)
         gain = 10 ** (level / 20)
+        d = int(round(bleed_delay_s * sr))
         for c in range(n_parties):
-            call[:, c] += gain * (dry.sum(axis=1) - dry[:, c])
+            leak = dry.sum(axis=1) - dry[:, c]
+            call[d:, c] += gain * leak[: n - d]
     peak = float(np.max(np.abs(call))) or 1.0
     if peak > 0.99:
         call *= 0.99 / peak
