@@ -440,13 +440,14 @@ class ChannelGate:
     Args:
         channel: the channel judged (0-based).
         n_channels: channels of the blocks.
-        margin_db: :data:`BLEED_MARGIN_DB` unless given.
+        margin_db: :data:`BLEED_MARGIN_DB` (read when the gate is made) unless given.
     """
 
-    def __init__(self, channel: int, n_channels: int, *, margin_db: float = BLEED_MARGIN_DB) -> None:
+    def __init__(self, channel: int, n_channels: int, *, margin_db: float | None = None) -> None:
         if not 0 <= channel < n_channels:
             raise ValueError(f"channel {channel} out of range for {n_channels} channel(s)")
-        self.channel, self.n_channels, self.margin_db = channel, n_channels, margin_db
+        self.channel, self.n_channels = channel, n_channels
+        self.margin_db = BLEED_MARGIN_DB if margin_db is None else margin_db
         self.framers = [_Framer() for _ in range(n_channels)]
         self.k = max(1, int(round(BLEED_DELAY_S * SAMPLE_RATE / HOP_LENGTH)) + 1)
         self.tail = np.full(self.k - 1, LEVEL_FLOOR_DB)
