@@ -165,7 +165,7 @@ def submit(
         seg_spec = str(parse_segment_mode(segment))
     except ValueError as e:
         raise CliError(f"--segment: {e}", EXIT_USAGE) from None
-    from worker.processing import parse_channel_names
+    from producer.submit import parse_channel_names
 
     try:
         names = parse_channel_names(channel_names)

@@ -236,24 +236,6 @@ def _seg_label(seg: Any) -> dict[str, Any]:
     }
 
 
-def parse_channel_names(spec: str | None) -> list[str]:
-    """``--channel-names agent,customer`` -> ``["agent", "customer"]`` (role of channel 0, 1, ...).
-
-    Raises:
-        ValueError: an empty name, a name longer than 64 characters, or a name given twice.
-    """
-    if spec is None or not spec.strip():
-        return []
-    names = [n.strip() for n in spec.split(",")]
-    if any(not n for n in names):
-        raise ValueError(f"--channel-names {spec!r}: empty name; give one name per channel, e.g. agent,customer")
-    if any(len(n) > 64 for n in names):
-        raise ValueError("--channel-names: a name is longer than 64 characters")
-    if len(set(names)) != len(names):
-        raise ValueError(f"--channel-names {spec!r}: a name is given twice")
-    return names
-
-
 def analyse_channels(
     path: str,
     model: LoadedModel,
