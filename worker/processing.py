@@ -2,8 +2,9 @@
 
 :func:`process_paths` is what the ``ser.classify`` Celery task wraps and what every process of
 embedded ``ser-batch submit`` calls. A file that cannot be labelled becomes a ``failed`` row with a
-one-line reason; it never stops the rest of the chunk. Rows are upserted on (batch_id, path), so
-running the same chunk twice leaves the same rows.
+one-line reason; it never stops the rest of the chunk. Rows are upserted on (batch_id, path,
+channel), so running the same chunk twice leaves the same rows; with ``--channels split`` a
+multi-channel file's pending row is replaced by one row per channel (:func:`analyse_channels`).
 """
 
 from __future__ import annotations

@@ -141,3 +141,52 @@ def test_status_on_postgresql_shows_rate_and_eta(pg_url, env_for):
     assert 0.1 < rate < 0.3  # 2 files in about 10 s
     eta = float(cells["ETA"].rstrip(" s"))
     assert 5 < eta < 15  # 2 pending at about 0.2 files/s
+
+
+def test_0006_channels_on_a_populated_postgresql_database(pg_cluster):
+    """0005 -> 0006 on PostgreSQL keeps rows (channel NULL) and enforces the new key; back to 0005."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from worker.db import get_engine
+    from worker.migrate import downgrade, upgrade
+
+    url = pg_cluster.create_database("populated_0005")
+    upgrade(url, "0005")
+    eng = get_engine(url)
+    with eng.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO batches (id, created_at, options, source_paths, status, mode, n_files, n_done, n_failed,"
+                " n_ignored) VALUES (1, now(), '{}', '[]', 'done', 'embedded', 1, 1, 0, 0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO results (batch_id, path, status, emotion, attempts, created_at, updated_at)"
+                " VALUES (1, 'a.wav', 'done', 'sad', 1, now(), now())"
+            )
+        )
+        conn.execute(text("INSERT INTO segments (result_id, idx, start_s, end_s) SELECT id, 0, 0.0, 1.0 FROM results"))
+    upgrade(url)
+    with eng.begin() as conn:
+        assert conn.execute(text("SELECT path, channel, emotion FROM results")).all() == [("a.wav", None, "sad")]
+        assert conn.execute(text("SELECT channel FROM segments")).all() == [(None,)]
+        for ch in (0, 1):  # channels of the same file are rows of their own
+            conn.execute(
+                text(
+                    "INSERT INTO results (batch_id, path, channel, status, attempts, created_at, updated_at)"
+                    " VALUES (1, 'a.wav', :c, 'done', 0, now(), now())"
+                ),
+                {"c": ch},
+            )
+    with pytest.raises(IntegrityError), eng.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO results (batch_id, path, status, attempts, created_at, updated_at)"
+                " VALUES (1, 'a.wav', 'done', 0, now(), now())"
+            )
+        )
+    downgrade(url, "0005")
+    with eng.begin() as conn:
+        assert conn.execute(text("SELECT path, emotion FROM results")).all() == [("a.wav", "sad")]
