@@ -358,6 +358,10 @@ def results(
 def plot(
     result: Annotated[str, typer.Argument(help="Result id, or a file path (its newest row).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path("timeline.png"),
+    channel: Annotated[
+        int | None,
+        typer.Option(min=0, help="With a path: the row of this channel of a --channels split file."),
+    ] = None,
 ) -> None:
     """Draw the emotion probabilities over time of one (segmented) recording as a PNG timeline."""
     from sqlalchemy import select
@@ -372,6 +376,8 @@ def plot(
             row = session.get(Result, int(result))
         else:
             q = select(Result).where(Result.path.in_([result, os.path.abspath(result)])).order_by(Result.id.desc())
+            if channel is not None:
+                q = q.where(Result.channel == channel)
             row = session.scalars(q.limit(1)).first()
         if row is None:
             raise CliError(
@@ -394,7 +400,10 @@ def plot(
             ]
         probs = row.probabilities or {}
         labels = [e for e in EMOTIONS if e in probs] + sorted(set(probs) - set(EMOTIONS))
-        title = f"{row.path} ({row.analysis_mode}, {len(segs)} segment(s), overall {row.emotion} {row.confidence:.2f})"
+        who = "" if row.channel is None else f" [ch {row.channel}{' ' + row.role if row.role else ''}]"
+        title = (
+            f"{row.path}{who} ({row.analysis_mode}, {len(segs)} segment(s), overall {row.emotion} {row.confidence:.2f})"
+        )
     out = plot_timeline(segs, labels, output, title=title)
     console.print(f"wrote {out}")
 

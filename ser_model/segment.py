@@ -49,6 +49,7 @@ import soundfile as sf
 import soxr
 
 from ser_model.audio import (
+    MIN_DURATION_S,
     SAMPLE_RATE,
     SILENCE_PEAK_DBFS,
     AudioError,
@@ -1038,6 +1039,10 @@ def own_speech_span(
     p = vad or VadParams()
     if info is None:
         info = probe_audio(path)
+    if info.frames <= 0:
+        raise AudioError("no audio samples (header-only or truncated file)")
+    if info.duration_s < MIN_DURATION_S:
+        raise AudioError(f"recording too short: {info.duration_s:.3f} s < {MIN_DURATION_S} s minimum")
     if max_duration_s is not None and info.duration_s > max_duration_s:
         raise AudioError(
             f"recording too long: {info.duration_s:.1f} s > limit of {max_duration_s:.0f} s (SER_MAX_DURATION_S)"

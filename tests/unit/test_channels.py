@@ -166,6 +166,11 @@ def test_exports_and_status_carry_the_channel(calls):
     assert ("call.wav", "1", "customer") in got and ("mono.wav", "", "") in got
     p = run(["results", "--batch", "1", "--segments", "--format", "json"], calls["db"])
     assert {r["channel"] for r in json.loads(p.stdout)} == {0, 1, 2, None}
+    png = calls["dir"] / "ch1.png"
+    call = str(calls["dir"] / "split" / "call.wav")
+    p = run(["plot", call, "--channel", "1", "-o", str(png)], calls["db"])
+    assert p.returncode == 0 and png.stat().st_size > 0, p.stderr
+    assert run(["plot", call, "--channel", "3", "-o", str(png)], calls["db"]).returncode == 2
     doc = json.loads(run(["status", "1", "--format", "json"], calls["db"]).stdout)
     assert doc["channels"] == "split"
     by = {(r["channel"], r["role"]): r for r in doc["by_channel"]}
