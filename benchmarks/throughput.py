@@ -238,19 +238,19 @@ def side_by_side(data: str, rounds: int) -> list[dict[str, Any]]:
 
 def legacy_upsert_results(session: Any, rows: list[dict[str, Any]]) -> None:
     """``worker.db.upsert_results`` before issue 14: a multi-row INSERT built and compiled per chunk."""
-    from worker.db import Result, _upsert_insert, utcnow
+    from worker.db import Result, _key_elements, _upsert_insert, utcnow
 
     stmt = _upsert_insert(session)(Result).values(list(rows))
     keys = set(rows[0]) - {"batch_id", "path", "created_at"}
     update = {k: getattr(stmt.excluded, k) for k in keys}
     update["updated_at"] = utcnow()
-    stmt = stmt.on_conflict_do_update(index_elements=["batch_id", "path"], set_=update)
+    stmt = stmt.on_conflict_do_update(index_elements=_key_elements(), set_=update)
     session.execute(stmt)
 
 
 def legacy_insert_pending(session: Any, batch_id: int, paths: list[str], sizes: dict[str, int]) -> None:
     """``worker.db.insert_pending`` before issue 14: multi-row INSERTs of 500 rows, compiled per call."""
-    from worker.db import Result, _upsert_insert
+    from worker.db import Result, _key_elements, _upsert_insert
 
     insert_ = _upsert_insert(session)
     rows = [
@@ -258,7 +258,7 @@ def legacy_insert_pending(session: Any, batch_id: int, paths: list[str], sizes: 
         for p in paths
     ]
     for i in range(0, len(rows), 500):
-        stmt = insert_(Result).values(rows[i : i + 500]).on_conflict_do_nothing(index_elements=["batch_id", "path"])
+        stmt = insert_(Result).values(rows[i : i + 500]).on_conflict_do_nothing(index_elements=_key_elements())
         session.execute(stmt)
 
 

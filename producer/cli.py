@@ -15,7 +15,7 @@ import sys
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.table import Table
@@ -59,6 +59,13 @@ app.add_typer(models_app, name="models")
 
 _current_batch: int | None = None
 """The batch `submit` is working on, named in the Ctrl-C message so that `--resume` can be copied."""
+
+
+class ChannelMode(StrEnum):
+    """How multi-channel files are labelled (``submit --channels``)."""
+
+    mix = "mix"
+    split = "split"
 
 
 class Fmt(StrEnum):
@@ -157,8 +164,20 @@ def submit(
         str | None,
         typer.Option(help="POST a JSON event to this URL when the batch is final [default: SER_NOTIFY_URL]."),
     ] = None,
+    channels: Annotated[
+        ChannelMode,
+        typer.Option(
+            help="mix: every file is mixed to mono, one row per file. split: each channel of a multi-channel "
+            "file is its own recording (a call: agent and customer), one row per channel; another party's "
+            "bleed into a channel is gated; mono files keep one row."
+        ),
+    ] = ChannelMode.mix,
+    channel_names: Annotated[
+        str | None,
+        typer.Option(help="With --channels split: role of channel 0, 1, ... as a comma list, e.g. agent,customer."),
+    ] = None,
 ) -> None:
-    """Label every audio file under PATHS and record one row per file.
+    """Label every audio file under PATHS and record one row per file (per channel with --channels split).
 
     Without SER_BROKER_URL the batch is processed on this machine with all cores; with it, the files
     are queued for `ser-batch worker` processes. Exit code 0 when every file is done, 3 when some failed.
@@ -181,12 +200,26 @@ def submit(
         seg_spec = str(parse_segment_mode(segment))
     except ValueError as e:
         raise CliError(f"--segment: {e}", EXIT_USAGE) from None
+    from producer.submit import parse_channel_names
+
+    try:
+        names = parse_channel_names(channel_names)
+    except ValueError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    if names and channels != ChannelMode.split:
+        raise CliError("--channel-names needs --channels split", EXIT_USAGE)
     speaker_of = None
     if speaker_from:
-        from ser_model.speakers_from import parse_speaker_spec
+        from ser_model.speakers_from import channel_speaker_keys, parse_speaker_spec, split_channel_specs
 
         try:
-            speaker_of = parse_speaker_spec(speaker_from)
+            if channels == ChannelMode.split:
+                by_channel = channel_speaker_keys(speaker_from, names)
+                speaker_of = lambda p: by_channel(p, None, None)  # noqa: E731 - a mono file's key
+            elif split_channel_specs(speaker_from) is not None:
+                raise ValueError("a key per channel (ROLE=SPEC;...) needs --channels split")
+            else:
+                speaker_of = parse_speaker_spec(speaker_from)
         except ValueError as e:
             raise CliError(f"--speaker-from: {e}", EXIT_USAGE) from None
     if normalise is Normalise.batch:
@@ -212,6 +245,8 @@ def submit(
         notify_url=notify_url,
         normalise=normalise.value if normalise is not Normalise.none else None,
         model_version=model_version,
+        channels=str(channels.value),
+        channel_names=names,
     )
     global _current_batch
     _current_batch = batch_id  # for the Ctrl-C message
@@ -371,6 +406,10 @@ def results(
 def plot(
     result: Annotated[str, typer.Argument(help="Result id, or a file path (its newest row).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path("timeline.png"),
+    channel: Annotated[
+        int | None,
+        typer.Option(min=0, help="With a path: the row of this channel of a --channels split file."),
+    ] = None,
 ) -> None:
     """Draw the emotion probabilities over time of one (segmented) recording as a PNG timeline."""
     from sqlalchemy import select
@@ -385,6 +424,8 @@ def plot(
             row = session.get(Result, int(result))
         else:
             q = select(Result).where(Result.path.in_([result, os.path.abspath(result)])).order_by(Result.id.desc())
+            if channel is not None:
+                q = q.where(Result.channel == channel)
             row = session.scalars(q.limit(1)).first()
         if row is None:
             raise CliError(
@@ -407,7 +448,10 @@ def plot(
             ]
         probs = row.probabilities or {}
         labels = [e for e in EMOTIONS if e in probs] + sorted(set(probs) - set(EMOTIONS))
-        title = f"{row.path} ({row.analysis_mode}, {len(segs)} segment(s), overall {row.emotion} {row.confidence:.2f})"
+        who = "" if row.channel is None else f" [ch {row.channel}{' ' + row.role if row.role else ''}]"
+        title = (
+            f"{row.path}{who} ({row.analysis_mode}, {len(segs)} segment(s), overall {row.emotion} {row.confidence:.2f})"
+        )
     out = plot_timeline(segs, labels, output, title=title)
     console.print(f"wrote {out}")
 
@@ -463,6 +507,20 @@ def status(
                 Result.batch_id == batch_id, Result.status != "pending"
             )
         ).one()
+        split = (batch.options or {}).get("channels") == "split"
+        by_channel: dict[tuple[int | None, str | None], dict[str, Any]] = {}
+        if split:  # rows per channel (aggregated in SQL): NULL channel = mono files, pending files
+            q = (
+                select(Result.channel, Result.role, Result.status, func.count())
+                .where(Result.batch_id == batch_id)
+                .group_by(Result.channel, Result.role, Result.status)
+            )
+            for ch, role, st, n in session.execute(q):
+                rec = by_channel.setdefault(
+                    (ch, role), {"channel": ch, "role": role, "done": 0, "failed": 0, "pending": 0}
+                )
+                rec[st] = n
+    per_channel = sorted(by_channel.values(), key=lambda r: (r["channel"] is not None, r["channel"] or 0))
     finished = counts["done"] + counts["failed"]
     start = aware(batch.created_at)
     end = aware(last) if counts["pending"] == 0 and last else datetime.now(UTC)
@@ -481,6 +539,8 @@ def status(
             "eta_s": None if eta is None else round(eta, 1),
             "finished_at": finished_at.isoformat() if finished_at else None,
         }
+        if split:  # a mix batch's document is unchanged
+            doc.update(channels="split", by_channel=per_channel)
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
         return
     t = Table(title=f"batch {batch_id}", show_header=False)
@@ -490,13 +550,24 @@ def status(
     t.add_row("mode", batch.mode)
     t.add_row("created", aware(batch.created_at).isoformat(timespec="seconds"))
     t.add_row("sources", escape("\n".join(batch.source_paths)))
-    t.add_row("files", str(counts["total"]))
+    t.add_row("files" if not split else "rows", str(counts["total"]))
     t.add_row("done", str(counts["done"]))
     t.add_row("failed", str(counts["failed"]))
     t.add_row("pending", str(counts["pending"]))
     t.add_row("low confidence", str(counts["low_confidence"]))
     t.add_row("out of domain", str(counts["out_of_domain"]))
     t.add_row("non-audio ignored", str(batch.n_ignored))
+    if split:
+        lines = [
+            (
+                "mono / not split yet"
+                if r["channel"] is None
+                else f"ch {r['channel']}" + (f" {r['role']}" if r["role"] else "")
+            )
+            + f": {r['done']} done, {r['failed']} failed, {r['pending']} pending"
+            for r in per_channel
+        ]
+        t.add_row("channels", escape("split (one row per file and channel)\n" + "\n".join(lines)))
     t.add_row("files/s", f"{rate:.1f}")
     t.add_row("ETA", "-" if eta is None else f"{eta:.0f} s")
     for w in warnings:

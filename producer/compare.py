@@ -80,7 +80,7 @@ def create_rescore_batch(
         source_paths=list(old.source_paths or []),
         status="running",
         mode=mode,
-        n_files=len(rows),
+        n_files=len(rows),  # set to the number of distinct files below
         n_ignored=old.n_ignored,
         options=options,
     )
@@ -90,9 +90,15 @@ def create_rescore_batch(
         from worker.notify import record_webhook
 
         record_webhook(session, new, notify_url)
-    speakers = {p: spk for p, _, spk in rows} if any(spk for _, _, spk in rows) else None
-    insert_pending(session, new.id, [p for p, _, _ in rows], {p: n for p, n, _ in rows if n is not None}, speakers)
-    return new.id, len(rows)
+    # one pending row per file: a split batch's channels become rows again when the file is processed
+    # (the first row of a path, in id order, gives its speaker: a file's own, or channel 0's)
+    files: dict[str, tuple[int | None, str | None]] = {}
+    for p, n, spk in rows:
+        files.setdefault(p, (n, spk))
+    speakers = {p: spk for p, (_, spk) in files.items()} if any(spk for _, spk in files.values()) else None
+    new.n_files = len(files)
+    insert_pending(session, new.id, list(files), {p: n for p, (n, _) in files.items() if n is not None}, speakers)
+    return new.id, len(files)
 
 
 def rescore(
@@ -163,15 +169,20 @@ def rescore(
 # ------------------------------------------------------------------------------------------ diff
 
 
-def _rows(session: Any, batch_id: int) -> dict[str, dict[str, Any]]:
+def _rows(session: Any, batch_id: int) -> dict[tuple[str, int | None], dict[str, Any]]:
+    """``{(path, channel): row}``: a file's mixed row has channel None, a split file one row per channel."""
     from sqlalchemy import select
 
     from worker.db import Result
 
-    q = select(Result.path, Result.status, Result.emotion, Result.confidence, Result.model_version).where(
-        Result.batch_id == batch_id
-    )
-    return {r.path: r._asdict() for r in session.execute(q)}
+    q = select(
+        Result.path, Result.channel, Result.status, Result.emotion, Result.confidence, Result.model_version
+    ).where(Result.batch_id == batch_id)
+    return {(r.path, r.channel): r._asdict() for r in session.execute(q)}
+
+
+def _key_order(k: tuple[str, int | None]) -> tuple[str, int]:
+    return (k[0], -1 if k[1] is None else k[1])
 
 
 def _label(r: dict[str, Any]) -> str:
@@ -180,7 +191,10 @@ def _label(r: dict[str, Any]) -> str:
 
 
 def diff_batches(session: Any, a: int, b: int) -> dict[str, Any]:
-    """Compare the labels of two batches file by file (matched on the path).
+    """Compare the labels of two batches file by file (matched on the path and channel).
+
+    Rows of ``--channels split`` batches are compared channel by channel; a split file's channel
+    and a mixed row of the same file are different recordings (``only_a`` / ``only_b``).
 
     Args:
         session: an open SQLAlchemy session.
@@ -203,7 +217,7 @@ def diff_batches(session: Any, a: int, b: int) -> dict[str, Any]:
         if session.get(Batch, bid) is None:
             raise LookupError(f"no batch {bid}")
     ra, rb = _rows(session, a), _rows(session, b)
-    common = sorted(set(ra) & set(rb))
+    common = sorted(set(ra) & set(rb), key=_key_order)
     changed = []
     trans: Counter[tuple[str, str]] = Counter()
     for p in common:
@@ -212,7 +226,8 @@ def diff_batches(session: Any, a: int, b: int) -> dict[str, Any]:
         if la != lb:
             changed.append(
                 {
-                    "path": p,
+                    "path": p[0],
+                    "channel": p[1],
                     "emotion_a": ra[p]["emotion"],
                     "emotion_b": rb[p]["emotion"],
                     "confidence_a": ra[p]["confidence"],
@@ -267,6 +282,7 @@ def diff(
     JSON: {"a", "b", "summary", "changed"}; table: both.
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
     from sqlalchemy.orm import Session
 
@@ -287,7 +303,9 @@ def diff(
         text = json.dumps(d, indent=2, default=str) + "\n"
     elif fmt is DiffFormat.csv:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=DIFF_COLUMNS, lineterminator="\n")
+        split = any(r["channel"] is not None for r in d["changed"])  # a mix diff's columns are unchanged
+        cols = ["path", "channel", *DIFF_COLUMNS[1:]] if split else list(DIFF_COLUMNS)
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
         w.writerows(d["changed"])
         text = buf.getvalue()
@@ -299,7 +317,7 @@ def diff(
             t.add_column(c, overflow="fold")
         for r in d["changed"]:
             t.add_row(
-                r["path"],
+                escape(r["path"] if r["channel"] is None else f"{r['path']} [ch {r['channel']}]"),
                 r["emotion_a"] or f"({r['status_a']})",
                 r["emotion_b"] or f"({r['status_b']})",
                 "" if r["confidence_a"] is None else f"{r['confidence_a']:.2f}",

@@ -1,7 +1,8 @@
 """`ser-batch labels export`: the files of a batch the model is least sure about, as a manifest to label.
 
 The manifest has the columns ``path,label,speaker,predicted,confidence`` with ``label`` empty for a
-person to fill in; once labelled it trains a model directly: ``ser-batch train ravdess:DIR
+person to fill in (a ``--channels split`` batch adds ``channel,role`` after ``path``: the label is that
+party's, and such rows cannot train a model yet); once labelled it trains a model directly: ``ser-batch train ravdess:DIR
 csv:tolabel.csv --weight csv=3`` (see ``ser_model.datasets.read_sources``; the extra columns are
 ignored by the reader).
 """
@@ -15,6 +16,8 @@ from typing import Annotated, Any
 import typer
 
 MANIFEST_COLUMNS = ("path", "label", "speaker", "predicted", "confidence")
+SPLIT_MANIFEST_COLUMNS = ("path", "channel", "role", "label", "speaker", "predicted", "confidence")
+"""Columns of a manifest with rows of ``--channels split`` batches (a mix batch's manifest is unchanged)."""
 
 labels_app = typer.Typer(
     help="The labelling loop: export the files the model is least sure about, label them, train on them.",
@@ -35,34 +38,55 @@ def least_sure(session: Any, batch_id: int, count: int) -> list[dict[str, Any]]:
         count: how many files, at least 1.
 
     Returns:
-        Manifest rows ``{"path", "label": "", "speaker", "predicted", "confidence"}``.
+        Manifest rows ``{"path", "channel", "role", "label": "", "speaker", "predicted", "confidence"}``
+        (``channel``/``role`` empty for a mixed row).
     """
     from sqlalchemy import select
 
     from worker.db import Result
 
     q = (
-        select(Result.path, Result.speaker, Result.emotion, Result.confidence, Result.ood_score)
+        select(
+            Result.path,
+            Result.channel,
+            Result.role,
+            Result.speaker,
+            Result.emotion,
+            Result.confidence,
+            Result.ood_score,
+        )
         .where(Result.batch_id == batch_id, Result.status == "done", Result.confidence.is_not(None))
         .order_by(
             Result.confidence.asc(),
             Result.ood_score.is_(None).asc(),  # scored rows first on equal confidence
             Result.ood_score.desc(),
             Result.path.asc(),
+            Result.channel.asc(),
         )
         .limit(count)
     )
     return [
-        {"path": p, "label": "", "speaker": spk or "", "predicted": emo, "confidence": f"{conf:.4f}"}
-        for p, spk, emo, conf, _ in session.execute(q)
+        {
+            "path": p,
+            "channel": "" if ch is None else ch,
+            "role": role or "",
+            "label": "",
+            "speaker": spk or "",
+            "predicted": emo,
+            "confidence": f"{conf:.4f}",
+        }
+        for p, ch, role, spk, emo, conf, _ in session.execute(q)
     ]
 
 
 def write_manifest(rows: list[dict[str, Any]], output: Path) -> None:
-    """Write manifest rows as UTF-8 CSV with the header :data:`MANIFEST_COLUMNS`."""
+    """Write manifest rows as UTF-8 CSV with the header :data:`MANIFEST_COLUMNS` (or
+    :data:`SPLIT_MANIFEST_COLUMNS` when a row is one channel of a file)."""
     output.parent.mkdir(parents=True, exist_ok=True)
+    split = any(r.get("channel") not in (None, "") for r in rows)
+    cols = SPLIT_MANIFEST_COLUMNS if split else MANIFEST_COLUMNS
     with output.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
 
@@ -76,7 +100,8 @@ def export(
 ) -> None:
     """Write the COUNT files of a batch the model is least sure about as a manifest to label.
 
-    Columns path,label,speaker,predicted,confidence; fill in `label` (any label name; the eight
+    Columns path,label,speaker,predicted,confidence (path,channel,role,... for a --channels split
+    batch); fill in `label` (any label name; the eight
     RAVDESS emotions are neutral, calm, happy, sad, angry, fearful, disgust, surprised), delete rows
     you cannot label, then train on it together with a corpus:
     `ser-batch train ravdess:DIR csv:tolabel.csv --weight csv=3`.

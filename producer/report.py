@@ -49,6 +49,14 @@ class ReportData:
         failed: ``[(path, reason)]`` (at most :data:`MAX_FAILED`), ``n_failed_hidden`` the rest.
         timelines: ``[{"path", "n_segments", "duration_s", "emotion"}]`` of segmented recordings.
         models: per model version used: ``{"version", "files", "metrics": {...} or {}}``.
+        calls: ``--channels split`` batches: per multi-channel file (the longest first, at most
+            :data:`MAX_TIMELINES`) ``{"path", "duration_s", "channels": [{"channel", "role",
+            "status", "emotion", "segments": [{"start_s", "end_s", "emotion"}]}]}``, drawn as one
+            timeline per file with a lane per channel on one time axis (who spoke when, in which
+            emotion).
+        roles: ``--channels split`` batches: per role (or ``channel N``): ``{"name", "rows", "done",
+            "failed", "speech_s", "emotions": [(emotion, seconds, share of the role's labelled
+            speech)]}``; speech is the segments' time (a channel classified whole: its duration).
     """
 
     batch: dict[str, Any]
@@ -67,6 +75,9 @@ class ReportData:
     n_timelines_hidden: int = 0
     models: list[dict[str, Any]] = field(default_factory=list)
     segments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    n_calls_hidden: int = 0
+    roles: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -108,6 +119,8 @@ def gather(session: Any, batch_id: int) -> ReportData:
         Result.low_confidence,
         Result.out_of_domain,
         Result.finished_at,
+        Result.channel,
+        Result.role,
     )
     rows = [r._asdict() for r in session.execute(select(*cols).where(Result.batch_id == batch_id).order_by(Result.id))]
     done = [r for r in rows if r["status"] == "done"]
@@ -143,7 +156,12 @@ def gather(session: Any, batch_id: int) -> ReportData:
     _groups(data, rows)
     failed = [(r["path"], r["error"] or "") for r in rows if r["status"] == "failed"]
     data.failed, data.n_failed_hidden = failed[:MAX_FAILED], max(0, len(failed) - MAX_FAILED)
-    seg_rows = sorted((r for r in done if r["analysis_mode"] == "segments"), key=lambda r: -(r["duration_s"] or 0.0))
+    if (batch.options or {}).get("channels") == "split":
+        _calls(session, data, rows)
+    seg_rows = sorted(
+        (r for r in done if r["analysis_mode"] == "segments" and r["channel"] is None),
+        key=lambda r: -(r["duration_s"] or 0.0),
+    )
     data.n_timelines_hidden = max(0, len(seg_rows) - MAX_TIMELINES)
     for r in seg_rows[:MAX_TIMELINES]:
         segs = [
@@ -167,6 +185,55 @@ def gather(session: Any, batch_id: int) -> ReportData:
             }
         )
     return data
+
+
+def _calls(session: Any, data: ReportData, rows: list[dict[str, Any]]) -> None:
+    """Per-channel timelines of the split files and the share of each emotion per role (``data.calls``, ``data.roles``)."""
+    from sqlalchemy import select
+
+    from worker.db import Segment
+
+    files: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["channel"] is not None:
+            files[r["path"]].append(r)
+    longest = sorted(files.items(), key=lambda kv: -max(r["duration_s"] or 0.0 for r in kv[1]))
+    data.n_calls_hidden = max(0, len(longest) - MAX_TIMELINES)
+    shown = {p for p, _ in longest[:MAX_TIMELINES]}
+    roles: dict[str, dict[str, Any]] = {}
+    for path, chans in longest:
+        entry = {"path": path, "duration_s": max(r["duration_s"] or 0.0 for r in chans), "channels": []}
+        for r in sorted(chans, key=lambda r: r["channel"]):
+            name = r["role"] or f"channel {r['channel']}"
+            segs = [
+                {"start_s": sg.start_s, "end_s": sg.end_s, "emotion": sg.emotion}
+                for sg in session.scalars(select(Segment).where(Segment.result_id == r["id"]).order_by(Segment.idx))
+            ]
+            if not segs and r["status"] == "done":  # classified whole
+                segs = [{"start_s": 0.0, "end_s": r["duration_s"] or 0.0, "emotion": r["emotion"]}]
+            g = roles.setdefault(name, {"name": name, "rows": 0, "done": 0, "failed": 0, "time": Counter()})
+            g["rows"] += 1
+            if r["status"] in ("done", "failed"):
+                g[r["status"]] += 1
+            for sg in segs:
+                g["time"][sg["emotion"]] += sg["end_s"] - sg["start_s"]
+            if path in shown:
+                entry["channels"].append(
+                    {
+                        "channel": r["channel"],
+                        "role": name,
+                        "status": r["status"],
+                        "emotion": r["emotion"],
+                        "segments": segs,
+                    }
+                )
+        if path in shown:
+            data.calls.append(entry)
+    for g in roles.values():
+        total = sum(g["time"].values())
+        g["speech_s"] = total
+        g["emotions"] = [(e, t, t / total if total else 0.0) for e, t in g.pop("time").most_common()]
+        data.roles.append(g)
 
 
 def _groups(data: ReportData, rows: list[dict[str, Any]]) -> None:
@@ -292,7 +359,60 @@ def _figures(data: ReportData) -> dict[str, Any]:
         figs["groups"] = _svg_uri(fig)
     for t in data.timelines:
         figs["timelines"].append(_timeline(data.segments[t["path"]], labels or _label_order(set()), colour))
+    figs["calls"] = [_call_timeline(c, colour) for c in data.calls]
+    if data.roles:
+        figs["roles"] = _role_shares(data.roles, colour)
     return figs
+
+
+def _call_timeline(call: dict[str, Any], colour: dict[str, Any]) -> str:
+    """One lane per channel on one time axis: a bar per segment, coloured by its emotion."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    lanes = call["channels"]
+    fig, ax = plt.subplots(figsize=(9.0, 0.6 * len(lanes) + 1.1), dpi=100)
+    seen: dict[str, Any] = {}
+    for i, lane in enumerate(lanes):
+        y = len(lanes) - 1 - i
+        for sg in lane["segments"]:
+            c = colour.get(sg["emotion"], "#999999")
+            ax.broken_barh([(sg["start_s"], sg["end_s"] - sg["start_s"])], (y - 0.35, 0.7), facecolors=c)
+            seen.setdefault(sg["emotion"], c)
+        if lane["status"] == "failed":
+            ax.text(0.0, y, "  no label (see failed files)", va="center", fontsize=7, color="#c44e52")
+    ax.set_yticks(range(len(lanes)), [ln["role"] for ln in lanes][::-1], fontsize=8)
+    ax.set_xlim(0, max(call["duration_s"], 1e-3))
+    ax.set_xlabel("time in the call (s)")
+    ax.legend(
+        handles=[Patch(color=c, label=e) for e, c in seen.items()],
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+    )
+    return _svg_uri(fig)
+
+
+def _role_shares(roles: list[dict[str, Any]], colour: dict[str, Any]) -> str:
+    """Share of each emotion in every role's labelled speech, as stacked bars."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = _label_order({e for g in roles for e, _, _ in g["emotions"] if e})
+    fig, ax = plt.subplots(figsize=(8.0, 0.45 * len(roles) + 1.2), dpi=100)
+    ys = np.arange(len(roles))[::-1]
+    left = np.zeros(len(roles))
+    for e in labels:
+        share = np.asarray([dict((x, s) for x, _, s in g["emotions"]).get(e, 0.0) for g in roles])
+        ax.barh(ys, share, left=left, color=colour.get(e, "#999999"), label=e, height=0.7)
+        left += share
+    ax.set_yticks(ys, [g["name"] for g in roles], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the role's labelled speech time")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title("emotions per role", fontsize=10)
+    return _svg_uri(fig)
 
 
 def _timeline(segs: list[dict[str, Any]], labels: list[str], colour: dict[str, Any]) -> str:

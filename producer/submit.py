@@ -39,6 +39,8 @@ def open_batch(
     notify_url: str | None = None,
     normalise: str | None = None,
     model_version: str | None = None,
+    channels: str = "mix",
+    channel_names: list[str] | None = None,
 ) -> int:
     """Record a new batch and its ``pending`` rows in one transaction, or find the batch to resume.
 
@@ -61,6 +63,9 @@ def open_batch(
             batch's statistics (``options["normalise"]``; ``speaker_of`` then gives every file one key).
         model_version: a registered model version to pin the batch to (``options["model_version"]``,
             as ``rescore`` does), or None for the active model.
+        channels: ``"mix"`` or ``"split"`` (``--channels``); ``split`` is recorded in the options
+            with ``channel_names`` (a ``mix`` batch's options are unchanged).
+        channel_names: roles of channel 0, 1, ... (``--channel-names``).
 
     Returns:
         The batch id.
@@ -106,6 +111,9 @@ def open_batch(
                     "speaker_from": speaker_from,
                     **({"normalise": normalise} if normalise else {}),
                     **({"model_version": model_version} if model_version else {}),
+                    **(
+                        {"channels": "split", "channel_names": list(channel_names or [])} if channels == "split" else {}
+                    ),
                 },
             )
             session.add(batch)
@@ -125,6 +133,24 @@ def open_batch(
         hidden = f", {walk.hidden} hidden entr(y/ies) skipped" if walk.hidden else ""
         err.print(f"batch [bold]{batch_id}[/]: {len(walk.files)} audio file(s){skipped}{hidden}")
     return batch_id
+
+
+def parse_channel_names(spec: str | None) -> list[str]:
+    """``--channel-names agent,customer`` -> ``["agent", "customer"]`` (role of channel 0, 1, ...).
+
+    Raises:
+        ValueError: an empty name, a name longer than 64 characters, or a name given twice.
+    """
+    if spec is None or not spec.strip():
+        return []
+    names = [n.strip() for n in spec.split(",")]
+    if any(not n for n in names):
+        raise ValueError(f"--channel-names {spec!r}: empty name; give one name per channel, e.g. agent,customer")
+    if any(len(n) > 64 for n in names):
+        raise ValueError("--channel-names: a name is longer than 64 characters")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--channel-names {spec!r}: a name is given twice")
+    return names
 
 
 def configured_chunk_size(option: int | None) -> int | None:

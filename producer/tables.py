@@ -76,6 +76,8 @@ def print_batch_summary(
 RESULT_COLUMNS = (
     "batch_id",
     "path",
+    "channel",
+    "role",
     "status",
     "emotion",
     "confidence",
@@ -98,6 +100,7 @@ RESULT_COLUMNS = (
 SEGMENT_COLUMNS = (
     "batch_id",
     "path",
+    "channel",
     "result_id",
     "index",
     "start_s",
@@ -131,6 +134,7 @@ def segment_record(sg: Any, batch_id: int, path: str, labels: list[str]) -> dict
     rec: dict[str, Any] = {
         "batch_id": batch_id,
         "path": path,
+        "channel": sg.channel,
         "result_id": sg.result_id,
         "index": sg.idx,
         "start_s": round(sg.start_s, 3),
@@ -158,6 +162,14 @@ def result_record(r: Any, labels: list[str]) -> dict[str, Any]:
     return rec
 
 
+def channel_path(r: dict[str, Any]) -> str:
+    """``path`` of a mixed row; ``path [ch 1 customer]`` of a row of one channel (``--channels split``)."""
+    if r.get("channel") is None:
+        return str(r["path"])
+    role = f" {r['role']}" if r.get("role") else ""
+    return f"{r['path']} [ch {r['channel']}{role}]"
+
+
 def print_results_table(records: list[dict[str, Any]], output: Path | None, segments: bool = False) -> None:
     """Result (or segment) records as a rich table, on stdout or into ``output``."""
     t = Table(show_header=True, header_style="bold")
@@ -170,10 +182,11 @@ def print_results_table(records: list[dict[str, Any]], output: Path | None, segm
         t.add_column(col, overflow="fold")
     for r in records:
         conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else ""
+        path = escape(channel_path(r))
         if segments:
             t.add_row(
                 str(r["batch_id"]),
-                r["path"],
+                path,
                 str(r["index"]),
                 f"{r['start_s']:.2f}",
                 f"{r['end_s']:.2f}",
@@ -184,7 +197,7 @@ def print_results_table(records: list[dict[str, Any]], output: Path | None, segm
         else:
             t.add_row(
                 str(r["batch_id"]),
-                r["path"],
+                path,
                 r["status"],
                 r["emotion"] or "",
                 conf,

@@ -61,6 +61,9 @@ class Prediction:
             compute this flag.
         out_of_domain: True when the recording is far from the training data; None when not computed.
         ood_score: the out-of-domain score behind ``out_of_domain``; None when not computed.
+        channel: with ``channels="split"``, the 0-based channel of a multi-channel file this
+            prediction labels; None for a mixed (or mono) file.
+        role: the channel's name from ``channel_names`` (e.g. ``"customer"``), else None.
     """
 
     path: str
@@ -77,6 +80,8 @@ class Prediction:
     low_confidence: bool | None = None
     out_of_domain: bool | None = None
     ood_score: float | None = None
+    channel: int | None = None
+    role: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -132,6 +137,8 @@ def predict_files(
     model: Any = None,
     segment: str = "vad",
     segment_min_s: float = 10.0,
+    channels: str = "mix",
+    channel_names: Iterable[str] = (),
 ) -> list[Prediction]:
     """Label audio files in this process and return one typed result per file, in input order.
 
@@ -145,14 +152,27 @@ def predict_files(
         segment: how recordings of at least ``segment_min_s`` seconds are split: ``"vad"``,
             ``"window:LEN:HOP"`` (seconds) or ``"none"``.
         segment_min_s: shorter recordings get one label.
+        channels: ``"mix"`` (every file mixed to mono) or ``"split"``: each channel of a
+            multi-channel file labelled as its own recording, one :class:`Prediction` per channel
+            (``channel``, ``role``), as ``submit --channels split`` does; mono files get one.
+        channel_names: roles of channel 0, 1, ... (``["agent", "customer"]``), with ``"split"``.
 
     Returns:
-        A list of :class:`Prediction`, one per path.
+        A list of :class:`Prediction`, one per path (per channel of a path with ``"split"``).
 
     Raises:
-        ValueError: an unusable model or segment mode.
+        ValueError: an unusable model, segment mode or channel mode.
     """
-    return list(iter_predictions(paths, model=model, segment=segment, segment_min_s=segment_min_s))
+    return list(
+        iter_predictions(
+            paths,
+            model=model,
+            segment=segment,
+            segment_min_s=segment_min_s,
+            channels=channels,
+            channel_names=channel_names,
+        )
+    )
 
 
 def iter_predictions(
@@ -161,16 +181,26 @@ def iter_predictions(
     model: Any = None,
     segment: str = "vad",
     segment_min_s: float = 10.0,
+    channels: str = "mix",
+    channel_names: Iterable[str] = (),
 ) -> Iterator[Prediction]:
     """Like :func:`predict_files`, yielding each result as soon as its file is done."""
     from ser_model.segment import parse_segment_mode
-    from worker.processing import analyse_file
+    from worker.processing import analyse_channels, analyse_file
 
     parse_segment_mode(segment)  # ValueError for a bad mode, before any work
+    if channels not in ("mix", "split"):
+        raise ValueError(f"channels must be 'mix' or 'split', not {channels!r}")
+    names = list(channel_names)
     loaded = load(model)
     for p in paths:
-        row = analyse_file(os.fspath(p), loaded, segment=segment, segment_min_s=segment_min_s)
-        yield _prediction(row)
+        if channels == "split":
+            for row in analyse_channels(
+                os.fspath(p), loaded, segment=segment, segment_min_s=segment_min_s, channel_names=names
+            ):
+                yield _prediction(row)
+        else:
+            yield _prediction(analyse_file(os.fspath(p), loaded, segment=segment, segment_min_s=segment_min_s))
 
 
 def _prediction(row: dict[str, Any]) -> Prediction:
@@ -199,4 +229,6 @@ def _prediction(row: dict[str, Any]) -> Prediction:
         low_confidence=row.get("low_confidence"),
         out_of_domain=row.get("out_of_domain"),
         ood_score=row.get("ood_score"),
+        channel=row.get("channel"),
+        role=row.get("role"),
     )

@@ -128,6 +128,12 @@ def _read_manifest(path: Path) -> list[LabelledFile]:
                 raise DatasetError(
                     f"{path}:{n}: empty path or label (fill in the label column, or delete rows you cannot label)"
                 )
+            if row.get("channel"):
+                raise DatasetError(
+                    f"{path}:{n}: channel {row['channel']} of a multi-channel file (a --channels split batch): "
+                    "training on one channel of a file is not supported; save that channel as its own file, "
+                    "or delete the row"
+                )
             f = Path(row["path"])
             if not f.is_absolute():
                 f = path.parent / f

@@ -49,6 +49,7 @@ import soundfile as sf
 import soxr
 
 from ser_model.audio import (
+    MIN_DURATION_S,
     SAMPLE_RATE,
     SILENCE_PEAK_DBFS,
     AudioError,
@@ -74,6 +75,19 @@ HOP_LENGTH = 160
 
 LEVEL_FLOOR_DB = -120.0
 """Frame levels are clipped below at this level (dBFS); digital silence reads -120 dB."""
+
+BLEED_MARGIN_DB = 10.0
+"""``--channels split``: a frame of a channel is its own speech only when its level is at least the
+level of the loudest other channel minus this margin (dB). Bleed of a party into another channel
+sits 20-30 dB below the party's own channel and is gated; two parties talking at once, each on its
+own channel, are both kept unless one is more than this margin louder."""
+
+BLEED_DELAY_S = 0.08
+"""The other channels' level is taken as its maximum over the last ``BLEED_DELAY_S`` seconds, so a
+delayed copy (echo of a telephone hybrid, up to this delay) is gated too."""
+
+MIN_OWN_SPEECH_S = 0.25
+"""A channel (or, in window mode, a window) with less own speech than this (seconds) has none."""
 
 _HIST_LO, _HIST_HI, _HIST_STEP = -120.0, 10.0, 0.5  # dB level histogram of the first VAD pass
 _REF_FRAMES = 10  # the reference level is exceeded by the loudest 0.1 s (10 frames) of the file
@@ -323,6 +337,58 @@ def iter_blocks(
         raise AudioError(f"cannot decode audio at {pos / sr:.2f} s: {_short(e)}") from None
 
 
+def iter_channel_blocks(
+    path: str | os.PathLike[str],
+    *,
+    block_s: float = DEFAULT_BLOCK_S,
+    info: AudioInfo | None = None,
+) -> Iterator[np.ndarray]:
+    """Decode a file of any length as 16 kHz float32 blocks with every channel kept.
+
+    As :func:`iter_blocks` without the mono mix: one multi-channel ``soxr.ResampleStream`` ("HQ")
+    for the whole file, so each channel of the concatenated blocks equals ``soxr.resample`` of that
+    channel alone.
+
+    Args:
+        path: audio file (anything libsndfile reads).
+        block_s: block length in seconds of input (> 0).
+        info: header from :func:`ser_model.audio.probe_audio`.
+
+    Yields:
+        float32 arrays of shape ``(m, channels)`` at 16 kHz (empty blocks are not yielded).
+
+    Raises:
+        AudioError: as :func:`iter_blocks`.
+    """
+    if block_s <= 0:
+        raise ValueError("block_s must be > 0")
+    if info is None:
+        info = probe_audio(path)
+    sr, n_ch = info.sample_rate, info.channels
+    block_frames = max(1, int(round(block_s * sr)))
+    stream = soxr.ResampleStream(sr, SAMPLE_RATE, n_ch, dtype="float32", quality="HQ") if sr != SAMPLE_RATE else None
+    pos = 0
+    try:
+        with sf.SoundFile(str(path)) as f:
+            while True:
+                data = f.read(block_frames, dtype="float32", always_2d=True)
+                n = data.shape[0]
+                last = n < block_frames
+                if n and not np.isfinite(data).all():
+                    bad = int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
+                    raise AudioError(f"audio contains NaN or infinite sample values (at {(pos + bad) / sr:.2f} s)")
+                pos += n
+                out = stream.resample_chunk(np.ascontiguousarray(data), last=last) if stream is not None else data
+                if out.shape[0]:
+                    yield np.ascontiguousarray(out, dtype=np.float32).reshape(-1, n_ch)
+                if last:
+                    break
+    except sf.LibsndfileError as e:
+        raise AudioError(f"cannot decode audio at {pos / sr:.2f} s: {_short(e)}") from None
+    except (OSError, RuntimeError) as e:
+        raise AudioError(f"cannot decode audio at {pos / sr:.2f} s: {_short(e)}") from None
+
+
 class _Framer:
     """Streaming frame RMS levels (dB): frame ``i`` is centred on sample ``i * HOP_LENGTH``.
 
@@ -363,6 +429,54 @@ class _Framer:
         return db
 
 
+class ChannelGate:
+    """Frame levels of one channel and which of its frames are its own speech, not bleed.
+
+    Fed the multi-channel blocks of :func:`iter_channel_blocks`, it frames every channel as
+    :class:`_Framer` does and compares, frame by frame, the channel's level with the loudest other
+    channel's level over the last :data:`BLEED_DELAY_S`: a frame is *own* when
+    ``level_c >= max_other - BLEED_MARGIN_DB``. A party leaking into another channel 20-30 dB down
+    is therefore never own speech of that channel, whatever the absolute levels.
+
+    Args:
+        channel: the channel judged (0-based).
+        n_channels: channels of the blocks.
+        margin_db: :data:`BLEED_MARGIN_DB` (read when the gate is made) unless given.
+    """
+
+    def __init__(self, channel: int, n_channels: int, *, margin_db: float | None = None) -> None:
+        if not 0 <= channel < n_channels:
+            raise ValueError(f"channel {channel} out of range for {n_channels} channel(s)")
+        self.channel, self.n_channels = channel, n_channels
+        self.margin_db = BLEED_MARGIN_DB if margin_db is None else margin_db
+        self.framers = [_Framer() for _ in range(n_channels)]
+        self.k = max(1, int(round(BLEED_DELAY_S * SAMPLE_RATE / HOP_LENGTH)) + 1)
+        self.tail = np.full(self.k - 1, LEVEL_FLOOR_DB)
+
+    def _judge(self, dbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        own_db = dbs[self.channel]
+        if self.n_channels == 1:
+            return own_db, np.ones(own_db.size, dtype=bool)
+        other = np.max(np.stack([d for i, d in enumerate(dbs) if i != self.channel]), axis=0)
+        ext = np.concatenate([self.tail, other])
+        self.tail = ext[ext.size - (self.k - 1) :] if self.k > 1 else ext[:0]
+        trailing = np.lib.stride_tricks.sliding_window_view(ext, self.k).max(axis=1) if other.size else other
+        return own_db, own_db >= trailing - self.margin_db
+
+    def push(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(levels_db, own)`` of the frames completed by ``block`` (shape ``(m, n_channels)``)."""
+        return self._judge([f.push(block[:, i]) for i, f in enumerate(self.framers)])
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(levels_db, own)`` of the remaining frames."""
+        return self._judge([f.finish() for f in self.framers])
+
+    @property
+    def n_in(self) -> int:
+        """Samples per channel received."""
+        return self.framers[0].n_in
+
+
 def _histogram_bin(db: np.ndarray) -> np.ndarray:
     n_bins = int(round((_HIST_HI - _HIST_LO) / _HIST_STEP))
     return np.clip(((db - _HIST_LO) / _HIST_STEP).astype(np.int64), 0, n_bins - 1)
@@ -374,6 +488,7 @@ def measure_levels(
     params: VadParams | None = None,
     block_s: float = DEFAULT_BLOCK_S,
     info: AudioInfo | None = None,
+    channel: int | None = None,
 ) -> tuple[float, float, float, float]:
     """First VAD pass: the reference level, noise floor, threshold and peak of a whole file.
 
@@ -385,6 +500,9 @@ def measure_levels(
         params: VAD rules (``top_db``, ``noise_margin_db``); default :class:`VadParams`.
         block_s: decoding block length (seconds).
         info: header from :func:`ser_model.audio.probe_audio`.
+        channel: measure this channel (0-based) alone instead of the mono mix; its noise floor
+            comes from its own frames only (:class:`ChannelGate`: another party's bleed would
+            otherwise raise the floor, and the threshold, above a quiet party's speech).
 
     Returns:
         ``(ref_db, noise_db, threshold_db, peak_dbfs)``: level exceeded by the loudest 1 s of frames
@@ -400,23 +518,54 @@ def measure_levels(
     hist = np.zeros(n_bins, dtype=np.int64)
     framer = _Framer()
     peak = 0.0
-    for block in iter_blocks(path, block_s=block_s, info=info):
-        peak = max(peak, float(np.max(np.abs(block))))
-        hist += np.bincount(_histogram_bin(framer.push(block)), minlength=n_bins)
-    hist += np.bincount(_histogram_bin(framer.finish()), minlength=n_bins)
+    if channel is None:
+        for block in iter_blocks(path, block_s=block_s, info=info):
+            peak = max(peak, float(np.max(np.abs(block))))
+            hist += np.bincount(_histogram_bin(framer.push(block)), minlength=n_bins)
+        hist += np.bincount(_histogram_bin(framer.finish()), minlength=n_bins)
+        n_in = framer.n_in
+    else:
+        # the noise floor from the channel's own frames (and shared silence) only: another party's
+        # bleed would otherwise raise it, and the threshold, above a quiet party's speech
+        gate = ChannelGate(channel, info.channels)
+        own_hist = np.zeros(n_bins, dtype=np.int64)
+        for block in iter_channel_blocks(path, block_s=block_s, info=info):
+            peak = max(peak, float(np.max(np.abs(block[:, channel]))))
+            db, own = gate.push(block)
+            hist += np.bincount(_histogram_bin(db), minlength=n_bins)
+            own_hist += np.bincount(_histogram_bin(db[own]), minlength=n_bins)
+        db, own = gate.finish()
+        hist += np.bincount(_histogram_bin(db), minlength=n_bins)
+        own_hist += np.bincount(_histogram_bin(db[own]), minlength=n_bins)
+        n_in = gate.n_in
     total = int(hist.sum())
-    if framer.n_in == 0 or total == 0:
+    if n_in == 0 or total == 0:
         raise AudioError("no audio samples could be decoded (truncated file)")
     if peak <= 10 ** (SILENCE_PEAK_DBFS / 20):
         level = "-inf" if peak == 0 else f"{20 * np.log10(peak):.1f}"
-        raise AudioError(f"silent recording: peak level {level} dBFS < {SILENCE_PEAK_DBFS:.0f} dBFS")
+        what = "recording" if channel is None else f"channel {channel}"
+        raise AudioError(f"silent {what}: peak level {level} dBFS < {SILENCE_PEAK_DBFS:.0f} dBFS")
+    return (*_levels_from_hist(hist, p, None if channel is None else own_hist), 20.0 * math.log10(peak))
+
+
+def _levels_from_hist(
+    hist: np.ndarray, p: VadParams, noise_hist: np.ndarray | None = None
+) -> tuple[float, float, float]:
+    """``(ref_db, noise_db, threshold_db)`` from a histogram of frame levels (see :class:`VadParams`).
+
+    ``noise_hist`` (a channel's own frames, without another party's bleed) gives the noise floor
+    when given; the reference level always comes from ``hist`` (every frame).
+    """
+    n_bins = hist.size
+    total = int(hist.sum())
     centres = _HIST_LO + (np.arange(n_bins) + 0.5) * _HIST_STEP
     from_top = np.cumsum(hist[::-1])
     ref_db = float(centres[::-1][int(np.searchsorted(from_top, min(_REF_FRAMES, total)))])
-    cum = np.cumsum(hist)
-    noise_db = float(centres[int(np.searchsorted(cum, math.ceil(total * _NOISE_PERCENTILE / 100)))])
+    nh = hist if noise_hist is None or int(noise_hist.sum()) == 0 else noise_hist
+    cum = np.cumsum(nh)
+    noise_db = float(centres[int(np.searchsorted(cum, math.ceil(int(nh.sum()) * _NOISE_PERCENTILE / 100)))])
     threshold = min(max(ref_db - p.top_db, noise_db + p.noise_margin_db), ref_db - _MIN_HEADROOM_DB)
-    return ref_db, noise_db, threshold, 20.0 * math.log10(peak)
+    return ref_db, noise_db, threshold
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,6 +727,7 @@ def iter_segments(
     block_s: float = DEFAULT_BLOCK_S,
     info: AudioInfo | None = None,
     stats: SegmentStats | None = None,
+    channel: int | None = None,
 ) -> Iterator[Segment]:
     """Stream the segments of a recording in bounded memory.
 
@@ -590,6 +740,11 @@ def iter_segments(
         block_s: decoding block length (seconds).
         info: header from :func:`ser_model.audio.probe_audio`.
         stats: filled in while iterating (sample count, dropped regions, VAD levels).
+        channel: segment this channel (0-based) of a multi-channel file instead of the mono mix:
+            only its own speech counts (frames gated by :class:`ChannelGate`: bleed of another
+            channel's party never starts or extends a segment; in window mode a window needs
+            :data:`MIN_OWN_SPEECH_S` of own speech above the VAD threshold); segment samples are
+            that channel's. Mode ``"none"`` is not supported with a channel.
 
     Yields:
         :class:`Segment` in time order, non-overlapping in VAD mode. Window mode
@@ -610,7 +765,13 @@ def iter_segments(
     st = stats if stats is not None else SegmentStats()
     if info is None:
         info = probe_audio(path)
-    if m.kind == "vad":
+    if channel is not None:
+        if m.kind == "none":
+            raise ValueError("segment mode 'none' has no segments per channel")
+        if not 0 <= channel < info.channels:
+            raise ValueError(f"channel {channel} out of range: the file has {info.channels} channel(s)")
+        yield from _iter_channel(path, m, vad or VadParams(), block_s, info, st, channel)
+    elif m.kind == "vad":
         yield from _iter_vad(path, vad or VadParams(), block_s, info, st)
     elif m.kind == "window":
         yield from _iter_windows(path, m, block_s, info, st)
@@ -648,6 +809,78 @@ def _iter_vad(
     db = framer.finish()
     yield from emit(seg.push(db >= threshold, buf.end))
     yield from emit(seg.finish(buf.end))
+
+
+def _iter_channel(
+    path: str | os.PathLike[str],
+    m: SegmentMode,
+    p: VadParams,
+    block_s: float,
+    info: AudioInfo,
+    st: SegmentStats,
+    channel: int,
+) -> Iterator[Segment]:
+    """VAD or window segments of one channel, counting only its own speech (see :class:`ChannelGate`)."""
+    st.ref_db, st.noise_db, st.threshold_db, st.peak_dbfs = measure_levels(
+        path, params=p, block_s=block_s, info=info, channel=channel
+    )
+    threshold = st.threshold_db
+    gate = ChannelGate(channel, info.channels)
+    buf = _SampleBuffer()
+    if m.kind == "vad":
+        seg = _VadSegmenter(p, st)
+
+        def emit(ranges: list[_Range]) -> Iterator[Segment]:
+            for a, b, _, _ in ranges:
+                yield Segment(st.n_segments, a / SAMPLE_RATE, b / SAMPLE_RATE, buf.get(a, b))
+                st.n_segments += 1
+
+        for block in iter_channel_blocks(path, block_s=block_s, info=info):
+            buf.append(block[:, channel])
+            st.n_samples += block.shape[0]
+            db, own = gate.push(block)
+            yield from emit(seg.push((db >= threshold) & own, buf.end))
+            buf.discard_before(seg.keep_from())
+        db, own = gate.finish()
+        yield from emit(seg.push((db >= threshold) & own, buf.end))
+        yield from emit(seg.finish(buf.end))
+        return
+    # window mode: the windows of the channel that hold enough own speech (the channel's samples
+    # are held in memory here: 64 kB per second of call at 16 kHz, unlike the VAD path)
+    assert m.window_s is not None and m.hop_s is not None
+    length = max(1, int(round(m.window_s * SAMPLE_RATE)))
+    hop = max(1, int(round(m.hop_s * SAMPLE_RATE)))
+    need = max(1, int(round(MIN_OWN_SPEECH_S * SAMPLE_RATE / HOP_LENGTH)))
+    counts = [0]  # cumulative own-speech frames: counts[i] = own frames among frames 0 .. i-1
+
+    def own_frames(a: int, b: int) -> int:
+        i0, i1 = -(-a // HOP_LENGTH), min((b - 1) // HOP_LENGTH + 1, len(counts) - 1)
+        return counts[i1] - counts[min(i0, i1)] if i1 > i0 else 0
+
+    def add(db: np.ndarray, own: np.ndarray) -> None:
+        c = np.cumsum((db >= threshold) & own) + counts[-1]
+        counts.extend(int(v) for v in c)
+
+    windows: list[tuple[int, int]] = []
+    next_start = 0
+    all_samples: list[np.ndarray] = []
+    for block in iter_channel_blocks(path, block_s=block_s, info=info):
+        all_samples.append(block[:, channel].copy())
+        add(*gate.push(block))
+    add(*gate.finish())
+    y = np.concatenate(all_samples) if all_samples else np.zeros(0, dtype=np.float32)
+    st.n_samples = y.size
+    while next_start + length <= y.size:
+        windows.append((next_start, next_start + length))
+        next_start += hop
+    if y.size and (not windows or y.size - windows[-1][1] > SAMPLE_RATE // 100):
+        windows.append((max(0, y.size - length), y.size))
+    for a, b in windows:
+        if own_frames(a, b) < need:
+            st.n_dropped_short += 1
+            continue
+        yield Segment(st.n_segments, a / SAMPLE_RATE, b / SAMPLE_RATE, y[a:b].copy())
+        st.n_segments += 1
 
 
 def _iter_windows(
@@ -772,6 +1005,77 @@ def _aggregate_flags(
     return score, bool(f.out_of_domain[0]), bool(f.low_confidence[0])
 
 
+def own_speech_span(
+    path: str | os.PathLike[str],
+    channel: int,
+    *,
+    vad: VadParams | None = None,
+    max_duration_s: float | None = None,
+    block_s: float = DEFAULT_BLOCK_S,
+    info: AudioInfo | None = None,
+) -> np.ndarray:
+    """The samples of one channel from its first to its last frame of own speech (plus padding).
+
+    For a channel classified whole (shorter than ``min_duration_s``, or mode ``"none"``): frames at
+    or above the VAD threshold of the channel (:class:`VadParams`) that are not bleed
+    (:class:`ChannelGate`) are its own speech; the span from the first to the last of them, padded
+    by ``vad.pad_s`` on both sides, is returned.
+
+    Args:
+        path: multi-channel audio file.
+        channel: 0-based channel.
+        vad: threshold rules and padding; default :class:`VadParams`.
+        max_duration_s: refuse longer files (seconds), as :func:`ser_model.audio.load_audio`.
+        block_s: decoding block length (seconds).
+        info: header from :func:`ser_model.audio.probe_audio`.
+
+    Returns:
+        float32 samples at 16 kHz, shape ``(n,)``.
+
+    Raises:
+        AudioError: unreadable or NaN audio, too long, a silent channel, or less than
+            :data:`MIN_OWN_SPEECH_S` of own speech (``"no speech of its own on channel N ..."``).
+    """
+    p = vad or VadParams()
+    if info is None:
+        info = probe_audio(path)
+    if info.frames <= 0:
+        raise AudioError("no audio samples (header-only or truncated file)")
+    if info.duration_s < MIN_DURATION_S:
+        raise AudioError(f"recording too short: {info.duration_s:.3f} s < {MIN_DURATION_S} s minimum")
+    if max_duration_s is not None and info.duration_s > max_duration_s:
+        raise AudioError(
+            f"recording too long: {info.duration_s:.1f} s > limit of {max_duration_s:.0f} s (SER_MAX_DURATION_S)"
+        )
+    blocks = list(iter_channel_blocks(path, block_s=block_s, info=info))
+    if not blocks:
+        raise AudioError("no audio samples could be decoded (truncated file)")
+    data = np.concatenate(blocks)
+    y = np.ascontiguousarray(data[:, channel])
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    if peak <= 10 ** (SILENCE_PEAK_DBFS / 20):
+        level = "-inf" if peak == 0 else f"{20 * np.log10(peak):.1f}"
+        raise AudioError(f"silent channel {channel}: peak level {level} dBFS < {SILENCE_PEAK_DBFS:.0f} dBFS")
+    gate = ChannelGate(channel, data.shape[1])
+    db1, own1 = gate.push(data)
+    db2, own2 = gate.finish()
+    db, own = np.concatenate([db1, db2]), np.concatenate([own1, own2])
+    n_bins = int(round((_HIST_HI - _HIST_LO) / _HIST_STEP))
+    _, _, threshold = _levels_from_hist(
+        np.bincount(_histogram_bin(db), minlength=n_bins), p, np.bincount(_histogram_bin(db[own]), minlength=n_bins)
+    )
+    idx = np.flatnonzero((db >= threshold) & own)
+    if idx.size * HOP_LENGTH < MIN_OWN_SPEECH_S * SAMPLE_RATE:
+        raise AudioError(
+            f"no speech of its own on channel {channel}: only bleed from other channels, silence or noise"
+            f" ({idx.size * HOP_LENGTH / SAMPLE_RATE:.2f} s of own speech < {MIN_OWN_SPEECH_S} s)"
+        )
+    pad = int(round(p.pad_s * SAMPLE_RATE))
+    a = max(0, int(idx[0]) * HOP_LENGTH - pad)
+    b = min(y.size, int(idx[-1]) * HOP_LENGTH + pad)
+    return y[a:b].copy()
+
+
 def classify_segments(
     path: str | os.PathLike[str],
     bundle: _Classifier,
@@ -783,6 +1087,7 @@ def classify_segments(
     block_s: float = DEFAULT_BLOCK_S,
     batch_size: int = 32,
     info: AudioInfo | None = None,
+    channel: int | None = None,
 ) -> SegmentedResult:
     """Classify the segments of a recording and aggregate them, in bounded memory.
 
@@ -805,6 +1110,10 @@ def classify_segments(
         block_s: decoding block length (seconds).
         batch_size: segments per ``predict_proba`` call.
         info: header from :func:`ser_model.audio.probe_audio`.
+        channel: classify this channel (0-based) of a multi-channel file as its own recording
+            (``submit --channels split``): segments come from its own speech only (bleed of the
+            other channels' parties is gated, see :class:`ChannelGate`); a channel classified whole
+            is cropped to its own speech (plus ``vad.pad_s``) first. None: the mono mix.
 
     Returns:
         The :class:`SegmentedResult`.
@@ -813,7 +1122,9 @@ def classify_segments(
         AudioError: unreadable, NaN/Inf or silent audio (one-line reasons of
             :mod:`ser_model.audio`), or ``"no speech segments found ..."`` when no segment could
             be classified. A segment with too little sound is skipped and counted, not fatal.
-        ValueError: invalid ``mode``.
+            With a channel: ``"no speech of its own on channel N ..."`` when the channel holds
+            only bleed or silence.
+        ValueError: invalid ``mode``, or a channel the file does not have.
     """
     from ser_model.features import extract_features  # the public API only
 
@@ -822,6 +1133,30 @@ def classify_segments(
     if info is None:
         info = probe_audio(path)
     labels = list(bundle.labels)
+    if channel is not None and not 0 <= channel < info.channels:
+        raise ValueError(f"channel {channel} out of range: the file has {info.channels} channel(s)")
+    if channel is not None and (m.kind == "none" or info.duration_s < min_duration_s):
+        y = own_speech_span(path, channel, vad=vad, max_duration_s=max_duration_s, block_s=block_s, info=info)
+        x = extract(y)[None, :]
+        proba = np.asarray(bundle.predict_proba(x))
+        seg = _segment_dict(0, 0.0, info.duration_s, labels, proba[0], _row_flags(bundle, x, proba)[0])
+        return SegmentedResult(
+            segments=[seg],
+            emotion=seg["emotion"],
+            confidence=seg["confidence"],
+            probabilities=dict(seg["probabilities"]),
+            n_segments=1,
+            n_skipped=0,
+            segmented_duration_s=y.size / SAMPLE_RATE,
+            duration_s=info.duration_s,
+            sample_rate=info.sample_rate,
+            channels=info.channels,
+            mode="none",
+            segmented=False,
+            ood_score=seg["ood_score"],
+            out_of_domain=seg["out_of_domain"],
+            low_confidence=seg["low_confidence"],
+        )
     if m.kind == "none" or info.duration_s < min_duration_s:
         y, _ = load_audio(path, max_duration_s=max_duration_s, info=info)
         x = extract(y)[None, :]
@@ -867,7 +1202,7 @@ def classify_segments(
         batch_x.clear()
         batch_t.clear()
 
-    for seg in iter_segments(path, m, vad=vad, block_s=block_s, info=info, stats=stats):
+    for seg in iter_segments(path, m, vad=vad, block_s=block_s, info=info, stats=stats, channel=channel):
         if seg.samples.size == 0 or float(np.max(np.abs(seg.samples))) <= silence:
             skipped += 1
             continue
@@ -882,6 +1217,11 @@ def classify_segments(
             flush()
     flush()
     skipped += stats.n_dropped_short
+    if not segments and channel is not None:
+        raise AudioError(
+            f"no speech of its own on channel {channel}: only bleed from other channels, silence or noise"
+            f" ({m} segmentation, {skipped} region(s) too short or silent)"
+        )
     if not segments:
         raise AudioError(
             f"no speech segments found ({m} segmentation, {stats.n_segments} segment(s), {skipped} too short or silent)"

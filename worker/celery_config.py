@@ -72,7 +72,7 @@ def make_app(s: Settings) -> Celery:
         # expire, and no chords (progress is counted from rows).
         result_backend=None,
         task_ignore_result=True,
-        # ser.classify is idempotent (an upsert on (batch_id, path)): acknowledge after it ran, so a
+        # ser.classify is idempotent (an upsert on (batch_id, path, channel)): acknowledge after it ran, so a
         # task whose worker died is delivered again instead of lost ...
         task_acks_late=True,
         # ... including when the pool process was killed (SIGKILL, OOM killer, hard time limit).

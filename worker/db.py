@@ -32,7 +32,9 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal_column,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -143,9 +145,15 @@ class Result(LabelColumns, Base):
     # a row whose lease expired is requeued by the sweeper (worker/sweeper.py)
     worker_id: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # ``submit --channels split``: the 0-based channel this row labels (NULL: the whole file, mixed to
+    # mono, as every row of a ``mix`` batch and every mono file) and its role (``--channel-names``)
+    channel: Mapped[int | None] = mapped_column(Integer)
+    role: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
-        UniqueConstraint("batch_id", "path", name="uq_results_batch_path"),
+        # one row per (batch, file, channel); NULL channel (a mixed file) counts as -1 so that two
+        # mixed rows of one file conflict (NULLs are distinct in a plain UNIQUE on both databases)
+        Index("uq_results_batch_path_channel", "batch_id", "path", text("coalesce(channel, -1)"), unique=True),
         CheckConstraint(f"status IN {STATUSES}", name="status"),
         Index("ix_results_batch_status", "batch_id", "status"),
         Index("ix_results_emotion", "emotion"),
@@ -179,6 +187,7 @@ class Segment(LabelColumns, Base):
     idx: Mapped[int] = mapped_column(Integer)
     start_s: Mapped[float] = mapped_column(Float)
     end_s: Mapped[float] = mapped_column(Float)
+    channel: Mapped[int | None] = mapped_column(Integer)  # the result row's channel (NULL: mixed)
 
     __table_args__ = (UniqueConstraint("result_id", "idx", name="uq_segments_result_idx"),)
 
@@ -279,11 +288,19 @@ def _upsert_insert(session: Session) -> Any:
 # chunk costs one executemany with bound parameters instead of building and compiling a multi-row
 # INSERT for every chunk (about 1 ms per file before, see benchmarks/results/throughput.md).
 _STATEMENTS: dict[tuple[str, str, frozenset[str]], Any] = {}
-_KEY = ("batch_id", "path")  # the unique key of results (uq_results_batch_path)
+_KEY = ("batch_id", "path", "channel")  # the unique key of results (uq_results_batch_path_channel)
+
+
+def _key_elements() -> list[Any]:
+    """The conflict target of results upserts: the expressions of ``uq_results_batch_path_channel``."""
+    c = Result.__table__.c  # -1 as a literal: a bound parameter would not match the index expression
+    return [c.batch_id, c.path, func.coalesce(c.channel, literal_column("-1"))]
 
 
 def _results_upsert(session: Session, keys: frozenset[str]) -> Any:
-    """``INSERT INTO results (keys) ... ON CONFLICT (batch_id, path) DO UPDATE SET`` every given key.
+    """``INSERT INTO results (keys) ... ON CONFLICT (batch_id, path, coalesce(channel, -1)) DO UPDATE SET``.
+
+    Every given key but the conflict key is set.
 
     The SET list is built from the row keys, so new :class:`Result` columns need no change here;
     ``created_at`` (and ``id``) are never overwritten.
@@ -298,24 +315,25 @@ def _results_upsert(session: Session, keys: frozenset[str]) -> Any:
             raise ValueError(f"not columns of results: {sorted(unknown)}")
         ins = _upsert_insert(session)(table)
         update = {k: ins.excluded[k] for k in sorted(keys - {*_KEY, "id", "created_at"})}
-        stmt = ins.on_conflict_do_update(index_elements=list(_KEY), set_=update)
+        stmt = ins.on_conflict_do_update(index_elements=_key_elements(), set_=update)
         _STATEMENTS[cache_key] = stmt
     return stmt
 
 
 def upsert_results(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert or update result rows on the unique key (batch_id, path).
+    """Insert or update result rows on the unique key (batch_id, path, channel).
 
-    A redelivered task therefore rewrites its own row instead of adding one. Works on SQLite and
-    PostgreSQL (``INSERT ... ON CONFLICT (batch_id, path) DO UPDATE``): one statement per set of
+    A redelivered task therefore rewrites its own row instead of adding one. A row without a
+    ``channel`` key (or with None) is the file's mixed row. Works on SQLite and PostgreSQL
+    (``INSERT ... ON CONFLICT (batch_id, path, coalesce(channel, -1)) DO UPDATE``): one statement per set of
     row keys, built and compiled once per process, executed with the rows as bound parameters
     (DBAPI ``executemany``; pipelined by psycopg 3). ``updated_at`` is set to the same time in every
     row of the call unless the rows carry it.
 
     Args:
         session: open session inside a transaction.
-        rows: dicts with ``batch_id`` and ``path`` and any other :class:`Result` columns; all rows
-            must carry the same keys.
+        rows: dicts with ``batch_id`` and ``path`` (and ``channel`` for a row of one channel of a
+            file) and any other :class:`Result` columns; all rows must carry the same keys.
 
     Raises:
         ValueError: the rows do not all carry the same keys, or a key is not a column of ``results``.
@@ -332,34 +350,42 @@ def upsert_results(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     session.connection().execute(_results_upsert(session, keys), list(rows))
 
 
-def replace_segments(session: Session, batch_id: int, segments_by_path: dict[str, list[dict[str, Any]]]) -> None:
-    """Replace the ``segments`` rows of the given files of a batch.
+def replace_segments(session: Session, batch_id: int, segments_by_path: dict[Any, list[dict[str, Any]]]) -> None:
+    """Replace the ``segments`` rows of the given files (or channels of files) of a batch.
 
     Args:
         session: open session inside a transaction (the result rows must exist).
         batch_id: the batch.
-        segments_by_path: ``{path: [{"index", "start_s", "end_s", "emotion", "confidence",
-            "probabilities", "ood_score", "out_of_domain", "low_confidence"}]}`` as produced by
-            :func:`ser_model.segment.classify_segments` (the flags may be missing: NULL).
+        segments_by_path: ``{path or (path, channel): [{"index", "start_s", "end_s", "emotion",
+            "confidence", "probabilities", "ood_score", "out_of_domain", "low_confidence"}]}`` as
+            produced by :func:`ser_model.segment.classify_segments` (the flags may be missing: NULL).
+            A plain path key, or channel None, means the file's mixed row.
     """
-    ids = dict(
-        session.execute(
-            select(Result.path, Result.id).where(Result.batch_id == batch_id, Result.path.in_(list(segments_by_path)))
+    wanted = {(k, None) if isinstance(k, str) else (k[0], k[1]): v for k, v in segments_by_path.items()}
+    paths = sorted({p for p, _ in wanted})
+    ids = {
+        (p, ch): rid
+        for p, ch, rid in session.execute(
+            select(Result.path, Result.channel, Result.id).where(Result.batch_id == batch_id, Result.path.in_(paths))
         ).all()
-    )
+        if (p, ch) in wanted
+    }
     if not ids:
         return
     session.execute(delete(Segment).where(Segment.result_id.in_(list(ids.values()))))
     new = []
-    for path, segs in segments_by_path.items():
+    for key, segs in wanted.items():
+        if key not in ids:
+            continue
         for sg in segs:
             probs = sg.get("probabilities") or {}
             new.append(
                 {
-                    "result_id": ids[path],
+                    "result_id": ids[key],
                     "idx": sg["index"],
                     "start_s": sg["start_s"],
                     "end_s": sg["end_s"],
+                    "channel": key[1],
                     "emotion": sg.get("emotion"),
                     "confidence": sg.get("confidence"),
                     "probabilities": probs,
@@ -371,6 +397,24 @@ def replace_segments(session: Session, batch_id: int, segments_by_path: dict[str
             )
     for i in range(0, len(new), 500):
         session.execute(insert(Segment), new[i : i + 500])
+
+
+def drop_mixed_rows(session: Session, batch_id: int, paths: Sequence[str]) -> int:
+    """Delete the mixed (``channel IS NULL``) rows of ``paths``: they were replaced by per-channel rows.
+
+    A ``--channels split`` batch starts with one pending row per file (the producer does not open
+    files); the worker that splits a multi-channel file writes one row per channel and drops the
+    file's pending row in the same transaction.
+
+    Returns:
+        Number of rows deleted.
+    """
+    if not paths:
+        return 0
+    res = session.execute(
+        delete(Result).where(Result.batch_id == batch_id, Result.path.in_(list(paths)), Result.channel.is_(None))
+    )
+    return int(res.rowcount or 0)
 
 
 def insert_pending(
@@ -392,7 +436,7 @@ def insert_pending(
     dialect = session.get_bind().dialect.name
     stmt = _STATEMENTS.get(("pending", dialect, frozenset()))
     if stmt is None:
-        stmt = _upsert_insert(session)(Result.__table__).on_conflict_do_nothing(index_elements=list(_KEY))
+        stmt = _upsert_insert(session)(Result.__table__).on_conflict_do_nothing(index_elements=_key_elements())
         _STATEMENTS[("pending", dialect, frozenset())] = stmt
     spk = speakers or {}
     rows = [

@@ -136,7 +136,10 @@ def build_event(session: Any, batch_id: int) -> dict[str, Any]:
         "model_version" (None when several), "model_versions", "created_at", "finished_at",
         "duration_s", "source_paths", "rescore_of"}``. ``status`` is ``done`` (no file failed),
         ``done_with_failures`` or ``failed`` (every file failed). Times are ISO 8601 UTC;
-        ``duration_s`` runs from the batch's creation to its last row.
+        ``duration_s`` runs from the batch's creation to its last row. A ``--channels split``
+        batch's event also has ``"channels": "split"`` and ``"by_channel": [{"channel", "role",
+        "done", "failed", "emotions": {emotion: rows}}]`` (counts are then rows: one per file
+        and channel; ``channel`` None for mono files); a mix batch's event is unchanged.
 
     Raises:
         LookupError: no such batch.
@@ -176,6 +179,24 @@ def build_event(session: Any, batch_id: int) -> dict[str, Any]:
     else:
         status = "failed" if counts["done"] == 0 else "done_with_failures"
     options = dict(batch.options or {})
+    extra: dict[str, Any] = {}
+    if options.get("channels") == "split":
+        per: dict[tuple[Any, Any], dict[str, Any]] = {}
+        q = (
+            select(Result.channel, Result.role, Result.status, Result.emotion, func.count())
+            .where(in_batch)
+            .group_by(Result.channel, Result.role, Result.status, Result.emotion)
+        )
+        for ch, role, st, emo, n in session.execute(q):
+            rec = per.setdefault((ch, role), {"channel": ch, "role": role, "done": 0, "failed": 0, "emotions": {}})
+            if st in ("done", "failed"):
+                rec[st] += int(n)
+            if st == "done" and emo is not None:
+                rec["emotions"][str(emo)] = rec["emotions"].get(str(emo), 0) + int(n)
+        extra = {
+            "channels": "split",
+            "by_channel": sorted(per.values(), key=lambda r: (r["channel"] is not None, r["channel"] or 0)),
+        }
     return {
         "event": EVENT,
         "event_id": f"batch-{batch_id}-final",
@@ -198,6 +219,7 @@ def build_event(session: Any, batch_id: int) -> dict[str, Any]:
         "duration_s": round((finished - created).total_seconds(), 3) if created and finished else None,
         "source_paths": list(batch.source_paths or []),
         "rescore_of": options.get("rescore_of"),
+        **extra,
     }
 
 

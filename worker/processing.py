@@ -2,8 +2,9 @@
 
 :func:`process_paths` is what the ``ser.classify`` Celery task wraps and what every process of
 embedded ``ser-batch submit`` calls. A file that cannot be labelled becomes a ``failed`` row with a
-one-line reason; it never stops the rest of the chunk. Rows are upserted on (batch_id, path), so
-running the same chunk twice leaves the same rows.
+one-line reason; it never stops the rest of the chunk. Rows are upserted on (batch_id, path,
+channel), so running the same chunk twice leaves the same rows; with ``--channels split`` a
+multi-channel file's pending row is replaced by one row per channel (:func:`analyse_channels`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from billiard.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
-from worker.db import PROB_COLUMNS, get_engine, replace_segments, upsert_results, utcnow
+from worker.db import PROB_COLUMNS, drop_mixed_rows, get_engine, replace_segments, upsert_results, utcnow
 from worker.registry import LoadedModel, load_model
 from worker.settings import Settings, get_settings
 
@@ -83,8 +84,10 @@ def analyse_file(
     segment: str = "vad",
     segment_min_s: float = 10.0,
     features_only: bool = False,
+    channel: int | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Decode, featurise and classify one file; never raises for bad input.
+    """Decode, featurise and classify one file (or one channel of it); never raises for bad input.
 
     Files of at least ``segment_min_s`` seconds are split into segments (``segment`` mode, see
     :func:`ser_model.segment.parse_segment_mode`), decoded block-wise in bounded memory and each
@@ -101,6 +104,11 @@ def analyse_file(
         features_only: for speaker-adaptive batches: stop after feature extraction of a file that is
             classified whole and return it ``pending`` with ``features`` (float32 bytes); see
             :func:`classify_ready_speakers`. Segmented files are still classified at once.
+        channel: label this channel (0-based) of a multi-channel file as its own recording
+            (``submit --channels split``, see :func:`analyse_channels`); the row then carries
+            ``channel``. None: the mono mix, as always.
+        facts: ``size_bytes`` and ``sha256`` already computed for this file (the other channels
+            of a split file), so the file is not hashed again.
 
     Returns:
         A ``results`` row (without ``batch_id``): ``status`` ``"done"`` with emotion, confidence and
@@ -108,7 +116,7 @@ def analyse_file(
         rate, channels, duration) are filled in as far as they could be read.
     """
     from ser_model.audio import AudioError, load_audio, probe_audio
-    from ser_model.segment import classify_segments, parse_segment_mode
+    from ser_model.segment import classify_segments, own_speech_span, parse_segment_mode
 
     s = settings or get_settings()
     t0 = time.perf_counter()
@@ -133,26 +141,33 @@ def analyse_file(
         "low_confidence": None,
         **dict.fromkeys(PROB_COLUMNS),
     }
+    if channel is not None:
+        row["channel"] = channel
     try:
-        if os.path.isdir(path):
-            raise AudioError("is a folder, not a file")
-        try:
-            size = os.path.getsize(path)
-        except OSError as e:
-            raise AudioError(_os_reason(e)) from None
-        row["size_bytes"] = size
-        if size > s.max_file_bytes:
-            raise AudioError(f"file too large: {size} bytes > limit of {s.max_file_bytes} bytes (SER_MAX_FILE_BYTES)")
-        try:
-            row["sha256"], row["size_bytes"] = _sha256_and_size(path)
-        except OSError as e:
-            raise AudioError(_os_reason(e)) from None
+        if facts is not None:
+            row.update(size_bytes=facts["size_bytes"], sha256=facts["sha256"])
+        else:
+            _check_size_and_hash(path, s, row)
         info = probe_audio(path)
         row.update(duration_s=info.duration_s, sample_rate=info.sample_rate, channels=info.channels)
         mode = parse_segment_mode(segment)
         bundle = model.bundle
-        if mode.kind != "none" and info.duration_s >= segment_min_s:
-            seg = classify_segments(path, bundle, mode, min_duration_s=segment_min_s, info=info)
+        whole = mode.kind == "none" or info.duration_s < segment_min_s
+        if channel is not None and whole and features_only:
+            y = own_speech_span(path, channel, max_duration_s=s.max_duration_s, info=info)
+            row.update(status="pending", features=bundle.extract(y).astype("<f4").tobytes(), analysis_mode=None)
+            row["processing_ms"] = (time.perf_counter() - t0) * 1000.0
+            return row
+        if channel is not None or not whole:
+            seg = classify_segments(
+                path, bundle, mode, min_duration_s=segment_min_s, info=info, channel=channel,
+                max_duration_s=s.max_duration_s,
+            )  # fmt: skip
+            if not seg.segmented:  # a channel classified whole: one label, its span is no segment
+                row.update(status="done", **_seg_label(seg))
+                row["processing_ms"] = (time.perf_counter() - t0) * 1000.0
+                row["finished_at"] = utcnow()
+                return row
             row.update(
                 status="done",
                 emotion=seg.emotion,
@@ -188,6 +203,97 @@ def analyse_file(
     return row
 
 
+def _check_size_and_hash(path: str, s: Settings, row: dict[str, Any]) -> None:
+    """Fill ``size_bytes`` and ``sha256`` of ``row``; AudioError for a folder, an unreadable or too large file."""
+    from ser_model.audio import AudioError
+
+    if os.path.isdir(path):
+        raise AudioError("is a folder, not a file")
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise AudioError(_os_reason(e)) from None
+    row["size_bytes"] = size
+    if size > s.max_file_bytes:
+        raise AudioError(f"file too large: {size} bytes > limit of {s.max_file_bytes} bytes (SER_MAX_FILE_BYTES)")
+    try:
+        row["sha256"], row["size_bytes"] = _sha256_and_size(path)
+    except OSError as e:
+        raise AudioError(_os_reason(e)) from None
+
+
+def _seg_label(seg: Any) -> dict[str, Any]:
+    """Label columns of a :class:`ser_model.segment.SegmentedResult` (aggregate and trust flags)."""
+    return {
+        "emotion": seg.emotion,
+        "confidence": seg.confidence,
+        "probabilities": seg.probabilities,
+        "ood_score": seg.ood_score,
+        "out_of_domain": seg.out_of_domain,
+        "low_confidence": seg.low_confidence,
+        **dict.fromkeys(PROB_COLUMNS),
+        **_prob_columns(seg.probabilities),
+    }
+
+
+def analyse_channels(
+    path: str,
+    model: LoadedModel,
+    settings: Settings | None = None,
+    *,
+    segment: str = "vad",
+    segment_min_s: float = 10.0,
+    features_only: bool = False,
+    channel_names: Sequence[str] = (),
+    speaker_keys: Any = None,
+) -> list[dict[str, Any]]:
+    """``submit --channels split``: one row per channel of a multi-channel file; never raises for bad input.
+
+    Each channel is labelled as its own recording (:func:`analyse_file` with ``channel``): its
+    segments come from its own speech only, frames where another channel's party bleeds into it
+    being gated (:class:`ser_model.segment.ChannelGate`); a channel without own speech is a
+    ``failed`` row with the reason. A mono file, and a file that cannot be opened, give one row
+    with ``channel`` None, exactly as in a ``mix`` batch.
+
+    Args:
+        path: audio file path as stored in the batch.
+        model: the loaded model.
+        settings: limits; default the settings in force.
+        segment: segmentation spec (see :func:`analyse_file`).
+        segment_min_s: channels shorter than this (seconds) are classified whole.
+        features_only: speaker-adaptive batch (see :func:`analyse_file`).
+        channel_names: role of channel 0, 1, ... (``--channel-names``); channels beyond get None.
+        speaker_keys: ``(path, channel, role) -> speaker key or None`` for speaker-adaptive batches
+            (:func:`ser_model.speakers_from.channel_speaker_keys`); None leaves ``speaker`` alone.
+
+    Returns:
+        Rows as :func:`analyse_file` returns them, each with ``channel``, ``role`` (and ``speaker``
+        when ``speaker_keys`` is given).
+    """
+    from ser_model.audio import AudioError, probe_audio
+
+    s = settings or get_settings()
+    kw: dict[str, Any] = {"segment": segment, "segment_min_s": segment_min_s, "features_only": features_only}
+    try:
+        n_channels = probe_audio(path).channels if not os.path.isdir(path) else 1
+    except AudioError:
+        n_channels = 1
+    if n_channels < 2:
+        return [analyse_file(path, model, s, **kw)]
+    first = analyse_file(path, model, s, channel=0, **kw)
+    if first["sha256"] is None:  # the file itself failed (too large, unreadable): one row says why
+        first.pop("channel", None)
+        return [first]
+    facts = {"size_bytes": first["size_bytes"], "sha256": first["sha256"]}
+    rows = [first] + [analyse_file(path, model, s, channel=c, facts=facts, **kw) for c in range(1, n_channels)]
+    for r in rows:
+        role = channel_names[r["channel"]] if r["channel"] < len(channel_names) else None
+        r["role"] = role
+        if speaker_keys is not None:
+            r["speaker"] = speaker_keys(path, r["channel"], role)
+    return rows
+
+
 def _os_reason(e: OSError) -> str:
     if isinstance(e, FileNotFoundError):
         return "file not found (moved or deleted after submit, or a broken symlink)"
@@ -209,12 +315,19 @@ def store_rows(batch_id: int, rows: Sequence[dict[str, Any]], *, url: str | None
     from worker.batches import finalise_batch
 
     full = [{k: v for k, v in r.items() if k != "segments"} | {"batch_id": batch_id} for r in rows]
-    # upsert_results needs the same keys in every row (one multi-row INSERT)
-    keys = set().union(*(r.keys() for r in full)) if full else set()
-    full = [{k: r.get(k) for k in keys} if len(r) != len(keys) else r for r in full]
-    segmented = {r["path"]: r["segments"] for r in rows if r.get("segments")}
+    # upsert_results needs the same keys in every row (one executemany): rows of a kind (mixed,
+    # per channel) share their keys; a missing key is not set to NULL (a mixed row of a split batch
+    # keeps the speaker its pending row was given)
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for r in full:
+        groups.setdefault(frozenset(r), []).append(r)
+    segmented = {(r["path"], r.get("channel")): r["segments"] for r in rows if r.get("segments")}
+    split = sorted({r["path"] for r in rows if r.get("channel") is not None})
     with Session(get_engine(url)) as session, session.begin():
-        upsert_results(session, full)
+        if split:
+            drop_mixed_rows(session, batch_id, split)  # the file's pending row becomes its channels' rows
+        for group in groups.values():
+            upsert_results(session, group)
         if segmented:
             replace_segments(session, batch_id, segmented)
         finalise_batch(session, batch_id)
@@ -264,10 +377,22 @@ def process_paths(
     opts = batch_options(batch_id, url=url)
     seg = {"segment": str(opts.get("segment", "vad")), "segment_min_s": float(opts.get("segment_min_s", 10.0))}
     by_speaker = group_mode(opts) is not None
+    split = opts.get("channels") == "split"
+    names = list(opts.get("channel_names") or [])
+    keys = None
+    if split and opts.get("speaker_from"):
+        from ser_model.speakers_from import channel_speaker_keys
+
+        keys = channel_speaker_keys(str(opts["speaker_from"]), names)
     rows: list[dict[str, Any]] = []
     try:
         for p in paths:
-            rows.append(analyse_file(p, model, features_only=by_speaker, **seg))
+            if split:
+                rows.extend(
+                    analyse_channels(p, model, features_only=by_speaker, channel_names=names, speaker_keys=keys, **seg)
+                )
+            else:
+                rows.append(analyse_file(p, model, features_only=by_speaker, **seg))
     except PASSTHROUGH:
         store_rows(batch_id, rows, url=url)  # keep the files finished before a time limit hit
         raise
@@ -275,6 +400,8 @@ def process_paths(
     if by_speaker:
         classify_ready_speakers(batch_id, [r["path"] for r in rows], model, url=url)
         return _chunk_counts(batch_id, [r["path"] for r in rows], url=url)
+    if split:
+        return _chunk_counts(batch_id, list(paths), url=url)
     done = sum(r["status"] == "done" for r in rows)
     return {"done": done, "failed": len(rows) - done}
 

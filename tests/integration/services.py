@@ -363,6 +363,8 @@ def result_rows(database_url: str, batch_id: int | None = None) -> list[dict[str
                 for c in (
                     "batch_id",
                     "path",
+                    "channel",
+                    "role",
                     "status",
                     "emotion",
                     "confidence",

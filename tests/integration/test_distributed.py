@@ -217,3 +217,36 @@ def test_broker_down_at_submit_keeps_the_batch_for_resume(broker_url, pg_url, re
     assert p.returncode == 0, p.stderr
     assert _batch_id(p.stdout) == 1
     assert redis_server.client().llen("classify") == 3  # 10 pending files in chunks of 4
+
+
+def test_split_channels_distributed_equal_embedded(broker_url, pg_url, env_for, start_workers, tmp_path):
+    """--channels split through Celery workers on PostgreSQL: the same (file, channel) rows as embedded."""
+    import numpy as np
+    import soundfile as sf
+
+    from ser_model.audio import load_audio
+    from ser_model.callsim import build_call
+    from tests.conftest import RAVDESS
+
+    if not RAVDESS.is_dir():
+        pytest.skip(f"corpus not found at {RAVDESS}")
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    rng = np.random.default_rng(11)
+    for i in range(3):
+        files = [sorted((RAVDESS / f"Actor_{a:02d}").glob("*.flac"))[i * 7 :: 13][:3] for a in (10, 11)]
+        utts = [(k % 2, load_audio(files[k % 2][k // 2])[0], "") for k in range(6)]
+        call, _ = build_call(utts, overlap_prob=0.3, bleed_db=-25.0, rng=rng)
+        sf.write(folder / f"call{i}.wav", call, 16000, subtype="PCM_16")
+    args = ["submit", str(folder), "--channels", "split", "--channel-names", "agent,customer"]
+    db = tmp_path / "embedded.db"
+    p = ser_batch([*args, "-j", "2", "-q"], env_for(f"sqlite:///{db}", None))
+    assert p.returncode == 0, p.stderr
+    expected = {(str(r["path"]), r["channel"]): (r["role"], r["emotion"]) for r in result_rows(f"sqlite:///{db}")}
+    assert len(expected) == 6
+    env = env_for(pg_url, broker_url, SER_CHUNK_SIZE="2")
+    start_workers(env, name="w1", concurrency=2).wait_ready()
+    p = ser_batch([*args, "--wait"], env, timeout_s=180)
+    assert p.returncode == 0, p.stderr
+    rows = result_rows(pg_url, _batch_id(p.stdout))
+    assert {(str(r["path"]), r["channel"]): (r["role"], r["emotion"]) for r in rows} == expected

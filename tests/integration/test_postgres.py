@@ -65,6 +65,51 @@ def test_upserts_and_pending_rows_on_postgresql(pg_url):
         assert batch_counts(s, bid) == {"pending": 2, "done": 1, "failed": 0, "total": 3}
 
 
+def test_channel_rows_on_postgresql(pg_url):
+    """(batch_id, path, channel) is the key on PostgreSQL too: channels are rows of their own, two mixed
+    rows of a file conflict (NULL channel counted as -1), and a split file's pending row is replaced."""
+    from sqlalchemy import select, text
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm import Session
+
+    from worker.db import Batch, Result, drop_mixed_rows, get_engine, insert_pending, replace_segments, upsert_results
+
+    eng = get_engine(pg_url)
+    with Session(eng) as s, s.begin():
+        b = Batch(source_paths=["/c"], status="running", mode="distributed", n_files=1, options={"channels": "split"})
+        s.add(b)
+        s.flush()
+        bid = b.id
+        insert_pending(s, bid, ["/c/call.wav"], {})
+    rows = [
+        {"batch_id": bid, "path": "/c/call.wav", "channel": c, "role": r, "status": "done", "emotion": e}
+        for c, r, e in ((0, "agent", "calm"), (1, "customer", "angry"))
+    ]
+    for _ in range(2):  # a redelivered chunk writes the same rows again
+        with Session(eng) as s, s.begin():
+            drop_mixed_rows(s, bid, ["/c/call.wav"])
+            upsert_results(s, rows)
+            replace_segments(s, bid, {("/c/call.wav", 1): [{"index": 0, "start_s": 1.0, "end_s": 2.5}]})
+    with Session(eng) as s:
+        got = s.execute(select(Result.channel, Result.role, Result.emotion).where(Result.batch_id == bid)).all()
+        assert sorted(got) == [(0, "agent", "calm"), (1, "customer", "angry")]
+        seg = s.execute(text("SELECT channel, start_s FROM segments")).all()
+        assert [tuple(x) for x in seg] == [(1, 1.0)]
+    with Session(eng) as s, s.begin():
+        upsert_results(s, [{"batch_id": bid, "path": "/c/mono.wav", "status": "done", "emotion": "sad"}])
+        upsert_results(s, [{"batch_id": bid, "path": "/c/mono.wav", "status": "done", "emotion": "happy"}])
+    with Session(eng) as s:
+        assert s.scalars(select(Result.emotion).where(Result.path == "/c/mono.wav")).all() == ["happy"]
+    with pytest.raises(IntegrityError), eng.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO results (batch_id, path, status, attempts, created_at, updated_at)"
+                " VALUES (:b, '/c/mono.wav', 'done', 0, now(), now())"
+            ),
+            {"b": bid},
+        )
+
+
 def test_status_on_postgresql_shows_rate_and_eta(pg_url, env_for):
     from sqlalchemy.orm import Session
 
@@ -96,3 +141,52 @@ def test_status_on_postgresql_shows_rate_and_eta(pg_url, env_for):
     assert 0.1 < rate < 0.3  # 2 files in about 10 s
     eta = float(cells["ETA"].rstrip(" s"))
     assert 5 < eta < 15  # 2 pending at about 0.2 files/s
+
+
+def test_0007_channels_on_a_populated_postgresql_database(pg_cluster):
+    """0005 -> head (0007) on PostgreSQL keeps rows (channel NULL) and enforces the new key; back to 0005."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from worker.db import get_engine
+    from worker.migrate import downgrade, upgrade
+
+    url = pg_cluster.create_database("populated_0005")
+    upgrade(url, "0005")
+    eng = get_engine(url)
+    with eng.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO batches (id, created_at, options, source_paths, status, mode, n_files, n_done, n_failed,"
+                " n_ignored) VALUES (1, now(), '{}', '[]', 'done', 'embedded', 1, 1, 0, 0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO results (batch_id, path, status, emotion, attempts, created_at, updated_at)"
+                " VALUES (1, 'a.wav', 'done', 'sad', 1, now(), now())"
+            )
+        )
+        conn.execute(text("INSERT INTO segments (result_id, idx, start_s, end_s) SELECT id, 0, 0.0, 1.0 FROM results"))
+    upgrade(url)
+    with eng.begin() as conn:
+        assert conn.execute(text("SELECT path, channel, emotion FROM results")).all() == [("a.wav", None, "sad")]
+        assert conn.execute(text("SELECT channel FROM segments")).all() == [(None,)]
+        for ch in (0, 1):  # channels of the same file are rows of their own
+            conn.execute(
+                text(
+                    "INSERT INTO results (batch_id, path, channel, status, attempts, created_at, updated_at)"
+                    " VALUES (1, 'a.wav', :c, 'done', 0, now(), now())"
+                ),
+                {"c": ch},
+            )
+    with pytest.raises(IntegrityError), eng.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO results (batch_id, path, status, attempts, created_at, updated_at)"
+                " VALUES (1, 'a.wav', 'done', 0, now(), now())"
+            )
+        )
+    downgrade(url, "0005")
+    with eng.begin() as conn:
+        assert conn.execute(text("SELECT path, emotion FROM results")).all() == [("a.wav", "sad")]

@@ -78,7 +78,7 @@ def test_chunks_of_any_size_run_one_statement_with_bound_parameters(batch):
     finally:
         event.remove(eng, "before_cursor_execute", record)
     assert len({sql for sql, _, _ in seen}) == 1
-    assert "ON CONFLICT (batch_id, path) DO UPDATE" in seen[0][0]
+    assert "ON CONFLICT (batch_id, path, coalesce(channel, -1)) DO UPDATE" in seen[0][0]
     assert "?" in seen[0][0]  # bound parameters, not literal values
     assert [n for _, _, n in seen] == [3, 5, 1]
     assert all(many for _, many, n in seen if n > 1)

@@ -14,8 +14,11 @@ def test_empty_to_head_and_back(tmp_path):
     cols = {c["name"] for c in insp.get_columns("results")}
     assert {"batch_id", "path", "sha256", "duration_s", "sample_rate", "channels", "status", "error"} <= cols
     assert {"p_neutral", "p_surprised", "model_version", "processing_ms"} <= cols
-    uniques = insp.get_unique_constraints("results")
-    assert any(u["column_names"] == ["batch_id", "path"] for u in uniques)
+    with get_engine(url).connect() as conn:  # an expression index: SQLAlchemy does not reflect it
+        sql = conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE name = 'uq_results_batch_path_channel'"
+        ).scalar()
+    assert "UNIQUE" in sql and "coalesce(channel, -1)" in sql
     downgrade(url, "base")
     assert "results" not in inspect(get_engine(url)).get_table_names()
     assert current_revision(url) is None
@@ -97,3 +100,89 @@ def test_0006_moves_webhook_urls_out_of_batches(tmp_path):
 def test_head_constant_is_alembics_head():
     # ensure_schema skips Alembic when the database is stamped HEAD_REVISION: it must be the head
     assert HEAD_REVISION == head_revision()
+
+
+def _populate_0005(url: str) -> None:
+    from sqlalchemy import text
+
+    upgrade(url, "0005")
+    with get_engine(url).begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO batches (id, created_at, options, source_paths, status, mode, n_files, n_done, n_failed,"
+                " n_ignored) VALUES (1, '2026-01-01', '{}', '[]', 'done', 'embedded', 2, 2, 0, 0)"
+            )
+        )
+        for rid, path in ((1, "a.wav"), (2, "b.wav")):
+            conn.execute(
+                text(
+                    "INSERT INTO results (id, batch_id, path, status, emotion, attempts, created_at, updated_at)"
+                    " VALUES (:id, 1, :p, 'done', 'sad', 1, '2026-01-01', '2026-01-01')"
+                ),
+                {"id": rid, "p": path},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO segments (result_id, idx, start_s, end_s, emotion) VALUES (1, 0, 0.0, 2.5, 'sad'),"
+                " (1, 1, 3.0, 5.0, 'calm')"
+            )
+        )
+
+
+def test_0007_channels_on_a_populated_database(tmp_path):
+    """0005 -> 0007 keeps rows and segments (channel NULL), the new key holds, and back to 0006."""
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm import Session
+
+    from worker.db import upsert_results
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    _populate_0005(url)
+    upgrade(url, "0007")
+    eng = get_engine(url)
+    with eng.connect() as conn:
+        assert conn.execute(text("SELECT path, channel, role, emotion FROM results ORDER BY id")).all() == [
+            ("a.wav", None, None, "sad"),
+            ("b.wav", None, None, "sad"),
+        ]
+        assert conn.execute(text("SELECT idx, channel, emotion FROM segments ORDER BY idx")).all() == [
+            (0, None, "sad"),
+            (1, None, "calm"),
+        ]
+    # the old rows are upserted in place by a mixed row, and channels of a file are rows of their own
+    with Session(eng) as s, s.begin():
+        upsert_results(s, [{"batch_id": 1, "path": "a.wav", "status": "done", "emotion": "happy"}])
+        upsert_results(
+            s,
+            [
+                {"batch_id": 1, "path": "b.wav", "channel": c, "status": "done", "emotion": e}
+                for c, e in ((0, "angry"), (1, "calm"))
+            ],
+        )
+        upsert_results(s, [{"batch_id": 1, "path": "b.wav", "channel": 1, "status": "done", "emotion": "fearful"}])
+    with eng.connect() as conn:
+        rows = conn.execute(text("SELECT id, path, channel, emotion FROM results ORDER BY path, channel")).all()
+    assert [tuple(r)[1:] for r in rows] == [
+        ("a.wav", None, "happy"),
+        ("b.wav", None, "sad"),
+        ("b.wav", 0, "angry"),
+        ("b.wav", 1, "fearful"),
+    ]
+    assert rows[0][0] == 1  # updated in place: same id, its segments kept
+    with pytest.raises(IntegrityError), eng.begin() as conn:  # two mixed rows of one file conflict (NULL as -1)
+        conn.execute(
+            text(
+                "INSERT INTO results (batch_id, path, status, attempts, created_at, updated_at)"
+                " VALUES (1, 'a.wav', 'done', 0, '2026-01-01', '2026-01-01')"
+            )
+        )
+    downgrade(url, "0006")
+    with get_engine(url).connect() as conn:  # channel 0 of a split file is kept, the other channels dropped
+        assert conn.execute(text("SELECT path, emotion FROM results ORDER BY path, id")).all() == [
+            ("a.wav", "happy"),
+            ("b.wav", "sad"),
+        ]
+    upgrade(url)
+    assert current_revision(url) == head_revision()
