@@ -1,0 +1,251 @@
+"""Reading a batch back in constant memory: exports stream pages, report and diff aggregate in SQL.
+
+The streaming itself is checked (a writer consumes an iterator row by row; the rows fetched from the
+database are never more than one page ahead of the rows written), not times: speed and peak memory
+at 10k-1M rows are in benchmarks/scale.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.test_cli import no_traceback, run
+
+EMOS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+
+def make_batch(db: Path, n: int, *, batch_id: int | None = None, failed_every: int = 10, folders: int = 5) -> int:
+    """A finished batch of ``n`` rows written with SQL (as benchmarks/scale.py does at 1M rows).
+
+    Row ``i`` is ``/data/f<i % folders>/file<i>.wav``; every ``failed_every``-th row failed, the
+    others are done with emotion ``EMOS[i % 8]`` and confidence ``(i % 100) / 100``.
+    """
+    if not db.exists():
+        assert run(["db", "upgrade"], db).returncode == 0
+    con = sqlite3.connect(db)
+    try:
+        cur = con.execute(
+            "INSERT INTO batches (created_at, source_paths, status, mode, n_files, n_done, n_failed, n_ignored, options)"
+            " VALUES ('2026-01-01 00:00:00', '[\"/data\"]', 'done_with_failures', 'embedded', ?, 0, 0, 0, '{}')",
+            (n,),
+        )
+        bid = batch_id or cur.lastrowid
+        rows = []
+        for i in range(n):
+            failed = i % failed_every == 0
+            emo = EMOS[i % 8]
+            conf = (i % 100) / 100
+            probs = json.dumps({e: (conf if e == emo else (1 - conf) / 7) for e in EMOS})
+            rows.append(
+                (
+                    bid,
+                    f"/data/f{i % folders}/file{i:07d}.wav",
+                    "failed" if failed else "done",
+                    None if failed else emo,
+                    None if failed else conf,
+                    None if failed else probs,
+                    "cannot decode" if failed else None,
+                    None if failed else "default-v1",
+                    None if failed else bool(i % 3 == 0),
+                    None if failed else bool(i % 7 == 0),
+                    "2026-01-01 00:00:01",
+                )
+            )
+        con.executemany(
+            "INSERT INTO results (batch_id, path, status, emotion, confidence, probabilities, error, model_version,"
+            " low_confidence, out_of_domain, finished_at, created_at, updated_at, attempts)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '2026-01-01', '2026-01-01', 1)",
+            rows,
+        )
+        con.commit()
+    finally:
+        con.close()
+    return bid
+
+
+# ------------------------------------------------------------------------------------------ writers
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "json"])
+def test_writer_consumes_the_iterator_row_by_row(fmt):
+    """Row i is in the output before row i + 1 is asked for: nothing is collected first."""
+    from producer.export import write_stream
+
+    out = io.StringIO()
+    asked = []
+
+    def rows():  # type: ignore[no-untyped-def]
+        for i in range(50):
+            if i:  # the previous row is already written
+                assert f"/x/{i - 1}.wav" in out.getvalue(), f"row {i - 1} not written before row {i} was asked for"
+            asked.append(i)
+            yield (i, f"/x/{i}.wav", None, True)
+
+    n = write_stream(rows(), ["id", "path", "emotion", "flag"], fmt, out)
+    assert n == 50 and len(asked) == 50
+    text = out.getvalue()
+    if fmt == "csv":
+        got = list(csv.DictReader(io.StringIO(text)))
+        assert got[7] == {"id": "7", "path": "/x/7.wav", "emotion": "", "flag": "True"}
+    elif fmt == "jsonl":
+        got = [json.loads(line) for line in text.splitlines()]
+        assert got[7] == {"id": 7, "path": "/x/7.wav", "emotion": None, "flag": True}
+    else:
+        got = json.loads(text)
+        assert got[7] == {"id": 7, "path": "/x/7.wav", "emotion": None, "flag": True}
+    assert len(got) == 50
+
+
+def test_empty_json_array_and_unknown_format():
+    from producer.export import write_stream
+
+    out = io.StringIO()
+    assert write_stream(iter(()), ["a"], "json", out) == 0
+    assert json.loads(out.getvalue()) == []
+    with pytest.raises(ValueError, match="unknown export format"):
+        write_stream(iter(()), ["a"], "xml", io.StringIO())
+
+
+class _CountingCursor(sqlite3.Cursor):
+    fetched = 0
+
+    def fetchone(self):  # type: ignore[no-untyped-def]
+        row = super().fetchone()
+        _CountingCursor.fetched += row is not None
+        return row
+
+    def fetchmany(self, size=None):  # type: ignore[no-untyped-def]
+        rows = super().fetchmany(size) if size is not None else super().fetchmany()
+        _CountingCursor.fetched += len(rows)
+        return rows
+
+    def fetchall(self):  # type: ignore[no-untyped-def]
+        rows = super().fetchall()
+        _CountingCursor.fetched += len(rows)
+        return rows
+
+
+class _CountingConnection(sqlite3.Connection):
+    def cursor(self, factory=_CountingCursor):  # type: ignore[no-untyped-def,override]
+        return super().cursor(factory)
+
+
+@pytest.mark.parametrize("segments", [False, True])
+def test_export_never_holds_more_than_one_page(tmp_path, segments):
+    """Rows fetched from the database run at most one page ahead of the rows written out."""
+    from sqlalchemy import create_engine
+
+    from producer.export import export_query, export_rows, model_labels, result_where, write_stream
+
+    db = tmp_path / "ser.db"
+    n = 2300
+    bid = make_batch(db, n)
+    if segments:  # two segments per done row
+        con = sqlite3.connect(db)
+        con.execute(
+            "INSERT INTO segments (result_id, idx, start_s, end_s, emotion, confidence, probabilities)"
+            " SELECT id, k.idx, k.idx * 2.0, k.idx * 2.0 + 2.0004, emotion, confidence, probabilities"
+            " FROM results, (SELECT 0 AS idx UNION ALL SELECT 1) AS k WHERE status = 'done'"
+        )
+        con.commit()
+        con.close()
+        n = 2 * sum(1 for i in range(2300) if i % 10)
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(db, factory=_CountingConnection))
+    page = 100
+    lag: list[int] = []
+
+    class Out(io.StringIO):
+        written = 0
+
+        def write(self, s: str) -> int:
+            lag.append(_CountingCursor.fetched - self.written)
+            self.written += s.count("\n")
+            return super().write(s)
+
+    out = Out()
+    with engine.connect() as conn:
+        where = result_where(batch=bid, segments=segments)
+        labels = model_labels(conn, result_where(batch=bid))
+        columns, q = export_query(where, labels, segments=segments)
+        _CountingCursor.fetched = 0
+        out.written = -1  # the header line
+        assert write_stream(export_rows(conn, q, labels, page_rows=page), columns, "csv", out) == n
+    assert _CountingCursor.fetched == n
+    assert max(lag) <= page, f"{max(lag)} rows fetched ahead of the output (page {page})"
+    got = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert len(got) == n
+    if segments:
+        assert got[0]["end_s"] == "2.0" and got[0]["index"] == "0" and got[1]["start_s"] == "2.0"
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+
+def _csv(text: str) -> list[dict[str, Any]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_results_exports_every_row_in_every_format(tmp_path):
+    db = tmp_path / "ser.db"
+    n = 1234
+    make_batch(db, n)
+    c = run(["results", "--batch", "1", "--format", "csv"], db)
+    no_traceback(c)
+    assert c.returncode == 0, c.stderr
+    got = _csv(c.stdout)
+    assert len(got) == n
+    assert [r["path"] for r in got] == [f"/data/f{i % 5}/file{i:07d}.wav" for i in range(n)]
+    assert got[1]["emotion"] == "calm" and float(got[1]["p_calm"]) == pytest.approx(0.01)
+    assert got[0]["status"] == "failed" and got[0]["error"] == "cannot decode" and got[0]["p_calm"] == ""
+    assert got[1]["finished_at"] == "2026-01-01T00:00:01"
+    lines = run(["results", "--batch", "1", "--format", "jsonl"], db).stdout.splitlines()
+    assert len(lines) == n
+    assert json.loads(lines[3])["emotion"] == "sad" and json.loads(lines[3])["low_confidence"] is True
+    arr = json.loads(run(["results", "--batch", "1", "--format", "json", "--emotion", "sad"], db).stdout)
+    assert len(arr) == sum(1 for i in range(n) if i % 10 and i % 8 == 3)
+    assert {r["emotion"] for r in arr} == {"sad"}
+    out = tmp_path / "out.csv"
+    p = run(["results", "--batch", "1", "--format", "csv", "--confident", "-o", str(out)], db)
+    assert p.returncode == 0 and f"wrote {sum(1 for i in range(n) if i % 10 == 0 or i % 3)} row(s)" in p.stderr
+    assert _csv(out.read_text()) == [r for r in got if r["low_confidence"] != "True"]
+
+
+def test_results_table_stops_at_a_bound_with_a_hint(tmp_path):
+    from producer.export import TABLE_MAX_ROWS
+
+    db = tmp_path / "ser.db"
+    make_batch(db, TABLE_MAX_ROWS + 5)
+    p = run(["results", "--batch", "1"], db)
+    assert p.returncode == 0, p.stderr
+    assert f"{TABLE_MAX_ROWS} row(s)" in p.stdout and f"only the first {TABLE_MAX_ROWS} rows" in p.stderr
+    assert "--format jsonl" in p.stderr
+    p = run(["results", "--batch", "1", "--limit", "3"], db)
+    assert "3 row(s)" in p.stdout and "only the first" not in p.stderr
+
+
+def test_labels_beyond_the_eight_emotions_come_from_the_model(tmp_path):
+    """A model with its own label set: its labels are p_ columns although no row was read to find them."""
+    db = tmp_path / "ser.db"
+    make_batch(db, 20)
+    con = sqlite3.connect(db)
+    con.execute(
+        "INSERT INTO models (version, created_at, labels, metrics, checksum, feature_version, active, source)"
+        " VALUES ('bored-v1', '2026-01-01', '[\"bored\", \"angry\"]', '{}', 'x', 'f', 0, 'db')"
+    )
+    con.execute(
+        "UPDATE results SET model_version = 'bored-v1', probabilities = '{\"bored\": 0.75, \"angry\": 0.25}'"
+        " WHERE id = 2"
+    )
+    con.execute("UPDATE results SET model_version = 'gone-v0', probabilities = '{\"tired\": 1.0}' WHERE id = 3")
+    con.commit()
+    con.close()
+    got = _csv(run(["results", "--batch", "1", "--format", "csv"], db).stdout)
+    assert list(got[0])[-2:] == ["p_bored", "p_tired"]  # after the eight emotions
+    assert got[1]["p_bored"] == "0.75" and got[2]["p_tired"] == "1.0" and got[3]["p_bored"] == ""
