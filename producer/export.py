@@ -236,3 +236,107 @@ def write_stream(rows: Iterable[Sequence[Any]], columns: Sequence[str], fmt: str
     if fmt == "json":
         return JsonArrayWriter(fh).write(columns, rows)
     raise ValueError(f"unknown export format {fmt!r} (csv, jsonl, json)")
+
+
+# ------------------------------------------------------------------------------------------ CSV by the database
+
+
+def _csv_value(col: Any, dialect: str) -> Any:
+    """SQL giving one export column as the Python writer would format it (None stays NULL).
+
+    Booleans ``True``/``False``; date-times ISO 8601 as :meth:`datetime.isoformat` writes them;
+    numbers in the database's own text form (SQLite: 15 significant digits, as ``sqlite3 -csv``
+    writes them; PostgreSQL: the shortest exact form, as Python does); text quoted as CSV on SQLite
+    (PostgreSQL's ``COPY`` quotes itself).
+    """
+    from sqlalchemy import Boolean, DateTime, String, Text, case, cast, func, literal
+
+    t = col.type
+    if isinstance(t, Boolean):
+        return case((col.is_(True), literal("True")), (col.is_(False), literal("False")))
+    if isinstance(t, DateTime):
+        if dialect == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff'; isoformat drops zero microseconds
+            txt = cast(col, Text)
+            return func.replace(case((func.substr(txt, 20) == ".000000", func.substr(txt, 1, 19)), else_=txt), " ", "T")
+        utc = func.timezone("UTC", col)
+        us = func.to_char(utc, ".US")
+        return (
+            func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS')
+            + case((us == ".000000", literal("")), else_=us)
+            + literal("+00:00")
+        )
+    if dialect != "sqlite":
+        return cast(col, Text)
+    if isinstance(t, String):  # quoted when it holds a comma, a double quote or a line break (as Python's csv)
+        special = literal('*[,"') + func.char(10) + func.char(13) + literal("]*")
+        return case((col.op("GLOB")(special), literal('"') + func.replace(col, '"', '""') + literal('"')), else_=col)
+    return col
+
+
+def csv_query(query: Any, labels: Sequence[str], dialect: str) -> Any:
+    """The export statement with every value formatted as CSV text by the database.
+
+    The ``probabilities`` JSON becomes one column per label: the ``p_<emotion>`` column where the
+    table has it (the worker writes both), else the JSON member. On SQLite each row is one CSV line
+    made by a single ``printf`` (a NULL prints as nothing); on PostgreSQL the columns are text for
+    ``COPY ... TO STDOUT``.
+    """
+    from sqlalchemy import Text, cast, func
+
+    from worker.db import Result, Segment
+
+    cols = list(query.selected_columns)
+    probs = cols[-1]
+    table = Segment.__table__ if probs.table is Segment.__table__ else Result.__table__
+    values = []
+    for c in cols[:-1]:
+        if c.key in ROUNDED and c.table is Segment.__table__:
+            c = func.round(c, ROUNDED[c.key]).label(c.key)  # noqa: PLW2901
+        values.append(_csv_value(c, dialect))
+    for lab in labels:
+        own = table.c.get(f"p_{lab}")
+        member = probs[lab].as_float() if dialect == "postgresql" else func.json_extract(probs, f'$."{lab}"')
+        value = func.coalesce(own, member) if own is not None else member
+        values.append(cast(value, Text) if dialect == "postgresql" else value)
+    if dialect == "sqlite":
+        return query.with_only_columns(func.printf(",".join(["%s"] * len(values)), *values))
+    return query.with_only_columns(*values)
+
+
+def write_csv(
+    conn: Any, query: Any, labels: Sequence[str], columns: Sequence[str], fh: TextIO, *, page_rows: int = PAGE_ROWS
+) -> int:
+    """Write an export as CSV with the values formatted by the database, in pages; returns the rows written.
+
+    SQLite returns each row as one CSV line (:func:`csv_query`), read ``page_rows`` lines at a time;
+    PostgreSQL streams ``COPY (SELECT ...) TO STDOUT WITH (FORMAT csv)`` as ``psql \\copy`` does.
+    Either way no Python object is made per value, which keeps the export within a small factor of
+    the database's own CSV dump (benchmarks/results/scale.md) and memory constant.
+
+    Args:
+        conn: an open SQLAlchemy connection.
+        query: from :func:`export_query`.
+        labels: the labels given to :func:`export_query`.
+        columns: the header.
+        fh: text stream to write to.
+        page_rows: lines per fetch (SQLite).
+    """
+    csv.writer(fh, lineterminator="\n").writerow(columns)
+    dialect = conn.dialect.name
+    stmt = csv_query(query, labels, dialect)
+    n = 0
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql.base import PGDialect
+
+        sql = str(stmt.compile(dialect=PGDialect(), compile_kwargs={"literal_binds": True}))
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            with cur.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)") as copy:
+                for block in copy:
+                    fh.write(bytes(block).decode("utf-8"))
+            return max(cur.rowcount, 0)
+    result = conn.execution_options(yield_per=page_rows).execute(stmt)
+    for page in result.partitions():
+        fh.write("\n".join([r[0] for r in page]) + "\n")
+        n += len(page)
+    return n

@@ -137,12 +137,12 @@ class _CountingConnection(sqlite3.Connection):
         return super().cursor(factory)
 
 
-@pytest.mark.parametrize("segments", [False, True])
-def test_export_never_holds_more_than_one_page(tmp_path, segments):
+@pytest.mark.parametrize(("segments", "by_db"), [(False, False), (True, False), (False, True), (True, True)])
+def test_export_never_holds_more_than_one_page(tmp_path, segments, by_db):
     """Rows fetched from the database run at most one page ahead of the rows written out."""
     from sqlalchemy import create_engine
 
-    from producer.export import export_query, export_rows, model_labels, result_where, write_stream
+    from producer.export import export_query, export_rows, model_labels, result_where, write_csv, write_stream
 
     db = tmp_path / "ser.db"
     n = 2300
@@ -176,7 +176,10 @@ def test_export_never_holds_more_than_one_page(tmp_path, segments):
         columns, q = export_query(where, labels, segments=segments)
         _CountingCursor.fetched = 0
         out.written = -1  # the header line
-        assert write_stream(export_rows(conn, q, labels, page_rows=page), columns, "csv", out) == n
+        if by_db:  # CSV lines made by the database (`results --format csv`)
+            assert write_csv(conn, q, labels, columns, out, page_rows=page) == n
+        else:
+            assert write_stream(export_rows(conn, q, labels, page_rows=page), columns, "csv", out) == n
     assert _CountingCursor.fetched == n
     assert max(lag) <= page, f"{max(lag)} rows fetched ahead of the output (page {page})"
     got = list(csv.DictReader(io.StringIO(out.getvalue())))
@@ -249,3 +252,45 @@ def test_labels_beyond_the_eight_emotions_come_from_the_model(tmp_path):
     got = _csv(run(["results", "--batch", "1", "--format", "csv"], db).stdout)
     assert list(got[0])[-2:] == ["p_bored", "p_tired"]  # after the eight emotions
     assert got[1]["p_bored"] == "0.75" and got[2]["p_tired"] == "1.0" and got[3]["p_bored"] == ""
+
+
+def test_csv_by_the_database_equals_the_python_writer(tmp_path):
+    """Awkward values (commas, quotes, line breaks, microseconds, NULLs, flags, a model's own label)
+    come out of `--format csv` (formatted by SQLite) as Python's csv module writes them."""
+    from sqlalchemy import create_engine
+
+    from producer.export import export_query, export_rows, model_labels, result_where, write_csv, write_stream
+
+    db = tmp_path / "ser.db"
+    make_batch(db, 30)
+    con = sqlite3.connect(db)
+    con.execute(
+        "INSERT INTO models (version, created_at, labels, metrics, checksum, feature_version, active, source)"
+        " VALUES ('own-v1', '2026-01-01', '[\"bored\"]', '{}', 'x', 'f', 0, 'db')"
+    )
+    con.execute(
+        "UPDATE results SET path = '/data/a,b \"quoted\"' || char(10) || 'x.wav', error = 'bad, \"very\" bad',"
+        " finished_at = '2026-01-01 00:00:01.250000', model_version = 'own-v1',"
+        " probabilities = '{\"bored\": 0.125}' WHERE id = 2"
+    )
+    con.execute("UPDATE results SET p_sad = NULL WHERE id = 4")  # only in the JSON
+    con.commit()
+    con.close()
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        where = result_where(batch=1)
+        labels = model_labels(conn, where)
+        columns, q = export_query(where, labels)
+        a, b = io.StringIO(), io.StringIO()
+        write_csv(conn, q, labels, columns, a)
+        write_stream(export_rows(conn, q, labels), columns, "csv", b)
+    got, want = _csv(a.getvalue()), _csv(b.getvalue())
+    assert len(got) == 30 and "p_bored" in got[0]
+    assert got[1]["path"] == '/data/a,b "quoted"\nx.wav' and got[1]["finished_at"] == "2026-01-01T00:00:01.250000"
+    assert got[3]["p_sad"] == want[3]["p_sad"] != ""
+    for g, w in zip(got, want, strict=True):  # numbers: SQLite's 15 significant digits, as sqlite3 -csv
+        for k in columns:
+            if k.startswith("p_") or k in ("confidence",):
+                assert (g[k] == w[k] == "") or float(g[k]) == pytest.approx(float(w[k]), rel=1e-14), k
+            else:
+                assert g[k] == w[k], k
