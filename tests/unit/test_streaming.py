@@ -294,3 +294,43 @@ def test_csv_by_the_database_equals_the_python_writer(tmp_path):
                 assert (g[k] == w[k] == "") or float(g[k]) == pytest.approx(float(w[k]), rel=1e-14), k
             else:
                 assert g[k] == w[k], k
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def test_report_aggregates_in_sql_match_the_rows(tmp_path, monkeypatch):
+    """Counts, histogram, median, folders and the capped failed list, checked against the rows themselves."""
+    import statistics
+
+    from sqlalchemy.orm import Session
+
+    from producer import report
+    from worker.db import get_engine
+
+    db = tmp_path / "ser.db"
+    n = 997
+    make_batch(db, n, folders=7)
+    monkeypatch.setattr(report, "MAX_FAILED", 30)
+    monkeypatch.setattr(report, "MAX_GROUPS", 5)
+    with Session(get_engine(f"sqlite:///{db}")) as s:
+        d = report.gather(s, 1)
+    done = [i for i in range(n) if i % 10]
+    conf = [(i % 100) / 100 for i in done]
+    assert d.counts == {"pending": 0, "done": len(done), "failed": n - len(done), "total": n}
+    assert dict((e, c) for e, c, _ in d.emotions) == {e: sum(1 for i in done if EMOS[i % 8] == e) for e in EMOS}
+    assert sum(d.confidence_hist) == len(done) and len(d.confidence_hist) == report.CONFIDENCE_BINS
+    assert d.confidence_hist[0] == sum(1 for c in conf if c < 0.05)
+    assert d.confidence_hist[19] == sum(1 for c in conf if c >= 0.95)
+    assert d.confidence_median == pytest.approx(statistics.median(conf))
+    assert d.n_low_confidence == sum(1 for i in done if i % 3 == 0)
+    assert d.n_out_of_domain == sum(1 for i in done if i % 7 == 0)
+    assert len(d.failed) == 30 and d.n_failed_hidden == n - len(done) - 30
+    assert d.failed[0] == ("/data/f0/file0000000.wav", "cannot decode")
+    assert d.group_kind == "folder" and len(d.groups) == 5 and d.n_groups_hidden == 2
+    f0 = next(g for g in d.groups if g["name"] == "data/f0")  # named from the parent of their common path
+    rows0 = [i for i in range(n) if i % 7 == 0]
+    assert f0["files"] == len(rows0) and f0["failed"] == sum(1 for i in rows0 if i % 10 == 0)
+    c0 = [(i % 100) / 100 for i in rows0 if i % 10]
+    assert f0["mean_confidence"] == pytest.approx(sum(c0) / len(c0))
+    assert d.models == [{"version": "default-v1", "files": len(done), "metrics": {}, "labels": []}]
