@@ -21,11 +21,14 @@ from tests.unit.test_cli import no_traceback, run
 EMOS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
 
-def make_batch(db: Path, n: int, *, batch_id: int | None = None, failed_every: int = 10, folders: int = 5) -> int:
+def make_batch(
+    db: Path, n: int, *, batch_id: int | None = None, failed_every: int = 10, folders: int = 5, shift_every: int = 0
+) -> int:
     """A finished batch of ``n`` rows written with SQL (as benchmarks/scale.py does at 1M rows).
 
     Row ``i`` is ``/data/f<i % folders>/file<i>.wav``; every ``failed_every``-th row failed, the
-    others are done with emotion ``EMOS[i % 8]`` and confidence ``(i % 100) / 100``.
+    others are done with emotion ``EMOS[i % 8]`` (``EMOS[(i + 1) % 8]`` for every ``shift_every``-th
+    row) and confidence ``(i % 100) / 100``.
     """
     if not db.exists():
         assert run(["db", "upgrade"], db).returncode == 0
@@ -40,7 +43,7 @@ def make_batch(db: Path, n: int, *, batch_id: int | None = None, failed_every: i
         rows = []
         for i in range(n):
             failed = i % failed_every == 0
-            emo = EMOS[i % 8]
+            emo = EMOS[(i + (1 if shift_every and i % shift_every == 0 else 0)) % 8]
             conf = (i % 100) / 100
             probs = json.dumps({e: (conf if e == emo else (1 - conf) / 7) for e in EMOS})
             rows.append(
@@ -334,3 +337,48 @@ def test_report_aggregates_in_sql_match_the_rows(tmp_path, monkeypatch):
     c0 = [(i % 100) / 100 for i in rows0 if i % 10]
     assert f0["mean_confidence"] == pytest.approx(sum(c0) / len(c0))
     assert d.models == [{"version": "default-v1", "files": len(done), "metrics": {}, "labels": []}]
+
+
+# ------------------------------------------------------------------------------------------ diff
+
+
+def test_diff_summary_from_sql_and_changed_files_streamed(tmp_path):
+    db = tmp_path / "ser.db"
+    make_batch(db, 600)
+    make_batch(db, 650, failed_every=15, shift_every=4)  # 50 more files, other failures, a quarter relabelled
+
+    def label(i: int, failed_every: int, shift: int) -> str:
+        return "(failed)" if i % failed_every == 0 else EMOS[(i + (1 if shift and i % shift == 0 else 0)) % 8]
+
+    changed = [i for i in range(600) if label(i, 10, 0) != label(i, 15, 4)]
+    j = run(["diff", "1", "2", "--format", "json"], db)
+    no_traceback(j)
+    assert j.returncode == 0, j.stderr
+    d = json.loads(j.stdout)
+    sm = d["summary"]
+    assert (sm["files_a"], sm["files_b"], sm["compared"], sm["only_a"], sm["only_b"]) == (600, 650, 600, 0, 50)
+    assert sm["changed"] == len(changed) == len(d["changed"]) and sm["unchanged"] == 600 - len(changed)
+    assert [r["path"] for r in d["changed"]] == sorted(f"/data/f{i % 5}/file{i:07d}.wav" for i in changed)
+    assert sm["transitions"]["(failed)"]["(failed)"] == sum(1 for i in range(600) if i % 30 == 0)
+    assert sum(n for row in sm["transitions"].values() for n in row.values()) == 600
+    c = run(["diff", "1", "2", "--format", "csv"], db)
+    assert [r["path"] for r in _csv(c.stdout)] == [r["path"] for r in d["changed"]]
+    assert f"{len(changed)} of 600 file(s) changed label; 50 only in 2" in c.stderr
+
+
+def test_changed_files_are_fetched_a_page_at_a_time(tmp_path):
+    from sqlalchemy import create_engine
+
+    from producer.compare import changed_rows
+
+    db = tmp_path / "ser.db"
+    make_batch(db, 900)
+    make_batch(db, 900, shift_every=2)
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(db, factory=_CountingConnection))
+    with engine.connect() as conn:
+        _CountingCursor.fetched = 0
+        rows = changed_rows(conn, 1, 2, page_rows=50)
+        first = next(rows)
+        assert first[0] == "/data/f1/file0000006.wav"  # by path: folder f0 holds no changed file
+        assert _CountingCursor.fetched <= 50
+        assert 1 + sum(1 for _ in rows) == sum(1 for i in range(900) if i % 2 == 0 and i % 10)
