@@ -123,6 +123,7 @@ def submit(
     are queued for `ser-batch worker` processes. Exit code 0 when every file is done, 3 when some failed.
     """
     from producer.submit import (
+        PageQueue,
         check_notify_url,
         configured_chunk_size,
         open_batch,
@@ -151,21 +152,29 @@ def submit(
     notify_url = check_notify_url(notify or s.notify_url)
     if resume is None and not paths:
         raise CliError("give at least one file or folder (or --resume BATCH_ID)", EXIT_USAGE)
-    batch_id = open_batch(
-        paths,
-        resume=resume,
-        chunk_size=chunk_size or s.chunk_size,
-        segment=seg_spec,
-        segment_min_s=segment_min_s,
-        speaker_from=speaker_from,
-        speaker_of=speaker_of,
-        notify_url=notify_url,
-    )
-    global _current_batch
-    _current_batch = batch_id  # for the Ctrl-C message
+
+    def named(batch_id: int) -> None:
+        global _current_batch
+        _current_batch = batch_id  # for the Ctrl-C message, as soon as the batch row exists
+
+    # distributed: each page of walked files is queued as soon as it is recorded
+    queue = PageQueue(chunk_size or s.chunk_size) if s.broker_url and resume is None else None
     try:
+        batch_id = open_batch(
+            paths,
+            resume=resume,
+            chunk_size=chunk_size or s.chunk_size,
+            segment=seg_spec,
+            segment_min_s=segment_min_s,
+            speaker_from=speaker_from,
+            speaker_of=speaker_of,
+            notify_url=notify_url,
+            on_batch=named,
+            on_page=queue,
+            quiet=quiet,
+        )
         if s.broker_url:
-            code = run_distributed(batch_id, chunk_size or s.chunk_size, wait_, quiet)
+            code = run_distributed(batch_id, chunk_size or s.chunk_size, wait_, quiet, queued=queue)
         else:
             code = run_embedded_batch(batch_id, workers or s.workers, configured_chunk_size(chunk_size), quiet)
     except KeyboardInterrupt:

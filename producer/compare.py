@@ -61,17 +61,15 @@ def create_rescore_batch(
     Raises:
         LookupError: no such batch, or it has no files.
     """
-    from sqlalchemy import select
+    from sqlalchemy import DateTime, func, insert, literal, select
 
-    from worker.db import Batch, Result, insert_pending
+    from worker.db import Batch, Result, utcnow
 
     old = session.get(Batch, batch_id)
     if old is None:
         raise LookupError(f"no batch {batch_id}")
-    rows = session.execute(
-        select(Result.path, Result.size_bytes, Result.speaker).where(Result.batch_id == batch_id).order_by(Result.id)
-    ).all()
-    if not rows:
+    n = session.scalar(select(func.count()).where(Result.batch_id == batch_id)) or 0
+    if not n:
         raise LookupError(f"batch {batch_id} has no files")
     options = {k: v for k, v in (old.options or {}).items() if k not in ("notify_url", "rescore_of")}
     options.update(model_version=model_version, rescore_of=batch_id)
@@ -81,15 +79,27 @@ def create_rescore_batch(
         source_paths=list(old.source_paths or []),
         status="running",
         mode=mode,
-        n_files=len(rows),
+        n_files=n,
         n_ignored=old.n_ignored,
         options=options,
     )
     session.add(new)
     session.flush()
-    speakers = {p: spk for p, _, spk in rows} if any(spk for _, _, spk in rows) else None
-    insert_pending(session, new.id, [p for p, _, _ in rows], {p: n for p, n, _ in rows if n is not None}, speakers)
-    return new.id, len(rows)
+    # one INSERT ... SELECT: the files never pass through this process (a batch can hold millions)
+    now = utcnow()
+    rows = select(
+        literal(new.id),
+        Result.path,
+        literal("pending"),
+        Result.size_bytes,
+        Result.speaker,
+        literal(0),
+        literal(now, DateTime(timezone=True)),
+        literal(now, DateTime(timezone=True)),
+    ).where(Result.batch_id == batch_id)
+    cols = ["batch_id", "path", "status", "size_bytes", "speaker", "attempts", "created_at", "updated_at"]
+    session.execute(insert(Result).from_select(cols, rows.order_by(Result.id)))
+    return new.id, n
 
 
 def rescore(

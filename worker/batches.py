@@ -28,7 +28,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -476,3 +476,15 @@ def pending_paths(batch_id: int, *, url: str | None = None) -> list[str]:
     with Session(get_engine(url)) as session:
         q = select(Result.path).where(Result.batch_id == batch_id, Result.status == "pending").order_by(Result.id)
         return list(session.scalars(q))
+
+
+def pending_path_pages(batch_id: int, *, url: str | None = None, page_rows: int = 10_000) -> Iterator[list[str]]:
+    """Paths of the batch's ``pending`` rows in submission order, ``page_rows`` at a time.
+
+    Read with ``yield_per`` (a server-side cursor on PostgreSQL), so a batch of millions of pending
+    files is never held at once.
+    """
+    with get_engine(url).connect() as conn:
+        q = select(Result.path).where(Result.batch_id == batch_id, Result.status == "pending").order_by(Result.id)
+        for page in conn.execution_options(yield_per=page_rows).execute(q).partitions():
+            yield [p for (p,) in page]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -382,3 +383,108 @@ def test_changed_files_are_fetched_a_page_at_a_time(tmp_path):
         assert first[0] == "/data/f1/file0000006.wav"  # by path: folder f0 holds no changed file
         assert _CountingCursor.fetched <= 50
         assert 1 + sum(1 for _ in rows) == sum(1 for i in range(900) if i % 2 == 0 and i % 10)
+
+
+# ------------------------------------------------------------------------------------------ submit
+
+
+@pytest.fixture
+def db_env(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """SER_DATABASE_URL pointing at a fresh SQLite file for in-process calls; settings re-read."""
+    from worker.settings import get_settings
+
+    db = tmp_path / "ser.db"
+    for k in [k for k in os.environ if k.startswith("SER_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("SER_DATABASE_URL", f"sqlite:///{db}")
+    get_settings.cache_clear()
+    yield db
+    get_settings.cache_clear()
+
+
+def _files(root: Path, n: int) -> list[str]:
+    for i in range(n):
+        d = root / f"d{i // 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:03d}.wav").write_bytes(b"")
+    (root / "notes.txt").write_text("x")
+    return sorted(str(p) for p in root.rglob("*.wav"))
+
+
+def test_submit_records_the_walk_a_page_at_a_time(tmp_path, db_env, monkeypatch):
+    """Each page is committed before the next file is walked and handed on (to be queued) at once."""
+    from producer import submit, walk
+
+    monkeypatch.setattr(submit, "WALK_PAGE_FILES", 7)
+    files = _files(tmp_path / "rec", 45)
+    walked = 0
+    real_iter = walk.iter_files
+
+    def counting(paths, stats):  # type: ignore[no-untyped-def]
+        nonlocal walked
+        for item in real_iter(paths, stats):
+            walked += 1
+            yield item
+
+    monkeypatch.setattr(walk, "iter_files", counting)
+    pages: list[tuple[int, int, int]] = []
+
+    def on_page(batch_id: int, paths: list[str]) -> None:
+        n_rows = sql_count(db_env, batch_id)
+        pages.append((len(paths), n_rows, walked))
+
+    bid = submit.open_batch(
+        [str(tmp_path / "rec")],
+        resume=None,
+        chunk_size=4,
+        segment="none",
+        segment_min_s=10.0,
+        speaker_from=None,
+        speaker_of=None,
+        on_page=on_page,
+        quiet=True,
+    )
+    assert [p[0] for p in pages] == [7] * 6 + [3]
+    # committed when handed on; the walk is at most one page ahead of what is recorded
+    assert [p[1] for p in pages] == [7 * (i + 1) for i in range(6)] + [45]
+    assert all(w - r <= 7 for _, r, w in pages)
+    con = sqlite3.connect(db_env)
+    paths = [r[0] for r in con.execute("SELECT path FROM results WHERE batch_id = ? ORDER BY id", (bid,))]
+    n_files, n_ignored, options = con.execute("SELECT n_files, n_ignored, options FROM batches").fetchone()
+    con.close()
+    assert paths == files and n_files == 45 and n_ignored == 1 and json.loads(options)["walk_complete"] is True
+
+
+def sql_count(db: Path, batch_id: int) -> int:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT count(*) FROM results WHERE batch_id = ?", (batch_id,)).fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_ctrl_c_during_the_walk_leaves_a_batch_resume_finishes_walking(tmp_path, db_env, monkeypatch):
+    from producer import submit
+
+    monkeypatch.setattr(submit, "WALK_PAGE_FILES", 10)
+    files = _files(tmp_path / "rec", 35)
+    named: list[int] = []
+    opts = dict(chunk_size=4, segment="none", segment_min_s=10.0, speaker_from=None, speaker_of=None, quiet=True)
+
+    def interrupt(batch_id: int, paths: list[str]) -> None:
+        if sql_count(db_env, batch_id) >= 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        submit.open_batch([str(tmp_path / "rec")], resume=None, on_batch=named.append, on_page=interrupt, **opts)
+    assert named == [1] and sql_count(db_env, 1) == 20  # named for the Ctrl-C message, two pages kept
+    con = sqlite3.connect(db_env)
+    assert json.loads(con.execute("SELECT options FROM batches").fetchone()[0])["walk_complete"] is False
+    con.close()
+    assert submit.open_batch(None, resume=1, **opts) == 1
+    con = sqlite3.connect(db_env)
+    paths = [r[0] for r in con.execute("SELECT path FROM results WHERE batch_id = 1 ORDER BY id")]
+    n_files, options = con.execute("SELECT n_files, options FROM batches").fetchone()
+    con.close()
+    assert sorted(paths) == files and len(set(paths)) == 35 and n_files == 35
+    assert json.loads(options)["walk_complete"] is True
