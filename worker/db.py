@@ -33,6 +33,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -150,6 +151,14 @@ class Result(LabelColumns, Base):
         Index("ix_results_batch_status", "batch_id", "status"),
         Index("ix_results_emotion", "emotion"),
         Index("ix_results_batch_speaker", "batch_id", "speaker"),
+        # the pending rows only (small however many finished rows are kept): the sweeper's lease queries
+        Index(
+            "ix_results_pending",
+            "batch_id",
+            "lease_expires_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
     )
 
 
