@@ -29,7 +29,7 @@ def _batch(url: str, n: int, shift_every: int = 0) -> int:
         probs = None if failed else {e: (conf if e == emo else (1 - conf) / 7) for e in EMOS}
         rows.append(
             {
-                "path": f"/data/f{i % 3}/a,b \"{i:04d}\".wav" if i == 1 else f"/data/f{i % 3}/file{i:04d}.wav",
+                "path": f'/data/f{i % 3}/a,b "{i:04d}".wav' if i == 1 else f"/data/f{i % 3}/file{i:04d}.wav",
                 "status": "failed" if failed else "done",
                 "emotion": None if failed else emo,
                 "confidence": None if failed else conf,
