@@ -422,7 +422,7 @@ def main() -> None:
     old = args.out.read_text() if args.out.exists() else ""
     a, b = "<!-- tables -->\n", "<!-- /tables -->\n"
     if a in old and b in old:  # keep the hand-written analysis around the generated tables
-        tables = old[: old.index(a) + len(a)] + tables + old[old.index(b) :]
+        tables = old[: old.index(a) + len(a)] + tables[tables.index("\n## ") + 1 :] + old[old.index(b) :]
     args.out.write_text(tables)
     print(f"wrote {args.out}")
 
