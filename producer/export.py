@@ -249,7 +249,7 @@ def _csv_value(col: Any, dialect: str) -> Any:
     writes them; PostgreSQL: the shortest exact form, as Python does); text quoted as CSV on SQLite
     (PostgreSQL's ``COPY`` quotes itself).
     """
-    from sqlalchemy import Boolean, DateTime, String, Text, case, cast, func, literal
+    from sqlalchemy import Boolean, DateTime, Float, String, Text, case, cast, func, literal
 
     t = col.type
     if isinstance(t, Boolean):
@@ -266,11 +266,22 @@ def _csv_value(col: Any, dialect: str) -> Any:
             + literal("+00:00")
         )
     if dialect != "sqlite":
+        if isinstance(t, Float):  # float8 prints 2 where Python prints 2.0 (and both 1e+16 past 1e15)
+            return _pg_float_text(col)
         return cast(col, Text)
     if isinstance(t, String):  # quoted when it holds a comma, a double quote or a line break (as Python's csv)
         special = literal('*[,"') + func.char(10) + func.char(13) + literal("]*")
         return case((col.op("GLOB")(special), literal('"') + func.replace(col, '"', '""') + literal('"')), else_=col)
     return col
+
+
+def _pg_float_text(value: Any) -> Any:
+    """PostgreSQL: a float8 as Python's ``repr`` writes it (``2.0``, not ``2``; shortest digits otherwise)."""
+    from sqlalchemy import Text, and_, case, cast, func, literal
+
+    txt = cast(value, Text)
+    whole = and_(value == func.trunc(value), func.abs(value) < 1e15)
+    return case((whole, txt + literal(".0")), else_=txt)
 
 
 def csv_query(query: Any, labels: Sequence[str], dialect: str) -> Any:
@@ -281,7 +292,7 @@ def csv_query(query: Any, labels: Sequence[str], dialect: str) -> Any:
     made by a single ``printf`` (a NULL prints as nothing); on PostgreSQL the columns are text for
     ``COPY ... TO STDOUT``.
     """
-    from sqlalchemy import Text, cast, func
+    from sqlalchemy import Float, Numeric, cast, func
 
     from worker.db import Result, Segment
 
@@ -291,13 +302,16 @@ def csv_query(query: Any, labels: Sequence[str], dialect: str) -> Any:
     values = []
     for c in cols[:-1]:
         if c.key in ROUNDED and c.table is Segment.__table__:
-            c = func.round(c, ROUNDED[c.key]).label(c.key)  # noqa: PLW2901
+            if dialect == "postgresql":  # round(double precision, int) does not exist there
+                c = cast(func.round(cast(c, Numeric), ROUNDED[c.key]), Float).label(c.key)  # noqa: PLW2901
+            else:
+                c = func.round(c, ROUNDED[c.key]).label(c.key)  # noqa: PLW2901
         values.append(_csv_value(c, dialect))
     for lab in labels:
         own = table.c.get(f"p_{lab}")
         member = probs[lab].as_float() if dialect == "postgresql" else func.json_extract(probs, f'$."{lab}"')
         value = func.coalesce(own, member) if own is not None else member
-        values.append(cast(value, Text) if dialect == "postgresql" else value)
+        values.append(_pg_float_text(value) if dialect == "postgresql" else value)
     if dialect == "sqlite":
         return query.with_only_columns(func.printf(",".join(["%s"] * len(values)), *values))
     return query.with_only_columns(*values)

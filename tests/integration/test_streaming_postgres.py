@@ -19,7 +19,7 @@ EMOS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surpr
 def _batch(url: str, n: int, shift_every: int = 0) -> int:
     from sqlalchemy.orm import Session
 
-    from worker.db import Batch, get_engine, upsert_results
+    from worker.db import Batch, get_engine, replace_segments, upsert_results
 
     rows = []
     for i in range(n):
@@ -36,6 +36,7 @@ def _batch(url: str, n: int, shift_every: int = 0) -> int:
                 "probabilities": probs,
                 **{f"p_{e}": None if failed else probs[e] for e in EMOS},  # type: ignore[index]
                 "error": "cannot decode" if failed else None,
+                "duration_s": None if failed else float(i % 3) + (0.25 if i % 4 == 0 else 0.0),  # 2.0, not 2
                 "model_version": None if failed else "default-v1",
                 "low_confidence": None if failed else i % 3 == 0,
                 "out_of_domain": None if failed else i % 7 == 0,
@@ -47,6 +48,14 @@ def _batch(url: str, n: int, shift_every: int = 0) -> int:
         s.add(b)
         s.flush()
         upsert_results(s, [r | {"batch_id": b.id} for r in rows])
+        segs = {
+            rows[i]["path"]: [
+                {"index": k, "start_s": 2.0 * k, "end_s": 2.0 * k + 2.0004, "emotion": "sad", "confidence": 0.5}
+                for k in range(3)
+            ]
+            for i in (3, 5)
+        }
+        replace_segments(s, b.id, segs)
         return b.id
 
 
@@ -73,6 +82,17 @@ def test_exports_report_and_diff_on_postgresql(pg_url, env_for, tmp_path):
     want = list(csv.DictReader(io.StringIO(buf.getvalue())))
     assert len(got) == n and got == want  # COPY formats exactly as Python does (shortest floats)
     assert got[1]["path"] == '/data/f1/a,b "0001".wav' and got[2]["finished_at"] == "2026-01-01T00:00:01.250000+00:00"
+    assert got[3]["duration_s"] == "0.0" and got[4]["duration_s"] == "1.25"
+    sg = ser_batch(["results", "--batch", "1", "--segments", "--format", "csv"], env)
+    assert sg.returncode == 0, sg.stderr
+    with get_engine(pg_url).connect() as conn:
+        where = result_where(batch=1, segments=True)
+        columns, q = export_query(where, labels, segments=True)
+        buf = io.StringIO()
+        write_stream(export_rows(conn, q, labels), columns, "csv", buf)
+    segs = list(csv.DictReader(io.StringIO(sg.stdout)))
+    assert len(segs) == 6 and segs == list(csv.DictReader(io.StringIO(buf.getvalue())))
+    assert [r["end_s"] for r in segs[:3]] == ["2.0", "4.0", "6.0"] and segs[0]["p_sad"] == ""
     lines = ser_batch(["results", "--batch", "1", "--format", "jsonl"], env).stdout.splitlines()
     assert [json.loads(x)["path"] for x in lines] == [r["path"] for r in got]
     arr = json.loads(ser_batch(["results", "--batch", "1", "--format", "json", "--emotion", "sad"], env).stdout)
