@@ -45,7 +45,7 @@ def model_labels(conn: Any, where: Sequence[Any]) -> list[str]:
     Returns:
         Label names, :data:`ser_model.labels.EMOTIONS` first.
     """
-    from sqlalchemy import select
+    from sqlalchemy import or_, select
 
     from ser_model.labels import EMOTIONS
     from worker.db import ModelVersion, Result
@@ -58,7 +58,7 @@ def model_labels(conn: Any, where: Sequence[Any]) -> list[str]:
             registered.add(version)
             labels += [lab for lab in labs or [] if lab not in labels]
     unknown = [v for v in versions if v not in registered]
-    cond = Result.model_version.in_(unknown) if unknown else Result.model_version.is_(None)
+    cond = or_(Result.model_version.in_(unknown), Result.model_version.is_(None))
     for keys in _json_keys(conn, [*where, cond, Result.probabilities.is_not(None)]):
         labels += [k for k in keys if k not in labels]
     return labels

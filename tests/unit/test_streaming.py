@@ -251,11 +251,13 @@ def test_labels_beyond_the_eight_emotions_come_from_the_model(tmp_path):
         " WHERE id = 2"
     )
     con.execute("UPDATE results SET model_version = 'gone-v0', probabilities = '{\"tired\": 1.0}' WHERE id = 3")
+    con.execute("UPDATE results SET model_version = NULL, probabilities = '{\"sleepy\": 0.5}' WHERE id = 4")
     con.commit()
     con.close()
     got = _csv(run(["results", "--batch", "1", "--format", "csv"], db).stdout)
-    assert list(got[0])[-2:] == ["p_bored", "p_tired"]  # after the eight emotions
-    assert got[1]["p_bored"] == "0.75" and got[2]["p_tired"] == "1.0" and got[3]["p_bored"] == ""
+    assert list(got[0])[-3:] == ["p_bored", "p_tired", "p_sleepy"]  # after the eight emotions
+    assert got[1]["p_bored"] == "0.75" and got[2]["p_tired"] == "1.0" and got[3]["p_sleepy"] == "0.5"
+    assert got[4]["p_bored"] == ""
 
 
 def test_csv_by_the_database_equals_the_python_writer(tmp_path):
