@@ -443,8 +443,13 @@ def run_embedded_batch(batch_id: int, workers: int, chunk_size: int | None, quie
     ``chunk_size`` None (neither ``--chunk-size`` nor ``SER_CHUNK_SIZE`` given) picks it from the
     number of files and processes (:func:`producer.embedded.auto_chunk_size`).
     """
+    from itertools import chain
+
+    from sqlalchemy.orm import Session
+
     from producer.embedded import auto_chunk_size, run_embedded, warm_up
-    from worker.batches import fail_pending, finish_batch_locally, pending_paths
+    from worker.batches import fail_pending, finish_batch_locally, pending_path_pages
+    from worker.db import batch_counts
     from worker.registry import RegistryError, load_model
     from worker.settings import prepare_process_env
 
@@ -457,20 +462,23 @@ def run_embedded_batch(batch_id: int, workers: int, chunk_size: int | None, quie
     except RegistryError as e:
         raise CliError(str(e)) from None
     _set_mode(batch_id, "embedded")  # a distributed batch resumed here: the workers' sweepers leave it alone
-    todo = pending_paths(batch_id, url=s.database_url)
-    chunk_size = chunk_size or auto_chunk_size(len(todo), workers)
-    total = batch_total(batch_id)
+    with Session(open_engine(migrate=False)) as session:
+        counts = batch_counts(session, batch_id)
+    total, n_todo = counts["total"], counts["pending"]
+    # the pending files are read a page at a time as the pool asks for chunks: nothing O(files) is held
+    todo = chain.from_iterable(pending_path_pages(batch_id, url=s.database_url, page_rows=WALK_PAGE_FILES))
+    chunk_size = chunk_size or auto_chunk_size(n_todo, workers)
     t0 = time.perf_counter()
     with progress_bar(quiet) as progress:
-        task = progress.add_task("warming up", total=total, completed=total - len(todo))
+        task = progress.add_task("warming up", total=total, completed=total - n_todo)
         warm_up(model.bundle)
-        progress.update(task, description=f"classifying ({min(workers, max(1, len(todo)))} processes)")
+        progress.update(task, description=f"classifying ({min(workers, max(1, n_todo))} processes)")
         leftovers = run_embedded(
             batch_id,
             todo,
             url=s.database_url,
             model_version=model.version,
-            workers=min(workers, max(1, len(todo) // max(1, chunk_size) or 1)),
+            workers=min(workers, max(1, n_todo // max(1, chunk_size) or 1)),
             chunk_size=chunk_size,
             on_progress=lambda n: progress.advance(task, n),
         )
@@ -481,7 +489,7 @@ def run_embedded_batch(batch_id: int, workers: int, chunk_size: int | None, quie
         fail_pending(batch_id, paths, reason, model.version, url=s.database_url)
     finish_batch_locally(batch_id, model, url=s.database_url)
     wall = time.perf_counter() - t0
-    return finish_batch(batch_id, wall, len(todo))
+    return finish_batch(batch_id, wall, n_todo)
 
 
 def _set_mode(batch_id: int, mode: str) -> None:
@@ -492,16 +500,6 @@ def _set_mode(batch_id: int, mode: str) -> None:
 
     with Session(open_engine(migrate=False)) as session, session.begin():
         session.execute(update(Batch).where(Batch.id == batch_id).values(mode=mode))
-
-
-def batch_total(batch_id: int) -> int:
-    """Number of rows of the batch."""
-    from sqlalchemy.orm import Session
-
-    from worker.db import batch_counts
-
-    with Session(open_engine(migrate=False)) as session:
-        return batch_counts(session, batch_id)["total"]
 
 
 def finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:

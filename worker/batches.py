@@ -475,20 +475,27 @@ def finish_batch_locally(batch_id: int, model: LoadedModel, *, url: str | None =
     return finalise_if_complete(batch_id, url=url)
 
 
-def pending_paths(batch_id: int, *, url: str | None = None) -> list[str]:
-    """Paths of the batch's ``pending`` rows, in submission order."""
-    with Session(get_engine(url)) as session:
-        q = select(Result.path).where(Result.batch_id == batch_id, Result.status == "pending").order_by(Result.id)
-        return list(session.scalars(q))
-
-
 def pending_path_pages(batch_id: int, *, url: str | None = None, page_rows: int = 10_000) -> Iterator[list[str]]:
     """Paths of the batch's ``pending`` rows in submission order, ``page_rows`` at a time.
 
-    Read with ``yield_per`` (a server-side cursor on PostgreSQL), so a batch of millions of pending
-    files is never held at once.
+    Keyset pages (``id > last id ... ORDER BY id LIMIT page_rows``, an index range on
+    ``ix_results_pending``), each read in a short transaction of its own: a batch of millions of
+    pending files is never held at once, and no read stays open while the caller's processes write
+    the rows (on SQLite a long reader would keep the WAL from being checkpointed). Rows that stop
+    being pending while the pages are read are simply not returned.
     """
-    with get_engine(url).connect() as conn:
-        q = select(Result.path).where(Result.batch_id == batch_id, Result.status == "pending").order_by(Result.id)
-        for page in conn.execution_options(yield_per=page_rows).execute(q).partitions():
-            yield [p for (p,) in page]
+    last = -1
+    while True:
+        with get_engine(url).connect() as conn:
+            page = conn.execute(
+                select(Result.id, Result.path)
+                .where(Result.batch_id == batch_id, Result.status == "pending", Result.id > last)
+                .order_by(Result.id)
+                .limit(page_rows)
+            ).all()
+        if not page:
+            return
+        last = page[-1][0]
+        yield [p for _, p in page]
+        if len(page) < page_rows:
+            return

@@ -1,10 +1,13 @@
-"""A partial index over the pending rows, for the sweeper's queries on large databases.
+"""A partial index over the pending rows, for the sweeper and for reading pending files in pages.
 
-The sweeper (every ``SER_SWEEP_INTERVAL_S`` seconds) releases pending rows of running distributed
+``ix_results_pending`` (batch_id, id) WHERE status = 'pending'. The sweeper (every ``SER_SWEEP_INTERVAL_S`` seconds) releases pending rows of running distributed
 batches whose lease expired. Without an index over pending rows SQLite answered it with a scan of
 the whole ``results`` table (every batch ever run; about 1 s per million rows while holding the write
 lock). ``ix_results_pending`` holds only the rows still pending, so it stays small however many
-finished rows the database keeps, and a row leaves it when it is labelled.
+finished rows the database keeps, and a row leaves it when it is labelled. The same index serves
+the keyset pages of ``worker.batches.pending_path_pages`` (``id > last ORDER BY id LIMIT n``: an
+index range per page instead of sorting every pending row of the batch on PostgreSQL) and the
+``finalise_batch`` check for a pending row.
 
 Revision ID: 0006
 Revises: 0005
@@ -28,7 +31,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_results_pending",
         "results",
-        ["batch_id", "lease_expires_at"],
+        ["batch_id", "id"],
         sqlite_where=_PENDING,
         postgresql_where=_PENDING,
     )

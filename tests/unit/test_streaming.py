@@ -490,3 +490,24 @@ def test_ctrl_c_during_the_walk_leaves_a_batch_resume_finishes_walking(tmp_path,
     con.close()
     assert sorted(paths) == files and len(set(paths)) == 35 and n_files == 35
     assert json.loads(options)["walk_complete"] is True
+
+
+def test_pending_files_are_read_in_keyset_pages(tmp_path):
+    """Every pending file once, in submission order, a page at a time; rows labelled meanwhile are skipped."""
+    from worker.batches import pending_path_pages
+
+    db = tmp_path / "ser.db"
+    make_batch(db, 50)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE results SET status = 'pending', emotion = NULL WHERE id % 2 = 0")
+    con.commit()
+    pending = [r[0] for r in con.execute("SELECT path FROM results WHERE status = 'pending' ORDER BY id")]
+    pages = pending_path_pages(1, url=f"sqlite:///{db}", page_rows=7)
+    first = next(pages)
+    assert first == pending[:7]
+    con.execute("UPDATE results SET status = 'done' WHERE path = ?", (pending[10],))  # labelled meanwhile
+    con.commit()
+    con.close()
+    later = list(pages)
+    assert all(1 <= len(page) <= 7 for page in later)
+    assert first + [p for page in later for p in page] == [p for p in pending if p != pending[10]]
