@@ -34,14 +34,7 @@ from producer.common import (
     open_engine,
     print_interrupted,
 )
-from producer.tables import (
-    RESULT_COLUMNS,
-    SEGMENT_COLUMNS,
-    print_results_table,
-    result_record,
-    segment_record,
-    write_records,
-)
+from producer.tables import print_results_table
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "CliError", "app", "main"]
 
@@ -74,6 +67,7 @@ class Fmt(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
+    jsonl = "jsonl"
 
 
 class Status(StrEnum):
@@ -183,6 +177,7 @@ def submit(
     are queued for `ser-batch worker` processes. Exit code 0 when every file is done, 3 when some failed.
     """
     from producer.submit import (
+        PageQueue,
         check_notify_url,
         configured_chunk_size,
         open_batch,
@@ -234,25 +229,33 @@ def submit(
     if resume is None and not paths:
         raise CliError("give at least one file or folder (or --resume BATCH_ID)", EXIT_USAGE)
     model_version = resolve_model_option(model) if model else None
-    batch_id = open_batch(
-        paths,
-        resume=resume,
-        chunk_size=chunk_size or s.chunk_size,
-        segment=seg_spec,
-        segment_min_s=segment_min_s,
-        speaker_from=speaker_from,
-        speaker_of=speaker_of,
-        notify_url=notify_url,
-        normalise=normalise.value if normalise is not Normalise.none else None,
-        model_version=model_version,
-        channels=str(channels.value),
-        channel_names=names,
-    )
-    global _current_batch
-    _current_batch = batch_id  # for the Ctrl-C message
+
+    def named(batch_id: int) -> None:
+        global _current_batch
+        _current_batch = batch_id  # for the Ctrl-C message, as soon as the batch row exists
+
+    # distributed: each page of walked files is queued as soon as it is recorded
+    queue = PageQueue(chunk_size or s.chunk_size) if s.broker_url and resume is None else None
     try:
+        batch_id = open_batch(
+            paths,
+            resume=resume,
+            chunk_size=chunk_size or s.chunk_size,
+            segment=seg_spec,
+            segment_min_s=segment_min_s,
+            speaker_from=speaker_from,
+            speaker_of=speaker_of,
+            notify_url=notify_url,
+            normalise=normalise.value if normalise is not Normalise.none else None,
+            model_version=model_version,
+            channels=str(channels.value),
+            channel_names=names,
+            on_batch=named,
+            on_page=queue,
+            quiet=quiet,
+        )
         if s.broker_url:
-            code = run_distributed(batch_id, chunk_size or s.chunk_size, wait_, quiet)
+            code = run_distributed(batch_id, chunk_size or s.chunk_size, wait_, quiet, queued=queue)
         else:
             code = run_embedded_batch(batch_id, workers or s.workers, configured_chunk_size(chunk_size), quiet)
     except KeyboardInterrupt:
@@ -349,57 +352,69 @@ def results(
         ),
     ] = False,
 ) -> None:
-    """List result rows as a table, CSV or JSON (one row per file; p_<label> for every label).
+    """List result rows as a table, CSV, JSON Lines or a JSON array (one row per file; p_<label> for every label).
+
+    The csv, jsonl and json formats are streamed: rows are read in pages and written as they come,
+    so a batch of millions of rows exports in constant memory. The table view shows at most the
+    first 1000 rows.
 
     Every row carries the trust flags: low_confidence (calibrated confidence under the model's
     threshold; the label is still given), out_of_domain (the recording is unlike the training data)
     and ood_score (the distance behind that flag); empty when the model does not compute them.
     """
     from sqlalchemy import select
-    from sqlalchemy.orm import Session
 
-    from ser_model.labels import EMOTIONS
-    from worker.db import Batch, Result, Segment
+    from producer.export import (
+        TABLE_MAX_ROWS,
+        export_query,
+        export_rows,
+        model_labels,
+        result_where,
+        write_csv,
+        write_stream,
+    )
+    from worker.db import Batch
 
     engine = open_engine()
-    if segments:
-        q = select(Segment, Result.batch_id, Result.path).join(Result, Segment.result_id == Result.id)
-        q = q.order_by(Result.batch_id, Result.id, Segment.idx)
-        if emotion:
-            q = q.where(Segment.emotion == emotion.lower())
-        if confident:
-            q = q.where(Segment.low_confidence.is_not(True))  # NULL (not flagged) stays
-    else:
-        q = select(Result).order_by(Result.batch_id, Result.id)
-        if emotion:
-            q = q.where(Result.emotion == emotion.lower())
-        if confident:
-            q = q.where(Result.low_confidence.is_not(True))  # NULL (not flagged) stays
-    if batch is not None:
-        q = q.where(Result.batch_id == batch)
-    if status is not None:
-        q = q.where(Result.status == status.value)
-    if limit:
-        q = q.limit(limit)
-    with Session(engine) as session:
-        if batch is not None and session.get(Batch, batch) is None:
+    where = result_where(
+        batch=batch,
+        status=status.value if status else None,
+        emotion=emotion,
+        confident=confident,
+        segments=segments,
+    )
+    table = fmt is Fmt.table
+    # the table view holds its rows (rich lays them out): bounded, with a hint past the bound
+    shown = (limit if limit and limit <= TABLE_MAX_ROWS else TABLE_MAX_ROWS + 1) if table else limit
+    with engine.connect() as conn:
+        if batch is not None and conn.scalar(select(Batch.id).where(Batch.id == batch)) is None:
             raise CliError(f"no batch {batch}", EXIT_USAGE)
-        fetched = list(session.execute(q).all()) if segments else list(session.scalars(q))
-        labels = list(EMOTIONS)
-        for r in fetched:
-            for lab in (r[0] if segments else r).probabilities or {}:
-                if lab not in labels:
-                    labels.append(lab)
-        if segments:
-            records = [segment_record(sg, b, p, labels) for sg, b, p in fetched]
-            columns = [*SEGMENT_COLUMNS, *(f"p_{lab}" for lab in labels)]
+        labels = model_labels(conn, result_where(batch=batch, status=status.value if status else None))
+        columns, q = export_query(where, labels, segments=segments, limit=shown)
+        rows = export_rows(conn, q, labels)
+        if table:
+            records = [dict(zip(columns, r, strict=True)) for r in rows]
+            more = len(records) > TABLE_MAX_ROWS
+            print_results_table(records[:TABLE_MAX_ROWS], output, segments)
+            if more:
+                err.print(
+                    f"[yellow]only the first {TABLE_MAX_ROWS} rows are shown[/]: "
+                    "all of them with `--format csv`, `--format jsonl` or `--format json` (streamed)",
+                    highlight=False,
+                )
+            return
+
+        def write(fh: Any) -> int:
+            if fmt is Fmt.csv:  # values formatted by the database: within a small factor of its own dump
+                return write_csv(conn, q, labels, columns, fh)
+            return write_stream(rows, columns, fmt.value, fh)
+
+        if output:
+            with output.open("w", encoding="utf-8", newline="") as fh:
+                n = write(fh)
+            err.print(f"wrote {n} row(s) to {output}")
         else:
-            records = [result_record(r, labels) for r in fetched]
-            columns = [*RESULT_COLUMNS, *(f"p_{lab}" for lab in labels)]
-    if fmt is Fmt.table:
-        print_results_table(records, output, segments)
-        return
-    write_records(records, columns, fmt.value, output)
+            write(sys.stdout)
 
 
 @app.command()

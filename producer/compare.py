@@ -9,11 +9,10 @@ transition matrix.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import sys
-from collections import Counter
+from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,17 +61,16 @@ def create_rescore_batch(
     Raises:
         LookupError: no such batch, or it has no files.
     """
-    from sqlalchemy import select
+    from sqlalchemy import DateTime, func, insert, literal, select
 
-    from worker.db import Batch, Result, insert_pending
+    from worker.db import Batch, Result, utcnow
 
     old = session.get(Batch, batch_id)
     if old is None:
         raise LookupError(f"no batch {batch_id}")
-    rows = session.execute(
-        select(Result.path, Result.size_bytes, Result.speaker).where(Result.batch_id == batch_id).order_by(Result.id)
-    ).all()
-    if not rows:
+    one_per_file = Result.channel.is_(None) | (Result.channel == 0)
+    n = session.scalar(select(func.count()).where(Result.batch_id == batch_id, one_per_file)) or 0
+    if not n:
         raise LookupError(f"batch {batch_id} has no files")
     options = {k: v for k, v in (old.options or {}).items() if k not in ("notify_url", "rescore_of")}
     options.update(model_version=model_version, rescore_of=batch_id)
@@ -80,7 +78,7 @@ def create_rescore_batch(
         source_paths=list(old.source_paths or []),
         status="running",
         mode=mode,
-        n_files=len(rows),  # set to the number of distinct files below
+        n_files=n,
         n_ignored=old.n_ignored,
         options=options,
     )
@@ -90,15 +88,23 @@ def create_rescore_batch(
         from worker.notify import record_webhook
 
         record_webhook(session, new, notify_url)
-    # one pending row per file: a split batch's channels become rows again when the file is processed
-    # (the first row of a path, in id order, gives its speaker: a file's own, or channel 0's)
-    files: dict[str, tuple[int | None, str | None]] = {}
-    for p, n, spk in rows:
-        files.setdefault(p, (n, spk))
-    speakers = {p: spk for p, (_, spk) in files.items()} if any(spk for _, spk in files.values()) else None
-    new.n_files = len(files)
-    insert_pending(session, new.id, list(files), {p: n for p, (n, _) in files.items() if n is not None}, speakers)
-    return new.id, len(files)
+    # one INSERT ... SELECT: the files never pass through this process (a batch can hold millions).
+    # One pending row per file: a split batch's channels become rows again when the file is processed;
+    # its channel-0 row (or the mixed row of a file that failed whole) gives the path, size and speaker.
+    now = utcnow()
+    rows = select(
+        literal(new.id),
+        Result.path,
+        literal("pending"),
+        Result.size_bytes,
+        Result.speaker,
+        literal(0),
+        literal(now, DateTime(timezone=True)),
+        literal(now, DateTime(timezone=True)),
+    ).where(Result.batch_id == batch_id, one_per_file)
+    cols = ["batch_id", "path", "status", "size_bytes", "speaker", "attempts", "created_at", "updated_at"]
+    session.execute(insert(Result).from_select(cols, rows.order_by(Result.id)))
+    return new.id, n
 
 
 def rescore(
@@ -169,93 +175,153 @@ def rescore(
 # ------------------------------------------------------------------------------------------ diff
 
 
-def _rows(session: Any, batch_id: int) -> dict[tuple[str, int | None], dict[str, Any]]:
-    """``{(path, channel): row}``: a file's mixed row has channel None, a split file one row per channel."""
-    from sqlalchemy import select
+def _pair() -> tuple[Any, Any, Any, Any, list[Any]]:
+    """The two batches' rows joined on the path and channel: ``(row a, row b, label a, label b, join)``.
+
+    A split batch's rows are compared channel by channel; a mixed row (channel NULL) and a channel of
+    the same file are different recordings (``only_a`` / ``only_b``).
+    """
+    from sqlalchemy import and_, case, func, literal
+    from sqlalchemy.orm import aliased
 
     from worker.db import Result
 
-    q = select(
-        Result.path, Result.channel, Result.status, Result.emotion, Result.confidence, Result.model_version
-    ).where(Result.batch_id == batch_id)
-    return {(r.path, r.channel): r._asdict() for r in session.execute(q)}
+    ra, rb = aliased(Result, name="ra"), aliased(Result, name="rb")
+
+    def label(r: Any) -> Any:  # the emotion of a done row, else "(failed)" / "(pending)"
+        return case(
+            (and_(r.status == "done", r.emotion.is_not(None)), r.emotion),
+            else_=literal("(") + r.status + literal(")"),
+        )
+
+    same_channel = func.coalesce(ra.channel, -1) == func.coalesce(rb.channel, -1)
+    return ra, rb, label(ra), label(rb), [and_(ra.path == rb.path, same_channel)]
 
 
-def _key_order(k: tuple[str, int | None]) -> tuple[str, int]:
-    return (k[0], -1 if k[1] is None else k[1])
-
-
-def _label(r: dict[str, Any]) -> str:
-    """What a file was labelled: its emotion, or its status when it has no label (failed, pending)."""
-    return r["emotion"] if r["status"] == "done" and r["emotion"] else f"({r['status']})"
-
-
-def diff_batches(session: Any, a: int, b: int) -> dict[str, Any]:
-    """Compare the labels of two batches file by file (matched on the path and channel).
-
-    Rows of ``--channels split`` batches are compared channel by channel; a split file's channel
-    and a mixed row of the same file are different recordings (``only_a`` / ``only_b``).
+def diff_summary(session: Any, a: int, b: int) -> dict[str, Any]:
+    """Counts and the transition matrix of two batches matched on the path and channel, from SQL aggregates.
 
     Args:
-        session: an open SQLAlchemy session.
+        session: an open SQLAlchemy session (or connection).
         a: first batch.
         b: second batch.
 
     Returns:
-        ``{"a", "b", "changed": [row per file whose label differs, with DIFF_COLUMNS], "summary":
-        {"files_a", "files_b", "compared", "changed", "unchanged", "only_a", "only_b",
-        "transitions": {label_a: {label_b: n}}}}``. A label is the emotion of a ``done`` row, else
+        ``{"files_a", "files_b", "compared", "changed", "unchanged", "only_a", "only_b",
+        "transitions": {label_a: {label_b: n}}}``. A label is the emotion of a ``done`` row, else
         ``(failed)`` / ``(pending)``; the transition matrix counts every compared file (its diagonal
         holds the unchanged ones).
 
     Raises:
         LookupError: a batch does not exist.
     """
-    from worker.db import Batch
+    from sqlalchemy import func, select
+
+    from worker.db import Batch, Result
 
     for bid in (a, b):
-        if session.get(Batch, bid) is None:
+        if session.execute(select(Batch.id).where(Batch.id == bid)).first() is None:
             raise LookupError(f"no batch {bid}")
-    ra, rb = _rows(session, a), _rows(session, b)
-    common = sorted(set(ra) & set(rb), key=_key_order)
-    changed = []
-    trans: Counter[tuple[str, str]] = Counter()
-    for p in common:
-        la, lb = _label(ra[p]), _label(rb[p])
-        trans[(la, lb)] += 1
-        if la != lb:
-            changed.append(
-                {
-                    "path": p[0],
-                    "channel": p[1],
-                    "emotion_a": ra[p]["emotion"],
-                    "emotion_b": rb[p]["emotion"],
-                    "confidence_a": ra[p]["confidence"],
-                    "confidence_b": rb[p]["confidence"],
-                    "model_a": ra[p]["model_version"],
-                    "model_b": rb[p]["model_version"],
-                    "status_a": ra[p]["status"],
-                    "status_b": rb[p]["status"],
-                }
-            )
+    n = dict(
+        session.execute(
+            select(Result.batch_id, func.count()).where(Result.batch_id.in_([a, b])).group_by(Result.batch_id)
+        ).all()
+    )
+    ra, rb, la, lb, on = _pair()
+    q = (
+        select(la.label("la"), lb.label("lb"), func.count())
+        .select_from(ra)
+        .join(rb, *on)
+        .where(ra.batch_id == a, rb.batch_id == b)
+        .group_by(la, lb)
+    )
     matrix: dict[str, dict[str, int]] = {}
-    for (la, lb), n in sorted(trans.items()):
-        matrix.setdefault(la, {})[lb] = n
+    compared = changed = 0
+    for x, y, k in sorted(session.execute(q).all()):
+        matrix.setdefault(x, {})[y] = k
+        compared += k
+        changed += k if x != y else 0
+    files_a, files_b = n.get(a, 0), n.get(b, 0)
     return {
-        "a": a,
-        "b": b,
+        "files_a": files_a,
+        "files_b": files_b,
+        "compared": compared,
         "changed": changed,
-        "summary": {
-            "files_a": len(ra),
-            "files_b": len(rb),
-            "compared": len(common),
-            "changed": len(changed),
-            "unchanged": len(common) - len(changed),
-            "only_a": len(set(ra) - set(rb)),
-            "only_b": len(set(rb) - set(ra)),
-            "transitions": matrix,
-        },
+        "unchanged": compared - changed,
+        "only_a": files_a - compared,
+        "only_b": files_b - compared,
+        "transitions": matrix,
     }
+
+
+def changed_rows(
+    conn: Any,
+    a: int,
+    b: int,
+    *,
+    limit: int | None = None,
+    page_rows: int = 5000,
+    columns: Sequence[str] = DIFF_COLUMNS,
+) -> Iterator[tuple]:
+    """The files (channels of split files) whose label differs between batches ``a`` and ``b``, by path, in pages.
+
+    Yields:
+        Value tuples in ``columns`` order (:data:`DIFF_COLUMNS`, or :func:`diff_columns` with ``channel``).
+    """
+    from sqlalchemy import select
+
+    ra, rb, la, lb, on = _pair()
+    cols = {
+        "path": ra.path,
+        "channel": ra.channel,
+        "emotion_a": ra.emotion,
+        "emotion_b": rb.emotion,
+        "confidence_a": ra.confidence,
+        "confidence_b": rb.confidence,
+        "model_a": ra.model_version,
+        "model_b": rb.model_version,
+        "status_a": ra.status,
+        "status_b": rb.status,
+    }
+    q = (
+        select(*(cols[c] for c in columns))
+        .select_from(ra)
+        .join(rb, *on)
+        .where(ra.batch_id == a, rb.batch_id == b, la != lb)
+        .order_by(ra.path, ra.channel)
+    )
+    if limit:
+        q = q.limit(limit)
+    for page in conn.execution_options(yield_per=page_rows).execute(q).partitions():
+        yield from (tuple(r) for r in page)
+
+
+def diff_batches(session: Any, a: int, b: int) -> dict[str, Any]:
+    """Compare the labels of two batches file by file (matched on the path), in memory.
+
+    For scripts on small batches: ``{"a", "b", "summary": :func:`diff_summary`, "changed": [row per
+    file whose label differs, with DIFF_COLUMNS]}``. The ``diff`` command streams instead.
+
+    Raises:
+        LookupError: a batch does not exist.
+    """
+    summary = diff_summary(session, a, b)
+    cols = diff_columns(session, a, b)
+    changed = [dict(zip(cols, r, strict=True)) for r in changed_rows(session.connection(), a, b, columns=cols)]
+    return {"a": a, "b": b, "summary": summary, "changed": changed}
+
+
+def diff_columns(session: Any, a: int, b: int) -> tuple[str, ...]:
+    """:data:`DIFF_COLUMNS`, with ``channel`` after ``path`` when either batch is ``--channels split``
+    (a diff of mixed batches keeps its columns)."""
+    from sqlalchemy import select
+
+    from worker.db import Batch
+
+    opts = session.execute(select(Batch.options).where(Batch.id.in_([a, b]))).scalars()
+    if any((o or {}).get("channels") == "split" for o in opts):
+        return ("path", "channel", *DIFF_COLUMNS[1:])
+    return DIFF_COLUMNS
 
 
 class DiffFormat(StrEnum):
@@ -279,7 +345,9 @@ def diff(
     """List the files whose label differs between batches A and B, with a summary and the transition matrix.
 
     Files are matched on their path. CSV: one row per changed file (the summary goes to stderr);
-    JSON: {"a", "b", "summary", "changed"}; table: both.
+    JSON: {"a", "b", "summary", "changed"}; table: both (at most 1000 changed files listed). The
+    summary comes from SQL aggregates and the changed files are streamed in pages, so two batches of
+    millions of files compare in constant memory.
     """
     from rich.console import Console
     from rich.markup import escape
@@ -287,37 +355,43 @@ def diff(
     from sqlalchemy.orm import Session
 
     from producer.common import EXIT_USAGE, CliError, console, err, open_engine
+    from producer.export import TABLE_MAX_ROWS, write_stream
 
     with Session(open_engine()) as session:
         try:
-            d = diff_batches(session, a, b)
+            sm = diff_summary(session, a, b)
         except LookupError as e:
             raise CliError(str(e), EXIT_USAGE) from None
-    sm = d["summary"]
-    line = (
-        f"batch {a} -> {b}: {sm['changed']} of {sm['compared']} file(s) changed label"
-        + (f"; {sm['only_a']} only in {a}" if sm["only_a"] else "")
-        + (f"; {sm['only_b']} only in {b}" if sm["only_b"] else "")
-    )
-    if fmt is DiffFormat.json:
-        text = json.dumps(d, indent=2, default=str) + "\n"
-    elif fmt is DiffFormat.csv:
-        buf = io.StringIO()
-        split = any(r["channel"] is not None for r in d["changed"])  # a mix diff's columns are unchanged
-        cols = ["path", "channel", *DIFF_COLUMNS[1:]] if split else list(DIFF_COLUMNS)
-        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
-        w.writeheader()
-        w.writerows(d["changed"])
-        text = buf.getvalue()
-        err.print(line, highlight=False)
-    else:
+        conn = session.connection()
+        cols = diff_columns(session, a, b)
+        line = (
+            f"batch {a} -> {b}: {sm['changed']} of {sm['compared']} file(s) changed label"
+            + (f"; {sm['only_a']} only in {a}" if sm["only_a"] else "")
+            + (f"; {sm['only_b']} only in {b}" if sm["only_b"] else "")
+        )
+        if fmt is not DiffFormat.table:
+            fh = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+            try:
+                if fmt is DiffFormat.json:  # streamed: the summary first, then the changed files as they come
+                    head = json.dumps({"a": a, "b": b, "summary": sm}, indent=2)
+                    fh.write(head[: head.rindex("}")].rstrip() + ',\n  "changed": ')
+                    write_stream(changed_rows(conn, a, b, columns=cols), cols, "json", fh)
+                    fh.write("}\n")
+                else:
+                    write_stream(changed_rows(conn, a, b, columns=cols), cols, "csv", fh)
+            finally:
+                if output:
+                    fh.close()
+            err.print(f"wrote {output}: {line}" if output else line, highlight=False)
+            return
         out = Console(file=io.StringIO(), width=200) if output else console
         t = Table(title=f"files whose label changed ({a} -> {b})", header_style="bold")
         for c in ("path", f"emotion {a}", f"emotion {b}", f"conf. {a}", f"conf. {b}", f"model {a}", f"model {b}"):
             t.add_column(c, overflow="fold")
-        for r in d["changed"]:
+        for row in changed_rows(conn, a, b, limit=TABLE_MAX_ROWS, columns=cols):
+            r = dict(zip(cols, row, strict=True))
             t.add_row(
-                escape(r["path"] if r["channel"] is None else f"{r['path']} [ch {r['channel']}]"),
+                escape(r["path"] if r.get("channel") is None else f"{r['path']} [ch {r['channel']}]"),
                 r["emotion_a"] or f"({r['status_a']})",
                 r["emotion_b"] or f"({r['status_b']})",
                 "" if r["confidence_a"] is None else f"{r['confidence_a']:.2f}",
@@ -325,22 +399,22 @@ def diff(
                 r["model_a"] or "",
                 r["model_b"] or "",
             )
-        out.print(t)
-        labels_a = _ordered(set(sm["transitions"]))
-        labels_b = _ordered({lb for row in sm["transitions"].values() for lb in row})
-        m = Table(title=f"transitions: rows batch {a}, columns batch {b}", header_style="bold")
-        m.add_column(f"{a} \\ {b}")
-        for lb in labels_b:
-            m.add_column(lb, justify="right")
-        for la in labels_a:
-            m.add_row(la, *(str(sm["transitions"][la].get(lb, "")) for lb in labels_b))
-        out.print(m)
-        out.print(line, highlight=False)
-        if not output:
-            return
-        text = out.file.getvalue()  # type: ignore[attr-defined]
+    out.print(t)
+    if sm["changed"] > TABLE_MAX_ROWS:
+        out.print(
+            f"only the first {TABLE_MAX_ROWS} changed files are listed: all of them with `--format csv`",
+            highlight=False,
+        )
+    labels_a = _ordered(set(sm["transitions"]))
+    labels_b = _ordered({lb for row in sm["transitions"].values() for lb in row})
+    m = Table(title=f"transitions: rows batch {a}, columns batch {b}", header_style="bold")
+    m.add_column(f"{a} \\ {b}")
+    for lb in labels_b:
+        m.add_column(lb, justify="right")
+    for la in labels_a:
+        m.add_row(la, *(str(sm["transitions"][la].get(lb, "")) for lb in labels_b))
+    out.print(m)
+    out.print(line, highlight=False)
     if output:
-        output.write_text(text, encoding="utf-8")
+        output.write_text(out.file.getvalue(), encoding="utf-8")  # type: ignore[attr-defined]
         err.print(f"wrote {output}: {line}", highlight=False)
-    else:
-        sys.stdout.write(text)

@@ -9,7 +9,7 @@ after a process died releases the leases of the chunks it lost before running th
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -70,9 +70,21 @@ def warm_up(bundle: Any) -> None:
     freeze_before_fork()
 
 
+def _chunks(paths: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Lists of at most ``size`` paths, made as ``paths`` is consumed."""
+    chunk: list[str] = []
+    for p in paths:
+        chunk.append(p)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def run_embedded(
     batch_id: int,
-    paths: Sequence[str],
+    paths: Iterable[str],
     *,
     url: str,
     model_version: str,
@@ -84,7 +96,8 @@ def run_embedded(
 
     Args:
         batch_id: batch whose pending rows are filled in.
-        paths: files to classify.
+        paths: files to classify; consumed lazily (an iterator over pages of pending rows holds
+            one page, the pool at most ``3 * workers`` chunks).
         url: database URL.
         model_version: registered model every process uses (one model per batch).
         workers: number of processes (1 runs in this process).
@@ -96,7 +109,7 @@ def run_embedded(
         fresh pool with one file per chunk (a process killed by the OS, a database error); their
         rows stay ``pending`` for the caller to mark.
     """
-    chunks = [list(paths[i : i + chunk_size]) for i in range(0, len(paths), chunk_size)]
+    chunks = _chunks(paths, chunk_size)
     if workers <= 1:
         _init(url)
         leftovers: list[tuple[list[str], str]] = []
@@ -125,7 +138,7 @@ def _reason(e: BaseException) -> str:
 
 def _pool_pass(
     batch_id: int,
-    chunks: list[list[str]],
+    chunks: Iterable[list[str]],
     url: str,
     model_version: str,
     workers: int,

@@ -34,13 +34,14 @@ class ReportError(Exception):
 
 @dataclass
 class ReportData:
-    """Everything the template shows, gathered from the database in one read.
+    """Everything the template shows, gathered from the database with aggregate queries.
 
     Attributes:
         batch: the batch row's fields (id, status, mode, created_at, finished_at, source_paths, options).
         counts: ``{"total", "done", "failed", "pending"}`` counted from the result rows, as `status` does.
         emotions: ``[(emotion, files, share of done files)]``, most frequent first.
-        confidences: confidence of every done file, in [0, 1].
+        confidence_hist: done files per confidence bin (:data:`CONFIDENCE_BINS` equal bins over [0, 1]).
+        confidence_median: median confidence of the done files, or None.
         group_kind: ``"speaker"`` when the batch has speaker keys, else ``"folder"``.
         groups: per folder or speaker: ``{"name", "files", "done", "failed", "top", "top_share",
             "mean_confidence", "emotions": {emotion: n}}``.
@@ -62,7 +63,8 @@ class ReportData:
     batch: dict[str, Any]
     counts: dict[str, int]
     emotions: list[tuple[str, int, float]] = field(default_factory=list)
-    confidences: list[float] = field(default_factory=list)
+    confidence_hist: list[int] = field(default_factory=list)
+    confidence_median: float | None = None
     group_kind: str = "folder"
     groups: list[dict[str, Any]] = field(default_factory=list)
     n_groups_hidden: int = 0
@@ -87,7 +89,12 @@ def _aware(dt: datetime | None) -> datetime | None:
 
 
 def gather(session: Any, batch_id: int) -> ReportData:
-    """Read a batch, its result rows, segments and models into a :class:`ReportData`.
+    """Read a batch into a :class:`ReportData` with SQL aggregates, never its rows one by one.
+
+    Counts per status and emotion, the confidence histogram and median, flag counts, the
+    per-speaker or per-folder breakdown and the models used are ``GROUP BY`` / ``ORDER BY ...
+    LIMIT`` queries, so memory does not grow with the number of rows (the breakdown holds one entry
+    per folder or speaker); the failed list and the timelines are capped.
 
     Args:
         session: an open SQLAlchemy session.
@@ -96,7 +103,7 @@ def gather(session: Any, batch_id: int) -> ReportData:
     Raises:
         ReportError: no such batch.
     """
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from worker.db import Batch, ModelVersion, Result, Segment, batch_counts
 
@@ -104,29 +111,16 @@ def gather(session: Any, batch_id: int) -> ReportData:
     if batch is None:
         raise ReportError(f"no batch {batch_id}")
     counts = batch_counts(session, batch_id)
-    cols = (
-        Result.id,
-        Result.path,
-        Result.status,
-        Result.emotion,
-        Result.confidence,
-        Result.error,
-        Result.speaker,
-        Result.model_version,
-        Result.duration_s,
-        Result.analysis_mode,
-        Result.n_segments,
-        Result.low_confidence,
-        Result.out_of_domain,
-        Result.finished_at,
-        Result.channel,
-        Result.role,
-    )
-    rows = [r._asdict() for r in session.execute(select(*cols).where(Result.batch_id == batch_id).order_by(Result.id))]
-    done = [r for r in rows if r["status"] == "done"]
-    emo = Counter(r["emotion"] for r in done)
-    n_done = max(1, len(done))
-    last = max((_aware(r["finished_at"]) for r in rows if r["finished_at"]), default=None)
+    in_batch = Result.batch_id == batch_id
+    done = (in_batch, Result.status == "done")
+    emo = session.execute(
+        select(Result.emotion, func.count())
+        .where(*done)
+        .group_by(Result.emotion)
+        .order_by(func.count().desc(), Result.emotion)
+    ).all()
+    n_done = max(1, counts["done"])
+    last = _aware(session.scalar(select(func.max(Result.finished_at)).where(in_batch)))
     data = ReportData(
         batch={
             "id": batch.id,
@@ -139,42 +133,61 @@ def gather(session: Any, batch_id: int) -> ReportData:
             "n_ignored": batch.n_ignored,
         },
         counts=counts,
-        emotions=[(e, n, n / n_done) for e, n in emo.most_common()],
-        confidences=[float(r["confidence"]) for r in done if r["confidence"] is not None],
+        emotions=[(e, n, n / n_done) for e, n in emo],
         warnings=list(batch.warnings) if batch.warnings is not None else None,
     )
-    if data.warnings is None and counts["pending"] == 0 and done:
+    _confidence(session, data, done)
+    if data.warnings is None and counts["pending"] == 0 and counts["done"]:
         from worker.assess import assess_batch
 
         # a batch finalised before warnings were stored: computed for display, as `status` does
         data.warnings = assess_batch(session, batch_id, store=False)
     # counted over labelled rows, as `status` and the webhook count them (worker.assess.trust_counts)
-    if any(r["low_confidence"] is not None for r in done):
-        data.n_low_confidence = sum(bool(r["low_confidence"]) for r in done)
-    if any(r["out_of_domain"] is not None for r in done):
-        data.n_out_of_domain = sum(bool(r["out_of_domain"]) for r in done)
-    _groups(data, rows)
-    failed = [(r["path"], r["error"] or "") for r in rows if r["status"] == "failed"]
-    data.failed, data.n_failed_hidden = failed[:MAX_FAILED], max(0, len(failed) - MAX_FAILED)
+    n_low_known, n_low, n_ood_known, n_ood = session.execute(
+        select(
+            func.count(Result.low_confidence),
+            func.count().filter(Result.low_confidence.is_(True)),
+            func.count(Result.out_of_domain),
+            func.count().filter(Result.out_of_domain.is_(True)),
+        ).where(*done)
+    ).one()
+    data.n_low_confidence = int(n_low) if n_low_known else None
+    data.n_out_of_domain = int(n_ood) if n_ood_known else None
+    _groups(session, data, batch_id)
+    failed = session.execute(
+        select(Result.path, Result.error)
+        .where(in_batch, Result.status == "failed")
+        .order_by(Result.id)
+        .limit(MAX_FAILED)
+    ).all()
+    data.failed = [(p, e or "") for p, e in failed]
+    data.n_failed_hidden = max(0, counts["failed"] - len(data.failed))
     if (batch.options or {}).get("channels") == "split":
-        _calls(session, data, rows)
-    seg_rows = sorted(
-        (r for r in done if r["analysis_mode"] == "segments" and r["channel"] is None),
-        key=lambda r: -(r["duration_s"] or 0.0),
-    )
-    data.n_timelines_hidden = max(0, len(seg_rows) - MAX_TIMELINES)
-    for r in seg_rows[:MAX_TIMELINES]:
+        _calls(session, data, batch_id)
+    segmented = (*done, Result.analysis_mode == "segments", Result.channel.is_(None))
+    n_segmented = session.scalar(select(func.count()).where(*segmented)) or 0
+    data.n_timelines_hidden = max(0, n_segmented - MAX_TIMELINES)
+    longest = session.execute(
+        select(Result.id, Result.path, Result.duration_s, Result.emotion)
+        .where(*segmented)
+        .order_by(func.coalesce(Result.duration_s, 0.0).desc(), Result.id)
+        .limit(MAX_TIMELINES)
+    ).all()
+    for rid, path, duration_s, emotion in longest:
         segs = [
             {"start_s": s.start_s, "end_s": s.end_s, "emotion": s.emotion, "probabilities": s.probabilities}
-            for s in session.scalars(select(Segment).where(Segment.result_id == r["id"]).order_by(Segment.idx))
+            for s in session.scalars(select(Segment).where(Segment.result_id == rid).order_by(Segment.idx))
         ]
         if segs:
-            data.segments[r["path"]] = segs
-            data.timelines.append(
-                {"path": r["path"], "n_segments": len(segs), "duration_s": r["duration_s"], "emotion": r["emotion"]}
-            )
-    used = Counter(r["model_version"] for r in rows if r["model_version"])
-    for version, n in used.most_common():
+            data.segments[path] = segs
+            data.timelines.append({"path": path, "n_segments": len(segs), "duration_s": duration_s, "emotion": emotion})
+    used = session.execute(
+        select(Result.model_version, func.count())
+        .where(in_batch, Result.model_version.is_not(None))
+        .group_by(Result.model_version)
+        .order_by(func.count().desc(), Result.model_version)
+    ).all()
+    for version, n in used:
         m = session.get(ModelVersion, version)
         data.models.append(
             {
@@ -187,83 +200,152 @@ def gather(session: Any, batch_id: int) -> ReportData:
     return data
 
 
-def _calls(session: Any, data: ReportData, rows: list[dict[str, Any]]) -> None:
-    """Per-channel timelines of the split files and the share of each emotion per role (``data.calls``, ``data.roles``)."""
-    from sqlalchemy import select
+def _calls(session: Any, data: ReportData, batch_id: int) -> None:
+    """Per-channel timelines of the split files and the share of each emotion per role (``data.calls``, ``data.roles``).
 
-    from worker.db import Segment
+    The role shares are ``GROUP BY`` aggregates over the channel rows and their segments (a channel
+    classified whole counts its duration under its label); timelines are drawn for the
+    :data:`MAX_TIMELINES` longest files only, so memory does not grow with the number of calls.
+    """
+    from sqlalchemy import String, cast, exists, func, literal, select
 
-    files: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r["channel"] is not None:
-            files[r["path"]].append(r)
-    longest = sorted(files.items(), key=lambda kv: -max(r["duration_s"] or 0.0 for r in kv[1]))
-    data.n_calls_hidden = max(0, len(longest) - MAX_TIMELINES)
-    shown = {p for p, _ in longest[:MAX_TIMELINES]}
+    from worker.db import Result, Segment
+
+    split = (Result.batch_id == batch_id, Result.channel.is_not(None))
+    role = func.coalesce(Result.role, literal("channel ") + cast(Result.channel, String)).label("role")
     roles: dict[str, dict[str, Any]] = {}
-    for path, chans in longest:
-        entry = {"path": path, "duration_s": max(r["duration_s"] or 0.0 for r in chans), "channels": []}
-        for r in sorted(chans, key=lambda r: r["channel"]):
-            name = r["role"] or f"channel {r['channel']}"
-            segs = [
-                {"start_s": sg.start_s, "end_s": sg.end_s, "emotion": sg.emotion}
-                for sg in session.scalars(select(Segment).where(Segment.result_id == r["id"]).order_by(Segment.idx))
-            ]
-            if not segs and r["status"] == "done":  # classified whole
-                segs = [{"start_s": 0.0, "end_s": r["duration_s"] or 0.0, "emotion": r["emotion"]}]
-            g = roles.setdefault(name, {"name": name, "rows": 0, "done": 0, "failed": 0, "time": Counter()})
-            g["rows"] += 1
-            if r["status"] in ("done", "failed"):
-                g[r["status"]] += 1
-            for sg in segs:
-                g["time"][sg["emotion"]] += sg["end_s"] - sg["start_s"]
-            if path in shown:
-                entry["channels"].append(
-                    {
-                        "channel": r["channel"],
-                        "role": name,
-                        "status": r["status"],
-                        "emotion": r["emotion"],
-                        "segments": segs,
-                    }
-                )
-        if path in shown:
-            data.calls.append(entry)
+    for name, status, n in session.execute(
+        select(role, Result.status, func.count()).where(*split).group_by(role, Result.status)
+    ):
+        g = roles.setdefault(name, {"name": name, "rows": 0, "done": 0, "failed": 0, "time": Counter()})
+        g["rows"] += n
+        if status in ("done", "failed"):
+            g[status] += n
+    seg_time = select(role, Segment.emotion, func.sum(Segment.end_s - Segment.start_s)).join(
+        Segment, Segment.result_id == Result.id
+    )
+    whole = select(role, Result.emotion, func.sum(func.coalesce(Result.duration_s, 0.0))).where(
+        Result.status == "done", ~exists().where(Segment.result_id == Result.id)
+    )
+    for q in (
+        seg_time.where(*split).group_by(role, Segment.emotion),
+        whole.where(*split).group_by(role, Result.emotion),
+    ):
+        for name, emotion, t in session.execute(q):
+            if name in roles and emotion is not None:
+                roles[name]["time"][emotion] += float(t or 0.0)
     for g in roles.values():
         total = sum(g["time"].values())
         g["speech_s"] = total
         g["emotions"] = [(e, t, t / total if total else 0.0) for e, t in g.pop("time").most_common()]
         data.roles.append(g)
+    n_calls = session.scalar(select(func.count(Result.path.distinct())).where(*split)) or 0
+    longest = session.execute(
+        select(Result.path, func.max(func.coalesce(Result.duration_s, 0.0)).label("d"))
+        .where(*split)
+        .group_by(Result.path)
+        .order_by(func.max(func.coalesce(Result.duration_s, 0.0)).desc(), Result.path)
+        .limit(MAX_TIMELINES)
+    ).all()
+    data.n_calls_hidden = max(0, n_calls - len(longest))
+    for path, duration_s in longest:
+        entry: dict[str, Any] = {"path": path, "duration_s": float(duration_s or 0.0), "channels": []}
+        chans = session.execute(
+            select(Result.id, Result.channel, role, Result.status, Result.emotion, Result.duration_s)
+            .where(*split, Result.path == path)
+            .order_by(Result.channel)
+        ).all()
+        for rid, channel, name, status, emotion, dur in chans:
+            segs = [
+                {"start_s": sg.start_s, "end_s": sg.end_s, "emotion": sg.emotion}
+                for sg in session.scalars(select(Segment).where(Segment.result_id == rid).order_by(Segment.idx))
+            ]
+            if not segs and status == "done":  # classified whole
+                segs = [{"start_s": 0.0, "end_s": dur or 0.0, "emotion": emotion}]
+            entry["channels"].append(
+                {"channel": channel, "role": name, "status": status, "emotion": emotion, "segments": segs}
+            )
+        data.calls.append(entry)
 
 
-def _groups(data: ReportData, rows: list[dict[str, Any]]) -> None:
-    """Per-speaker (when the batch has speaker keys) or per-folder breakdown, biggest groups first."""
-    by_speaker = any(r["speaker"] for r in rows)
+def _confidence(session: Any, data: ReportData, done: tuple[Any, ...]) -> None:
+    """Histogram (:data:`CONFIDENCE_BINS` bins over [0, 1]) and median of the labelled files' confidence."""
+    from sqlalchemy import Integer, case, cast, func, select
+
+    from worker.db import Result
+
+    scaled = Result.confidence * CONFIDENCE_BINS
+    # the bin's index: truncation (SQLite's CAST) or floor (PostgreSQL's CAST rounds); 1.0 in the last bin
+    lower = func.floor(scaled) if session.get_bind().dialect.name == "postgresql" else scaled
+    top = CONFIDENCE_BINS - 1
+    b = case((Result.confidence >= 1, top), (Result.confidence < 0, 0), else_=cast(lower, Integer)).label("bin")
+    hist = [0] * CONFIDENCE_BINS
+    rows = session.execute(select(b, func.count()).where(*done, Result.confidence.is_not(None)).group_by(b)).all()
+    for i, n in rows:
+        hist[min(max(int(i), 0), top)] += n
+    data.confidence_hist = hist
+    n = sum(hist)
+    if n:
+        mid = session.scalars(
+            select(Result.confidence)
+            .where(*done, Result.confidence.is_not(None))
+            .order_by(Result.confidence)
+            .offset((n - 1) // 2)
+            .limit(2 - n % 2)
+        ).all()
+        data.confidence_median = float(sum(mid) / len(mid))
+
+
+def _groups(session: Any, data: ReportData, batch_id: int) -> None:
+    """Per-speaker (when the batch has speaker keys) or per-folder breakdown, biggest groups first.
+
+    One ``GROUP BY`` (speaker or folder, status, emotion) with the count and the confidence sum; a
+    file's folder is its path up to the last ``/`` (``rtrim(path, replace(path, '/', ''))``, the
+    same on SQLite and PostgreSQL), named relative to the parent of the folders' common path.
+    """
+    from sqlalchemy import func, select
+
+    from worker.db import Result
+
+    in_batch = Result.batch_id == batch_id
+    by_speaker = session.scalar(select(Result.id).where(in_batch, Result.speaker.is_not(None)).limit(1)) is not None
     data.group_kind = "speaker" if by_speaker else "folder"
-    if by_speaker:
-        key = {r["path"]: r["speaker"] or "(no speaker)" for r in rows}
-    else:
-        parents = [os.path.dirname(r["path"]) for r in rows]
+    key = Result.speaker if by_speaker else func.rtrim(Result.path, func.replace(Result.path, "/", ""))
+    key = key.label("key")
+    q = (
+        select(
+            key, Result.status, Result.emotion, func.count(), func.sum(Result.confidence), func.count(Result.confidence)
+        )
+        .where(in_batch)
+        .group_by(key, Result.status, Result.emotion)
+    )
+    agg: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"files": 0, "done": 0, "failed": 0, "emotions": Counter(), "conf_sum": 0.0, "conf_n": 0}
+    )
+    for k, status, emotion, n, conf_sum, conf_n in session.execute(q):
+        if by_speaker:
+            name = k or "(no speaker)"
+        else:  # "/a/b/" -> "/a/b" as os.path.dirname gives it ("/" stays)
+            name = k.rstrip("/") or k[:1]
+        g = agg[name]
+        g["files"] += n
+        if status == "done":
+            g["done"] += n
+            g["emotions"][emotion] += n
+            g["conf_sum"] += float(conf_sum or 0.0)
+            g["conf_n"] += conf_n
+        elif status == "failed":
+            g["failed"] += n
+    if not by_speaker:
+        parents = list(agg)
         common = os.path.commonpath(parents) if parents and all(os.path.isabs(p) for p in parents) else ""
         base = os.path.dirname(common) if common else ""
-        key = {r["path"]: (os.path.relpath(p, base) if base else p) or "." for r, p in zip(rows, parents, strict=True)}
-    agg: dict[str, dict[str, Any]] = defaultdict(lambda: {"files": 0, "done": 0, "failed": 0, "emotions": Counter()})
-    conf: dict[str, list[float]] = defaultdict(list)
-    for r in rows:
-        g = agg[key[r["path"]]]
-        g["files"] += 1
-        if r["status"] == "done":
-            g["done"] += 1
-            g["emotions"][r["emotion"]] += 1
-            if r["confidence"] is not None:
-                conf[key[r["path"]]].append(float(r["confidence"]))
-        elif r["status"] == "failed":
-            g["failed"] += 1
+        if base:
+            agg = defaultdict(agg.default_factory, {(os.path.relpath(p, base) or "."): g for p, g in agg.items()})
     ordered = sorted(agg.items(), key=lambda kv: (-kv[1]["files"], kv[0]))
     data.n_groups_hidden = max(0, len(ordered) - MAX_GROUPS)
     for name, g in ordered[:MAX_GROUPS]:
         top, n_top = g["emotions"].most_common(1)[0] if g["emotions"] else ("", 0)
-        c = conf[name]
         data.groups.append(
             {
                 "name": name,
@@ -272,7 +354,7 @@ def _groups(data: ReportData, rows: list[dict[str, Any]]) -> None:
                 "failed": g["failed"],
                 "top": top,
                 "top_share": n_top / g["done"] if g["done"] else 0.0,
-                "mean_confidence": sum(c) / len(c) if c else None,
+                "mean_confidence": g["conf_sum"] / g["conf_n"] if g["conf_n"] else None,
                 "emotions": dict(g["emotions"]),
             }
         )
@@ -330,11 +412,18 @@ def _figures(data: ReportData) -> dict[str, Any]:
         ax.margins(x=0.12)
         ax.set_title("files per emotion", fontsize=10)
         figs["emotions"] = _svg_uri(fig)
-    if data.confidences:
-        conf = np.asarray(data.confidences)
+    if any(data.confidence_hist):
+        edges = np.linspace(0, 1, CONFIDENCE_BINS + 1)
         fig, ax = plt.subplots(figsize=(6.0, 2.8), dpi=100)
-        ax.hist(conf, bins=np.linspace(0, 1, CONFIDENCE_BINS + 1), color="#4c72b0", edgecolor="white")
-        med = float(np.median(conf))
+        ax.bar(
+            edges[:-1],
+            data.confidence_hist,
+            width=1 / CONFIDENCE_BINS,
+            align="edge",
+            color="#4c72b0",
+            edgecolor="white",
+        )
+        med = float(data.confidence_median or 0.0)
         ax.axvline(med, color="#c44e52", lw=1.5, label=f"median {med:.2f}")
         ax.set_xlim(0, 1)
         ax.set_xlabel("confidence (probability of the chosen emotion)")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import typer
 
@@ -26,6 +28,9 @@ from producer.common import (
 )
 from producer.tables import print_batch_summary
 
+WALK_PAGE_FILES = 10_000
+"""Files recorded per transaction while walking (and, in distributed mode, queued right after)."""
+
 
 def open_batch(
     paths: list[str] | None,
@@ -41,11 +46,18 @@ def open_batch(
     model_version: str | None = None,
     channels: str = "mix",
     channel_names: list[str] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    on_page: Callable[[int, list[str]], None] | None = None,
+    quiet: bool = False,
 ) -> int:
-    """Record a new batch and its ``pending`` rows in one transaction, or find the batch to resume.
+    """Record a new batch and its ``pending`` rows as the walk goes, or find the batch to resume.
 
-    The batch row is committed before any work starts, so a fast worker always finds its rows and an
-    interrupted batch can be finished with ``submit --resume``.
+    The walk is streamed: files are recorded :data:`WALK_PAGE_FILES` at a time, each page in its own
+    transaction, and ``on_page`` is called after each commit (distributed mode queues the page's
+    files there), so memory does not grow with the number of files and workers can start before
+    the walk ends. The batch row is committed before its first rows; it carries
+    ``options["walk_complete"]`` (False until the walk ended), so a walk interrupted by Ctrl-C is
+    walked again by ``submit --resume`` (files already recorded are left alone).
 
     Args:
         paths: files and folders to walk (ignored with ``resume``).
@@ -66,6 +78,9 @@ def open_batch(
         channels: ``"mix"`` or ``"split"`` (``--channels``); ``split`` is recorded in the options
             with ``channel_names`` (a ``mix`` batch's options are unchanged).
         channel_names: roles of channel 0, 1, ... (``--channel-names``).
+        on_batch: called with the batch id as soon as the batch row is committed (for the Ctrl-C message).
+        on_page: called with the batch id and the paths of each page of new rows, after its commit.
+        quiet: no walk progress.
 
     Returns:
         The batch id.
@@ -75,8 +90,8 @@ def open_batch(
     """
     from sqlalchemy.orm import Session
 
-    from producer.walk import WalkError, collect_files
-    from worker.db import Batch, insert_pending
+    from producer.walk import WalkError
+    from worker.db import Batch
     from worker.notify import record_webhook
 
     s = cli_settings()
@@ -86,24 +101,34 @@ def open_batch(
             batch = session.get(Batch, resume)
             if batch is None:
                 raise CliError(f"no batch {resume}", EXIT_USAGE)
-            batch_id = batch.id
-    else:
-        try:
-            walk = collect_files(list(paths or []))
-        except WalkError as e:
-            raise CliError(str(e), EXIT_USAGE) from None
-        if not walk.files:
-            raise CliError(
-                f"no audio files found in {', '.join(paths or [])} ({walk.ignored} non-audio file(s) ignored)",
-                EXIT_USAGE,
-            )
-        with Session(engine) as session, session.begin():  # the batch row is committed before any work
+            batch_id, options, sources = batch.id, dict(batch.options or {}), list(batch.source_paths or [])
+        if on_batch:
+            on_batch(batch_id)
+        if options.get("walk_complete") is False:  # Ctrl-C during the walk: walk again, record what is missing
+            err.print(f"batch {batch_id}: its walk was interrupted; walking {', '.join(sources)} again")
+            spk = options.get("speaker_from")
+            if spk:
+                from ser_model.speakers_from import parse_speaker_spec
+
+                speaker_of = parse_speaker_spec(spk)
+            elif options.get("normalise") == "batch":
+                from ser_model.speaker import MODE_BATCH
+
+                def speaker_of(_path: str) -> str:
+                    return MODE_BATCH
+            try:
+                _record_walk(sources, batch_id, lambda: batch_id, speaker_of, None, quiet)
+            except WalkError as e:
+                raise CliError(f"batch {batch_id}: {e}", EXIT_USAGE) from None
+        return batch_id
+
+    def new_batch() -> int:
+        with Session(engine) as session, session.begin():  # committed before any row or work
             batch = Batch(
                 source_paths=[os.path.abspath(p) for p in paths or []],
                 status="running",
                 mode="distributed" if s.broker_url else "embedded",
-                n_files=len(walk.files),
-                n_ignored=walk.ignored,
+                n_files=0,
                 options={
                     "chunk_size": chunk_size,
                     "segment": segment,
@@ -114,25 +139,138 @@ def open_batch(
                     **(
                         {"channels": "split", "channel_names": list(channel_names or [])} if channels == "split" else {}
                     ),
+                    "walk_complete": False,
                 },
             )
             session.add(batch)
             session.flush()
-            batch_id = batch.id
             if notify_url:
                 record_webhook(session, batch, notify_url)
-            speakers = {f: speaker_of(f) for f in walk.files} if speaker_of else None
-            insert_pending(session, batch_id, walk.files, walk.sizes, speakers)
-        if speakers and not normalise:
-            n_spk = len({v for v in speakers.values() if v is not None})
-            n_none = sum(v is None for v in speakers.values())
-            err.print(
-                f"speakers: {n_spk} found by {speaker_from}" + (f", {n_none} file(s) without one" if n_none else "")
-            )
-        skipped = f", {walk.ignored} non-audio file(s) ignored" if walk.ignored else ""
-        hidden = f", {walk.hidden} hidden entr(y/ies) skipped" if walk.hidden else ""
-        err.print(f"batch [bold]{batch_id}[/]: {len(walk.files)} audio file(s){skipped}{hidden}")
+            new_id = batch.id
+        if on_batch:
+            on_batch(new_id)
+        return new_id
+
+    try:
+        batch_id, n, walk = _record_walk(list(paths or []), None, new_batch, speaker_of, on_page, quiet)
+    except WalkError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    if batch_id is None:
+        raise CliError(
+            f"no audio files found in {', '.join(paths or [])} ({walk.ignored} non-audio file(s) ignored)",
+            EXIT_USAGE,
+        )
+    if speaker_of and not normalise:
+        from sqlalchemy import func, select
+
+        from worker.db import Result
+
+        with Session(engine) as session:
+            n_spk, n_none = session.execute(
+                select(func.count(Result.speaker.distinct()), func.count().filter(Result.speaker.is_(None))).where(
+                    Result.batch_id == batch_id
+                )
+            ).one()
+        err.print(f"speakers: {n_spk} found by {speaker_from}" + (f", {n_none} file(s) without one" if n_none else ""))
+    skipped = f", {walk.ignored} non-audio file(s) ignored" if walk.ignored else ""
+    hidden = f", {walk.hidden} hidden entr(y/ies) skipped" if walk.hidden else ""
+    err.print(f"batch [bold]{batch_id}[/]: {n} audio file(s){skipped}{hidden}")
     return batch_id
+
+
+def _record_walk(
+    paths: list[str],
+    batch_id: int | None,
+    make_batch: Callable[[], int],
+    speaker_of: Callable[[str], str | None] | None,
+    on_page: Callable[[int, list[str]], None] | None,
+    quiet: bool,
+) -> tuple[int | None, int, Any]:
+    """Walk ``paths`` and record ``pending`` rows a page at a time; the batch is made at the first file.
+
+    Returns:
+        ``(batch id or None when no file was found, rows in the batch, the walk's counters)``. The
+        batch's ``n_files``, ``n_ignored`` and ``options["walk_complete"]`` are set at the end.
+
+    Raises:
+        producer.walk.WalkError: a path does not exist (before anything is recorded).
+    """
+    from sqlalchemy.orm import Session
+
+    from producer.walk import WalkResult, iter_files
+    from worker.db import Batch, batch_counts, insert_pending
+
+    engine = open_engine(migrate=False)
+    stats = WalkResult()
+    files = iter_files(paths, stats)  # checks every path before walking
+    page: list[tuple[str, int | None]] = []
+    n_walked = 0
+    with progress_bar(quiet) as progress:
+        task = progress.add_task("walking (files recorded)", total=None)
+
+        def flush() -> None:
+            nonlocal batch_id, page, n_walked
+            if not page:
+                return
+            if batch_id is None:
+                batch_id = make_batch()
+            todo = [p for p, _ in page]
+            sizes = {p: n for p, n in page if n is not None}
+            speakers = {p: speaker_of(p) for p in todo} if speaker_of else None
+            with Session(engine) as session, session.begin():
+                insert_pending(session, batch_id, todo, sizes, speakers)
+            n_walked += len(page)
+            page = []
+            progress.update(task, completed=n_walked)
+            if on_page:
+                on_page(batch_id, todo)
+
+        for item in files:
+            page.append(item)
+            if len(page) >= WALK_PAGE_FILES:
+                flush()
+        flush()
+    if batch_id is None:
+        return None, 0, stats
+    with Session(engine) as session, session.begin():
+        total = batch_counts(session, batch_id)["total"]
+        batch = session.get(Batch, batch_id)
+        if batch is not None:
+            batch.n_files, batch.n_ignored = total, stats.ignored
+            batch.options = {**(batch.options or {}), "walk_complete": True}
+    return batch_id, total, stats
+
+
+class PageQueue:
+    """Distributed ``submit``: queue each page of recorded files as soon as it is committed.
+
+    The first page pins the batch to one model and marks it distributed (as :func:`run_distributed`
+    does for a resumed batch); every page is split into chunks of ``chunk_size`` files.
+    """
+
+    def __init__(self, chunk_size: int) -> None:
+        from worker.publish import default_app
+
+        try:
+            self.app = default_app()
+        except ValueError as e:  # time limits not ordered soft < hard < visibility timeout
+            raise CliError(f"bad configuration: {e}", EXIT_USAGE) from None
+        self.chunk_size = chunk_size
+        self.n_files = self.n_messages = 0
+        self.model_version: str | None = None
+        self.pinned = False
+
+    def __call__(self, batch_id: int, paths: list[str]) -> None:
+        from worker.publish import enqueue_chunks
+
+        if not self.pinned:
+            self.model_version = _pin_distributed(batch_id)
+            self.pinned = True
+        with _broker_errors(batch_id):
+            self.n_messages += enqueue_chunks(
+                batch_id, paths, chunk_size=self.chunk_size, model_version=self.model_version, celery_app=self.app
+            )
+        self.n_files += len(paths)
 
 
 def parse_channel_names(spec: str | None) -> list[str]:
@@ -184,51 +322,66 @@ def pinned_model(batch_id: int) -> str | None:
     return _pinned(open_engine(migrate=False), batch_id)
 
 
-def run_distributed(batch_id: int, chunk_size: int, wait: bool, quiet: bool) -> int:
-    """Distributed mode: publish the batch's pending files by task name; optionally wait for the workers.
+def _pin_distributed(batch_id: int) -> str | None:
+    """Mark a batch distributed and pin it to one model; returns that model version.
 
-    Imports neither librosa nor scikit-learn (only Celery's client side and the database). The batch
-    and its pending rows are committed before this runs, so no worker can find a chunk without rows.
+    The model is the one the batch is pinned to (rescore, an earlier queueing), else the active one;
+    None: the workers register the packaged default and use it.
     """
-    from kombu.exceptions import OperationalError as BrokerError
     from sqlalchemy.orm import Session
 
-    from worker.batches import pending_paths
     from worker.db import Batch
-    from worker.publish import default_app, enqueue_chunks
     from worker.registry import active_version
-    from worker.settings import redact_url
 
-    s = cli_settings()
-    engine = open_engine(migrate=False)
-    try:
-        default_app()
-    except ValueError as e:  # time limits not ordered soft < hard < visibility timeout
-        raise CliError(f"bad configuration: {e}", EXIT_USAGE) from None
-    with Session(engine) as session, session.begin():
+    with Session(open_engine(migrate=False)) as session, session.begin():
         batch = session.get(Batch, batch_id)
-        # one model per batch: the one it is pinned to (rescore, an earlier queueing), else the active
-        # one; None: the workers register the packaged default and use it
         model_version = ((batch.options or {}).get("model_version") if batch else None) or active_version(session)
         if batch is not None:
             # the sweepers look after distributed batches and requeue lost chunks with the same model
             # (a batch started embedded and resumed here becomes distributed)
             batch.mode = "distributed"
             batch.options = {**(batch.options or {}), "model_version": model_version}
-    todo = pending_paths(batch_id, url=s.database_url)
+    return model_version
+
+
+@contextmanager
+def _broker_errors(batch_id: int) -> Iterator[None]:
+    """A broker that cannot be reached is a one-line error naming the batch to resume."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from worker.settings import redact_url
+
     try:
-        n_messages = enqueue_chunks(batch_id, todo, chunk_size=chunk_size, model_version=model_version)
+        yield
     except BrokerError as e:
         raise CliError(
-            f"cannot reach the broker {redact_url(s.broker_url or '')}: {' '.join(str(e).split())[:200]}; "
-            f"batch {batch_id} is saved, queue it again with `ser-batch submit --resume {batch_id}`"
+            f"cannot reach the broker {redact_url(cli_settings().broker_url or '')}: "
+            f"{' '.join(str(e).split())[:200]}; batch {batch_id} is saved, queue it again with "
+            f"`ser-batch submit --resume {batch_id}`"
         ) from None
-    err.print(f"queued {len(todo)} file(s) of batch {batch_id} in {n_messages} task(s) of up to {chunk_size} file(s)")
+
+
+def run_distributed(batch_id: int, chunk_size: int, wait: bool, quiet: bool, queued: PageQueue | None = None) -> int:
+    """Distributed mode: publish the batch's pending files by task name; optionally wait for the workers.
+
+    Imports neither librosa nor scikit-learn (only Celery's client side and the database). The batch
+    and its pending rows are committed before this runs, so no worker can find a chunk without rows.
+    The pending paths are read and published a page at a time; ``queued``: the walk already queued
+    every file (:class:`PageQueue`), only the summary and the wait are left.
+    """
+    from worker.batches import pending_path_pages
+
+    if queued is None:
+        queued = PageQueue(chunk_size)
+        for paths in pending_path_pages(batch_id, url=cli_settings().database_url, page_rows=WALK_PAGE_FILES):
+            queued(batch_id, paths)
+    n, n_messages = queued.n_files, queued.n_messages
+    err.print(f"queued {n} file(s) of batch {batch_id} in {n_messages} task(s) of up to {chunk_size} file(s)")
     console.print(batch_id)
     if not wait:
         err.print(f"follow with `ser-batch status {batch_id}`; results with `ser-batch results --batch {batch_id}`")
         return EXIT_OK
-    return wait_for_batch(batch_id, len(todo), quiet)
+    return wait_for_batch(batch_id, n, quiet)
 
 
 DB_DOWN_MAX_S = 300.0
@@ -332,8 +485,13 @@ def run_embedded_batch(batch_id: int, workers: int, chunk_size: int | None, quie
     ``chunk_size`` None (neither ``--chunk-size`` nor ``SER_CHUNK_SIZE`` given) picks it from the
     number of files and processes (:func:`producer.embedded.auto_chunk_size`).
     """
+    from itertools import chain
+
+    from sqlalchemy.orm import Session
+
     from producer.embedded import auto_chunk_size, run_embedded, warm_up
-    from worker.batches import fail_pending, finish_batch_locally, pending_paths
+    from worker.batches import fail_pending, finish_batch_locally, pending_path_pages
+    from worker.db import batch_counts
     from worker.registry import RegistryError, load_model
     from worker.settings import prepare_process_env
 
@@ -346,20 +504,23 @@ def run_embedded_batch(batch_id: int, workers: int, chunk_size: int | None, quie
     except RegistryError as e:
         raise CliError(str(e)) from None
     _set_mode(batch_id, "embedded")  # a distributed batch resumed here: the workers' sweepers leave it alone
-    todo = pending_paths(batch_id, url=s.database_url)
-    chunk_size = chunk_size or auto_chunk_size(len(todo), workers)
-    total = batch_total(batch_id)
+    with Session(open_engine(migrate=False)) as session:
+        counts = batch_counts(session, batch_id)
+    total, n_todo = counts["total"], counts["pending"]
+    # the pending files are read a page at a time as the pool asks for chunks: nothing O(files) is held
+    todo = chain.from_iterable(pending_path_pages(batch_id, url=s.database_url, page_rows=WALK_PAGE_FILES))
+    chunk_size = chunk_size or auto_chunk_size(n_todo, workers)
     t0 = time.perf_counter()
     with progress_bar(quiet) as progress:
-        task = progress.add_task("warming up", total=total, completed=total - len(todo))
+        task = progress.add_task("warming up", total=total, completed=total - n_todo)
         warm_up(model.bundle)
-        progress.update(task, description=f"classifying ({min(workers, max(1, len(todo)))} processes)")
+        progress.update(task, description=f"classifying ({min(workers, max(1, n_todo))} processes)")
         leftovers = run_embedded(
             batch_id,
             todo,
             url=s.database_url,
             model_version=model.version,
-            workers=min(workers, max(1, len(todo) // max(1, chunk_size) or 1)),
+            workers=min(workers, max(1, n_todo // max(1, chunk_size) or 1)),
             chunk_size=chunk_size,
             on_progress=lambda n: progress.advance(task, n),
         )
@@ -370,7 +531,7 @@ def run_embedded_batch(batch_id: int, workers: int, chunk_size: int | None, quie
         fail_pending(batch_id, paths, reason, model.version, url=s.database_url)
     finish_batch_locally(batch_id, model, url=s.database_url)
     wall = time.perf_counter() - t0
-    return finish_batch(batch_id, wall, len(todo))
+    return finish_batch(batch_id, wall, n_todo)
 
 
 def _set_mode(batch_id: int, mode: str) -> None:
@@ -381,16 +542,6 @@ def _set_mode(batch_id: int, mode: str) -> None:
 
     with Session(open_engine(migrate=False)) as session, session.begin():
         session.execute(update(Batch).where(Batch.id == batch_id).values(mode=mode))
-
-
-def batch_total(batch_id: int) -> int:
-    """Number of rows of the batch."""
-    from sqlalchemy.orm import Session
-
-    from worker.db import batch_counts
-
-    with Session(open_engine(migrate=False)) as session:
-        return batch_counts(session, batch_id)["total"]
 
 
 def finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:

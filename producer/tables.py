@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +68,7 @@ def print_batch_summary(
             console.print(f"  {path}: {error}", markup=False, highlight=False)
 
 
-RESULT_COLUMNS = (
+RESULT_COLUMNS = (  # columns of ``results``, exported in this order (producer.export), then p_<label>
     "batch_id",
     "path",
     "channel",
@@ -111,7 +106,9 @@ SEGMENT_COLUMNS = (
     "out_of_domain",
     "ood_score",
 )
-"""Columns of ``results --segments`` exports, then ``p_<label>`` for every label."""
+"""Columns of ``results --segments`` exports, then ``p_<label>`` for every label. ``batch_id`` and
+``path`` come from the file's ``results`` row, ``index`` is ``segments.idx``, every other name is a
+column of ``segments`` (:func:`producer.export.export_query`)."""
 
 FLAG_COLUMNS = ("low_confidence", "out_of_domain", "ood_score")
 """Trust columns of results and segments: calibrated confidence under the model's threshold, features
@@ -127,39 +124,6 @@ def flags_text(rec: dict[str, Any]) -> str:
     if rec.get("out_of_domain"):
         out.append("out of domain")
     return ", ".join(out)
-
-
-def segment_record(sg: Any, batch_id: int, path: str, labels: list[str]) -> dict[str, Any]:
-    """One ``segments`` row as an export record (:data:`SEGMENT_COLUMNS` then ``p_<label>``)."""
-    rec: dict[str, Any] = {
-        "batch_id": batch_id,
-        "path": path,
-        "channel": sg.channel,
-        "result_id": sg.result_id,
-        "index": sg.idx,
-        "start_s": round(sg.start_s, 3),
-        "end_s": round(sg.end_s, 3),
-        "emotion": sg.emotion,
-        "confidence": sg.confidence,
-        "low_confidence": sg.low_confidence,
-        "out_of_domain": sg.out_of_domain,
-        "ood_score": sg.ood_score,
-    }
-    probs = sg.probabilities or {}
-    for lab in labels:
-        rec[f"p_{lab}"] = probs.get(lab)
-    return rec
-
-
-def result_record(r: Any, labels: list[str]) -> dict[str, Any]:
-    """One ``results`` row as an export record (:data:`RESULT_COLUMNS` then ``p_<label>``)."""
-    rec: dict[str, Any] = {c: getattr(r, c) for c in RESULT_COLUMNS}
-    if isinstance(rec["finished_at"], datetime):
-        rec["finished_at"] = rec["finished_at"].isoformat()
-    probs = r.probabilities or {}
-    for lab in labels:
-        rec[f"p_{lab}"] = probs.get(lab)
-    return rec
 
 
 def channel_path(r: dict[str, Any]) -> str:
@@ -295,20 +259,3 @@ def _threshold_text(c: dict[str, Any]) -> str:
 def fmt_metric(v: Any) -> str:
     """A metric with three decimals; empty when missing."""
     return f"{v:.3f}" if isinstance(v, int | float) else ""
-
-
-def write_records(records: list[dict[str, Any]], columns: list[str], fmt: str, output: Path | None) -> None:
-    """Write export records as ``csv`` (header ``columns``) or ``json`` to ``output`` or stdout."""
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-        w.writeheader()
-        w.writerows(records)
-        text = buf.getvalue()
-    else:
-        text = json.dumps(records, indent=2, default=str) + "\n"
-    if output:
-        output.write_text(text, encoding="utf-8")
-        err.print(f"wrote {len(records)} row(s) to {output}")
-    else:
-        sys.stdout.write(text)

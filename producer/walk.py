@@ -10,7 +10,7 @@ entry that is not a readable regular file (a broken link, a link loop) is kept, 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +46,7 @@ def is_audio_name(name: str) -> bool:
 
 
 def collect_files(paths: list[str]) -> WalkResult:
-    """Walk files and folders into the files of a batch.
+    """Walk files and folders into the files of a batch (all in memory; ``submit`` streams :func:`iter_files`).
 
     Args:
         paths: files or folders as given by the user.
@@ -57,37 +57,64 @@ def collect_files(paths: list[str]) -> WalkResult:
     Raises:
         WalkError: a path does not exist (checked for all paths before any walking).
     """
-    missing = [p for p in paths if not os.path.lexists(p)]
-    if missing:
-        raise WalkError("path not found: " + ", ".join(missing))
     out = WalkResult()
-    seen: set[str] = set()
-
-    def add(p: str) -> None:
-        ap = os.path.abspath(p)
-        if ap in seen:
-            return
-        seen.add(ap)
-        out.files.append(ap)
-        try:
-            st = os.stat(ap)
-            out.sizes[ap] = st.st_size
-        except OSError:
-            pass
-
-    for given in paths:
-        if os.path.isdir(given):  # a folder given explicitly is walked even when it is a link
-            _walk_dir(given, out, add)
-        else:  # a file given explicitly is submitted even if hidden or of another extension
-            add(given)
+    for path, size in iter_files(paths, out):
+        out.files.append(path)
+        if size is not None:
+            out.sizes[path] = size
     return out
 
 
-def _walk_dir(root: str, out: WalkResult, add: Callable[[str], None]) -> None:
+def iter_files(paths: list[str], stats: WalkResult) -> Iterator[tuple[str, int | None]]:
+    """Walk files and folders lazily: ``(absolute path, size in bytes or None)`` per audio file, in walk order.
+
+    Memory does not grow with the number of files: no file list is kept. Each file comes out once
+    without a set of the paths seen: a folder given twice is walked once, a folder given inside
+    another given folder is walked on its own (the outer walk does not descend into it), and a file
+    given explicitly is skipped by the folder walks.
+
+    Args:
+        paths: files or folders as given by the user.
+        stats: counters updated as the walk goes (``ignored``, ``hidden``, ``linked_dirs``; ``files``
+            and ``sizes`` are left alone).
+
+    Raises:
+        WalkError: a path does not exist (checked for all paths before any walking).
+    """
+    missing = [p for p in paths if not os.path.lexists(p)]
+    if missing:
+        raise WalkError("path not found: " + ", ".join(missing))
+    folders = [os.path.abspath(p) for p in paths if os.path.isdir(p)]
+    explicit = {os.path.abspath(p) for p in paths if not os.path.isdir(p)}
+    done: set[str] = set()  # the paths given (not the files found)
+    for given in paths:
+        ap = os.path.abspath(given)
+        if ap in done:
+            continue
+        done.add(ap)
+        if os.path.isdir(given):  # a folder given explicitly is walked even when it is a link
+            others = {f for f in folders if f != ap}
+            for full in _walk_dir(ap, stats, others):
+                if full not in explicit:
+                    yield full, _size(full)
+        else:  # a file given explicitly is submitted even if hidden or of another extension
+            yield ap, _size(ap)
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def _walk_dir(root: str, out: WalkResult, skip_dirs: set[str]) -> Iterator[str]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         keep = []
         for d in sorted(dirnames):
             full = os.path.join(dirpath, d)
+            if full in skip_dirs:
+                continue  # given on the command line too: walked on its own
             if d.startswith("."):
                 out.hidden += 1
             elif os.path.islink(full):
@@ -102,4 +129,4 @@ def _walk_dir(root: str, out: WalkResult, add: Callable[[str], None]) -> None:
             elif not is_audio_name(name):
                 out.ignored += 1
             else:
-                add(full)
+                yield full

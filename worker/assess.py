@@ -48,22 +48,35 @@ def assess_batch(session: Session, batch_id: int, *, store: bool = True) -> list
     """
     from ser_model.trust import batch_warnings
 
-    rows = session.execute(
-        select(Result.emotion, Result.model_version, Result.out_of_domain).where(
-            Result.batch_id == batch_id, Result.status == "done"
-        )
-    ).all()
-    labels = Counter(e for e, _, _ in rows if e is not None)
-    versions = Counter(v for _, v, _ in rows if v is not None)
+    done = (Result.batch_id == batch_id, Result.status == "done")
+    # aggregates, not rows: a batch can hold millions
+    labels: Counter[str] = Counter()
+    n_labelled = n_out_of_domain = 0
+    for emotion, n, n_ood in session.execute(
+        select(Result.emotion, func.count(), func.count().filter(Result.out_of_domain.is_(True)))
+        .where(*done)
+        .group_by(Result.emotion)
+    ):
+        n_labelled += n
+        n_out_of_domain += n_ood
+        if emotion is not None:
+            labels[emotion] += n
+    top = session.execute(
+        select(Result.model_version)
+        .where(*done, Result.model_version.is_not(None))
+        .group_by(Result.model_version)
+        .order_by(func.count().desc(), Result.model_version)
+        .limit(1)
+    ).scalar()
     prior: dict[str, float] = {}
-    if versions:
-        mv = session.get(ModelVersion, versions.most_common(1)[0][0])
+    if top is not None:
+        mv = session.get(ModelVersion, top)
         prior = dict(((mv.metrics or {}).get("trust") or {}).get("train_prior") or {}) if mv is not None else {}
     if not prior:  # unknown prior (an old model): assume a uniform one over the labels seen
         prior = {lab: 1.0 / max(len(labels), 1) for lab in labels}
     warnings = batch_warnings(
-        n_labelled=len(rows),
-        n_out_of_domain=sum(1 for _, _, o in rows if o),
+        n_labelled=n_labelled,
+        n_out_of_domain=n_out_of_domain,
         label_counts=dict(labels),
         train_prior=prior,
     )

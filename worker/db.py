@@ -158,6 +158,15 @@ class Result(LabelColumns, Base):
         Index("ix_results_batch_status", "batch_id", "status"),
         Index("ix_results_emotion", "emotion"),
         Index("ix_results_batch_speaker", "batch_id", "speaker"),
+        # the pending rows only (small however many finished rows are kept): the sweeper's lease
+        # queries and the keyset pages of worker.batches.pending_path_pages
+        Index(
+            "ix_results_pending",
+            "batch_id",
+            "id",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
     )
 
 
