@@ -261,19 +261,19 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
     return freqs
 
 
-def _mel_filterbank(freqs: np.ndarray) -> np.ndarray:
-    """Slaney-normalised triangular mel filters ``(N_MELS, bins)`` over 0-8 kHz, as ``librosa.filters.mel``."""
+def _mel_filterbank(freqs: np.ndarray, n_mels: int = N_MELS) -> np.ndarray:
+    """Slaney-normalised triangular mel filters ``(n_mels, bins)`` over 0-8 kHz, as ``librosa.filters.mel``."""
     edges = np.array([0.0, SAMPLE_RATE / 2])
     lo, hi = _hz_to_mel(edges)
-    mel_f = _mel_to_hz(np.linspace(lo, hi, N_MELS + 2))
+    mel_f = _mel_to_hz(np.linspace(lo, hi, n_mels + 2))
     fdiff = np.diff(mel_f)
     ramps = np.subtract.outer(mel_f, freqs)
-    weights = np.zeros((N_MELS, freqs.shape[0]), dtype=np.float32)
-    for i in range(N_MELS):
+    weights = np.zeros((n_mels, freqs.shape[0]), dtype=np.float32)
+    for i in range(n_mels):
         lower = -ramps[i] / fdiff[i]
         upper = ramps[i + 2] / fdiff[i + 1]
         weights[i] = np.maximum(0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_f[2 : N_MELS + 2] - mel_f[:N_MELS]))[:, None]
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
     return weights
 
 

@@ -115,7 +115,8 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class DistanceTemperature:
-    """Temperature that grows with the out-of-domain score ``s``: ``T(s) = t0 * (1 + growth * max(0, s - ref) ** 2)``.
+    """Temperature that grows with the out-of-domain score ``s``: ``T(s) = t0 * (1 + growth * e(s) ** 2)``,
+    ``e(s) = min(max(0, s - ref), s_max - ref)``.
 
     Plain temperature scaling (one ``T``) is fitted on out-of-fold files of the training corpus and
     stays over-confident on recordings farther from it. Letting the temperature depend on the
@@ -125,7 +126,10 @@ class DistanceTemperature:
     quadratically. Both parameters are fitted by negative log-likelihood on the out-of-fold
     predictions and their out-of-fold scores (:func:`fit_distance_temperature`). ``growth`` is
     constrained to be >= 0, so a file farther away never gets a *sharper* distribution, and
-    ``growth = 0`` is plain temperature scaling. (Of the forms tried on RAVDESS out-of-fold
+    ``growth = 0`` is plain temperature scaling. The growth stops at ``s_max``, the largest score
+    the fit saw: beyond the fitted range the quadratic would be an extrapolation, and it made the
+    accurate model's confidence on TESS (scores 2.4-2.9, fitted range up to about 2) nearly uniform
+    (0.16 against an accuracy of 0.41). (Of the forms tried on RAVDESS out-of-fold
     predictions -- a power of ``s / ref``, an exponential of ``s - ref``, a hinged exponential and
     this hinged quadratic -- the hinged forms had the lowest negative log-likelihood;
     ``benchmarks/results/robustness.md``.)
@@ -134,29 +138,41 @@ class DistanceTemperature:
         t0: temperature up to the reference score.
         growth: growth of the temperature beyond it (>= 0).
         ref: reference score (the median out-of-fold score).
+        s_max: the largest score of the fit; the temperature is constant beyond it (``inf``: no cap,
+            as in bundles fitted before the cap).
     """
 
     t0: float
     growth: float = 0.0
     ref: float = 1.0
+    s_max: float = float("inf")
 
     def temperatures(self, scores: np.ndarray | None, n: int) -> np.ndarray:
         """Per-row temperatures ``(n,)`` (``t0`` everywhere when ``scores`` is None), clipped to [0.05, 50]."""
         if scores is None or self.growth == 0.0:
             return np.full(n, self.t0)
-        excess = np.maximum(np.asarray(scores, dtype=np.float64) - self.ref, 0.0)
+        excess = np.clip(np.asarray(scores, dtype=np.float64) - self.ref, 0.0, max(self.s_max - self.ref, 0.0))
         return np.clip(self.t0 * (1.0 + self.growth * excess**2), 0.05, 50.0)
 
     def to_dict(self) -> dict[str, float]:
-        """Plain floats (what a bundle stores)."""
-        return {"t0": self.t0, "growth": self.growth, "ref": self.ref}
+        """Plain floats (what a bundle stores; ``s_max`` only when finite)."""
+        d = {"t0": self.t0, "growth": self.growth, "ref": self.ref}
+        if np.isfinite(self.s_max):
+            d["s_max"] = self.s_max
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | float) -> DistanceTemperature:
         """Inverse of :meth:`to_dict`; a bare number is a plain temperature."""
         if isinstance(d, int | float):
             return cls(t0=float(d))
-        return cls(t0=float(d["t0"]), growth=float(d.get("growth", 0.0)), ref=float(d.get("ref", 1.0)))
+        s_max = d.get("s_max")
+        return cls(
+            t0=float(d["t0"]),
+            growth=float(d.get("growth", 0.0)),
+            ref=float(d.get("ref", 1.0)),
+            s_max=float("inf") if s_max is None else float(s_max),
+        )
 
 
 def fit_distance_temperature(proba: np.ndarray, y: np.ndarray, scores: np.ndarray) -> DistanceTemperature:
@@ -168,8 +184,8 @@ def fit_distance_temperature(proba: np.ndarray, y: np.ndarray, scores: np.ndarra
         scores: out-of-fold out-of-domain scores ``(n,)`` (:meth:`OODDetector.score`).
 
     Returns:
-        The fitted temperature model (``growth`` clipped to [0, 100]); never worse in likelihood than
-        plain temperature scaling, which it falls back to.
+        The fitted temperature model (``growth`` clipped to [0, 100], ``s_max`` the largest of
+        ``scores``); never worse in likelihood than plain temperature scaling, which it falls back to.
 
     Raises:
         ValueError: empty or mismatched input.
@@ -196,7 +212,9 @@ def fit_distance_temperature(proba: np.ndarray, y: np.ndarray, scores: np.ndarra
     plain = np.array([np.log(fit_temperature(proba, y)), 0.0])
     res = minimize(nll, plain + [0.0, 0.5], method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-7})
     best = res.x if res.fun <= nll(plain) else plain
-    return DistanceTemperature(t0=float(np.exp(best[0])), growth=float(np.clip(best[1], 0.0, 100.0)), ref=ref)
+    return DistanceTemperature(
+        t0=float(np.exp(best[0])), growth=float(np.clip(best[1], 0.0, 100.0)), ref=ref, s_max=float(scores.max())
+    )
 
 
 def reliability_bins(proba: np.ndarray, y: np.ndarray, n_bins: int = ECE_BINS) -> list[dict[str, float]]:

@@ -185,7 +185,10 @@ def register_swapped_model(url: str, tmp_path: Path, swap: tuple[str, str]) -> s
     a, b = swap
     labels = [b if lab == a else a if lab == b else lab for lab in base.labels]
     bundle = ModelBundle(
-        labels=labels, meta=dict(base.meta), weights={"global": base.weights["global"], "speaker-adaptive": None}
+        labels=labels,
+        feature_version=base.feature_version,
+        meta=dict(base.meta),
+        weights={"global": base.weights["global"], "speaker-adaptive": None},
     )
     path = tmp_path / "swapped.npz"
     digest = save_bundle(bundle, path)

@@ -251,7 +251,12 @@ def test_rescore_diff_labels_export_and_webhook_event_per_channel(calls, tmp_pat
     a, b = _rows(db, 1), _rows(db, new)
     assert set(a) == set(b)  # the rescore is split again: the same (file, channel) rows
     assert all(a[k]["emotion"] == b[k]["emotion"] for k in a)
-    sql(db, "UPDATE results SET emotion = 'fearful' WHERE batch_id = ? AND channel = 1 AND status = 'done'", new)
+    sql(  # every labelled channel-1 row of the new batch gets another label than it had
+        db,
+        "UPDATE results SET emotion = CASE WHEN emotion = 'fearful' THEN 'calm' ELSE 'fearful' END"
+        " WHERE batch_id = ? AND channel = 1 AND status = 'done'",
+        new,
+    )
     d = json.loads(run(["diff", "1", str(new), "--format", "json"], db).stdout)
     assert d["summary"]["compared"] == len(a) and d["summary"]["only_a"] == 0
     changed = {(Path(r["path"]).name, r["channel"]) for r in d["changed"]}

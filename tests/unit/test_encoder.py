@@ -53,6 +53,16 @@ def test_encoder_dir_setting_is_honoured(tmp_path, monkeypatch):
     assert default_encoder_dir() == tmp_path / "mine"
 
 
+def test_mel_filters_are_librosas_whisper_filters():
+    import librosa
+
+    from ser_model.encoder import _mel_filters
+
+    np.testing.assert_allclose(
+        _mel_filters(), librosa.filters.mel(sr=16000, n_fft=400, n_mels=80), rtol=1e-5, atol=1e-7
+    )
+
+
 def test_log_mel_is_whisper_shaped_and_clamped():
     y = tone(seconds=2.0)
     m = log_mel(y)

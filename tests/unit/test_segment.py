@@ -322,7 +322,6 @@ def test_long_recording_of_real_utterances(tmp_path):
     a segment, and segment labels at utterance midpoints agree with single-file classification."""
     import librosa
 
-    from ser_model.features import extract_features
     from ser_model.model import DEFAULT_MODEL_PATH, load_bundle
 
     sr = 48000
@@ -376,7 +375,7 @@ def test_long_recording_of_real_utterances(tmp_path):
         # the segment does not reach into a neighbouring utterance (pauses are >= 1 s)
         assert hit[0]["start_s"] > a - 1.0 and hit[0]["end_s"] < b + 1.0
         y16, _ = load_audio(f)
-        p = bundle.predict_proba(extract_features(y16)[None, :])[0]
+        p = bundle.predict_proba(bundle.extract(y16)[None, :])[0]
         single.append(bundle.labels[int(np.argmax(p))])
         at_mid.append(hit[0]["emotion"])
         truth.append(_ravdess_emotion(f.name))

@@ -130,3 +130,7 @@ def test_distance_temperature_softens_only_far_files_and_is_fitted_where_far_fil
     assert expected_calibration_error(cal, y) < expected_calibration_error(
         apply_temperature(proba, fit_temperature(proba, y)), y
     )
+    assert fit.s_max == scores.max()  # the fit records its range ...
+    beyond = fit.temperatures(np.array([fit.s_max, fit.s_max + 1.0, fit.s_max + 10.0]), 3)
+    assert beyond[0] == beyond[1] == beyond[2]  # ... and does not extrapolate past it
+    assert DistanceTemperature.from_dict(fit.to_dict()) == fit
