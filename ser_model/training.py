@@ -22,6 +22,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,22 @@ def _init_worker() -> None:
     threadpool_limits(1)
 
 
+def _parallel_map(
+    fn: Callable[..., Any], *iterables: Sequence[Any], n_jobs: int | None, progress: Progress | None
+) -> list[Any]:
+    """``list(map(fn, *iterables))`` in ``n_jobs`` processes (default ``os.cpu_count()``; 1: this process),
+    results in input order, ``progress(done, total)`` after each one."""
+    n_jobs = n_jobs or os.cpu_count() or 1
+    total = len(iterables[0]) if iterables else 0
+    out: list[Any] = []
+    with ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker) if n_jobs > 1 else nullcontext() as ex:
+        for r in ex.map(fn, *iterables, chunksize=8) if ex is not None else map(fn, *iterables):
+            out.append(r)
+            if progress:
+                progress(len(out), total)
+    return out
+
+
 def extract_table(
     files: Sequence[LabelledFile],
     *,
@@ -230,22 +247,11 @@ def extract_table(
     Returns:
         The feature table; files that fail to decode are listed in ``failed``, not raised.
     """
-    n_jobs = n_jobs or os.cpu_count() or 1
     paths = [str(f.path) for f in files]
     cache = str(cache_dir) if cache_dir else None
-    results: list[tuple[str, np.ndarray | None, str]] = []
-    if n_jobs == 1:
-        for i, p in enumerate(paths):
-            results.append(_features_of(p, cache, feature_version))
-            if progress:
-                progress(i + 1, len(paths))
-    else:
-        with ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker) as ex:
-            fvs = [feature_version] * len(paths)
-            for i, r in enumerate(ex.map(_features_of, paths, [cache] * len(paths), fvs, chunksize=8)):
-                results.append(r)
-                if progress:
-                    progress(i + 1, len(paths))
+    results = _parallel_map(
+        _features_of, paths, [cache] * len(paths), [feature_version] * len(paths), n_jobs=n_jobs, progress=progress
+    )
     X, labels, speakers, kept, failed, fp = [], [], [], [], [], []
     for f, (digest, x, err) in zip(files, results, strict=True):
         if x is None:
@@ -290,20 +296,7 @@ def augment_table(
     kinds = parse_augmentations(list(kinds))
     jobs = [(i, k) for k in kinds for i in range(len(table.paths))]
     args = ([table.paths[i] for i, _ in jobs], [k for _, k in jobs], [seed] * len(jobs))
-    n_jobs = n_jobs or os.cpu_count() or 1
-    results: list[tuple[np.ndarray | None, str]] = []
-    if n_jobs == 1:
-        it = map(_augmented_features_of, *args)
-        for r in it:
-            results.append(r)
-            if progress:
-                progress(len(results), len(jobs))
-    else:
-        with ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker) as ex:
-            for r in ex.map(_augmented_features_of, *args, chunksize=8):
-                results.append(r)
-                if progress:
-                    progress(len(results), len(jobs))
+    results = _parallel_map(_augmented_features_of, *args, n_jobs=n_jobs, progress=progress)
     X, labels, speakers, paths, failed = [], [], [], [], []
     for (i, k), (x, err) in zip(jobs, results, strict=True):
         p = f"{table.paths[i]}#{k}"
@@ -431,19 +424,9 @@ def condition_table(
         args_seed.append((seed, int(digests[i][:8], 16), c))
         args_babble.append(pool)
         args_fv.append(table.feature_version)
-    n_jobs = n_jobs or os.cpu_count() or 1
-    results: list[tuple[np.ndarray | None, str, str]] = []
-    if n_jobs == 1:
-        for r in map(_condition_features_of, args_path, args_seed, args_babble, args_fv):
-            results.append(r)
-            if progress:
-                progress(len(results), len(jobs))
-    else:
-        with ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker) as ex:
-            for r in ex.map(_condition_features_of, args_path, args_seed, args_babble, args_fv, chunksize=8):
-                results.append(r)
-                if progress:
-                    progress(len(results), len(jobs))
+    results = _parallel_map(
+        _condition_features_of, args_path, args_seed, args_babble, args_fv, n_jobs=n_jobs, progress=progress
+    )
     X, labels, speakers, paths, failed = [], [], [], [], []
     for (i, c), (x, err, family) in zip(jobs, results, strict=True):
         p = f"{table.paths[i]}#cond{c}:{family or 'failed'}"
