@@ -279,8 +279,9 @@ def test_resume_honours_the_pinned_model(batch_db, tmp_path):
     for path in redo:
         sql(
             db,
-            "UPDATE results SET status = 'pending', emotion = NULL, model_version = NULL, finished_at = NULL "
-            "WHERE batch_id = 1 AND path = ?",
+            # back to pending as the engine puts a row back: the finished run's lease is ended too
+            "UPDATE results SET status = 'pending', emotion = NULL, model_version = NULL, finished_at = NULL, "
+            "worker_id = NULL, lease_expires_at = NULL WHERE batch_id = 1 AND path = ?",
             path,
         )
     p = run(["submit", "--resume", "1", "-q"], db)
