@@ -116,6 +116,7 @@ def open_batch(
 
                 def speaker_of(_path: str) -> str:
                     return MODE_BATCH
+
             try:
                 _record_walk(sources, batch_id, lambda: batch_id, speaker_of, None, quiet)
             except WalkError as e:
