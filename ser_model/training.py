@@ -297,9 +297,23 @@ def augment_table(
     jobs = [(i, k) for k in kinds for i in range(len(table.paths))]
     args = ([table.paths[i] for i, _ in jobs], [k for _, k in jobs], [seed] * len(jobs))
     results = _parallel_map(_augmented_features_of, *args, n_jobs=n_jobs, progress=progress)
+    copies = [(i, f"#{k}", x, err) for (i, k), (x, err) in zip(jobs, results, strict=True)]
+    fp = hashlib.sha256(f"{table.fingerprint}:{','.join(kinds)}:{seed}".encode()).hexdigest()
+    return _copies_table(table, copies, fp, N_FEATURES, FAST)
+
+
+def _copies_table(
+    table: FeatureTable,
+    copies: Sequence[tuple[int, str, np.ndarray | None, str]],
+    fingerprint: str,
+    width: int,
+    feature_version: str,
+) -> FeatureTable:
+    """A table of copies of ``table``'s files: ``(source row, path suffix, features or None, error)``
+    each; a copy keeps its source's label and speaker, failed copies are listed in ``failed``."""
     X, labels, speakers, paths, failed = [], [], [], [], []
-    for (i, k), (x, err) in zip(jobs, results, strict=True):
-        p = f"{table.paths[i]}#{k}"
+    for i, suffix, x, err in copies:
+        p = table.paths[i] + suffix
         if x is None:
             failed.append((p, err))
             continue
@@ -307,9 +321,8 @@ def augment_table(
         labels.append(table.labels[i])
         speakers.append(table.speakers[i])
         paths.append(p)
-    fp = hashlib.sha256(f"{table.fingerprint}:{','.join(kinds)}:{seed}".encode()).hexdigest()
-    X_arr = np.vstack(X).astype(np.float32) if X else np.zeros((0, N_FEATURES), np.float32)
-    return FeatureTable(X_arr, labels, speakers, paths, failed, fp)
+    X_arr = np.vstack(X).astype(np.float32) if X else np.zeros((0, width), np.float32)
+    return FeatureTable(X_arr, labels, speakers, paths, failed, fingerprint, feature_version)
 
 
 def babble_groups(speakers: Sequence[str | None], n_splits: int = 5) -> list[int]:
@@ -427,19 +440,11 @@ def condition_table(
     results = _parallel_map(
         _condition_features_of, args_path, args_seed, args_babble, args_fv, n_jobs=n_jobs, progress=progress
     )
-    X, labels, speakers, paths, failed = [], [], [], [], []
-    for (i, c), (x, err, family) in zip(jobs, results, strict=True):
-        p = f"{table.paths[i]}#cond{c}:{family or 'failed'}"
-        if x is None:
-            failed.append((p, err))
-            continue
-        X.append(x)
-        labels.append(table.labels[i])
-        speakers.append(table.speakers[i])
-        paths.append(p)
+    made = [
+        (i, f"#cond{c}:{family or 'failed'}", x, err) for (i, c), (x, err, family) in zip(jobs, results, strict=True)
+    ]
     fp = hashlib.sha256(f"{table.fingerprint}:conditions:{copies}:{seed}".encode()).hexdigest()
-    X_arr = np.vstack(X).astype(np.float32) if X else np.zeros((0, table.X.shape[1]), np.float32)
-    return FeatureTable(X_arr, labels, speakers, paths, failed, fp, table.feature_version)
+    return _copies_table(table, made, fp, table.X.shape[1], table.feature_version)
 
 
 def encode_labels(values: Sequence[str], labels: Sequence[str]) -> np.ndarray:
