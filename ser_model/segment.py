@@ -303,38 +303,7 @@ def iter_blocks(
         AudioError: unreadable file or header, a decoding error mid-file, or NaN/Inf samples
             (the reason names the time of the block).
     """
-    if block_s <= 0:
-        raise ValueError("block_s must be > 0")
-    if info is None:
-        info = probe_audio(path)
-    sr = info.sample_rate
-    block_frames = max(1, int(round(block_s * sr)))
-    stream = soxr.ResampleStream(sr, SAMPLE_RATE, 1, dtype="float32", quality="HQ") if sr != SAMPLE_RATE else None
-    pos = 0  # input frames read so far
-    try:
-        with sf.SoundFile(str(path)) as f:
-            while True:
-                data = f.read(block_frames, dtype="float32", always_2d=True)
-                n = data.shape[0]
-                last = n < block_frames
-                if n and not np.isfinite(data).all():
-                    bad = int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
-                    raise AudioError(f"audio contains NaN or infinite sample values (at {(pos + bad) / sr:.2f} s)")
-                pos += n
-                mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-                del data
-                if stream is not None:
-                    out = stream.resample_chunk(np.ascontiguousarray(mono), last=last)
-                else:
-                    out = mono
-                if out.size:
-                    yield np.ascontiguousarray(out, dtype=np.float32)
-                if last:
-                    break
-    except sf.LibsndfileError as e:
-        raise AudioError(f"cannot decode audio at {pos / sr:.2f} s: {_short(e)}") from None
-    except (OSError, RuntimeError) as e:
-        raise AudioError(f"cannot decode audio at {pos / sr:.2f} s: {_short(e)}") from None
+    return _decoded_blocks(path, block_s=block_s, info=info, mix=True)
 
 
 def iter_channel_blocks(
@@ -360,14 +329,22 @@ def iter_channel_blocks(
     Raises:
         AudioError: as :func:`iter_blocks`.
     """
+    return _decoded_blocks(path, block_s=block_s, info=info, mix=False)
+
+
+def _decoded_blocks(
+    path: str | os.PathLike[str], *, block_s: float, info: AudioInfo | None, mix: bool
+) -> Iterator[np.ndarray]:
+    """The decode loop of :func:`iter_blocks` (``mix``: channels averaged before one mono resampler,
+    blocks ``(m,)``) and :func:`iter_channel_blocks` (one multi-channel resampler, blocks ``(m, channels)``)."""
     if block_s <= 0:
         raise ValueError("block_s must be > 0")
     if info is None:
         info = probe_audio(path)
-    sr, n_ch = info.sample_rate, info.channels
+    sr, n_ch = info.sample_rate, 1 if mix else info.channels
     block_frames = max(1, int(round(block_s * sr)))
     stream = soxr.ResampleStream(sr, SAMPLE_RATE, n_ch, dtype="float32", quality="HQ") if sr != SAMPLE_RATE else None
-    pos = 0
+    pos = 0  # input frames read so far
     try:
         with sf.SoundFile(str(path)) as f:
             while True:
@@ -378,9 +355,13 @@ def iter_channel_blocks(
                     bad = int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
                     raise AudioError(f"audio contains NaN or infinite sample values (at {(pos + bad) / sr:.2f} s)")
                 pos += n
+                if mix:
+                    data = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
                 out = stream.resample_chunk(np.ascontiguousarray(data), last=last) if stream is not None else data
+                del data
                 if out.shape[0]:
-                    yield np.ascontiguousarray(out, dtype=np.float32).reshape(-1, n_ch)
+                    out = np.ascontiguousarray(out, dtype=np.float32)
+                    yield out if mix else out.reshape(-1, n_ch)
                 if last:
                     break
     except sf.LibsndfileError as e:
