@@ -187,8 +187,8 @@ def run_training(
         cv["protocol"] += f"; {n_per_file} file(s) without a speaker grouped one per file (speaker-dependent)"
     if multi:
         cv["per_source"] = per_source_metrics(cv, table, source_of, labels, req.weights or {})
-    speaker_cv = None
-    if _speaker_adaptive_possible(table.speakers):
+    speaker_cv = batch_cv = None
+    if _speaker_adaptive_possible(table.speakers):  # both need known speakers (grouped folds)
         speaker_cv = cross_validate(
             table,
             labels=labels,
@@ -198,8 +198,6 @@ def run_training(
             sample_weight=weights,
             augmented=degraded,
         )
-    batch_cv = None
-    if _speaker_adaptive_possible(table.speakers):
         batch_cv = cross_validate_batch(
             table,
             labels=labels,
