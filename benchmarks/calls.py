@@ -20,7 +20,7 @@ PCM) and ``telephone`` (the bleed delayed by 0-60 ms as a hybrid's echo, 300-340
 8 kHz, G.711 mu-law WAV).
 
 **Labelling** goes through :func:`ser_batch.predict_files`, which runs the code of ``submit``
-(:func:`worker.processing.analyse_channels` / ``analyse_file``) without a database:
+(:func:`worker.engine.analyse.analyse_channels` / ``analyse_file``) without a database:
 ``channels="split"``, ``channels="mix"`` (today's behaviour) and every utterance of the calls
 submitted as a single file (through the same telephone channel in that condition).
 

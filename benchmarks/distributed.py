@@ -44,7 +44,7 @@ def _wait_done(database_url: str, timeout_s: float = 1800.0) -> dict[str, int]:
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from worker.db import Batch, batch_counts, get_engine
+    from worker.storage.db import Batch, batch_counts, get_engine
 
     end = time.monotonic() + timeout_s
     eng = get_engine(database_url)

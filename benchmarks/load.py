@@ -46,9 +46,9 @@ def run(data: Path, n: int, tmp: Path) -> dict[str, Any]:
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from worker.db import Result, batch_counts, get_engine
-    from worker.migrate import upgrade
     from worker.settings import Settings
+    from worker.storage.db import Result, batch_counts, get_engine
+    from worker.storage.migrate import upgrade
 
     sources = sorted(p for p in data.rglob("*") if p.suffix.lower() in {".wav", ".flac"})
     folder = tmp / "load"

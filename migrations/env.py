@@ -1,13 +1,13 @@
 """Alembic environment: the URL comes from the ser-batch settings object (SER_DATABASE_URL).
 
 A caller may pass an open connection in ``config.attributes["connection"]`` (used by
-``worker.migrate.upgrade``); otherwise an engine is made from the settings. ``render_as_batch``
+``worker.storage.migrate.upgrade``); otherwise an engine is made from the settings. ``render_as_batch``
 lets ALTER-style migrations run on SQLite too.
 """
 
 from alembic import context
 
-from worker.db import Base, get_engine
+from worker.storage.db import Base, get_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -39,7 +39,7 @@ def run_migrations_online() -> None:
         return
     with get_engine(_url()).connect() as connection:
         if connection.dialect.name == "sqlite":
-            # table rebuilds must not cascade deletes (see worker.migrate._run); before BEGIN
+            # table rebuilds must not cascade deletes (see worker.storage.migrate._run); before BEGIN
             connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
             connection.commit()
         context.configure(

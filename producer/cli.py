@@ -93,7 +93,7 @@ def resolve_model_option(name: str) -> str:
     """
     from sqlalchemy.orm import Session
 
-    from worker.registry import RegistryError, resolve_version
+    from worker.storage.registry import RegistryError, resolve_version
 
     try:
         with Session(open_engine()) as session, session.begin():
@@ -301,7 +301,7 @@ def worker(
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.orm import Session
 
-    from worker.registry import RegistryError, ensure_default_model
+    from worker.storage.registry import RegistryError, ensure_default_model
 
     s = cli_settings()
     if not s.broker_url:
@@ -373,7 +373,7 @@ def results(
         write_csv,
         write_stream,
     )
-    from worker.db import Batch
+    from worker.storage.db import Batch
 
     engine = open_engine()
     where = result_where(
@@ -432,7 +432,7 @@ def plot(
 
     from ser_model.labels import EMOTIONS
     from ser_model.report import plot_timeline
-    from worker.db import Result, Segment
+    from worker.storage.db import Result, Segment
 
     with Session(open_engine()) as session:
         if result.isdigit():
@@ -498,8 +498,8 @@ def status(
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from worker.assess import assess_batch, trust_counts
-    from worker.db import Batch, Result, batch_counts
+    from worker.engine.assess import assess_batch, trust_counts
+    from worker.storage.db import Batch, Result, batch_counts
 
     engine = open_engine()
     with Session(engine) as session:
@@ -596,7 +596,7 @@ def batches(limit: Annotated[int, typer.Option(min=1, help="Newest N batches.")]
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from worker.db import Batch, batch_counts
+    from worker.storage.db import Batch, batch_counts
 
     engine = open_engine()
     t = Table(show_header=True, header_style="bold")
@@ -644,8 +644,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     """Apply the database migrations (SQLite or PostgreSQL) up to REVISION."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from worker.migrate import current_revision, upgrade
-    from worker.settings import redact_url
+    from worker.storage.migrate import current_revision, upgrade
+    from worker.urls import redact_url
 
     s = cli_settings()
     try:
@@ -675,8 +675,8 @@ def db_roles(
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from worker.roles import apply_roles, roles_sql
-    from worker.settings import redact_url
+    from worker.storage.roles import apply_roles, roles_sql
+    from worker.urls import redact_url
 
     s = cli_settings()
     try:
@@ -698,7 +698,7 @@ def db_roles(
 @db_app.command("current")
 def db_current() -> None:
     """Show the migration revision the database is at."""
-    from worker.migrate import current_revision, head_revision
+    from worker.storage.migrate import current_revision, head_revision
 
     s = cli_settings()
     open_engine(migrate=False)
@@ -759,8 +759,8 @@ def _before_exit() -> None:
     """
     import gc
 
-    if "worker.db" in sys.modules:
-        sys.modules["worker.db"].close_engines()
+    if "worker.storage.db" in sys.modules:
+        sys.modules["worker.storage.db"].close_engines()
     gc.freeze()
 
 

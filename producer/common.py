@@ -48,8 +48,8 @@ def open_engine(migrate: bool = True) -> Any:
     """The database engine, with the embedded SQLite schema brought to head."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from worker.db import get_engine
-    from worker.migrate import ensure_schema
+    from worker.storage.db import get_engine
+    from worker.storage.migrate import ensure_schema
 
     s = cli_settings()
     try:
@@ -59,7 +59,7 @@ def open_engine(migrate: bool = True) -> Any:
     except RuntimeError as e:
         raise CliError(str(e)) from None
     except SQLAlchemyError as e:
-        from worker.settings import redact_url
+        from worker.urls import redact_url
 
         raise CliError(
             f"cannot open database {redact_url(s.database_url)}: {' '.join(str(e.orig or e).split())[:300]}"

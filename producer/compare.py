@@ -32,17 +32,6 @@ DIFF_COLUMNS = (
 )
 
 
-def pinned_model(engine: Any, batch_id: int) -> str | None:
-    """The model version a batch is pinned to (``options["model_version"]``, set by ``rescore``), or None."""
-    from sqlalchemy.orm import Session
-
-    from worker.db import Batch
-
-    with Session(engine) as session:
-        batch = session.get(Batch, batch_id)
-        return (batch.options or {}).get("model_version") if batch is not None else None
-
-
 def create_rescore_batch(
     session: Any, batch_id: int, *, model_version: str, mode: str, notify_url: str | None = None
 ) -> tuple[int, int]:
@@ -63,7 +52,7 @@ def create_rescore_batch(
     """
     from sqlalchemy import DateTime, func, insert, literal, select
 
-    from worker.db import Batch, Result, utcnow
+    from worker.storage.db import Batch, Result, utcnow
 
     old = session.get(Batch, batch_id)
     if old is None:
@@ -85,7 +74,7 @@ def create_rescore_batch(
     session.add(new)
     session.flush()
     if notify_url:
-        from worker.notify import record_webhook
+        from worker.engine.notify import record_webhook
 
         record_webhook(session, new, notify_url)
     # one INSERT ... SELECT: the files never pass through this process (a batch can hold millions).
@@ -129,9 +118,9 @@ def rescore(
 
     from producer.common import EXIT_USAGE, CliError, cli_settings, console, err, open_engine, print_interrupted
     from producer.submit import check_notify_url, configured_chunk_size, run_distributed, run_embedded_batch
-    from worker.db import ModelVersion
-    from worker.registry import RegistryError, active_version, ensure_default_model, resolve_version
     from worker.settings import prepare_process_env
+    from worker.storage.db import ModelVersion
+    from worker.storage.registry import RegistryError, active_version, ensure_default_model, resolve_version
 
     s = cli_settings()
     prepare_process_env(s)
@@ -184,7 +173,7 @@ def _pair() -> tuple[Any, Any, Any, Any, list[Any]]:
     from sqlalchemy import and_, case, func, literal
     from sqlalchemy.orm import aliased
 
-    from worker.db import Result
+    from worker.storage.db import Result
 
     ra, rb = aliased(Result, name="ra"), aliased(Result, name="rb")
 
@@ -217,7 +206,7 @@ def diff_summary(session: Any, a: int, b: int) -> dict[str, Any]:
     """
     from sqlalchemy import func, select
 
-    from worker.db import Batch, Result
+    from worker.storage.db import Batch, Result
 
     for bid in (a, b):
         if session.execute(select(Batch.id).where(Batch.id == bid)).first() is None:
@@ -316,7 +305,7 @@ def diff_columns(session: Any, a: int, b: int) -> tuple[str, ...]:
     (a diff of mixed batches keeps its columns)."""
     from sqlalchemy import select
 
-    from worker.db import Batch
+    from worker.storage.db import Batch
 
     opts = session.execute(select(Batch.options).where(Batch.id.in_([a, b]))).scalars()
     if any((o or {}).get("channels") == "split" for o in opts):

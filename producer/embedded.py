@@ -1,6 +1,6 @@
 """Embedded mode: process a batch on this machine with a pool of processes.
 
-Each process runs :func:`worker.batches.run_chunk` — the batch engine the Celery task wraps: claim,
+Each process runs :func:`worker.engine.chunk.run_chunk` — the batch engine the Celery task wraps: claim,
 lease heartbeat, attempts, rows, finalisation — on chunks of files and writes its rows itself
 (SQLite in WAL mode takes several writers). The parent only hands out chunks, counts progress, and
 after a process died releases the leases of the chunks it lost before running them again.
@@ -20,15 +20,15 @@ _URL: str | None = None
 def _init(url: str) -> None:
     global _URL
     _URL = url
+    from worker.engine.warmup import after_fork
     from worker.settings import prepare_process_env
-    from worker.warmup import after_fork
 
     prepare_process_env()
     after_fork()
 
 
 def _run_chunk(batch_id: int, paths: list[str], model_version: str) -> dict[str, int]:
-    from worker.batches import run_chunk
+    from worker.engine.chunk import run_chunk
 
     return run_chunk(batch_id, paths, model_version=model_version, url=_URL)
 
@@ -61,10 +61,10 @@ def auto_chunk_size(n_files: int, workers: int) -> int:
 def warm_up(bundle: Any) -> None:
     """Run the feature extractor and ``bundle`` once, so forked processes start warm.
 
-    See :func:`worker.warmup.warm_up_features` and :func:`worker.warmup.warm_up_model`; then
-    :func:`worker.warmup.freeze_before_fork`.
+    See :func:`worker.engine.warmup.warm_up_features` and :func:`worker.engine.warmup.warm_up_model`; then
+    :func:`worker.engine.warmup.freeze_before_fork`.
     """
-    from worker.warmup import freeze_before_fork, warm_up_features, warm_up_model
+    from worker.engine.warmup import freeze_before_fork, warm_up_features, warm_up_model
 
     warm_up_model(bundle, warm_up_features())
     freeze_before_fork()
@@ -122,7 +122,7 @@ def run_embedded(
     else:
         leftovers = _pool_pass(batch_id, chunks, url, model_version, workers, on_progress)
         if leftovers:  # retry one file per task, so one bad file cannot take others down
-            from worker.batches import release
+            from worker.engine.leases import release
 
             single = [[p] for c, _ in leftovers for p in c]
             release(batch_id, [p for c in single for p in c], url=url)  # their processes are gone

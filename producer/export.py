@@ -40,7 +40,7 @@ def model_labels(conn: Any, where: Sequence[Any]) -> list[str]:
 
     Args:
         conn: an open SQLAlchemy connection.
-        where: conditions on :class:`worker.db.Result` selecting the exported rows.
+        where: conditions on :class:`worker.storage.db.Result` selecting the exported rows.
 
     Returns:
         Label names, :data:`ser_model.labels.EMOTIONS` first.
@@ -48,7 +48,7 @@ def model_labels(conn: Any, where: Sequence[Any]) -> list[str]:
     from sqlalchemy import or_, select
 
     from ser_model.labels import EMOTIONS
-    from worker.db import ModelVersion, Result
+    from worker.storage.db import ModelVersion, Result
 
     labels = list(EMOTIONS)
     versions = [v for v in conn.scalars(select(Result.model_version).where(*where).distinct()) if v is not None]
@@ -68,7 +68,7 @@ def _json_keys(conn: Any, where: Sequence[Any]) -> Iterator[list[str]]:
     """The distinct probability keys of the rows matching ``where`` (read in pages)."""
     from sqlalchemy import select
 
-    from worker.db import Result
+    from worker.storage.db import Result
 
     res = conn.execution_options(yield_per=PAGE_ROWS).execute(select(Result.probabilities).where(*where))
     seen: set[str] = set()
@@ -88,7 +88,7 @@ def result_where(
     segments: bool = False,
 ) -> list[Any]:
     """The conditions of a ``results`` export (on ``results``, or on ``segments`` with ``segments``)."""
-    from worker.db import Result, Segment
+    from worker.storage.db import Result, Segment
 
     where: list[Any] = []
     if batch is not None:
@@ -104,7 +104,7 @@ def result_where(
 
 
 def _segment_column(name: str) -> Any:
-    from worker.db import Result, Segment
+    from worker.storage.db import Result, Segment
 
     special = {"batch_id": Result.batch_id, "path": Result.path, "index": Segment.idx}
     return special[name] if name in special else Segment.__table__.c[name]
@@ -127,7 +127,7 @@ def export_query(
     """
     from sqlalchemy import select
 
-    from worker.db import Result, Segment
+    from worker.storage.db import Result, Segment
 
     if segments:
         cols = [_segment_column(c) for c in SEGMENT_COLUMNS]
@@ -294,7 +294,7 @@ def csv_query(query: Any, labels: Sequence[str], dialect: str) -> Any:
     """
     from sqlalchemy import Float, Numeric, cast, func
 
-    from worker.db import Result, Segment
+    from worker.storage.db import Result, Segment
 
     cols = list(query.selected_columns)
     probs = cols[-1]

@@ -43,7 +43,7 @@ def least_sure(session: Any, batch_id: int, count: int) -> list[dict[str, Any]]:
     """
     from sqlalchemy import select
 
-    from worker.db import Result
+    from worker.storage.db import Result
 
     q = (
         select(
@@ -109,7 +109,7 @@ def export(
     from sqlalchemy.orm import Session
 
     from producer.common import EXIT_USAGE, CliError, err, open_engine
-    from worker.db import Batch
+    from worker.storage.db import Batch
 
     if output.exists() and not force:
         raise CliError(f"{output} exists (it may hold labels you typed): use --force or another --output", EXIT_USAGE)

@@ -105,7 +105,7 @@ def gather(session: Any, batch_id: int) -> ReportData:
     """
     from sqlalchemy import func, select
 
-    from worker.db import Batch, ModelVersion, Result, Segment, batch_counts
+    from worker.storage.db import Batch, ModelVersion, Result, Segment, batch_counts
 
     batch = session.get(Batch, batch_id)
     if batch is None:
@@ -138,11 +138,11 @@ def gather(session: Any, batch_id: int) -> ReportData:
     )
     _confidence(session, data, done)
     if data.warnings is None and counts["pending"] == 0 and counts["done"]:
-        from worker.assess import assess_batch
+        from worker.engine.assess import assess_batch
 
         # a batch finalised before warnings were stored: computed for display, as `status` does
         data.warnings = assess_batch(session, batch_id, store=False)
-    # counted over labelled rows, as `status` and the webhook count them (worker.assess.trust_counts)
+    # counted over labelled rows, as `status` and the webhook count them (worker.engine.assess.trust_counts)
     n_low_known, n_low, n_ood_known, n_ood = session.execute(
         select(
             func.count(Result.low_confidence),
@@ -209,7 +209,7 @@ def _calls(session: Any, data: ReportData, batch_id: int) -> None:
     """
     from sqlalchemy import String, cast, exists, func, literal, select
 
-    from worker.db import Result, Segment
+    from worker.storage.db import Result, Segment
 
     split = (Result.batch_id == batch_id, Result.channel.is_not(None))
     role = func.coalesce(Result.role, literal("channel ") + cast(Result.channel, String)).label("role")
@@ -272,7 +272,7 @@ def _confidence(session: Any, data: ReportData, done: tuple[Any, ...]) -> None:
     """Histogram (:data:`CONFIDENCE_BINS` bins over [0, 1]) and median of the labelled files' confidence."""
     from sqlalchemy import Integer, case, cast, func, select
 
-    from worker.db import Result
+    from worker.storage.db import Result
 
     scaled = Result.confidence * CONFIDENCE_BINS
     # the bin's index: truncation (SQLite's CAST) or floor (PostgreSQL's CAST rounds); 1.0 in the last bin
@@ -305,7 +305,7 @@ def _groups(session: Any, data: ReportData, batch_id: int) -> None:
     """
     from sqlalchemy import func, select
 
-    from worker.db import Result
+    from worker.storage.db import Result
 
     in_batch = Result.batch_id == batch_id
     by_speaker = session.scalar(select(Result.id).where(in_batch, Result.speaker.is_not(None)).limit(1)) is not None
@@ -562,7 +562,7 @@ def write_report(batch_id: int, output: Path, *, url: str | None = None) -> Repo
     """
     from sqlalchemy.orm import Session
 
-    from worker.db import get_engine
+    from worker.storage.db import get_engine
 
     with Session(get_engine(url)) as session:
         data = gather(session, batch_id)

@@ -91,8 +91,8 @@ def open_batch(
     from sqlalchemy.orm import Session
 
     from producer.walk import WalkError
-    from worker.db import Batch
-    from worker.notify import record_webhook
+    from worker.engine.notify import record_webhook
+    from worker.storage.db import Batch
 
     s = cli_settings()
     engine = open_engine()
@@ -164,7 +164,7 @@ def open_batch(
     if speaker_of and not normalise:
         from sqlalchemy import func, select
 
-        from worker.db import Result
+        from worker.storage.db import Result
 
         with Session(engine) as session:
             n_spk, n_none = session.execute(
@@ -199,7 +199,7 @@ def _record_walk(
     from sqlalchemy.orm import Session
 
     from producer.walk import WalkResult, iter_files
-    from worker.db import Batch, batch_counts, insert_pending
+    from worker.storage.db import Batch, batch_counts, insert_pending
 
     engine = open_engine(migrate=False)
     stats = WalkResult()
@@ -250,7 +250,7 @@ class PageQueue:
     """
 
     def __init__(self, chunk_size: int) -> None:
-        from worker.publish import default_app
+        from worker.celery_app.publish import default_app
 
         try:
             self.app = default_app()
@@ -262,7 +262,7 @@ class PageQueue:
         self.pinned = False
 
     def __call__(self, batch_id: int, paths: list[str]) -> None:
-        from worker.publish import enqueue_chunks
+        from worker.celery_app.publish import enqueue_chunks
 
         if not self.pinned:
             self.model_version = _pin_distributed(batch_id)
@@ -304,7 +304,7 @@ def check_notify_url(url: str | None) -> str | None:
     Raises:
         CliError: not an http(s) URL with a host (usage error).
     """
-    from worker.notify import check_url
+    from worker.urls import check_url
 
     try:
         return check_url(url) if url else None
@@ -318,9 +318,13 @@ def pinned_model(batch_id: int) -> str | None:
     ``rescore`` pins its batch to the model it was given; ``run_distributed`` records the model a
     distributed batch was queued with. Either way every chunk, every worker and a ``--resume`` use it.
     """
-    from producer.compare import pinned_model as _pinned
+    from sqlalchemy.orm import Session
 
-    return _pinned(open_engine(migrate=False), batch_id)
+    from worker.storage.db import Batch
+
+    with Session(open_engine(migrate=False)) as session:
+        batch = session.get(Batch, batch_id)
+        return (batch.options or {}).get("model_version") if batch is not None else None
 
 
 def _pin_distributed(batch_id: int) -> str | None:
@@ -331,8 +335,8 @@ def _pin_distributed(batch_id: int) -> str | None:
     """
     from sqlalchemy.orm import Session
 
-    from worker.db import Batch
-    from worker.registry import active_version
+    from worker.storage.db import Batch
+    from worker.storage.registry import active_version
 
     with Session(open_engine(migrate=False)) as session, session.begin():
         batch = session.get(Batch, batch_id)
@@ -350,7 +354,7 @@ def _broker_errors(batch_id: int) -> Iterator[None]:
     """A broker that cannot be reached is a one-line error naming the batch to resume."""
     from kombu.exceptions import OperationalError as BrokerError
 
-    from worker.settings import redact_url
+    from worker.urls import redact_url
 
     try:
         yield
@@ -370,7 +374,7 @@ def run_distributed(batch_id: int, chunk_size: int, wait: bool, quiet: bool, que
     The pending paths are read and published a page at a time; ``queued``: the walk already queued
     every file (:class:`PageQueue`), only the summary and the wait are left.
     """
-    from worker.batches import pending_path_pages
+    from worker.engine.rows import pending_path_pages
 
     if queued is None:
         queued = PageQueue(chunk_size)
@@ -398,14 +402,14 @@ def wait_for_batch(
     """Show progress from database counts until no row of the batch is pending; then summarise.
 
     Every ``SER_SWEEP_INTERVAL_S`` seconds it also runs the workers' sweeper
-    (:func:`worker.sweeper.sweep`): rows whose lease expired (their worker died) and pending rows no
+    (:func:`worker.celery_app.sweeper.sweep`): rows whose lease expired (their worker died) and pending rows no
     message covers are queued again, so a batch finishes even when every worker that held its
     chunks is gone.
     """
     from sqlalchemy.exc import InterfaceError, OperationalError
     from sqlalchemy.orm import Session
 
-    from worker.db import batch_counts
+    from worker.storage.db import batch_counts
 
     engine = open_engine(migrate=False)
     t0 = time.perf_counter()
@@ -465,11 +469,11 @@ def wait_for_batch(
 
 
 def run_sweep() -> int:
-    """One :func:`worker.sweeper.sweep` from the producer; returns the rows queued again (0 on errors)."""
+    """One :func:`worker.celery_app.sweeper.sweep` from the producer; returns the rows queued again (0 on errors)."""
     from kombu.exceptions import OperationalError as BrokerError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from worker.sweeper import sweep
+    from worker.celery_app.sweeper import sweep
 
     try:
         report = sweep(url=cli_settings().database_url, settings=cli_settings())
@@ -481,7 +485,7 @@ def run_sweep() -> int:
 def run_embedded_batch(batch_id: int, workers: int, chunk_size: int | None, quiet: bool) -> int:
     """Embedded mode: label the batch's pending files with a local process pool, then summarise.
 
-    The processes run the batch engine (:func:`worker.batches.run_chunk`); files whose chunk could
+    The processes run the batch engine (:func:`worker.engine.chunk.run_chunk`); files whose chunk could
     not be run even alone (a process killed by the OS) get a ``failed`` row with the reason.
     ``chunk_size`` None (neither ``--chunk-size`` nor ``SER_CHUNK_SIZE`` given) picks it from the
     number of files and processes (:func:`producer.embedded.auto_chunk_size`).
@@ -491,10 +495,11 @@ def run_embedded_batch(batch_id: int, workers: int, chunk_size: int | None, quie
     from sqlalchemy.orm import Session
 
     from producer.embedded import auto_chunk_size, run_embedded, warm_up
-    from worker.batches import fail_pending, finish_batch_locally, pending_path_pages
-    from worker.db import batch_counts
-    from worker.registry import RegistryError, load_model
+    from worker.engine.chunk import fail_pending, finish_batch_locally
+    from worker.engine.rows import pending_path_pages
     from worker.settings import prepare_process_env
+    from worker.storage.db import batch_counts
+    from worker.storage.registry import RegistryError, load_model
 
     s = cli_settings()
     prepare_process_env(s)
@@ -539,7 +544,7 @@ def _set_mode(batch_id: int, mode: str) -> None:
     from sqlalchemy import update
     from sqlalchemy.orm import Session
 
-    from worker.db import Batch
+    from worker.storage.db import Batch
 
     with Session(open_engine(migrate=False)) as session, session.begin():
         session.execute(update(Batch).where(Batch.id == batch_id).values(mode=mode))
@@ -549,18 +554,18 @@ def finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:
     """Record the batch's final counts, print the summary, send the webhook, and return the exit code.
 
     The summary carries the trust counts (rows flagged ``low_confidence`` / ``out_of_domain``) and
-    the batch's warnings (:func:`worker.assess.assess_batch`, stored when the batch was finalised).
+    the batch's warnings (:func:`worker.engine.assess.assess_batch`, stored when the batch was finalised).
     The webhook (``options["notify_url"]``) is sent when no row is pending any more, at most once per
-    batch (:func:`worker.notify.notify_batch_final`); this waits for its delivery at most
-    :data:`worker.notify.CLI_WAIT_S` seconds and never fails the batch.
+    batch (:func:`worker.engine.notify.notify_batch_final`); this waits for its delivery at most
+    :data:`worker.engine.notify.CLI_WAIT_S` seconds and never fails the batch.
     """
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from worker.assess import assess_batch, trust_counts
-    from worker.batches import finalise_batch
-    from worker.db import Batch, Result, batch_counts
-    from worker.notify import CLI_WAIT_S, notify_batch_final
+    from worker.engine.assess import assess_batch, trust_counts
+    from worker.engine.finalise import finalise_batch
+    from worker.engine.notify import CLI_WAIT_S, notify_batch_final
+    from worker.storage.db import Batch, Result, batch_counts
 
     engine = open_engine(migrate=False)
     with Session(engine) as session, session.begin():

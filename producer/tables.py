@@ -27,12 +27,12 @@ def print_batch_summary(
 
     Args:
         batch_id: the batch.
-        counts: ``{"total", "done", "failed", "pending"}`` (:func:`worker.db.batch_counts`).
+        counts: ``{"total", "done", "failed", "pending"}`` (:func:`worker.storage.db.batch_counts`).
         per_emotion: labelled files per emotion, most frequent first.
         failures: ``(path, reason)`` of the first failed files.
         wall_s: wall-clock time of this run (seconds).
         n_processed: files this run processed.
-        trust: ``{"low_confidence": n, "out_of_domain": n}`` (:func:`worker.assess.trust_counts`).
+        trust: ``{"low_confidence": n, "out_of_domain": n}`` (:func:`worker.engine.assess.trust_counts`).
         warnings: the batch's warnings (``{"code", "message", ...}``), printed in yellow.
     """
     t = Table(title=f"batch {batch_id}", show_header=True, header_style="bold")

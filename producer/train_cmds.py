@@ -186,13 +186,13 @@ def _train_remote(req: Any) -> dict[str, Any]:
 
     from sqlalchemy.orm import Session
 
-    from worker.db import Job
+    from worker.storage.db import Job
 
     engine = open_engine()
     job_id = uuid.uuid4().hex
     with Session(engine) as session, session.begin():
         session.add(Job(id=job_id, kind="train", status="queued", request=req.to_json()))
-    from worker.publish import enqueue_train
+    from worker.celery_app.publish import enqueue_train
 
     enqueue_train(job_id, req.to_json())
     err.print(
@@ -204,7 +204,7 @@ def _train_remote(req: Any) -> dict[str, Any]:
 def _follow_job(job_id: str, poll_s: float = 1.0) -> dict[str, Any]:
     from sqlalchemy.orm import Session
 
-    from worker.db import Job
+    from worker.storage.db import Job
 
     engine = open_engine(migrate=False)
     with progress_bar(False) as progress:
@@ -243,8 +243,8 @@ def evaluate(
     from ser_model.datasets import DatasetError
     from ser_model.labels import parse_emotion_list
     from ser_model.report import plot_confusion
-    from worker.registry import RegistryError
     from worker.settings import prepare_process_env
+    from worker.storage.registry import RegistryError
     from worker.training import evaluate_model
 
     s = cli_settings()
@@ -282,8 +282,8 @@ def models_list() -> None:
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from worker.db import ModelVersion
-    from worker.registry import RegistryError, ensure_default_model
+    from worker.storage.db import ModelVersion
+    from worker.storage.registry import RegistryError, ensure_default_model
 
     engine = open_engine()
     with Session(engine) as session, session.begin():
@@ -310,8 +310,8 @@ def models_list() -> None:
 
 
 def _model_row(session: Any, version: str | None) -> Any:
-    from worker.db import ModelVersion
-    from worker.registry import active_version, ensure_default_model
+    from worker.storage.db import ModelVersion
+    from worker.storage.registry import active_version, ensure_default_model
 
     ensure_default_model(session)
     version = version or active_version(session)
@@ -385,7 +385,7 @@ def models_activate(version: Annotated[str, typer.Argument(help="Version to make
     """Make VERSION the active model (one transaction); new work, on every worker, uses it."""
     from sqlalchemy.orm import Session
 
-    from worker.registry import RegistryError, activate, ensure_default_model
+    from worker.storage.registry import RegistryError, activate, ensure_default_model
 
     engine = open_engine()
     with Session(engine) as session, session.begin():
@@ -409,7 +409,7 @@ def models_export(
     from sqlalchemy.orm import Session
 
     from ser_model.model import PACKAGED_MODELS, sha256_bytes
-    from worker.registry import PACKAGE_PREFIX
+    from worker.storage.registry import PACKAGE_PREFIX
 
     with Session(open_engine()) as session, session.begin():
         m = _model_row(session, version)
@@ -483,7 +483,7 @@ def models_import(
     from sqlalchemy.orm import Session
 
     from ser_model.model import BundleError, load_bundle, read_sidecar
-    from worker.db import ModelVersion
+    from worker.storage.db import ModelVersion
     from worker.training import register_bundle
 
     if not file.is_file():

@@ -5,7 +5,7 @@
 ...     print(p.path, p.emotion, round(p.confidence, 2))  # doctest: +SKIP
 
 Every file goes through the same code as a ``ser-batch submit`` batch
-(:func:`worker.processing.analyse_file`: decoding with soundfile, mono, resampling to 16 kHz,
+(:func:`worker.engine.analyse.analyse_file`: decoding with soundfile, mono, resampling to 16 kHz,
 segmentation of long recordings, the same failure reasons), so a :class:`Prediction` holds what the
 file's ``results`` row would hold.
 """
@@ -101,7 +101,7 @@ def load(model: str | os.PathLike[str] | None = None) -> Any:
             name, loaded from the database of ``SER_DATABASE_URL``.
 
     Returns:
-        An opaque loaded model (``worker.registry.LoadedModel``).
+        An opaque loaded model (``worker.storage.registry.LoadedModel``).
 
     Raises:
         FileNotFoundError: a bundle path that does not exist.
@@ -109,7 +109,7 @@ def load(model: str | os.PathLike[str] | None = None) -> Any:
             (refused unopened), or the version is unknown.
     """
     from ser_model.model import PACKAGED_MODELS, BundleError, load_bundle, read_sidecar
-    from worker.registry import LoadedModel, RegistryError, default_version_name, load_model
+    from worker.storage.registry import LoadedModel, RegistryError, default_version_name, load_model
 
     if not isinstance(model, (str, os.PathLike)) and model is not None:
         return model  # already loaded
@@ -186,7 +186,7 @@ def iter_predictions(
 ) -> Iterator[Prediction]:
     """Like :func:`predict_files`, yielding each result as soon as its file is done."""
     from ser_model.segment import parse_segment_mode
-    from worker.processing import analyse_channels, analyse_file
+    from worker.engine.analyse import analyse_channels, analyse_file
 
     parse_segment_mode(segment)  # ValueError for a bad mode, before any work
     if channels not in ("mix", "split"):

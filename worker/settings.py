@@ -16,6 +16,8 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from worker.urls import check_secret, redact_url, safe_url
+
 APP_NAME = "ser-batch"
 
 
@@ -128,8 +130,6 @@ class Settings(BaseSettings):
     def _check_notify_secret(cls, v: str | None) -> str | None:
         if not v:
             return None
-        from worker.notify import check_secret
-
         check_secret(v)
         return v
 
@@ -154,24 +154,11 @@ class Settings(BaseSettings):
             if name == "notify_secret" and value:
                 value = "whsec_***"
             elif name == "notify_url" and value:
-                from worker.notify import safe_url
-
                 value = safe_url(str(value))  # webhook paths and queries often hold a token
             elif name.endswith("_url") and value:
                 value = redact_url(str(value))
             out[name] = value
         return out
-
-
-def redact_url(url: str) -> str:
-    """``scheme://user:***@host/db`` for a URL with a password; other URLs unchanged."""
-    try:
-        u = make_url(url)
-    except Exception:  # noqa: BLE001
-        return url
-    if u.password:
-        return u.render_as_string(hide_password=True)
-    return url
 
 
 @lru_cache(maxsize=1)

@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from worker.db import ModelVersion, get_engine
 from worker.settings import Settings, get_settings
+from worker.storage.db import ModelVersion, get_engine
 
 StageProgress = Callable[[str, int, int], None]
 """``progress(stage, done, total)`` with stage ``"features"``, ``"cross-validation"`` or ``"final model"``."""
@@ -327,8 +327,8 @@ def register_bundle(path: Path, digest: str, bundle: Any, stem: str, *, activate
     Returns:
         The new version string ``<name>-<stamp>-<sha8>``.
     """
-    from worker.registry import activate as activate_version
-    from worker.registry import ensure_default_model, json_safe
+    from worker.storage.registry import activate as activate_version
+    from worker.storage.registry import ensure_default_model, json_safe
 
     version = f"{stem}-{digest[:8]}"
     with Session(get_engine(url)) as session, session.begin():
@@ -370,7 +370,7 @@ def evaluate_model(
 
     Raises:
         ser_model.datasets.DatasetError: unreadable data.
-        worker.registry.RegistryError: unknown or unloadable model.
+        worker.storage.registry.RegistryError: unknown or unloadable model.
         ValueError: no file with a label the model knows.
     """
     import numpy as np
@@ -378,7 +378,7 @@ def evaluate_model(
     from ser_model.datasets import load_dataset
     from ser_model.metrics import classification_metrics
     from ser_model.training import extract_table
-    from worker.registry import load_model
+    from worker.storage.registry import load_model
 
     s = settings or get_settings()
     model = load_model(version, url=s.database_url)

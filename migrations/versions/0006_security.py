@@ -24,7 +24,7 @@ _hooks = sa.table("batch_webhooks", sa.column("batch_id", sa.Integer), sa.column
 
 
 def upgrade() -> None:
-    from worker.notify import safe_url
+    from worker.urls import safe_url
 
     op.create_table(
         "batch_webhooks",

@@ -5,7 +5,7 @@ batches whose lease expired. Without an index over pending rows SQLite answered 
 the whole ``results`` table (every batch ever run; about 1 s per million rows while holding the write
 lock). ``ix_results_pending`` holds only the rows still pending, so it stays small however many
 finished rows the database keeps, and a row leaves it when it is labelled. The same index serves
-the keyset pages of ``worker.batches.pending_path_pages`` (``id > last ORDER BY id LIMIT n``: an
+the keyset pages of ``worker.engine.rows.pending_path_pages`` (``id > last ORDER BY id LIMIT n``: an
 index range per page instead of sorting every pending row of the batch on PostgreSQL) and the
 ``finalise_batch`` check for a pending row.
 

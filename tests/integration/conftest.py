@@ -86,8 +86,8 @@ _db_counter = iter(range(1_000_000))
 
 @pytest.fixture
 def pg_url(pg_cluster: PostgresCluster, request: pytest.FixtureRequest) -> str:
-    """A new PostgreSQL database for this test, migrated to head with ``worker.migrate.upgrade``."""
-    from worker.migrate import upgrade
+    """A new PostgreSQL database for this test, migrated to head with ``worker.storage.migrate.upgrade``."""
+    from worker.storage.migrate import upgrade
 
     name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40] + f"_{next(_db_counter)}"
     url = pg_cluster.create_database(name)

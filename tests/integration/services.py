@@ -351,7 +351,7 @@ def result_rows(database_url: str, batch_id: int | None = None) -> list[dict[str
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from worker.db import Result, get_engine
+    from worker.storage.db import Result, get_engine
 
     q = select(Result).order_by(Result.id)
     if batch_id is not None:
@@ -398,8 +398,8 @@ def batch_counts(database_url: str, batch_id: int) -> dict[str, int]:
     """``{"pending", "done", "failed", "total"}`` counted from the batch's rows."""
     from sqlalchemy.orm import Session
 
-    from worker.db import batch_counts as count_rows
-    from worker.db import get_engine
+    from worker.storage.db import batch_counts as count_rows
+    from worker.storage.db import get_engine
 
     with Session(get_engine(database_url)) as s:
         return count_rows(s, batch_id)

@@ -31,7 +31,7 @@ def test_rescore_pinned_model_reaches_the_workers_and_diff_report_work_on_postgr
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from worker.db import Result, get_engine
+    from worker.storage.db import Result, get_engine
 
     with Session(get_engine(pg_url)) as s:
         used = set(s.scalars(select(Result.model_version).where(Result.batch_id == new_id)))

@@ -19,9 +19,9 @@ def sqlite_batch(tmp_path, monkeypatch, ravdess_files):
     """(url, batch_id, paths): a migrated SQLite database with 5 pending rows of real files."""
     from sqlalchemy.orm import Session
 
-    from worker.db import Batch, get_engine, insert_pending
-    from worker.migrate import upgrade
     from worker.settings import get_settings
+    from worker.storage.db import Batch, get_engine, insert_pending
+    from worker.storage.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'task.db'}"
     monkeypatch.setenv("SER_DATABASE_URL", url)
@@ -42,7 +42,7 @@ def _set(url: str, batch_id: int, path: str, **values) -> None:
     from sqlalchemy import update
     from sqlalchemy.orm import Session
 
-    from worker.db import Result, get_engine
+    from worker.storage.db import Result, get_engine
 
     with Session(get_engine(url)) as s, s.begin():
         s.execute(update(Result).where(Result.batch_id == batch_id, Result.path == path).values(**values))
@@ -51,11 +51,11 @@ def _set(url: str, batch_id: int, path: str, **values) -> None:
 def test_soft_time_limit_keeps_finished_files_and_fails_the_rest(sqlite_batch, monkeypatch):
     from celery.exceptions import SoftTimeLimitExceeded
 
-    import worker.processing as processing
-    from worker.tasks import classify
+    import worker.engine.analyse as analyse
+    from worker.celery_app.tasks import classify
 
     url, bid, paths = sqlite_batch
-    real = processing.analyse_file
+    real = analyse.analyse_file
     calls = {"n": 0}
 
     def slow_third(path, model, settings=None, **kw):
@@ -64,7 +64,7 @@ def test_soft_time_limit_keeps_finished_files_and_fails_the_rest(sqlite_batch, m
             raise SoftTimeLimitExceeded()
         return real(path, model, settings, **kw)
 
-    monkeypatch.setattr(processing, "analyse_file", slow_third)
+    monkeypatch.setattr(analyse, "analyse_file", slow_third)
     counts = classify.apply(args=[bid, paths]).get()
     assert counts == {"done": 2, "failed": 3, "skipped": 0}
     rows = {r["path"]: r for r in result_rows(url, bid)}
@@ -74,7 +74,7 @@ def test_soft_time_limit_keeps_finished_files_and_fails_the_rest(sqlite_batch, m
 
 
 def test_redelivered_chunk_skips_final_rows_and_gives_up_on_a_poison_file(sqlite_batch):
-    from worker.tasks import GIVEN_UP_REASON, MAX_ATTEMPTS, classify
+    from worker.celery_app.tasks import GIVEN_UP_REASON, MAX_ATTEMPTS, classify
 
     url, bid, paths = sqlite_batch
     _set(url, bid, paths[0], status="done", emotion="calm", confidence=0.9, attempts=1)  # finished before the crash
@@ -92,7 +92,7 @@ def test_redelivered_chunk_skips_final_rows_and_gives_up_on_a_poison_file(sqlite
 
 
 def test_a_second_delivery_of_a_finished_chunk_changes_nothing(sqlite_batch):
-    from worker.tasks import classify
+    from worker.celery_app.tasks import classify
 
     url, bid, paths = sqlite_batch
     assert classify.apply(args=[bid, paths]).get() == {"done": 5, "failed": 0, "skipped": 0}
@@ -102,7 +102,7 @@ def test_a_second_delivery_of_a_finished_chunk_changes_nothing(sqlite_batch):
 
 
 def test_unknown_model_fails_the_chunk_with_the_reason(sqlite_batch):
-    from worker.tasks import classify
+    from worker.celery_app.tasks import classify
 
     url, bid, paths = sqlite_batch
     counts = classify.apply(args=[bid, paths], kwargs={"model_version": "no-such-model"}).get()
@@ -114,8 +114,8 @@ def test_unknown_model_fails_the_chunk_with_the_reason(sqlite_batch):
 def test_unreadable_file_is_a_failed_row_not_a_retry(sqlite_batch, tmp_path: Path):
     from sqlalchemy.orm import Session
 
-    from worker.db import get_engine, insert_pending
-    from worker.tasks import classify
+    from worker.celery_app.tasks import classify
+    from worker.storage.db import get_engine, insert_pending
 
     url, bid, _ = sqlite_batch
     bad = tmp_path / "corrupt.wav"

@@ -188,7 +188,7 @@ def test_hostile_inputs_through_workers_with_passwords_in_both_urls(
 @pytest.mark.slow
 def test_redis_killed_and_restarted_mid_batch(tmp_path, pg_url, own_redis, recordings, env_for, start_workers):
     """Redis dies (SIGKILL) mid-batch and comes back 3 s later from its append-only file (as in
-    docker-compose.yml), the worker left alone: it reconnects and consumes again (worker/consumer.py),
+    docker-compose.yml), the worker left alone: it reconnects and consumes again (worker/celery_app/consumer.py),
     every file is done within 120 s of the restart, exactly once, and `submit --wait` carries on."""
     redis = own_redis("--appendonly", "yes", "--appendfsync", "always")
     n = 240
@@ -269,7 +269,7 @@ def _pg_restart(c: PostgresCluster, down_s: float) -> None:
 def test_postgres_restarted_mid_batch(tmp_path, own_pg, broker_url, recordings, env_for, start_workers):
     """PostgreSQL stops (fast shutdown) mid-batch for 4 s: tasks retry with backoff, `submit --wait`
     rides it out, no row is lost or doubled."""
-    from worker.migrate import upgrade
+    from worker.storage.migrate import upgrade
 
     url = own_pg.create_database("faults")
     upgrade(url)
@@ -279,7 +279,7 @@ def test_postgres_restarted_mid_batch(tmp_path, own_pg, broker_url, recordings, 
     w = start_workers(env, name="w", concurrency=2).wait_ready()
     sub = _submit_wait(env, str(folder))
     _wait_done_at_least(url, 1, 40)
-    from worker.db import dispose_engines
+    from worker.storage.db import dispose_engines
 
     dispose_engines()  # this test's own connections would only hold up the fast shutdown's bookkeeping
     _pg_restart(own_pg, down_s=4)

@@ -21,7 +21,7 @@ def _leased_by(url: str, batch_id: int, pids: set[int]) -> int:
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from worker.db import Result, get_engine
+    from worker.storage.db import Result, get_engine
 
     with Session(get_engine(url)) as s:
         owners = s.scalars(
@@ -44,7 +44,7 @@ def test_worker_sigkilled_without_wait_the_survivor_finishes_every_file_within_6
     it holds a chunk and never comes back. The survivor's sweeper requeues the dead worker's rows when
     their lease expires (default SER_LEASE_S, visibility timeout left at its default hour): every file
     done within 60 s of the kill, one row each, and the batch record final."""
-    from worker.migrate import upgrade
+    from worker.storage.migrate import upgrade
 
     url = request.getfixturevalue("pg_url") if database == "postgresql" else f"sqlite:///{tmp_path / 'ser.db'}"
     upgrade(url)
@@ -152,8 +152,8 @@ def test_two_transactions_writing_the_last_rows_at_once_finalise_the_batch_once(
 
     from sqlalchemy.orm import Session
 
-    from worker.batches import finalise_batch
-    from worker.db import Batch, get_engine, insert_pending, upsert_results, utcnow
+    from worker.engine.finalise import finalise_batch
+    from worker.storage.db import Batch, get_engine, insert_pending, upsert_results, utcnow
 
     eng = get_engine(pg_url)
     with Session(eng) as s, s.begin():
@@ -189,10 +189,10 @@ def test_a_worker_that_stops_consuming_exits_for_its_supervisor(
 ):
     """Celery's own remote control makes the worker stop consuming `classify` (as a wedged consumer
     would); with messages waiting and idle processes, the watchdog stops it with exit code 70."""
-    from worker.celery_config import make_app
-    from worker.migrate import upgrade
+    from worker.celery_app.config import make_app
+    from worker.celery_app.watchdog import EXIT_STALLED
     from worker.settings import Settings
-    from worker.watchdog import EXIT_STALLED
+    from worker.storage.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'ser.db'}"
     upgrade(url)

@@ -15,7 +15,7 @@ def _text(p) -> str:
 
 
 def test_db_upgrade_on_postgresql(pg_cluster, env_for):
-    from worker.migrate import current_revision, head_revision
+    from worker.storage.migrate import current_revision, head_revision
 
     head = head_revision()
     url = pg_cluster.create_database("fresh_upgrade")
@@ -42,7 +42,7 @@ def test_upserts_and_pending_rows_on_postgresql(pg_url):
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from worker.db import Batch, Result, batch_counts, get_engine, insert_pending, upsert_results
+    from worker.storage.db import Batch, Result, batch_counts, get_engine, insert_pending, upsert_results
 
     eng = get_engine(pg_url)
     with Session(eng) as s, s.begin():
@@ -72,7 +72,15 @@ def test_channel_rows_on_postgresql(pg_url):
     from sqlalchemy.exc import IntegrityError
     from sqlalchemy.orm import Session
 
-    from worker.db import Batch, Result, drop_mixed_rows, get_engine, insert_pending, replace_segments, upsert_results
+    from worker.storage.db import (
+        Batch,
+        Result,
+        drop_mixed_rows,
+        get_engine,
+        insert_pending,
+        replace_segments,
+        upsert_results,
+    )
 
     eng = get_engine(pg_url)
     with Session(eng) as s, s.begin():
@@ -113,7 +121,7 @@ def test_channel_rows_on_postgresql(pg_url):
 def test_status_on_postgresql_shows_rate_and_eta(pg_url, env_for):
     from sqlalchemy.orm import Session
 
-    from worker.db import Batch, get_engine, insert_pending, upsert_results, utcnow
+    from worker.storage.db import Batch, get_engine, insert_pending, upsert_results, utcnow
 
     eng = get_engine(pg_url)
     start = utcnow() - timedelta(seconds=10)
@@ -148,8 +156,8 @@ def test_0007_channels_on_a_populated_postgresql_database(pg_cluster):
     from sqlalchemy import text
     from sqlalchemy.exc import IntegrityError
 
-    from worker.db import get_engine
-    from worker.migrate import downgrade, upgrade
+    from worker.storage.db import get_engine
+    from worker.storage.migrate import downgrade, upgrade
 
     url = pg_cluster.create_database("populated_0005")
     upgrade(url, "0005")

@@ -16,8 +16,8 @@ def _insert_evil_row(url: str, marker) -> None:
     from sqlalchemy.orm import Session
 
     from ser_model.model import FEATURE_VERSION, sha256_bytes
-    from worker.db import ModelVersion, get_engine
-    from worker.registry import ensure_default_model
+    from worker.storage.db import ModelVersion, get_engine
+    from worker.storage.registry import ensure_default_model
 
     data = crafted_pickle(marker)
     with Session(get_engine(url)) as s, s.begin():
@@ -75,7 +75,7 @@ def test_roles_reader_cannot_change_a_result_and_worker_cannot_write_a_model(pg_
     import psycopg
     from sqlalchemy.engine import make_url
 
-    from worker.notify import safe_url
+    from worker.urls import safe_url
 
     prefix = "t" + pg_url.rsplit("_", 1)[-1]  # roles are per cluster: one set per test database
     p = ser_batch(["db", "roles", "--apply", "--prefix", prefix], env_for(pg_url, None))

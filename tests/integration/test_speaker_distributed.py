@@ -23,7 +23,7 @@ def _folder(tmp_path: Path) -> Path:
 def _modes(db_url: str, batch_id: int) -> dict[str, tuple[str, str, float]]:
     from sqlalchemy import text
 
-    from worker.db import get_engine
+    from worker.storage.db import get_engine
 
     with get_engine(db_url).connect() as c:
         q = text("SELECT path, emotion, analysis_mode, confidence FROM results WHERE batch_id = :b")

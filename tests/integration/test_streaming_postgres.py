@@ -19,7 +19,7 @@ EMOS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surpr
 def _batch(url: str, n: int, shift_every: int = 0) -> int:
     from sqlalchemy.orm import Session
 
-    from worker.db import Batch, get_engine, replace_segments, upsert_results
+    from worker.storage.db import Batch, get_engine, replace_segments, upsert_results
 
     rows = []
     for i in range(n):
@@ -64,7 +64,7 @@ def test_exports_report_and_diff_on_postgresql(pg_url, env_for, tmp_path):
 
     from producer import report
     from producer.export import export_query, export_rows, model_labels, result_where, write_stream
-    from worker.db import get_engine
+    from worker.storage.db import get_engine
 
     n = 700
     _batch(pg_url, n)

@@ -68,7 +68,7 @@ def test_training_job_runs_beside_a_batch_and_activation_reaches_the_worker(
         batch2 = batch1 + 1
         from sqlalchemy import text
 
-        from worker.db import get_engine
+        from worker.storage.db import get_engine
 
         with get_engine(pg_url).connect() as c:
             v1 = {

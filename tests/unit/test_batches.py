@@ -8,11 +8,12 @@ import pytest
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
-from worker.batches import claim, finalise_batch, release, renew
-from worker.db import Batch, Result, get_engine, insert_pending, utcnow
-from worker.migrate import upgrade
-from worker.processing import store_rows
+from worker.engine.finalise import finalise_batch
+from worker.engine.leases import claim, release, renew
+from worker.engine.rows import store_rows
 from worker.settings import Settings
+from worker.storage.db import Batch, Result, get_engine, insert_pending, utcnow
+from worker.storage.migrate import upgrade
 
 
 @pytest.fixture
@@ -81,8 +82,8 @@ def test_a_claimed_row_is_not_claimed_again_until_its_lease_expires(batch):
 
 
 def test_sweep_requeues_expired_leases_and_uncovered_rows_and_finalises(batch):
-    from worker.celery_config import make_app
-    from worker.sweeper import sweep
+    from worker.celery_app.config import make_app
+    from worker.celery_app.sweeper import sweep
 
     url, bid, paths = batch
     settings = Settings(database_url=url, lease_s=10, heartbeat_s=1)
@@ -106,8 +107,8 @@ def test_sweep_requeues_expired_leases_and_uncovered_rows_and_finalises(batch):
 
 
 def test_embedded_batches_are_never_swept(batch):
-    from worker.celery_config import make_app
-    from worker.sweeper import sweep
+    from worker.celery_app.config import make_app
+    from worker.celery_app.sweeper import sweep
 
     url, bid, paths = batch
     with Session(get_engine(url)) as s, s.begin():
@@ -147,7 +148,7 @@ def test_migration_0005_backfills_finished_batches(tmp_path):
 def test_leases_of_terminated_processes_end_at_once(batch):
     import socket
 
-    from worker.batches import expire_leases_of
+    from worker.engine.leases import expire_leases_of
 
     url, bid, paths = batch
     host = socket.gethostname()[:80]
@@ -162,7 +163,7 @@ def test_leases_of_dead_local_processes_are_ended_when_their_chunk_comes_back(ba
     import socket
     import subprocess
 
-    from worker.batches import expire_dead_local_leases
+    from worker.engine.leases import expire_dead_local_leases
 
     url, bid, paths = batch
     host = socket.gethostname()[:80]
@@ -179,7 +180,7 @@ def test_a_reused_pid_does_not_keep_a_dead_owners_lease(batch):
     """Lease owners carry their process's start time: the same PID in a new process is another owner."""
     import os
 
-    from worker.batches import _owner_dead, expire_dead_local_leases, owner_id, process_start
+    from worker.engine.leases import _owner_dead, expire_dead_local_leases, owner_id, process_start
 
     url, bid, paths = batch
     me = owner_id()
@@ -200,25 +201,24 @@ def test_a_chunk_claims_rows_another_process_freed_meanwhile(batch, monkeypatch)
     import socket
     import subprocess
 
-    from worker import batches, processing
+    from worker.engine import chunk, leases
 
     url, bid, paths = batch
     host = socket.gethostname()[:80]
     gone = subprocess.Popen(["true"])
     gone.wait()
     claim(bid, paths, f"{host}:{gone.pid}:1:abc", lease_s=30, url=url)
-    first_claim = batches.claim
+    first_claim = chunk.claim
 
     def claim_then_other_process_expires(*a, **k):
         got = first_claim(*a, **k)
-        batches.expire_dead_local_leases(bid, paths, url=url)  # the other process, just after our claim
-        monkeypatch.setattr(batches, "claim", first_claim)
+        leases.expire_dead_local_leases(bid, paths, url=url)  # the other process, just after our claim
+        monkeypatch.setattr(chunk, "claim", first_claim)
         return got
 
-    monkeypatch.setattr(batches, "claim", claim_then_other_process_expires)
+    monkeypatch.setattr(chunk, "claim", claim_then_other_process_expires)
     ran: list[str] = []
-    monkeypatch.setattr(
-        processing, "process_paths", lambda b, ps, **k: ran.extend(ps) or {"done": len(ps), "failed": 0}
-    )
-    counts = batches.run_chunk(bid, paths[:2], url=url, settings=Settings(database_url=url))
+    monkeypatch.setattr(chunk, "load_model", lambda *a, **k: None)
+    monkeypatch.setattr(chunk, "analyse_path", lambda path, model, plan: ran.append(path) or [])
+    counts = chunk.run_chunk(bid, paths[:2], url=url, settings=Settings(database_url=url))
     assert ran == paths[:2] and counts["skipped"] == 0

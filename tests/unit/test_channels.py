@@ -180,14 +180,17 @@ def test_exports_and_status_carry_the_channel(calls):
 @needs_corpus
 def test_a_chunk_run_again_leaves_the_same_rows(calls, tmp_path):
     from tests.unit.test_cli import copy_db
-    from worker.processing import process_paths
+    from worker.engine.analyse import AnalysisPlan, analyse_path
+    from worker.engine.rows import batch_options, store_rows
+    from worker.storage.registry import load_model
 
     db = copy_db(calls["db"], tmp_path)
     url = f"sqlite:///{db}"
     before = sql(db, "SELECT id, path, channel, emotion FROM results WHERE batch_id = 1 ORDER BY id")
     n_seg = sql(db, "SELECT count(*) AS n FROM segments")[0]["n"]
     path = str(calls["dir"] / "split" / "call.wav")
-    process_paths(1, [path], url=url)  # a redelivered chunk
+    plan = AnalysisPlan.of(batch_options(1, url=url))
+    store_rows(1, analyse_path(path, load_model(url=url), plan), url=url)  # what a redelivered chunk writes
     after = sql(db, "SELECT id, path, channel, emotion FROM results WHERE batch_id = 1 ORDER BY id")
     assert [tuple(r) for r in after] == [tuple(r) for r in before]
     assert sql(db, "SELECT count(*) AS n FROM segments")[0]["n"] == n_seg
@@ -240,8 +243,8 @@ def test_rescore_diff_labels_export_and_webhook_event_per_channel(calls, tmp_pat
     from sqlalchemy.orm import Session
 
     from tests.unit.test_cli import copy_db
-    from worker.db import get_engine
-    from worker.notify import build_event
+    from worker.engine.notify import build_event
+    from worker.storage.db import get_engine
 
     db = copy_db(calls["db"], tmp_path)
     p = run(["rescore", "1", "-q"], db)
@@ -306,7 +309,7 @@ def test_report_has_per_channel_timelines_and_shares_per_role(calls):
     from sqlalchemy.orm import Session
 
     from producer.report import gather, render
-    from worker.db import get_engine
+    from worker.storage.db import get_engine
 
     with Session(get_engine(f"sqlite:///{calls['db']}")) as s:
         data = gather(s, 1)

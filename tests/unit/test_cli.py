@@ -166,7 +166,7 @@ def test_help_lists_commands(tmp_path):
 
 def test_db_upgrade_on_fresh_file(tmp_path):
     db = tmp_path / "fresh.db"
-    from worker.migrate import head_revision
+    from worker.storage.migrate import head_revision
 
     p = run(["db", "upgrade"], db)
     assert p.returncode == 0 and f"empty -> {head_revision()}" in p.stdout.replace("\n", "")

@@ -66,9 +66,9 @@ def test_tess_dataset_maps_labels():
 
 def test_registry_default_activate_and_reload(db_url):
     from ser_model.model import DEFAULT_MODEL_PATH, load_bundle, save_bundle
-    from worker.db import ModelVersion, get_engine
-    from worker.migrate import upgrade
-    from worker.registry import RegistryError, activate, active_version, ensure_default_model, load_model
+    from worker.storage.db import ModelVersion, get_engine
+    from worker.storage.migrate import upgrade
+    from worker.storage.registry import RegistryError, activate, active_version, ensure_default_model, load_model
     from worker.training import register_bundle
 
     upgrade(db_url)
@@ -98,7 +98,7 @@ def test_registry_default_activate_and_reload(db_url):
         data = bytearray(row.bundle)
         data[100] ^= 0xFF
         row.bundle = bytes(data)
-    import worker.registry as reg
+    import worker.storage.registry as reg
 
     reg._cache.clear()
     with pytest.raises(RegistryError, match="checksum mismatch"):
@@ -139,7 +139,7 @@ def test_metrics_are_json_safe_for_postgresql():
     import json
     import math
 
-    from worker.registry import json_safe
+    from worker.storage.registry import json_safe
 
     m = {"a": math.nan, "b": [1.0, math.inf, {"c": -math.inf}], "d": "x", "e": 2}
     safe = json_safe(m)

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 @pytest.fixture()
 def batch(db_url):
-    from worker.db import Batch, get_engine
-    from worker.migrate import upgrade
+    from worker.storage.db import Batch, get_engine
+    from worker.storage.migrate import upgrade
 
     upgrade(db_url)
     eng = get_engine(db_url)
@@ -37,7 +37,7 @@ def _row(bid: int, i: int, **kw) -> dict:
 
 
 def test_upsert_rewrites_its_own_row_and_keeps_created_at(batch):
-    from worker.db import Result, insert_pending, upsert_results
+    from worker.storage.db import Result, insert_pending, upsert_results
 
     eng, bid = batch
     with Session(eng) as s, s.begin():
@@ -59,7 +59,7 @@ def test_upsert_rewrites_its_own_row_and_keeps_created_at(batch):
 
 def test_chunks_of_any_size_run_one_statement_with_bound_parameters(batch):
     """Chunks of 3, 5 and 1 rows: the same SQL text every time, executed as executemany."""
-    from worker.db import upsert_results
+    from worker.storage.db import upsert_results
 
     eng, bid = batch
     seen: list[tuple[str, bool, int]] = []
@@ -86,7 +86,7 @@ def test_chunks_of_any_size_run_one_statement_with_bound_parameters(batch):
 
 def test_statement_follows_the_row_keys(batch):
     """Columns come from the rows: a row set with other keys gets its own statement; bad keys are refused."""
-    from worker.db import Result, upsert_results
+    from worker.storage.db import Result, upsert_results
 
     eng, bid = batch
     with Session(eng) as s, s.begin():

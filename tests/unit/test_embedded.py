@@ -65,7 +65,7 @@ def test_a_database_at_head_is_opened_without_alembic_or_scikit_learn(tmp_path):
     code = (
         "import sys\n"
         "from producer.common import open_engine\n"
-        "from worker.registry import load_model\n"
+        "from worker.storage.registry import load_model\n"
         "open_engine()\n"
         "m = load_model()\n"
         "import numpy as np\n"

@@ -1,7 +1,7 @@
 from sqlalchemy import inspect
 
-from worker.db import get_engine
-from worker.migrate import HEAD_REVISION, current_revision, downgrade, ensure_schema, head_revision, upgrade
+from worker.storage.db import get_engine
+from worker.storage.migrate import HEAD_REVISION, current_revision, downgrade, ensure_schema, head_revision, upgrade
 
 
 def test_empty_to_head_and_back(tmp_path):
@@ -30,7 +30,7 @@ def test_orm_matches_migrations(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from worker.db import Base
+    from worker.storage.db import Base
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
     upgrade(url)
@@ -136,7 +136,7 @@ def test_0007_channels_on_a_populated_database(tmp_path):
     from sqlalchemy.exc import IntegrityError
     from sqlalchemy.orm import Session
 
-    from worker.db import upsert_results
+    from worker.storage.db import upsert_results
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
     _populate_0005(url)

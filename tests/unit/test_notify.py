@@ -128,7 +128,7 @@ def test_submit_notify_posts_one_event_with_counts(tmp_path, hook):
     con.close()
     assert "s3cret" not in options and stored == hook.url
     # a second finaliser (the worker and `submit --wait` both call it) sends nothing more
-    from worker.notify import notify_batch_final
+    from worker.engine.notify import notify_batch_final
 
     assert notify_batch_final(1, db_url=f"sqlite:///{db}") is None
     assert len(hook.events) == 1

@@ -11,7 +11,7 @@ from tests.unit.test_cli import no_traceback, run
 def _batch(db, rows, *, warnings=None):  # type: ignore[no-untyped-def]
     from sqlalchemy.orm import Session
 
-    from worker.db import Batch, get_engine, upsert_results
+    from worker.storage.db import Batch, get_engine, upsert_results
 
     assert run(["db", "upgrade"], db).returncode == 0
     with Session(get_engine(f"sqlite:///{db}")) as s, s.begin():

@@ -97,8 +97,8 @@ def test_crafted_row_in_the_models_table_is_refused_by_submit_registry_and_api(t
 
     url = f"sqlite:///{db}"
     monkeypatch.setenv("SER_DATABASE_URL", url)
-    from worker.registry import RegistryError, _cache, load_model
     from worker.settings import get_settings
+    from worker.storage.registry import RegistryError, _cache, load_model
 
     get_settings.cache_clear()
     _cache.clear()
@@ -115,11 +115,11 @@ def test_crafted_row_in_the_models_table_is_refused_by_submit_registry_and_api(t
 def test_worker_task_fails_the_rows_of_a_crafted_model_and_runs_nothing(tmp_path, monkeypatch):
     from sqlalchemy.orm import Session
 
-    from worker.db import Batch, get_engine, insert_pending
-    from worker.migrate import upgrade
-    from worker.registry import _cache
+    from worker.celery_app.tasks import classify
     from worker.settings import get_settings
-    from worker.tasks import classify
+    from worker.storage.db import Batch, get_engine, insert_pending
+    from worker.storage.migrate import upgrade
+    from worker.storage.registry import _cache
 
     db = tmp_path / "ser.db"
     url = f"sqlite:///{db}"
@@ -268,9 +268,9 @@ def test_an_earlier_packaged_default_row_names_the_activation(db_url):
     """A database whose active model is the pickled packaged default of before (another SHA-256) says what to do."""
     from sqlalchemy.orm import Session
 
-    from worker.db import ModelVersion, get_engine
-    from worker.migrate import upgrade
-    from worker.registry import PACKAGE_SOURCE, RegistryError, _cache, default_version_name, load_model
+    from worker.storage.db import ModelVersion, get_engine
+    from worker.storage.migrate import upgrade
+    from worker.storage.registry import PACKAGE_SOURCE, RegistryError, _cache, default_version_name, load_model
 
     upgrade(db_url)
     with Session(get_engine(db_url)) as s, s.begin():

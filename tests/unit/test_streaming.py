@@ -312,7 +312,7 @@ def test_report_aggregates_in_sql_match_the_rows(tmp_path, monkeypatch):
     from sqlalchemy.orm import Session
 
     from producer import report
-    from worker.db import get_engine
+    from worker.storage.db import get_engine
 
     db = tmp_path / "ser.db"
     n = 997
@@ -494,7 +494,7 @@ def test_ctrl_c_during_the_walk_leaves_a_batch_resume_finishes_walking(tmp_path,
 
 def test_pending_files_are_read_in_keyset_pages(tmp_path):
     """Every pending file once, in submission order, a page at a time; rows labelled meanwhile are skipped."""
-    from worker.batches import pending_path_pages
+    from worker.engine.rows import pending_path_pages
 
     db = tmp_path / "ser.db"
     make_batch(db, 50)

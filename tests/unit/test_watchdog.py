@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.consumer import _keep_transport_client
-from worker.watchdog import StallDetector
+from worker.celery_app.consumer import _keep_transport_client
+from worker.celery_app.watchdog import StallDetector
 
 
 def test_stall_needs_waiting_messages_an_idle_process_and_silence():

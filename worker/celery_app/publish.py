@@ -2,7 +2,7 @@
 
 The producer's only view of Celery: it needs the broker, never the task code, librosa or
 scikit-learn. Every function takes an optional ``celery_app``; the default is the worker's
-application (:data:`worker.celery_app.app`, configured from the settings in force).
+application (:data:`worker.celery_app.app.app`, configured from the settings in force).
 """
 
 from __future__ import annotations
@@ -12,17 +12,16 @@ from typing import Any
 
 from celery import Celery
 
-from worker.celery_config import CLASSIFY_QUEUE, CLASSIFY_TASK, TRAIN_TASK, TRAINING_QUEUE
+from worker.celery_app.app import app
+from worker.celery_app.config import CLASSIFY_QUEUE, CLASSIFY_TASK, TRAIN_TASK, TRAINING_QUEUE
 
 
 def default_app() -> Celery:
-    """The application configured from the settings in force (:data:`worker.celery_app.app`).
+    """The application configured from the settings in force (:data:`worker.celery_app.app.app`).
 
     Raises:
         ValueError: time limits not ordered soft < hard < visibility timeout.
     """
-    from worker.celery_app import app
-
     return app
 
 

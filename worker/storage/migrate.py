@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import make_url
 
 import migrations
-from worker.db import get_engine
+from worker.storage.db import get_engine
 
 if TYPE_CHECKING:  # Alembic is imported where a migration is looked at (about 0.1 s of every command)
     from alembic.config import Config

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from worker.db import ModelVersion, get_engine
+from worker.storage.db import ModelVersion, get_engine
 
 PACKAGE_SOURCE = "package:default"
 PACKAGE_PREFIX = "package:"

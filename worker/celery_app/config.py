@@ -44,7 +44,7 @@ def make_app(s: Settings) -> Celery:
         ValueError: time limits not ordered soft < hard < visibility timeout.
     """
     check_time_limits(s)
-    celery_app = Celery("ser_batch", include=["worker.tasks", "worker.train_tasks"])
+    celery_app = Celery("ser_batch", include=["worker.celery_app.tasks", "worker.celery_app.train_tasks"])
     restore_every_s = max(1, min(60, s.visibility_timeout_s // 10))
     celery_app.conf.update(
         # Unset broker: a memory broker, so importing this module never needs Redis (the CLI
@@ -101,7 +101,7 @@ def make_app(s: Settings) -> Celery:
         worker_proc_alive_timeout=30.0,
         # Celery 5.7's clean-up of a lost Redis connection can raise AttributeError and stop the
         # consumer for good (Redis restarted while acks_late tasks run); this subclass keeps it
-        # consuming. The why, read from celery's and kombu's source, is in worker/consumer.py.
-        worker_consumer="worker.consumer:ResilientConsumer",
+        # consuming. The why, read from celery's and kombu's source, is in worker/celery_app/consumer.py.
+        worker_consumer="worker.celery_app.consumer:ResilientConsumer",
     )
     return celery_app

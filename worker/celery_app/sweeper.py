@@ -13,10 +13,10 @@ It runs as a timer thread in the main process of every worker (started on ``work
    transport pops a message before it records it as unacknowledged, so a worker killed in between
    loses it) or is held unacknowledged by a dead worker that had reserved it but not started it;
 3. **finalises** batches with no pending row left (normally done by the transaction that wrote the
-   last row, :func:`worker.batches.finalise_batch`; this is the safety net).
+   last row, :func:`worker.engine.finalise.finalise_batch`; this is the safety net).
 
 Requeueing is safe at any time: a chunk delivered twice skips rows that are final or leased to a
-live process (:func:`worker.batches.claim`). Rows are picked with ``FOR UPDATE SKIP LOCKED`` on
+live process (:func:`worker.engine.leases.claim`). Rows are picked with ``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL, so several workers sweeping at once requeue each row once.
 """
 
@@ -32,8 +32,11 @@ from typing import Any
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
-from worker.db import Batch, Result, get_engine, utcnow
+from worker.celery_app.publish import enqueue_chunks
+from worker.celery_app.publish import queue_length as broker_queue_length
+from worker.engine.finalise import finalise_batch
 from worker.settings import Settings, get_settings
+from worker.storage.db import Batch, Result, get_engine, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,6 @@ def _requeue_rows(session: Session, cond: Any) -> list[tuple[int, str]]:
 
 
 def _publish(rows: list[tuple[int, str]], url: str | None, celery_app: Any) -> None:
-    from worker.publish import enqueue_chunks
-
     by_batch: dict[int, list[str]] = {}
     for b, p in rows:
         by_batch.setdefault(b, []).append(p)
@@ -93,7 +94,7 @@ def sweep(
     Args:
         url: database URL (default: settings).
         settings: lease length (default: the settings in force).
-        celery_app: app to publish with (default :func:`worker.publish.default_app`).
+        celery_app: app to publish with (default :func:`worker.celery_app.publish.default_app`).
         queue_length: messages waiting in the ``classify`` queue (default: asked from the broker);
             uncovered rows are only requeued when it is 0.
 
@@ -105,8 +106,6 @@ def sweep(
         kombu.exceptions.OperationalError: the broker is unreachable (rows released but not
             published are picked up again by a later sweep once ``SER_LEASE_S`` has passed).
     """
-    from worker.batches import finalise_batch
-
     s = settings or get_settings()
     report = SweepReport()
     engine = get_engine(url)
@@ -122,7 +121,6 @@ def sweep(
         )
     report.expired = len(expired)
     if queue_length is None:
-        from worker.publish import queue_length as broker_queue_length
 
         def queue_length() -> int:
             return broker_queue_length(celery_app)

@@ -1,10 +1,11 @@
-"""Classifying files and writing their rows: the one code path of embedded mode and the Celery task.
+"""Analysing one file: decode, featurise, classify, and the row that says what came of it.
 
-:func:`process_paths` is what the ``ser.classify`` Celery task wraps and what every process of
-embedded ``ser-batch submit`` calls. A file that cannot be labelled becomes a ``failed`` row with a
-one-line reason; it never stops the rest of the chunk. Rows are upserted on (batch_id, path,
-channel), so running the same chunk twice leaves the same rows; with ``--channels split`` a
-multi-channel file's pending row is replaced by one row per channel (:func:`analyse_channels`).
+No database and no queue here: :func:`analyse_path` turns one path into its ``results`` row(s), as
+the batch's :class:`AnalysisPlan` says (segments of long recordings, ``--channels split``, features
+only for batches labelled by group). A file that cannot be labelled becomes a ``failed`` row with a
+one-line reason; it never raises for bad input. The chunk route
+(:func:`worker.engine.chunk.run_chunk`) stores the rows; the Python API (:mod:`ser_batch`) calls
+:func:`analyse_file` and :func:`analyse_channels` directly.
 """
 
 from __future__ import annotations
@@ -12,19 +13,19 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
-from sqlalchemy.orm import Session
 
-from worker.db import PROB_COLUMNS, drop_mixed_rows, get_engine, replace_segments, upsert_results, utcnow
-from worker.registry import LoadedModel, load_model
 from worker.settings import Settings, get_settings
+from worker.storage.db import PROB_COLUMNS, utcnow
+from worker.storage.registry import LoadedModel
 
 PASSTHROUGH: tuple[type[BaseException], ...] = (SoftTimeLimitExceeded,)
 """Exceptions :func:`analyse_file` must not turn into a failed row: Celery's soft time limit, which
-:func:`worker.batches.run_chunk` handles for the whole chunk (billiard's class, which Celery re-exports)."""
+:func:`worker.engine.chunk.run_chunk` handles for the whole chunk (billiard's class, which Celery re-exports)."""
 
 
 def _sha256_and_size(path: str) -> tuple[str, int]:
@@ -93,17 +94,17 @@ def analyse_file(
     :func:`ser_model.segment.parse_segment_mode`), decoded block-wise in bounded memory and each
     segment classified; the file's row then holds the duration-weighted mean of the segment
     probabilities and the segments travel in ``row["segments"]`` (not a column; see
-    :func:`store_rows`). Shorter files, and every file with ``segment="none"``, are classified whole.
+    :func:`worker.engine.rows.store_rows`). Shorter files, and every file with ``segment="none"``, are classified whole.
 
     Args:
         path: audio file path as stored in the batch.
-        model: the loaded model (see :func:`worker.registry.load_model`).
+        model: the loaded model (see :func:`worker.storage.registry.load_model`).
         settings: limits (max duration, max bytes); default the settings in force.
         segment: ``"vad"``, ``"window:LEN:HOP"`` (seconds) or ``"none"``.
         segment_min_s: files shorter than this (seconds) are classified whole.
         features_only: for speaker-adaptive batches: stop after feature extraction of a file that is
             classified whole and return it ``pending`` with ``features`` (float32 bytes); see
-            :func:`classify_ready_speakers`. Segmented files are still classified at once.
+            :func:`worker.engine.rows.classify_ready_speakers`. Segmented files are still classified at once.
         channel: label this channel (0-based) of a multi-channel file as its own recording
             (``submit --channels split``, see :func:`analyse_channels`); the row then carries
             ``channel``. None: the mono mix, as always.
@@ -304,125 +305,6 @@ def _os_reason(e: OSError) -> str:
     return f"cannot read file: {e.strerror or e}"
 
 
-def store_rows(batch_id: int, rows: Sequence[dict[str, Any]], *, url: str | None = None) -> None:
-    """Upsert analysed rows of one batch, and replace their segments, in one short transaction.
-
-    Rows with a ``segments`` list (from :func:`analyse_file` on a long recording) get their
-    ``segments`` table rows rewritten, so a redelivered task leaves one set of segments per file.
-    When these were the batch's last pending rows, the same transaction finalises the batch
-    (:func:`worker.batches.finalise_batch`).
-    """
-    from worker.batches import finalise_batch
-
-    full = [{k: v for k, v in r.items() if k != "segments"} | {"batch_id": batch_id} for r in rows]
-    # upsert_results needs the same keys in every row (one executemany): rows of a kind (mixed,
-    # per channel) share their keys; a missing key is not set to NULL (a mixed row of a split batch
-    # keeps the speaker its pending row was given)
-    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
-    for r in full:
-        groups.setdefault(frozenset(r), []).append(r)
-    segmented = {(r["path"], r.get("channel")): r["segments"] for r in rows if r.get("segments")}
-    split = sorted({r["path"] for r in rows if r.get("channel") is not None})
-    with Session(get_engine(url)) as session, session.begin():
-        if split:
-            drop_mixed_rows(session, batch_id, split)  # the file's pending row becomes its channels' rows
-        for group in groups.values():
-            upsert_results(session, group)
-        if segmented:
-            replace_segments(session, batch_id, segmented)
-        finalise_batch(session, batch_id)
-
-
-_options_cache: dict[tuple[str | None, int, int], dict[str, Any]] = {}
-
-
-def batch_options(batch_id: int, *, url: str | None = None) -> dict[str, Any]:
-    """The options a batch was submitted with (segment mode, ...), read once per process and batch."""
-    from worker.db import Batch
-
-    key = (url, os.getpid(), batch_id)
-    if key not in _options_cache:
-        with Session(get_engine(url)) as session:
-            batch = session.get(Batch, batch_id)
-            _options_cache[key] = dict(batch.options or {}) if batch is not None else {}
-    return _options_cache[key]
-
-
-def process_paths(
-    batch_id: int,
-    paths: Sequence[str],
-    *,
-    model_version: str | None = None,
-    url: str | None = None,
-) -> dict[str, int]:
-    """Classify ``paths`` of batch ``batch_id`` and upsert one row per path.
-
-    Args:
-        batch_id: the batch the rows belong to.
-        paths: files, as stored in the batch's pending rows.
-        model_version: registered model to use; default the active one (re-read at every call, so
-            a newly activated model is used from the next chunk on).
-        url: database URL; default the settings'.
-
-    Returns:
-        ``{"done": n, "failed": n}`` for this chunk.
-
-    Raises:
-        worker.registry.RegistryError: no usable model (the whole chunk cannot be labelled).
-        sqlalchemy.exc.OperationalError: the database is unreachable (transient; callers retry).
-        PASSTHROUGH: re-raised from :func:`analyse_file` (a Celery time limit) after the rows
-            finished so far have been stored.
-    """
-    model = load_model(model_version, url=url)
-    opts = batch_options(batch_id, url=url)
-    seg = {"segment": str(opts.get("segment", "vad")), "segment_min_s": float(opts.get("segment_min_s", 10.0))}
-    by_speaker = group_mode(opts) is not None
-    split = opts.get("channels") == "split"
-    names = list(opts.get("channel_names") or [])
-    keys = None
-    if split and opts.get("speaker_from"):
-        from ser_model.speakers_from import channel_speaker_keys
-
-        keys = channel_speaker_keys(str(opts["speaker_from"]), names)
-    rows: list[dict[str, Any]] = []
-    try:
-        for p in paths:
-            if split:
-                rows.extend(
-                    analyse_channels(p, model, features_only=by_speaker, channel_names=names, speaker_keys=keys, **seg)
-                )
-            else:
-                rows.append(analyse_file(p, model, features_only=by_speaker, **seg))
-    except PASSTHROUGH:
-        store_rows(batch_id, rows, url=url)  # keep the files finished before a time limit hit
-        raise
-    store_rows(batch_id, rows, url=url)
-    if by_speaker:
-        classify_ready_speakers(batch_id, [r["path"] for r in rows], model, url=url)
-        return _chunk_counts(batch_id, [r["path"] for r in rows], url=url)
-    if split:
-        return _chunk_counts(batch_id, list(paths), url=url)
-    done = sum(r["status"] == "done" for r in rows)
-    return {"done": done, "failed": len(rows) - done}
-
-
-def _chunk_counts(batch_id: int, paths: Sequence[str], *, url: str | None) -> dict[str, int]:
-    from sqlalchemy import func, select
-
-    from worker.db import Result
-
-    out = {"done": 0, "failed": 0}
-    with Session(get_engine(url)) as session:
-        q = (
-            select(Result.status, func.count())
-            .where(Result.batch_id == batch_id, Result.path.in_(list(paths)))
-            .group_by(Result.status)
-        )
-        for status, n in session.execute(q):
-            out[status] = n
-    return out
-
-
 def group_mode(options: dict[str, Any]) -> str | None:
     """How a batch's files are labelled together, from its options: ``"speaker-adaptive"``
     (``--speaker-from``: groups are speakers), ``"batch-normalised"`` (``--normalise batch``: one group,
@@ -436,73 +318,61 @@ def group_mode(options: dict[str, Any]) -> str | None:
     return None
 
 
-def classify_ready_speakers(batch_id: int, paths: Sequence[str], model: LoadedModel, *, url: str | None = None) -> int:
-    """Classify every speaker of ``paths`` whose files in the batch all have features now.
+@dataclass(frozen=True)
+class AnalysisPlan:
+    """How every file of a batch is analysed, read from the options the batch was submitted with.
 
-    Step two of a speaker-adaptive batch (``submit --speaker-from``): once no file of a speaker is
-    still waiting for its features, all of that speaker's feature vectors are classified together
-    with :meth:`ser_model.model.ModelBundle.predict_proba_speakers` — z-normalised by the speaker's
-    own statistics when the speaker has at least ``min_speaker_files`` files, else by the global
-    model — and the rows become ``done`` with ``analysis_mode`` ``speaker-adaptive`` or ``global``.
-    Files without a speaker key are classified at once by the global model. A batch-normalised batch
-    (``--normalise batch``) works the same way with one key for every file: the whole batch is
-    classified together by the batch-normalised pipeline (``analysis_mode`` ``batch-normalised``) once
-    the last file has its features. Running it twice for the
-    same speaker (two chunks finishing together) writes the same values again: the statistics do not
-    depend on row order.
-
-    Args:
-        batch_id: the batch.
-        paths: files just featurised; their speakers are the candidates.
-        model: the batch's model.
-        url: database URL.
-
-    Returns:
-        Number of rows classified.
+    Attributes:
+        segment: segmentation of long recordings (``vad``, ``window:LEN:HOP`` or ``none``).
+        segment_min_s: files shorter than this (seconds) are classified whole.
+        group_mode: ``speaker-adaptive`` or ``batch-normalised`` when files are classified together
+            after all of their group have features (:func:`group_mode`); None: every file alone.
+        split_channels: ``--channels split``: one row per channel of a multi-channel file.
+        channel_names: roles of channels 0, 1, ... (``--channel-names``).
+        speaker_keys: ``(path, channel, role) -> speaker key`` of a split, speaker-adaptive batch.
     """
-    import numpy as np
-    from sqlalchemy import func, select, update
 
-    from worker.batches import finalise_batch
-    from worker.db import Result
+    segment: str = "vad"
+    segment_min_s: float = 10.0
+    group_mode: str | None = None
+    split_channels: bool = False
+    channel_names: tuple[str, ...] = ()
+    speaker_keys: Callable[[str, int, str | None], str | None] | None = None
 
-    engine = get_engine(url)
-    with Session(engine) as session:
-        speakers = set(
-            session.scalars(select(Result.speaker).where(Result.batch_id == batch_id, Result.path.in_(list(paths))))
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> AnalysisPlan:
+        """The plan of a batch from its ``batches.options``.
+
+        Raises:
+            ValueError: a ``speaker_from`` spec that :func:`ser_model.speakers_from.channel_speaker_keys` refuses.
+        """
+        split = options.get("channels") == "split"
+        names = tuple(options.get("channel_names") or ())
+        keys = None
+        if split and options.get("speaker_from"):
+            from ser_model.speakers_from import channel_speaker_keys
+
+            keys = channel_speaker_keys(str(options["speaker_from"]), list(names))
+        return cls(
+            segment=str(options.get("segment", "vad")),
+            segment_min_s=float(options.get("segment_min_s", 10.0)),
+            group_mode=group_mode(options),
+            split_channels=split,
+            channel_names=names,
+            speaker_keys=keys,
         )
-    bundle = model.bundle
-    mode = group_mode(batch_options(batch_id, url=url)) or "speaker-adaptive"
-    n_classified = 0
-    for spk in speakers:
-        same = Result.speaker.is_(None) if spk is None else Result.speaker == spk
-        with Session(engine) as session, session.begin():
-            if spk is not None:
-                waiting = session.scalar(
-                    select(func.count()).where(
-                        Result.batch_id == batch_id, same, Result.status == "pending", Result.features.is_(None)
-                    )
-                )
-                if waiting:
-                    continue  # the last chunk with this speaker's files classifies them all
-            q = select(Result.id, Result.features).where(
-                Result.batch_id == batch_id, same, Result.features.is_not(None), Result.status != "failed"
-            )
-            if spk is None:
-                q = q.where(Result.status == "pending")
-            found = session.execute(q.order_by(Result.id)).all()
-            if not found:
-                continue
-            X = np.vstack([np.frombuffer(f, dtype="<f4") for _, f in found])
-            proba, modes = bundle.predict_proba_speakers(X, [spk] * len(found), mode=mode)  # type: ignore[attr-defined]
-            now = utcnow()
-            fields = label_fields(bundle, X, proba, modes)
-            for (rid, _), f, mode in zip(found, fields, modes, strict=True):
-                session.execute(
-                    update(Result)
-                    .where(Result.id == rid)
-                    .values(status="done", analysis_mode=mode, finished_at=now, updated_at=now, **f)
-                )
-            n_classified += len(found)
-            finalise_batch(session, batch_id)  # the batch's last rows: final in the same transaction
-    return n_classified
+
+
+def analyse_path(path: str, model: LoadedModel, plan: AnalysisPlan) -> list[dict[str, Any]]:
+    """The ``results`` rows of one file of a batch: one, or one per channel with ``--channels split``.
+
+    Never raises for bad input (see :func:`analyse_file`); only :data:`PASSTHROUGH` gets through.
+    """
+    kw: dict[str, Any] = {
+        "segment": plan.segment,
+        "segment_min_s": plan.segment_min_s,
+        "features_only": plan.group_mode is not None,
+    }
+    if plan.split_channels:
+        return analyse_channels(path, model, channel_names=plan.channel_names, speaker_keys=plan.speaker_keys, **kw)
+    return [analyse_file(path, model, **kw)]

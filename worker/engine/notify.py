@@ -21,14 +21,13 @@ base64-decoded key), the body being the exact bytes sent. Without it requests ar
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
+
+from worker.urls import safe_url
 
 log = logging.getLogger(__name__)
 
@@ -43,40 +42,11 @@ CLI_WAIT_S = 30.0
 EVENT = "batch.final"
 
 
-def safe_url(url: str) -> str:
-    """``scheme://host[:port]/…``: a webhook URL without its path and query, which often hold a secret token."""
-    try:
-        u = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    return f"{u.scheme}://{u.hostname or ''}{f':{u.port}' if u.port else ''}/…" if u.scheme else "<invalid URL>"
-
-
-def check_secret(secret: str) -> bytes:
-    """Validate a Standard Webhooks secret: ``whsec_`` + base64 of 24 to 64 bytes.
-
-    Returns:
-        The key bytes.
-
-    Raises:
-        ValueError: another form (the message never repeats the secret).
-    """
-    if not secret.startswith("whsec_"):
-        raise ValueError("must start with 'whsec_' (Standard Webhooks secret: whsec_ + base64 of 24-64 bytes)")
-    try:
-        key = base64.b64decode(secret[len("whsec_") :], validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("the part after 'whsec_' is not valid base64") from None
-    if not 24 <= len(key) <= 64:
-        raise ValueError(f"the key is {len(key)} bytes; use 24 to 64 random bytes")
-    return key
-
-
 def signed_headers(secret: str, msg_id: str, body: bytes, now: float | None = None) -> dict[str, str]:
     """The Standard Webhooks headers of one POST of ``body``.
 
     Args:
-        secret: ``whsec_...`` (:func:`check_secret`).
+        secret: ``whsec_...`` (:func:`worker.urls.check_secret`).
         msg_id: ``webhook-id``: the event id, unchanged across retries of one event.
         body: the exact request body.
         now: Unix time of this attempt (default: now).
@@ -93,27 +63,15 @@ def signed_headers(secret: str, msg_id: str, body: bytes, now: float | None = No
     return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": sig}
 
 
-def check_url(url: str) -> str:
-    """Validate a webhook URL (http or https with a host).
-
-    Raises:
-        ValueError: anything else.
-    """
-    u = urlsplit(url)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        raise ValueError(f"not an http(s) URL: {safe_url(url)!r}")
-    return url
-
-
 def record_webhook(session: Any, batch: Any, url: str) -> None:
     """Store the webhook of a new batch: the URL in ``batch_webhooks``, ``scheme://host/…`` in its options.
 
     Args:
         session: open session in the transaction that records the batch.
-        batch: the flushed ``worker.db.Batch``.
+        batch: the flushed ``worker.storage.db.Batch``.
         url: checked webhook URL (it may hold a token).
     """
-    from worker.db import BatchWebhook
+    from worker.storage.db import BatchWebhook
 
     batch.options = {**(batch.options or {}), "notify_url": safe_url(url)}
     session.add(BatchWebhook(batch_id=batch.id, url=url))
@@ -121,7 +79,7 @@ def record_webhook(session: Any, batch: Any, url: str) -> None:
 
 def webhook_url(session: Any, batch_id: int) -> str | None:
     """The webhook URL of a batch (``batch_webhooks``), or None."""
-    from worker.db import BatchWebhook
+    from worker.storage.db import BatchWebhook
 
     row = session.get(BatchWebhook, batch_id)
     return None if row is None else row.url
@@ -148,8 +106,8 @@ def build_event(session: Any, batch_id: int) -> dict[str, Any]:
 
     from sqlalchemy import func, select
 
-    from worker.assess import trust_counts
-    from worker.db import Batch, Result, batch_counts
+    from worker.engine.assess import trust_counts
+    from worker.storage.db import Batch, Result, batch_counts
 
     batch = session.get(Batch, batch_id)
     if batch is None:
@@ -277,7 +235,7 @@ def _claim(session_factory: Any, batch_id: int, url: str) -> bool:
     """Insert the ``jobs`` row ``notify-<batch id>``; False when another process already did."""
     from sqlalchemy.exc import IntegrityError
 
-    from worker.db import Job
+    from worker.storage.db import Job
 
     try:
         with session_factory() as session, session.begin():
@@ -290,8 +248,8 @@ def _claim(session_factory: Any, batch_id: int, url: str) -> bool:
 def _deliver(url: str, event: dict[str, Any], engine: Any) -> None:
     from sqlalchemy.orm import Session
 
-    from worker.db import Job
     from worker.settings import get_settings
+    from worker.storage.db import Job
 
     try:
         secret = get_settings().notify_secret
@@ -337,7 +295,7 @@ def notify_batch_final(
     """
     from sqlalchemy.orm import Session
 
-    from worker.db import Batch, batch_counts, get_engine
+    from worker.storage.db import Batch, batch_counts, get_engine
 
     try:
         engine = get_engine(db_url)

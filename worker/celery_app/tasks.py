@@ -1,9 +1,9 @@
-"""The ``ser.classify`` Celery task: a thin wrapper around :func:`worker.batches.run_chunk`.
+"""The ``ser.classify`` Celery task: a thin wrapper around :func:`worker.engine.chunk.run_chunk`.
 
-Loaded by worker processes only (``include=["worker.tasks"]`` in :mod:`worker.celery_config`); the
+Loaded by worker processes only (``include=["worker.celery_app.tasks"]`` in :mod:`worker.celery_app.config`); the
 producer publishes by name and never imports this module. Everything about a chunk — claim and
-lease, attempts and give-up after :data:`~worker.batches.MAX_ATTEMPTS`, the soft time limit,
-speaker-adaptive finishing, finalising the batch — is the batch engine's (:mod:`worker.batches`),
+lease, attempts and give-up after :data:`~worker.engine.chunk.MAX_ATTEMPTS`, the soft time limit,
+speaker-adaptive finishing, finalising the batch — is the batch engine's (:mod:`worker.engine.chunk`),
 shared with embedded ``submit``. What is Celery's alone:
 
 * **Redelivery** (``acks_late`` + ``reject_on_worker_lost``; Redis visibility timeout as the last
@@ -19,10 +19,11 @@ from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from worker.batches import GIVEN_UP_REASON, MAX_ATTEMPTS, TIME_LIMIT_REASON, fail_pending, run_chunk
-from worker.celery_app import CLASSIFY_TASK, app
-from worker.notify import notify_batch_final
-from worker.processing import batch_options
+from worker.celery_app.app import app
+from worker.celery_app.config import CLASSIFY_TASK
+from worker.engine.chunk import GIVEN_UP_REASON, MAX_ATTEMPTS, TIME_LIMIT_REASON, fail_pending, run_chunk
+from worker.engine.notify import notify_batch_final
+from worker.engine.rows import batch_options
 from worker.settings import get_settings
 
 __all__ = ["GIVEN_UP_REASON", "MAX_ATTEMPTS", "TIME_LIMIT_REASON", "TRANSIENT_ERRORS", "classify", "fail_pending"]

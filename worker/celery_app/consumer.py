@@ -1,4 +1,4 @@
-"""A Celery consumer that survives a Redis restart (``worker_consumer`` in :mod:`worker.celery_config`).
+"""A Celery consumer that survives a Redis restart (``worker_consumer`` in :mod:`worker.celery_app.config`).
 
 **The failure.** Redis SIGKILLed mid-batch, back 3 s later: in some runs the worker logged
 ``Unrecoverable error: AttributeError("'NoneType' object has no attribute 'hostname'")`` right after
@@ -57,7 +57,7 @@ class ResilientConsumer(Consumer):
             transport.client = client  # late acks of the old channel's messages still reach Redis
         if cancelled:
             try:
-                from worker.batches import expire_leases_of
+                from worker.engine.leases import expire_leases_of
 
                 n = expire_leases_of(cancelled)
                 log.info(

@@ -39,7 +39,7 @@ def warm_up(url: str | None = None) -> dict[str, Any]:
         ``{"model_version": str | None, "error": str | None}``; a model that cannot be loaded is
         logged, not raised (tasks then fail their chunk with the reason).
     """
-    from worker.registry import load_model
+    from worker.storage.registry import load_model
 
     x = warm_up_features()
     try:
@@ -65,7 +65,7 @@ def warm_up_model(bundle: Any, x: Any) -> None:
     import numpy as np
     import threadpoolctl  # noqa: F401 - imported by after_fork in every pool process
 
-    from worker.processing import label_fields
+    from worker.engine.analyse import label_fields
 
     n_in = bundle.weights["global"].n_features if getattr(bundle, "weights", None) else x.shape[0]
     X = np.zeros((1, n_in), np.float32)
@@ -89,7 +89,7 @@ def after_fork() -> None:
     """In each pool process, right after fork: own database connections, single-threaded BLAS/OpenMP."""
     from threadpoolctl import threadpool_limits
 
-    from worker.db import dispose_engines
+    from worker.storage.db import dispose_engines
 
     dispose_engines()  # never share the parent's pooled connections after fork
     threadpool_limits(1)

@@ -1,6 +1,6 @@
 """Last-resort watchdog: a worker that has stopped consuming exits, so its supervisor starts a fresh one.
 
-:mod:`worker.consumer` fixes the Redis-restart failure we found; this covers any other way a
+:mod:`worker.celery_app.consumer` fixes the Redis-restart failure we found; this covers any other way a
 consumer can go quiet while alive (celery/celery#8091 collects several). The rule: messages are
 waiting in the ``classify`` queue, this worker has an idle pool process, and it has received no
 task for ``SER_WATCHDOG_STALL_S`` seconds. A healthy worker in that situation takes a message within

@@ -15,8 +15,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from worker.celery_app import TRAIN_TASK, TRAINING_QUEUE, app
-from worker.db import Job, get_engine, utcnow
+from worker.celery_app.app import app
+from worker.celery_app.config import TRAIN_TASK, TRAINING_QUEUE
+from worker.storage.db import Job, get_engine, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -89,7 +89,7 @@ def apply_roles(url: str, prefix: str = "ser") -> list[str]:
     from sqlalchemy import inspect
     from sqlalchemy.engine import make_url
 
-    from worker.db import get_engine
+    from worker.storage.db import get_engine
 
     u = make_url(url)
     if u.get_backend_name() != "postgresql":

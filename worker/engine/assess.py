@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from worker.db import Batch, ModelVersion, Result
+from worker.storage.db import Batch, ModelVersion, Result
 
 
 def trust_counts(session: Session, batch_id: int) -> dict[str, int]:

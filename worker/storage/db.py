@@ -52,7 +52,7 @@ NAMING_CONVENTION = {
 STATUSES = ("pending", "done", "failed")
 BATCH_STATUSES = ("pending", "running", "done", "done_with_failures", "failed")
 """``done``: every row done; ``done_with_failures``: no row pending, some failed (set by
-:func:`worker.batches.finalise_batch` in the transaction that writes the last row)."""
+:func:`worker.engine.finalise.finalise_batch` in the transaction that writes the last row)."""
 FINAL_BATCH_STATUSES = ("done", "done_with_failures", "failed")
 PROB_COLUMNS = tuple(f"p_{e}" for e in EMOTIONS)
 
@@ -142,7 +142,7 @@ class Result(LabelColumns, Base):
     # classify step (a speaker is classified once all of its files have features)
     features: Mapped[bytes | None] = mapped_column(LargeBinary)
     # lease of a pending row: the process working on it and until when (renewed by its heartbeat);
-    # a row whose lease expired is requeued by the sweeper (worker/sweeper.py)
+    # a row whose lease expired is requeued by the sweeper (worker/celery_app/sweeper.py)
     worker_id: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # ``submit --channels split``: the 0-based channel this row labels (NULL: the whole file, mixed to
@@ -159,7 +159,7 @@ class Result(LabelColumns, Base):
         Index("ix_results_emotion", "emotion"),
         Index("ix_results_batch_speaker", "batch_id", "speaker"),
         # the pending rows only (small however many finished rows are kept): the sweeper's lease
-        # queries and the keyset pages of worker.batches.pending_path_pages
+        # queries and the keyset pages of worker.engine.rows.pending_path_pages
         Index(
             "ix_results_pending",
             "batch_id",
