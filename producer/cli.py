@@ -307,7 +307,7 @@ def worker(
     if not s.broker_url:
         raise CliError("set SER_BROKER_URL (e.g. redis://localhost:6379/0) to start a worker", EXIT_USAGE)
     try:
-        from worker.celery_app import check_time_limits
+        from worker.celery_app.config import check_time_limits
 
         check_time_limits(s)
     except ValueError as e:

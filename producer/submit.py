@@ -409,6 +409,7 @@ def wait_for_batch(
     from sqlalchemy.exc import InterfaceError, OperationalError
     from sqlalchemy.orm import Session
 
+    from worker.engine.finalise import finalise_if_complete
     from worker.storage.db import batch_counts
 
     engine = open_engine(migrate=False)
@@ -444,6 +445,8 @@ def wait_for_batch(
                 finished = counts["done"] + counts["failed"]
                 progress.update(task, total=counts["total"], completed=finished)
                 if counts["pending"] == 0:
+                    # finalised with the last row; the safety net of the sweeper, at once (idempotent)
+                    finalise_if_complete(batch_id, url=cli_settings().database_url)
                     break
                 now = time.perf_counter()
                 if finished != last_finished:
@@ -563,14 +566,12 @@ def finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:
     from sqlalchemy.orm import Session
 
     from worker.engine.assess import assess_batch, trust_counts
-    from worker.engine.finalise import finalise_batch
     from worker.engine.notify import CLI_WAIT_S, notify_batch_final
     from worker.storage.db import Batch, Result, batch_counts
 
     engine = open_engine(migrate=False)
     with Session(engine) as session, session.begin():
         counts = batch_counts(session, batch_id)
-        finalise_batch(session, batch_id)  # normally done with the last row already; idempotent
         trust = trust_counts(session, batch_id)
         batch = session.get(Batch, batch_id)
         warnings = list(batch.warnings or []) if batch is not None and batch.warnings is not None else None
