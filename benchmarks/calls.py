@@ -213,7 +213,7 @@ def run(ravdess: Path, tess: Path, cache: Path | None, work: Path) -> dict[str, 
             pp[2] += l1 == y
         print(f"{Path(c['path']).name} {c['condition']}: {g}", file=sys.stderr, flush=True)
     # ablation: the same split without the bleed gate (margin so wide that every frame is "own")
-    import ser_model.segment as segment_module
+    import ser_model.segment.levels as segment_module  # ChannelGate reads the margin from its own module
 
     kept = segment_module.BLEED_MARGIN_DB
     segment_module.BLEED_MARGIN_DB = 1000.0

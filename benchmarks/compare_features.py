@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from throughput import load_before  # noqa: E402
+from throughput_extractors import load_before  # noqa: E402
 
 import ser_model.features as current  # noqa: E402
 from ser_model.audio import load_audio  # noqa: E402

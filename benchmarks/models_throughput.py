@@ -7,7 +7,7 @@ Usage (from the repository root)::
 Each round, interleaved so that all three meet the same moments of the machine's load:
 
 1. the seeds' extractor over every FLAC of DATA, warm, in a process of its own
-   (``benchmarks/throughput.py --seeds-pass``: the yardstick of issues 6 and 14);
+   (``benchmarks/throughput_seeds.py``: the yardstick of issues 6 and 14);
 2. ``ser-batch submit DATA -q`` with its defaults: the **default (accurate)** model, all cores;
 3. ``ser-batch submit DATA -q --model fast``: the **fast** model.
 
@@ -54,7 +54,7 @@ def _submit(data: str, extra: list[str], folder: Path) -> float:
 def _seeds(data: str) -> float:
     """files/s of one warm pass of the seeds' extractor in its own process."""
     out = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--seeds-pass", data],
+        [sys.executable, str(REPO / "benchmarks" / "throughput_seeds.py"), data],
         capture_output=True,
         text=True,
         check=True,
