@@ -881,7 +881,7 @@ def _calibration(
     low = cal.max(axis=1) < thr
     summary = {
         "method": "distance-aware temperature scaling T(s) = t0 * (1 + growth * min(max(0, s - ref), "
-        "s_max - ref) ** 2) (Guo et al. 2017; Tomani et al. 2023), cap s_max fitted"
+        "s_max - ref) ** power) (Guo et al. 2017; Tomani et al. 2023), power and cap s_max fitted"
         + (" on out-of-fold files and copies through held-out kinds of channel" if held_out is not None else ""),
         "n_held_out_channel": int(len(held_out["y"])) if held_out is not None else 0,
         "temperature": temp.to_dict(),
