@@ -11,7 +11,7 @@ Protocol:
 - **Held-out RAVDESS speakers**: 5-fold GroupKFold by actor over actors 1-20. Every fold trains the
   two models as ``ser-batch train`` does -- *fast*: hand-crafted features (``ser-feat-3``), clean files
   only, as the packaged fast model; *accurate*: hand-crafted + Whisper encoder (``ser-feat-3+whisper-1``),
-  each training file plus 2 degraded copies (:func:`ser_model.training.condition_table`: babble only
+  each training file plus 3 degraded copies (``--copies``) (:func:`ser_model.training.condition_table`: babble only
   from the fold's training speakers, rooms from the training room bank) -- and labels the fold's four
   unseen actors clean and through each of :data:`ser_model.degrade.TEST_CONDITIONS`.
 - **Test conditions unseen in training**: noise drawn with other seeds; babble mixed from TESS
@@ -27,6 +27,13 @@ Protocol:
   mean confidence after temperature scaling (one temperature per model and mode, fitted on the *clean*
   out-of-fold predictions only, so degraded conditions test the calibration); ECE (15 bins);
   |confidence - WA|; the share of the most frequent label.
+- **The packaged model's own confidence** (``--bundle``, default ``ser_model/models/default.npz``): its
+  distance-aware temperature per mode (:class:`ser_model.trust.DistanceTemperature`, a function of the
+  out-of-domain score) and its out-of-domain and low-confidence thresholds, as the worker applies
+  them -- on held-out RAVDESS actors to the fold models' raw probabilities with each file scored by
+  its fold's detector (fitted on the fold's clean and degraded training rows, as ``ser-batch train``
+  does), on TESS by the bundle itself. Reported: WA, mean confidence, |confidence - WA|, ECE and
+  the flagged shares.
 - **TESS** (a corpus never in training; 1 file in ``--tess-every``): models trained on all of actors
   1-20 the same way, TESS labelled clean and under each condition (babble from RAVDESS actors 1-20 is
   not used here: the babble voices are other TESS files of the *other* speaker).
@@ -265,7 +272,7 @@ def main() -> None:
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/ser-batch/bench-conditions"))
     ap.add_argument("--feature-cache", default=os.path.expanduser("~/.cache/ser-batch/features"))
     ap.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--copies", type=int, default=2)
+    ap.add_argument("--copies", type=int, default=3, help="degraded copies per training file (the packaged default: 3)")
     ap.add_argument("--out", default="benchmarks/results/conditions")
     ap.add_argument(
         "--bundle",
@@ -402,7 +409,7 @@ def render(res: dict[str, Any], a: argparse.Namespace) -> str:
         "whose noise, babble voices (TESS) and rooms were not in training; TESS (1 file in "
         f"{a.tess_every}) labelled by models trained on all 20 actors. *fast* = hand-crafted features, "
         "clean training (the packaged fast model's recipe); *accurate* = hand-crafted + Whisper tiny.en "
-        "encoder, multi-condition training (2 degraded copies per file; the packaged default's recipe). "
+        f"encoder, multi-condition training ({a.copies} degraded copies per file; the packaged default's recipe). "
         "Confidence is temperature-scaled with one temperature per model and mode fitted on clean "
         "out-of-fold predictions only. `agree` = agreement with the label of the clean file in the same "
         f"mode. {res['seconds'] / 60:.0f} min on 2 cores.",
