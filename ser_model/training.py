@@ -1052,7 +1052,10 @@ def train_bundle(
             With ``cv_report`` (and this), their out-of-fold probabilities and scores also fit the
             bundle's calibration and out-of-domain detector (:func:`fit_trust`).
         augmented: extra training rows from :func:`augment_table` (normalised by their source
-            speaker's statistics for the speaker-adaptive pipeline).
+            speaker's statistics for the speaker-adaptive pipeline). When they are
+            :func:`condition_table` copies and ``cv_report`` is given, the global calibration is also
+            fitted on :func:`held_out_channel_predictions` (one more model per fold and kind of
+            channel: 30 for 5 folds and the 6 kinds, about as long again as the cross-validation).
         sample_weight: per-row weights of ``table``, shape ``(n,)`` (augmented copies weigh 1).
         conditions: the multi-condition training recorded in ``meta["conditions"]`` (copies per
             file, seed, the kinds of channel), or None.
