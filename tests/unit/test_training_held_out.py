@@ -89,3 +89,22 @@ def test_no_held_out_rows_without_speakers_or_condition_copies():
         copies.X, copies.labels, copies.speakers, [p.split("#")[0] + "#noise" for p in copies.paths], [], "x"
     )
     assert len(held_out_channel_predictions(clean, plain, labels=LABELS)["y"]) == 0
+
+
+def test_fit_trust_fits_the_global_temperature_on_held_out_channels_too():
+    from ser_model.training import cross_validate, fit_trust
+
+    clean, copies = _tables()
+    params = {"hidden_layer_sizes": (8,), "max_iter": 50}
+    cv = cross_validate(clean, labels=LABELS, n_splits=3, params=params, augmented=copies)
+    held = held_out_channel_predictions(clean, copies, labels=LABELS, n_splits=3, params=params)
+    _, plain = fit_trust(clean, LABELS, cv, augmented=copies)
+    trust, summary = fit_trust(clean, LABELS, cv, augmented=copies, held_out=held)
+    cal = summary["calibration"]["global"]
+    assert cal["n_held_out_channel"] == len(held["y"]) > 0
+    assert plain["calibration"]["global"]["n_held_out_channel"] == 0
+    # the threshold and reliability stay those of the out-of-fold files
+    assert cal["n"] == plain["calibration"]["global"]["n"] == len(clean.labels) + len(copies.labels)
+    t = trust["temperature"]["global"]
+    all_scores = np.concatenate([cv["ood_scores"], cv["aug_ood_scores"], held["ood_scores"]])
+    assert t["ref"] < t.get("s_max", np.inf) <= all_scores.max() + 1e-12 or t["growth"] == 0.0
