@@ -130,7 +130,49 @@ def test_distance_temperature_softens_only_far_files_and_is_fitted_where_far_fil
     assert expected_calibration_error(cal, y) < expected_calibration_error(
         apply_temperature(proba, fit_temperature(proba, y)), y
     )
-    assert fit.s_max == scores.max()  # the fit records its range ...
-    beyond = fit.temperatures(np.array([fit.s_max, fit.s_max + 1.0, fit.s_max + 10.0]), 3)
-    assert beyond[0] == beyond[1] == beyond[2]  # ... and does not extrapolate past it
+    assert fit.ref < fit.s_max <= scores.max()  # the cap lies within the range of the fit ...
+    beyond = fit.temperatures(np.array([scores.max(), scores.max() + 1.0, scores.max() + 10.0]), 3)
+    assert beyond[0] == beyond[1] == beyond[2]  # ... and nothing is extrapolated past it
     assert DistanceTemperature.from_dict(fit.to_dict()) == fit
+
+
+def test_fitted_cap_stops_the_temperature_where_accuracy_stops_falling():
+    """Far files (scores 2-8) are as over-confident as files at 2: a temperature that keeps growing
+    with the score flattens them below their accuracy; the fitted cap does not."""
+    from dataclasses import replace
+
+    from ser_model.trust import fit_distance_temperature
+
+    z, y = _calibrated_sample(12000, seed=7)
+    rng = np.random.default_rng(8)
+    scores = np.concatenate([rng.uniform(0.5, 2.0, 8000), rng.uniform(2.0, 8.0, 4000)])
+    sharp = (2.0 + 2.0 * np.clip(scores - 1.0, 0.0, 1.0))[:, None]  # over-confidence grows up to s = 2, then flat
+    proba = _softmax(sharp * z)
+    fit = fit_distance_temperature(proba, y, scores)
+    assert 1.5 < fit.s_max < 3.0 and fit.growth > 0.0
+    far = scores > 4.0
+    cal = apply_temperature(proba, fit.temperatures(scores, len(y)))
+    gap = cal[far].max(1).mean() - (cal[far].argmax(1) == y[far]).mean()
+    assert abs(gap) < 0.05
+    uncapped = replace(fit, s_max=float("inf"))
+    flat = apply_temperature(proba, uncapped.temperatures(scores, len(y)))
+    assert flat[far].max(1).mean() - (flat[far].argmax(1) == y[far]).mean() < gap - 0.05  # under-confident
+    given = fit_distance_temperature(proba, y, scores, cap=3.0)
+    assert given.s_max == 3.0
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (30, 60)])
+def test_ood_detector_axes_are_those_of_the_svd(shape):
+    """The leading axes from the Gram matrix's top eigenpairs score like a full SVD (rows > or < columns)."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal(shape) @ np.diag(np.linspace(3.0, 0.1, shape[1])) + 5.0
+    det = fit_ood(X, n_components=8)
+    Z = (X - X.mean(0)) / X.std(0)
+    _, s, vt = np.linalg.svd(Z, full_matrices=False)
+    np.testing.assert_allclose(det.variances, s[:8] ** 2 / (shape[0] - 1), rtol=1e-8)
+    np.testing.assert_allclose(np.abs(np.sum(det.components * vt[:8], axis=1)), 1.0, atol=1e-8)
+    Xn = rng.standard_normal((20, shape[1])) * 2.0
+    P = ((Xn - X.mean(0)) / X.std(0)) @ vt[:8].T
+    maha = np.sum(P * P / (s[:8] ** 2 / (shape[0] - 1)), axis=1)
+    assert np.all(np.isfinite(det.score(Xn))) and det.score(Xn).shape == (20,)
+    assert np.all(maha / shape[1] <= det.score(Xn) ** 2 + 1e-9)
