@@ -86,7 +86,7 @@ def train(
             min=0,
             help="Degraded copies per training file (noise, babble, telephone, rooms, codecs); 0 = clean only.",
         ),
-    ] = 2,
+    ] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the degraded copies.")] = 0,
 ) -> None:
     """Train an MLP on labelled recordings, report speaker-independent metrics, save and register a bundle.

@@ -124,8 +124,11 @@ def plot_reliability(calibration: dict[str, Any], path: str | os.PathLike[str], 
         ax.set_xlabel("confidence (15 bins)")
         ax.set_ylabel("accuracy")
         t = c["temperature"]
+        power = "" if float(t.get("power", 2.0)) == 1.0 else f"^{float(t.get('power', 2.0)):g}"
+        cap = f"min({t['s_max']:.2f}, s)" if t.get("s_max") is not None else "s"
         ax.set_title(
-            f"{mode}: T(s) = {t['t0']:.2f} (1 + {t.get('growth', 0.0):.2f} max(0, s - {t['ref']:.2f})²), n = {c['n']}",
+            f"{mode}: T(s) = {t['t0']:.2f} (1 + {t.get('growth', 0.0):.2f} max(0, {cap} - {t['ref']:.2f}){power}), "
+            f"n = {c['n']}",
             fontsize=9,
         )
         ax.grid(alpha=0.3)

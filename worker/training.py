@@ -60,7 +60,7 @@ class TrainRequest:
     workers: int | None = None
     weights: dict[str, float] | None = None
     features: str = "accurate"
-    conditions: int = 2
+    conditions: int = 3
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
