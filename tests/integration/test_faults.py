@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -318,24 +319,43 @@ def test_producer_interrupted_mid_enqueue_then_resume(
     folder = recordings(n)
     env = env_for(pg_url, broker_url)
     client = redis_server.client()
-    prod = subprocess.Popen(
-        [sys.executable, "-m", "producer.cli", "submit", str(folder), "--chunk-size", "1"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    poll(
-        lambda: client.llen("classify") >= 20 or prod.poll() is not None,
-        timeout_s=60,
-        every_s=0.002,
-        what="20 messages published",
-    )
-    prod.send_signal(signal.SIGINT)
-    out, errs = prod.communicate(timeout=30)
+    # A slow broker: writes are paused 40 ms of every 50 ms while the producer publishes, so that
+    # publishing 800 messages takes seconds, not the fraction of a second in which a busy test
+    # process might not look at the queue at all (the SIGINT would then come after the last one).
+    slow = threading.Event()
+    slow.set()
+
+    def throttle() -> None:
+        c = redis_server.client()
+        while slow.is_set():
+            c.execute_command("CLIENT", "PAUSE", "40", "WRITE")
+            time.sleep(0.05)
+        c.execute_command("CLIENT", "UNPAUSE")
+
+    throttler = threading.Thread(target=throttle, daemon=True)
+    throttler.start()
+    try:
+        prod = subprocess.Popen(
+            [sys.executable, "-m", "producer.cli", "submit", str(folder), "--chunk-size", "1"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        poll(
+            lambda: client.llen("classify") >= 20 or prod.poll() is not None,
+            timeout_s=60,
+            every_s=0.002,
+            what="20 messages published",
+        )
+        prod.send_signal(signal.SIGINT)
+        out, errs = prod.communicate(timeout=30)
+    finally:
+        slow.clear()
+        throttler.join(timeout=5)
     queued = client.llen("classify")
-    assert prod.returncode == 130, out + errs
+    assert prod.returncode == 130, f"{queued} queued; " + out + errs
     assert "Traceback" not in out + errs, errs
     assert "interrupted" in errs and "submit --resume 1" in " ".join(errs.split()), errs
     assert 0 < queued < n, queued  # really interrupted in the middle of publishing
