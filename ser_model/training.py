@@ -507,6 +507,24 @@ def _weights(sample_weight: np.ndarray | None, rows: np.ndarray, n_extra: int = 
     return np.concatenate([np.asarray(sample_weight, dtype=np.float64)[rows], np.ones(n_extra)])
 
 
+def speaker_folds(speakers: Sequence[str | None], n_splits: int = 5) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """The speaker-independent folds of every cross-validation here: ``GroupKFold`` by speaker.
+
+    ``min(n_splits, number of speakers)`` folds of row indices ``(train, test)``; no speaker is in
+    both parts of a fold. ``GroupKFold`` assigns groups to folds from the group sizes alone, so
+    :func:`cross_validate`, :func:`cross_validate_batch` and :func:`held_out_channel_predictions`
+    given the same speakers get the same folds.
+
+    Returns:
+        The folds, or None when a row has no speaker or there are fewer than 2 speakers.
+    """
+    if any(s is None for s in speakers) or len(set(speakers)) < 2:
+        return None
+    groups = np.asarray(speakers, dtype=object)
+    k = min(n_splits, len(set(speakers)))
+    return list(GroupKFold(n_splits=k).split(np.zeros((len(groups), 1)), groups=groups))
+
+
 def cross_validate(
     table: FeatureTable,
     *,
@@ -562,14 +580,14 @@ def cross_validate(
     """
     y = np.asarray(table.labels)
     speakers = table.speakers
-    grouped = all(s is not None for s in speakers) and len(set(speakers)) >= 2
+    by_speaker = speaker_folds(speakers, n_splits)
+    grouped = by_speaker is not None
     if splits is not None:
         splits = [(np.asarray(tr), np.asarray(te)) for tr, te in splits]
         protocol = f"given splits, {len(splits)} folds"
-    elif grouped:
-        k = min(n_splits, len(set(speakers)))
-        splits = list(GroupKFold(n_splits=k).split(table.X, y, groups=np.asarray(speakers)))
-        protocol = f"speaker-independent: GroupKFold by speaker, {k} folds, {len(set(speakers))} speakers"
+    elif by_speaker is not None:
+        splits = by_speaker
+        protocol = f"speaker-independent: GroupKFold by speaker, {len(splits)} folds, {len(set(speakers))} speakers"
     else:
         k = min(n_splits, int(min(np.unique(y, return_counts=True)[1])))
         if k < 2:
@@ -698,11 +716,11 @@ def cross_validate_batch(
         ValueError: fewer than 2 speakers.
     """
     speakers = table.speakers
-    if not (all(s is not None for s in speakers) and len(set(speakers)) >= 2):
+    splits = speaker_folds(speakers, n_splits)
+    if splits is None:
         raise ValueError("batch-normalised cross-validation needs at least 2 known speakers")
     y = np.asarray(table.labels)
-    k = min(n_splits, len(set(speakers)))
-    splits = list(GroupKFold(n_splits=k).split(table.X, y, groups=np.asarray(speakers)))
+    k = len(splits)
     labels = list(labels)
     y_idx = encode_labels(table.labels, labels)
     spk_arr = np.asarray(speakers, dtype=object)
@@ -800,7 +818,8 @@ def held_out_channel_predictions(
         "kind": np.zeros(0, dtype=object),
     }
     speakers = table.speakers
-    if not (all(s is not None for s in speakers) and len(set(speakers)) >= 2) or not len(augmented.labels):
+    splits = speaker_folds(speakers, n_splits)
+    if splits is None or not len(augmented.labels):
         return empty
     kinds_of = channel_kinds(augmented.paths)
     kinds = sorted(set().union(*kinds_of))
@@ -811,8 +830,6 @@ def held_out_channel_predictions(
     spk = np.asarray(speakers, dtype=object)
     aug_spk = np.asarray([s if s is not None else "" for s in augmented.speakers], dtype=object)
     has = {k: np.fromiter((k in ks for ks in kinds_of), dtype=bool, count=len(kinds_of)) for k in kinds}
-    k_folds = min(n_splits, len(set(speakers)))
-    splits = list(GroupKFold(n_splits=k_folds).split(table.X, y_idx, groups=spk))
     base = build_pipeline(**(params or {}))
     out_p, out_s, out_y, out_k = [], [], [], []
     done, total = 0, len(splits) * len(kinds)
