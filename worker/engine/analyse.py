@@ -170,18 +170,9 @@ def analyse_file(
                 row["finished_at"] = utcnow()
                 return row
             row.update(
-                status="done",
-                emotion=seg.emotion,
-                confidence=seg.confidence,
-                probabilities=seg.probabilities,
-                analysis_mode="segments",
-                n_segments=seg.n_segments,
-                segments=seg.segments,
-                ood_score=seg.ood_score,
-                out_of_domain=seg.out_of_domain,
-                low_confidence=seg.low_confidence,
-                **_prob_columns(seg.probabilities),
-            )
+                status="done", analysis_mode="segments", n_segments=seg.n_segments, segments=seg.segments,
+                **_seg_label(seg),
+            )  # fmt: skip
         else:
             y, _ = load_audio(path, max_duration_s=s.max_duration_s, info=info)
             x = bundle.extract(y)
