@@ -339,13 +339,12 @@ def babble_groups(speakers: Sequence[str | None], n_splits: int = 5) -> list[int
     """
     known = [i for i, s in enumerate(speakers) if s is not None]
     out = [-1 - i for i in range(len(speakers))]
-    groups = np.asarray([speakers[i] for i in known], dtype=object)
-    k = min(n_splits, len(set(groups)))
-    if k < 2:
+    folds = speaker_folds([speakers[i] for i in known], n_splits)
+    if folds is None:  # fewer than 2 speakers: one group
         for i in known:
             out[i] = 0
         return out
-    for fold, (_, te) in enumerate(GroupKFold(n_splits=k).split(np.zeros(len(known)), groups=groups)):
+    for fold, (_, te) in enumerate(folds):
         for j in te:
             out[known[j]] = fold
     return out
