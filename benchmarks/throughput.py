@@ -34,16 +34,24 @@ script is the entry point; each measurement lives in a module of its own, and ``
 5. ``e2e``, continued: **first result**: a batch is queued while no worker runs; then
    ``ser-batch worker -c 1`` starts and the time to the first ``done`` row is measured (caches warm:
    the second and later starts).
+6. ``models`` (``models_throughput.py``, the one implementation of this measurement): **both packaged
+   models end to end** against the seeds' extractor, in interleaved rounds: the seeds' extractor in its
+   own process, ``ser-batch submit DATA`` (the default, accurate model) and ``submit --model fast``,
+   files/s and the ratios of issue 18 (accurate >= 1x, fast >= 4x), with ``uptime`` before and after.
 
 The report (``throughput_report.py``) is the hand-written findings plus the measured tables.
 
-The end-to-end runs classify with the packaged default model, so it must be loadable under the
-current ``FEATURE_VERSION``.
+The ``side`` and ``e2e`` runs call ``submit`` with its defaults, so they measure whatever model is the
+default: the hand-crafted model when they were last run (issue 14), the accurate model since issue 18
+(``models`` measures both by name). The packaged models must be loadable under the current feature versions.
 
 Usage::
 
     NUMBA_CACHE_DIR=/tmp/numbacache python benchmarks/throughput.py /work/shared/data/ravdess \\
         --out benchmarks/results/throughput.md
+
+    # only the two-model comparison; the other sections are taken from the JSON of the last run
+    python benchmarks/throughput.py /work/shared/data/ravdess --sections models
 
 Writes ``throughput.md`` and ``throughput.json`` next to it.
 """
@@ -71,13 +79,16 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
+from models_throughput import measure as models_side_by_side  # noqa: E402
 from throughput_e2e import end_to_end, side_by_side  # noqa: E402
 from throughput_extractors import EXTRACTOR_META, run_extractors  # noqa: E402
 from throughput_report import report  # noqa: E402
 from throughput_seeds import seeds_on_corpus  # noqa: E402
 from throughput_upsert import upsert_both_databases  # noqa: E402
 
-SECTIONS = ("extractors", "seeds", "upsert", "side", "e2e")
+SECTIONS = ("extractors", "seeds", "upsert", "side", "e2e", "models")
+MACHINE_SECTIONS = set(SECTIONS) - {"models"}
+"""Sections whose run the ``machine`` entry (load before and after) describes; ``models`` records its own."""
 
 
 def main() -> None:
@@ -93,6 +104,7 @@ def main() -> None:
     ap.add_argument("--side-rounds", type=int, default=5, help="rounds of the seeds / submit side by side")
     ap.add_argument("--e2e-repeats", type=int, default=3, help="embedded runs per -j")
     ap.add_argument("--dist-repeats", type=int, default=2, help="distributed runs per configuration")
+    ap.add_argument("--models-rounds", type=int, default=5, help="interleaved rounds of the two-model comparison")
     ap.add_argument(
         "--sections",
         default=",".join(SECTIONS),
@@ -114,6 +126,7 @@ def main() -> None:
                 d["runs"],
                 d["profile"],
                 d.get("side_by_side", []),
+                d.get("models"),
             )
         )
         return
@@ -162,8 +175,11 @@ def main() -> None:
         upsert = prev["upsert"]
     side = side_by_side(args.data, args.side_rounds) if "side" in sections else prev.get("side_by_side", [])
     e2e = end_to_end(args.data, args.e2e_repeats, args.dist_repeats) if "e2e" in sections else prev.get("runs", [])
+    models = models_side_by_side(args.data, args.models_rounds) if "models" in sections else prev.get("models")
     meta["load_after"] = os.getloadavg()
     meta["sections_run"] = sorted(sections)
+    if not sections & MACHINE_SECTIONS:  # a models-only run: the machine entry still describes the last other run
+        meta = prev["machine"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(
         json.dumps(
@@ -175,12 +191,13 @@ def main() -> None:
                 "side_by_side": side,
                 "runs": e2e,
                 "profile": profile,
+                "models": models,
             },
             indent=2,
         )
         + "\n"
     )
-    text = report(meta, ext, seeds, upsert, e2e, profile, side)
+    text = report(meta, ext, seeds, upsert, e2e, profile, side, models)
     out.write_text(text)
     print(text)
 

@@ -82,15 +82,17 @@ def _median(rows: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
-FINDINGS = """\
-# Throughput (issues 6 and 14)
+FINDINGS_HEAD = """\
+# Throughput (issues 6, 14 and 18)
 
 Written by `benchmarks/throughput.py` (command at the end), except the accuracy table, which comes from
 the cross-validation named under it, and the tables of earlier runs in the issue-14 section. Targets of issue 14: feature extraction <= 3 ms per 3.8-s file on
 one core; `ser-batch submit` of the 1,200 RAVDESS files end to end >= 4x the files/s of the seeds'
 extractor alone (one process, warm numba cache); distributed >= 90 % of embedded on the same cores;
 worker RSS flat over 10,000 files. Issue 6's targets (extraction >= 4x the seeds' and within 5x of the
-decode floor; >= 100 files/s embedded) are in the same tables.
+decode floor; >= 100 files/s embedded) are in the same tables. Issue 18's targets, end to end
+against the same seeds' extractor: the default (accurate) model >= 1x its files/s, the fast model >= 4x
+(the next section, both models measured side by side in one run).
 
 Status against issue 14's targets (the tables under "Measured"; 2 otherwise idle cores):
 
@@ -110,6 +112,13 @@ Status against issue 14's targets (the tables under "Measured"; 2 otherwise idle
 The machine: 2 vCPUs, nothing else running (load average below 1.2 at the start). Earlier runs, in
 the issue-14 section below, were taken while three other engineers' builds shared it (load 5-10).
 
+**Which model.** The issue-14 status above and the end-to-end tables under "Measured" date from issue 14
+(last run 2026-11-22), when `submit`'s default was the hand-crafted model (what `--model fast` runs today); `submit` now
+defaults to the accurate model (hand-crafted features + Whisper encoder), so a rerun of the `side` and
+`e2e` sections would measure that one. The section below measures both packaged models by name.
+"""
+
+FINDINGS = """\
 ## Issue 14, second pass: the whole command, not only the extractor
 
 After the extractor work below, features were 2.5 ms of a file's 6.6-7.9 ms of CPU: the rest was
@@ -339,12 +348,43 @@ def report(
     e2e: list[dict[str, Any]],
     profile: str,
     side: list[dict[str, Any]] | None = None,
+    models: dict[str, Any] | None = None,
 ) -> str:
-    """The Markdown report: findings, measured tables, the on-paper scaling."""
+    """The Markdown report: findings, both packaged models end to end, measured tables, the on-paper scaling."""
+    from models_throughput import section as models_section
+
     floor, floor_cpu = ext["floor"]["ms_per_file"], ext["floor"]["cpu_ms_per_file"]
     seeds_ms = ext["seeds"]["ms_per_file"]
     before_key = next(k for k in ext if k not in ("seeds", "ours", "floor"))
-    lines = [
+    lines = [FINDINGS_HEAD]
+    if models:
+        lines += models_section(models, heading="##")
+        if side:  # the same yardstick in the issue-14 rounds below, on the same script
+            then = statistics.median(rd["seeds"]["files_per_s"] for rd in side)
+            then_cpu = statistics.median(rd["seeds"]["cpu_ms_per_file"] for rd in side)
+            now, med = models["median"]["seeds"], models["median"]
+            cpu_note = (
+                f" (CPU per file {med['seeds_cpu_ms']:.1f} ms here, {then_cpu:.1f} ms then)"
+                if "seeds_cpu_ms" in med
+                else ""
+            )
+            lines += [
+                "",
+                f"The yardstick moves with the machine: the seeds' extractor (the same script, its own process) ran at "
+                f'{now:.1f} files/s here (median), {then:.1f} in the issue-14 side-by-side rounds under "Measured"'
+                f"{cpu_note}. "
+                f"Against {then:.1f} files/s the median default (accurate) run would be {med['accurate'] / then:.2f}x "
+                f"and the median fast run {med['fast'] / then:.2f}x; the ratios above divide rates measured in the "
+                "same round.",
+            ]
+        lines += [
+            "",
+            "Rerun this section alone: `python benchmarks/throughput.py /work/shared/data/ravdess --sections models` "
+            "(the other sections are kept from `throughput.json`); `python benchmarks/models_throughput.py "
+            "/work/shared/data/ravdess` runs the same measurement into `models_throughput.md`.",
+            "",
+        ]
+    lines += [
         FINDINGS,
         "## Measured (written by `benchmarks/throughput.py`)",
         "",
