@@ -30,10 +30,8 @@ class ServiceUnavailable(RuntimeError):
     """A binary the service needs is not installed (tests skip with this reason)."""
 
 
-SLOW_SEGMENTS = ("--segment-min-s", "1", "--segment", "window:0.5:0.25")
-"""`submit` options that make every 3.8-s RAVDESS file about 14 window classifications (about 0.2 s
-with the default model, whose encoder hears every window padded to 6 s; a 0.05-s hop made it 0.9 s,
-and a chunk of 4 files outran the 5-s soft time limit of the worker-kill test).
+SLOW_SEGMENTS = ("--segment-min-s", "1", "--segment", "window:0.5:0.05")
+"""`submit` options that make every 3.8-s RAVDESS file about 70 window classifications (tens of ms).
 
 The fault tests kill a worker *while it holds work*; with whole-file classification a 200-file batch
 now takes about a second on two idle cores, and the kill could land after the last chunk. Windows keep
