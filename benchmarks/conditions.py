@@ -10,7 +10,7 @@ Protocol:
 
 - **Held-out RAVDESS speakers**: 5-fold GroupKFold by actor over actors 1-20. Every fold trains the
   two models as ``ser-batch train`` does -- *fast*: hand-crafted features (``ser-feat-3``), clean files
-  only, as the packaged fast model; *accurate*: hand-crafted + Whisper encoder (``ser-feat-3+whisper-2``),
+  only, as the packaged fast model; *accurate*: hand-crafted + Whisper encoder (``ser-feat-3+whisper-1``),
   each training file plus 3 degraded copies (``--copies``) (:func:`ser_model.training.condition_table`: babble only
   from the fold's training speakers, rooms from the training room bank) -- and labels the fold's four
   unseen actors clean and through each of :data:`ser_model.degrade.TEST_CONDITIONS`.
@@ -114,7 +114,7 @@ def _degraded_features(args: tuple[str, int, tuple[str, ...]]) -> np.ndarray:
 def condition_matrix(paths: list[str], ci: int, voice_pool: list[str], cache: Path, tag: str, jobs: int) -> np.ndarray:
     """Features ``(n, 1757)`` of ``paths`` through ``TEST_CONDITIONS[ci]``, cached in ``cache``."""
     name = TEST_CONDITIONS[ci].name
-    key = hashlib.sha256(("\n".join(paths) + name + tag + ACCURATE).encode()).hexdigest()[:16]
+    key = hashlib.sha256(("\n".join(paths) + name + tag).encode()).hexdigest()[:16]
     f = cache / f"{tag}-{name}-{key}.npy"
     if f.exists():
         return np.load(f)

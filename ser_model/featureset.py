@@ -5,23 +5,11 @@ version         what it is
 ==============  ===================================================================================
 ``ser-feat-3``  the *fast* set: 989 hand-crafted acoustic features (:mod:`ser_model.features`),
                 about 3 ms per 3.8-s file
-``ser-feat-3+whisper-2``
+``ser-feat-3+whisper-1``
                 the *accurate* set: the same 989 values followed by the time-pooled output of a
                 Whisper encoder (:mod:`ser_model.encoder`; mean and standard deviation over time,
-                768 values for Whisper tiny) of the recording zero-padded to at least
-                :data:`ENCODER_MIN_SECONDS` (6 s), about 23 ms per 3.8-s file
-``ser-feat-3+whisper-1``
-                the accurate set of bundles trained before 2026-12-05: the encoder on the recording
-                at its own length (no padding). Still computed for those bundles; on TESS, a corpus
-                none of the models heard, it kept far less than the padded input (below)
+                768 values for Whisper tiny), about 17 ms per 3.8-s file
 ==============  ===================================================================================
-
-Why the padding (``benchmarks/results/encoder_choices.md``): Whisper was trained on 30-s windows only.
-Run on a recording at its own length, its pooled output follows the recording's length and position
-in the window; a model trained on RAVDESS (3-4 s utterances) then transferred poorly to TESS (about
-2 s): 0.22 WA with clean training against 0.50 for the same encoder on the input zero-padded to 6 s
-(0.53 padded to 30 s, at 30x the encoder time), with grouped-CV accuracy on RAVDESS unchanged
-(0.686 -> 0.700, within MLP-seed noise). Padding to 6 s costs about 5 ms per file more than no padding.
 
 Both start from the same signal: the recording level-normalised to a -26 dBFS active speech level
 (:func:`ser_model.level.normalise_level`) with the fixed noise floor of :mod:`ser_model.features`, so
@@ -40,22 +28,16 @@ from ser_model.level import normalise_level
 
 FAST = FEATURE_VERSION
 """Feature version of the fast model (hand-crafted features only)."""
-ACCURATE = f"{FEATURE_VERSION}+whisper-2"
-"""Feature version of the accurate model (hand-crafted features + Whisper encoder embedding of the
-recording padded to at least :data:`ENCODER_MIN_SECONDS`)."""
-ACCURATE_V1 = f"{FEATURE_VERSION}+whisper-1"
-"""The accurate set of earlier bundles: the encoder on the recording at its own length."""
-ENCODER_MIN_SECONDS = {ACCURATE: 6.0, ACCURATE_V1: 0.0}
-"""Shortest encoder input of each accurate version in seconds (shorter recordings are zero-padded)."""
+ACCURATE = f"{FEATURE_VERSION}+whisper-1"
+"""Feature version of the accurate model (hand-crafted features + Whisper encoder embedding)."""
 FEATURE_SETS = {"fast": FAST, "accurate": ACCURATE}
 """Names users type (``train --features``) and the feature versions they stand for."""
-KNOWN_VERSIONS = frozenset({*FEATURE_SETS.values(), ACCURATE_V1})
-"""Every feature version a bundle may carry (``train`` only makes those of :data:`FEATURE_SETS`)."""
+KNOWN_VERSIONS = frozenset(FEATURE_SETS.values())
 
 
 def needs_encoder(feature_version: str) -> bool:
     """True when ``feature_version`` includes an encoder embedding."""
-    return feature_version in ENCODER_MIN_SECONDS
+    return feature_version == ACCURATE
 
 
 def n_features(feature_version: str, encoder_dim: int | None = None) -> int:
@@ -66,7 +48,7 @@ def n_features(feature_version: str, encoder_dim: int | None = None) -> int:
     """
     if feature_version == FAST:
         return N_FEATURES
-    if needs_encoder(feature_version):
+    if feature_version == ACCURATE:
         if encoder_dim is None:
             raise ValueError("the accurate feature set needs the encoder's embedding size")
         return N_FEATURES + encoder_dim
@@ -78,13 +60,13 @@ def extract(y: np.ndarray, feature_version: str = FAST, encoder: object | None =
 
     Args:
         y: mono samples ``(n,)`` at 16 kHz (:func:`ser_model.audio.load_audio`).
-        feature_version: :data:`FAST`, :data:`ACCURATE` or :data:`ACCURATE_V1`.
+        feature_version: :data:`FAST` or :data:`ACCURATE`.
         encoder: a :class:`ser_model.encoder.WhisperEncoder` (or anything with ``embed(y) -> (d,)``);
-            required for the accurate sets.
+            required for :data:`ACCURATE`.
 
     Returns:
         float32 ``(n_features(feature_version, d),)``: the 989 hand-crafted values (equal to
-        :func:`ser_model.features.extract_features`), then for the accurate sets the encoder's ``d``.
+        :func:`ser_model.features.extract_features`), then for :data:`ACCURATE` the encoder's ``d``.
 
     Raises:
         ValueError: an unknown version, a missing encoder, or ``y`` not one-dimensional.
@@ -98,11 +80,11 @@ def extract(y: np.ndarray, feature_version: str = FAST, encoder: object | None =
     hand = _features(y, floor)
     if feature_version == FAST:
         return hand
-    if not needs_encoder(feature_version):
+    if feature_version != ACCURATE:
         raise ValueError(f"unknown feature version {feature_version!r}; known: {', '.join(sorted(KNOWN_VERSIONS))}")
     if encoder is None:
         raise ValueError("the accurate feature set needs an encoder (ser_model.encoder.get_encoder())")
-    emb = encoder.embed(y + floor, min_seconds=ENCODER_MIN_SECONDS[feature_version])  # type: ignore[attr-defined]
+    emb = encoder.embed(y + floor)  # type: ignore[attr-defined]
     if not np.isfinite(emb).all():
         from ser_model.audio import AudioError
 

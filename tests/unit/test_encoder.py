@@ -17,7 +17,7 @@ from ser_model.encoder import (
     log_mel,
 )
 from ser_model.features import N_FEATURES, extract_features
-from ser_model.featureset import ACCURATE, ACCURATE_V1, ENCODER_MIN_SECONDS, FAST, KNOWN_VERSIONS, extract, n_features
+from ser_model.featureset import ACCURATE, FAST, extract, n_features
 from tests.conftest import RAVDESS, needs_corpus, tone
 
 
@@ -87,35 +87,6 @@ def test_accurate_features_extend_the_fast_ones():
         extract(y, ACCURATE)
     with pytest.raises(ValueError, match="unknown feature version"):
         extract(y, "ser-feat-0")
-
-
-def test_short_input_is_zero_padded_to_the_versions_minimum_and_the_padding_pooled():
-    enc = get_encoder()
-    y = tone(seconds=2.0)
-    padded = enc.embed(y, min_seconds=6.0)
-    by_hand = enc.embed(np.concatenate([y, np.zeros(4 * 16000, np.float32)]))
-    np.testing.assert_allclose(padded, by_hand, rtol=1e-6, atol=1e-6)
-    assert np.linalg.norm(padded - enc.embed(y)) > 0.1 * np.linalg.norm(padded)  # padding changes the embedding
-    long = tone(seconds=7.0)  # longer than the minimum: left as it is
-    np.testing.assert_array_equal(enc.embed(long, min_seconds=6.0), enc.embed(long))
-    assert ENCODER_MIN_SECONDS[ACCURATE] == 6.0 and ENCODER_MIN_SECONDS[ACCURATE_V1] == 0.0
-
-
-def test_earlier_accurate_bundles_keep_their_own_length_features():
-    y = tone(seconds=1.5)
-    v1, v2 = extract(y, ACCURATE_V1, get_encoder()), extract(y, ACCURATE, get_encoder())
-    assert ACCURATE_V1 in KNOWN_VERSIONS and ACCURATE != ACCURATE_V1
-    np.testing.assert_array_equal(v1[:N_FEATURES], v2[:N_FEATURES])
-    np.testing.assert_array_equal(v1[N_FEATURES:], get_encoder().embed(_level_normalised(y)))
-    assert not np.allclose(v1[N_FEATURES:], v2[N_FEATURES:])
-
-
-def _level_normalised(y: np.ndarray) -> np.ndarray:
-    from ser_model.features import _noise_floor
-    from ser_model.level import normalise_level
-
-    z = normalise_level(np.asarray(y, np.float32), 16000)
-    return z + _noise_floor(z.shape[0])
 
 
 def test_accurate_features_keep_the_gain_invariance():
