@@ -114,7 +114,7 @@ def _degraded_features(args: tuple[str, int, tuple[str, ...]]) -> np.ndarray:
 def condition_matrix(paths: list[str], ci: int, voice_pool: list[str], cache: Path, tag: str, jobs: int) -> np.ndarray:
     """Features ``(n, 1757)`` of ``paths`` through ``TEST_CONDITIONS[ci]``, cached in ``cache``."""
     name = TEST_CONDITIONS[ci].name
-    key = hashlib.sha256(("\n".join(paths) + name + tag).encode()).hexdigest()[:16]
+    key = hashlib.sha256(("\n".join(paths) + name + tag + ACCURATE).encode()).hexdigest()[:16]
     f = cache / f"{tag}-{name}-{key}.npy"
     if f.exists():
         return np.load(f)
