@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -65,6 +64,8 @@ import numpy as np
 
 os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp/numbacache")
 
+from conditions import degraded_copies  # noqa: E402  (benchmarks/conditions.py: its training-copies cache)
+from models_throughput import uptime  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.neural_network import MLPClassifier  # noqa: E402
 
@@ -76,7 +77,6 @@ from ser_model.model import build_pipeline  # noqa: E402
 from ser_model.speaker import apply_speaker_stats, speaker_statistics  # noqa: E402
 from ser_model.training import (  # noqa: E402
     FeatureTable,
-    condition_table,
     cross_validate,
     encode_labels,
     extract_table,
@@ -84,6 +84,7 @@ from ser_model.training import (  # noqa: E402
     public_metrics,
     speaker_folds,
 )
+from worker.settings import get_settings  # noqa: E402
 
 FOUR = ("calm", "happy", "fearful", "disgust")
 SEED_SR = 22_050
@@ -156,46 +157,9 @@ def run_recipe(
 
 
 # ---------------------------------------------------------------------------------- the accurate recipe's copies
-def degraded_copies(
-    table: FeatureTable, copies: int, *, cache_dir: str, n_jobs: int, seed: int = 0, n_splits: int = 5
-) -> tuple[FeatureTable, bool]:
-    """``condition_table(table, copies, seed=seed, n_splits=n_splits)``, cached as ``benchmarks/conditions.py``
-    caches its training copies (same file name for seed 0 and 5 folds, so either benchmark reuses the other's).
-
-    Returns:
-        The copies and whether they came from the cache.
-    """
-    from conditions import _copies_code_digest  # the key's code digest: degrade.py and the copy-making code
-
-    key = f"copies-{table.fingerprint[:16]}-{copies}-{_copies_code_digest()}"
-    if (seed, n_splits) != (0, 5):
-        key += f"-seed{seed}-k{n_splits}"
-    f = Path(cache_dir) / f"{key}.npz"
-    if f.exists():
-        d = np.load(f, allow_pickle=False)
-        labels, speakers, paths = ([str(v) for v in d[k]] for k in ("labels", "speakers", "paths"))
-        known = set(table.paths)
-        if not all(p.rsplit("#", 1)[0] in known for p in paths):  # cached by a run that spelled the paths otherwise
-            by_name = {os.path.basename(p): p for p in table.paths}
-            if len(by_name) != len(table.paths):
-                raise SystemExit(f"{f}: copies of other paths, and file names are not unique; delete it to remake")
-            paths = [by_name[os.path.basename(p.rsplit("#", 1)[0])] + "#" + p.rsplit("#", 1)[1] for p in paths]
-        return FeatureTable(d["X"], labels, speakers, paths, [], key, table.feature_version), True
-    ct = condition_table(table, copies, seed=seed, n_splits=n_splits, n_jobs=n_jobs)
-    f.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        f,
-        X=ct.X,
-        paths=np.array(ct.paths),
-        labels=np.array(ct.labels),
-        speakers=np.array([str(s) for s in ct.speakers]),
-    )
-    return ct, False
-
-
-def has_babble(copies: FeatureTable) -> bool:
-    """Whether any copy mixes in other recordings (its path's condition family, ``#cond<k>:<family>``)."""
-    return any("babble" in p.rsplit("#", 1)[1] for p in copies.paths)
+def babble_copies(copies: FeatureTable) -> int:
+    """How many copies mix in other recordings (their path's condition family, ``#cond<k>:<family>``)."""
+    return sum("babble" in p.rsplit("#", 1)[1] for p in copies.paths)
 
 
 def training_copies(copies: FeatureTable, table: FeatureTable, rows: np.ndarray) -> FeatureTable:
@@ -237,13 +201,6 @@ def _run_job(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> tup
     """One fit job in a pool process: its result and wall seconds."""
     t0 = time.perf_counter()
     return fn(*args, **kwargs), time.perf_counter() - t0
-
-
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 # -------------------------------------------------------------------------------------- skew and N behaviour
@@ -348,21 +305,15 @@ def _cost(job: Job) -> float:
     return rows * X.shape[1] * len(args[-1] if fn is run_seeds else args[2]) * (2.0 if fn is run_seeds else 1.0)
 
 
-def default_cache() -> str:
-    """ser-batch's own feature cache (``SER_FEATURE_CACHE_DIR``, default ``~/.cache/ser-batch/features``)."""
-    from platformdirs import user_cache_dir
-
-    return os.environ.get("SER_FEATURE_CACHE_DIR") or str(Path(user_cache_dir("ser-batch")) / "features")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ravdess", default="../shared/data/ravdess")
     ap.add_argument("--tess", default="../shared/data/tess")
-    ap.add_argument("--cache", default=default_cache(), help="feature cache (ser-batch's own by default)")
+    feature_cache = get_settings().feature_cache_dir
+    ap.add_argument("--cache", default=feature_cache, help="feature cache (ser-batch's own, SER_FEATURE_CACHE_DIR)")
     ap.add_argument(
         "--bench-cache",
-        default=str(Path(default_cache()).with_name("bench-conditions")),
+        default=str(Path(feature_cache).with_name("bench-conditions")),
         help="the seeds' vectors and the degraded training copies (shared with benchmarks/conditions.py)",
     )
     ap.add_argument("--jobs", type=int, default=2, help="processes (extraction, copies, fits)")
@@ -386,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _one_thread()
     t0 = time.time()
-    meta: dict[str, Any] = {"uptime_before": _uptime(), "jobs": args.jobs, "copies": args.copies}
+    meta: dict[str, Any] = {"uptime_before": uptime(), "jobs": args.jobs, "copies": args.copies}
     stages: dict[str, float] = {}
 
     def log(msg: str) -> None:
@@ -406,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             "files": len(t.labels),
             "copies": len(c.labels),
             "failed": len(c.failed),
-            "with_babble": sum("babble" in p.rsplit("#", 1)[1] for p in c.paths),
+            "with_babble": babble_copies(c),
             "cached": cached,
             "seconds": round(time.time() - s, 1),
         }
@@ -487,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     spk = np.asarray(tess.speakers)
     # a random split may use the copies of its training files only when no copy mixes in another file (babble)
     rand = random_split(tess.labels)
-    acc_rand = full_tess and not has_babble(copies_t)
+    acc_rand = full_tess and not babble_copies(copies_t)
     meta["tess_random_accurate"] = acc_rand
     add_row(
         "TESS",
@@ -541,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     behaviour = done["speaker_behaviour"]
     results["speaker_behaviour"] = behaviour
     meta.update(
-        uptime_after=_uptime(),
+        uptime_after=uptime(),
         wall_s=round(time.time() - t0, 1),
         stages_s={k: round(v, 1) for k, v in stages.items()},
         job_seconds={k: round(v, 1) for k, v in seconds.items()},

@@ -75,7 +75,7 @@ from ser_model.speaker import (  # noqa: E402
     MODE_SPEAKER,
     speaker_normalise,  # noqa: E402
 )
-from ser_model.training import condition_table, encode_labels, extract_table  # noqa: E402
+from ser_model.training import FeatureTable, condition_table, encode_labels, extract_table  # noqa: E402
 from ser_model.trust import (  # noqa: E402
     DistanceTemperature,
     apply_temperature,
@@ -143,6 +143,42 @@ def _copies_code_digest() -> str:
     for fn in (tr.condition_table, tr._condition_features_of, tr.babble_groups, tr._content_digest):
         h.update(inspect.getsource(fn).encode())
     return h.hexdigest()[:12]
+
+
+def degraded_copies(
+    table: FeatureTable, copies: int, *, cache_dir: str, n_jobs: int, seed: int = 0, n_splits: int = 5
+) -> tuple[FeatureTable, bool]:
+    """``condition_table(table, copies, seed=seed, n_splits=n_splits)``, cached in ``cache_dir`` under a key of the
+    training files (their fingerprint), the copy count and :func:`_copies_code_digest`; this benchmark's training
+    copies and ``benchmarks/accuracy.py``'s (seed 0, 5 folds) share one file.
+
+    Returns:
+        The copies and whether they came from the cache.
+    """
+    key = f"copies-{table.fingerprint[:16]}-{copies}-{_copies_code_digest()}"
+    if (seed, n_splits) != (0, 5):
+        key += f"-seed{seed}-k{n_splits}"
+    f = Path(cache_dir) / f"{key}.npz"
+    if f.exists():
+        d = np.load(f, allow_pickle=False)
+        labels, speakers, paths = ([str(v) for v in d[k]] for k in ("labels", "speakers", "paths"))
+        known = set(table.paths)
+        if not all(p.rsplit("#", 1)[0] in known for p in paths):  # cached by a run that spelled the paths otherwise
+            by_name = {os.path.basename(p): p for p in table.paths}
+            if len(by_name) != len(table.paths):
+                raise SystemExit(f"{f}: copies of other paths, and file names are not unique; delete it to remake")
+            paths = [by_name[os.path.basename(p.rsplit("#", 1)[0])] + "#" + p.rsplit("#", 1)[1] for p in paths]
+        return FeatureTable(d["X"], labels, speakers, paths, [], key, table.feature_version), True
+    ct = condition_table(table, copies, seed=seed, n_splits=n_splits, n_jobs=n_jobs)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        f,
+        X=ct.X,
+        paths=np.array(ct.paths),
+        labels=np.array(ct.labels),
+        speakers=np.array([str(s) for s in ct.speakers]),
+    )
+    return ct, False
 
 
 def _family(path: str) -> str:
@@ -290,15 +326,8 @@ def main() -> None:
     spk = [str(s) for s in table.speakers]
     n = len(y)
     print(f"RAVDESS: {n} files, accurate features in {time.time() - t0:.0f} s", flush=True)
-    ckey = cache / f"copies-{table.fingerprint[:16]}-{a.copies}-{_copies_code_digest()}.npz"
-    if ckey.exists():
-        d = np.load(ckey, allow_pickle=False)
-        cX, cpaths, clabels, cspk = d["X"], list(d["paths"]), list(d["labels"]), list(d["speakers"])
-    else:
-        ct = condition_table(table, a.copies, seed=0, n_splits=5, n_jobs=a.jobs)
-        cX, cpaths, clabels, cspk = ct.X, ct.paths, ct.labels, [str(s) for s in ct.speakers]
-        cache.mkdir(parents=True, exist_ok=True)
-        np.savez(ckey, X=cX, paths=np.array(cpaths), labels=np.array(clabels), speakers=np.array(cspk))
+    ct, _ = degraded_copies(table, a.copies, cache_dir=str(cache), n_jobs=a.jobs)
+    cX, cpaths, clabels, cspk = ct.X, ct.paths, ct.labels, [str(s) for s in ct.speakers]
     cy = encode_labels(clabels, labels)
     cfam = [_family(p) for p in cpaths]
     print(f"training copies: {len(cy)} ({time.time() - t0:.0f} s)", flush=True)
