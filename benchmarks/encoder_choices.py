@@ -55,7 +55,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ser_model.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from ser_model.datasets import load_dataset  # noqa: E402
-from ser_model.encoder import CHUNK_FRAMES, WhisperEncoder, default_encoder_dir, log_mel  # noqa: E402
+from ser_model.encoder import (  # noqa: E402
+    CHUNK_FRAMES,
+    WhisperEncoder,
+    default_encoder_dir,
+    log_mel,
+    pool_frames,
+)
 from ser_model.features import N_FEATURES, _noise_floor  # noqa: E402
 from ser_model.featureset import ACCURATE  # noqa: E402
 from ser_model.labels import EMOTIONS  # noqa: E402
@@ -89,10 +95,6 @@ def _timed(enc: WhisperEncoder, mel: np.ndarray) -> tuple[np.ndarray, float]:
     return h, time.perf_counter() - t
 
 
-def _pool(h: np.ndarray) -> np.ndarray:
-    return np.concatenate([h.mean(axis=0), h.std(axis=0)]).astype(np.float32)
-
-
 def embed_variants(path: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Every variant's embedding of one file and the encoder's seconds per input kind.
 
@@ -122,11 +124,11 @@ def embed_variants(path: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     secs["30s-int8"] = t_mel30 + s
     speech = int(np.ceil(mel.shape[1] / 2))
     emb = {
-        "own-int8-meanstd": _pool(h8),
-        "own-float32-meanstd": _pool(h32),
+        "own-int8-meanstd": pool_frames(h8),
+        "own-float32-meanstd": pool_frames(h32),
         "own-int8-mean": h8.mean(axis=0).astype(np.float32),
-        "30s-all-frames": _pool(h30),
-        "30s-speech-frames": _pool(h30[:speech]),
+        "30s-all-frames": pool_frames(h30),
+        "30s-speech-frames": pool_frames(h30[:speech]),
     }
     return emb, secs
 

@@ -140,6 +140,12 @@ def log_mel(y: np.ndarray) -> np.ndarray:
     return ((logm + 4.0) / 4.0).astype(np.float32)
 
 
+def pool_frames(h: np.ndarray) -> np.ndarray:
+    """An utterance embedding from encoder frames ``(T, d_model)``: their mean over time, then their standard
+    deviation over time, float32 ``(2 * d_model,)`` (statistics pooling, as in x-vectors: Snyder et al. 2018)."""
+    return np.concatenate([h.mean(axis=0), h.std(axis=0)]).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class EncoderInfo:
     """What a bundle records of its encoder: ``name`` (folder name), ``sha256`` of ``model.bin``, ``dim``."""
@@ -222,8 +228,7 @@ class WhisperEncoder:
         if mel.shape[1] < MIN_FRAMES:
             mel = np.pad(mel, ((0, 0), (0, MIN_FRAMES - mel.shape[1])), constant_values=mel.min(initial=-1.5))
         outs = [self.encode(mel[:, i : i + CHUNK_FRAMES]) for i in range(0, mel.shape[1], CHUNK_FRAMES)]
-        h = np.concatenate([o for o in outs if o.shape[0]], axis=0)
-        return np.concatenate([h.mean(axis=0), h.std(axis=0)]).astype(np.float32)
+        return pool_frames(np.concatenate([o for o in outs if o.shape[0]], axis=0))
 
 
 _ENCODERS: dict[str, WhisperEncoder] = {}
