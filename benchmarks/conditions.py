@@ -10,7 +10,7 @@ Protocol:
 
 - **Held-out RAVDESS speakers**: 5-fold GroupKFold by actor over actors 1-20. Every fold trains the
   two models as ``ser-batch train`` does -- *fast*: hand-crafted features (``ser-feat-3``), clean files
-  only, as the packaged fast model; *accurate*: hand-crafted + Whisper encoder (``ser-feat-3+whisper-1``),
+  only, as the packaged fast model; *accurate*: hand-crafted + Whisper encoder (``ser-feat-3+whisper-2``),
   each training file plus 3 degraded copies (``--copies``) (:func:`ser_model.training.condition_table`: babble only
   from the fold's training speakers, rooms from the training room bank) -- and labels the fold's four
   unseen actors clean and through each of :data:`ser_model.degrade.TEST_CONDITIONS`.

@@ -16,9 +16,14 @@ is downloaded at run time. Any CTranslate2 conversion of a Whisper model works
 ``SER_ENCODER_DIR`` or passed explicitly, and a model bundle records the SHA-256 of the encoder's
 ``model.bin`` so that a bundle is never run with an encoder it was not trained with.
 
-Input: the recording's own length, not padded to Whisper's 30 s (padding would add 26 s of
-"silence" frames to a 4-s utterance, costs 7x the compute, and the mean over time would be mostly
-padding). Longer recordings are encoded in 30-s windows whose outputs are pooled together. The
+Input: what :func:`ser_model.featureset.extract` hands over (for ``ser-feat-3+whisper-2``, the speech
+with its leading and trailing silence trimmed), zero-padded at the end to at least ``min_seconds``
+(4 s for that version), not to Whisper's full 30 s: Whisper only ever saw 30-s windows, zero
+padded, and on a short unpadded input its pooled output follows the input's length; padding to 30 s
+costs about 8x the encoder time of 4 s for no measured gain (``benchmarks/results/encoder_choices.md``
+and ``issue18_probes.md``). Every frame, padding included, is pooled (the encoder's self-attention
+fills the padding's frames with a summary of the speech; pooling the speech frames alone lost the
+gain). Longer recordings are encoded in 30-s windows whose outputs are pooled together. The
 log-mel is Whisper's: 80 Slaney mel bands from a 400-sample (25 ms) periodic Hann STFT with a
 10-ms hop, ``log10`` clamped to 8 decades below the maximum, then ``(x + 4) / 4``; the filter bank is
 that of ``librosa.filters.mel(sr=16000, n_fft=400, n_mels=80)``, which is what Whisper itself loads.
@@ -214,16 +219,22 @@ class WhisperEncoder:
             out = self._model.encode(self._ctranslate2.StorageView.from_array(x), to_cpu=True)
         return np.asarray(out)[0]
 
-    def embed(self, y: np.ndarray) -> np.ndarray:
+    def embed(self, y: np.ndarray, min_seconds: float = 0.0) -> np.ndarray:
         """Time-pooled encoder output of one recording.
 
         Args:
             y: mono samples ``(n,)`` at 16 kHz (the level-normalised signal of
                 :func:`ser_model.featureset.extract`).
+            min_seconds: a shorter input is zero-padded at the end to this length first (as
+                Whisper pads its 30-s windows), and every frame, padding included, is pooled.
 
         Returns:
             float32 ``(dim,)``: mean over encoder frames, then standard deviation over them.
         """
+        y = np.asarray(y, dtype=np.float32)
+        n_min = int(round(min_seconds * SAMPLE_RATE))
+        if y.shape[0] < n_min:
+            y = np.concatenate([y, np.zeros(n_min - y.shape[0], np.float32)])
         mel = log_mel(y)
         if mel.shape[1] < MIN_FRAMES:
             mel = np.pad(mel, ((0, 0), (0, MIN_FRAMES - mel.shape[1])), constant_values=mel.min(initial=-1.5))

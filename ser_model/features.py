@@ -444,6 +444,24 @@ def _trim_span(frame_db: np.ndarray) -> tuple[int, int]:
     return int(keep[0]), int(keep[-1]) + 1
 
 
+def speech_span(y: np.ndarray) -> tuple[int, int]:
+    """Sample span ``[start, stop)`` of the speech in ``y``: the frames the features keep (step 1).
+
+    The first to the last frame within :data:`TRIM_TOP_DB` (40 dB) of the loudest frame, the rule of
+    ``librosa.effects.trim(y, top_db=40, frame_length=512, hop_length=160)``, in samples: ``start``
+    is the first kept frame's hop position, ``stop`` the last kept frame's end of hop, clipped to
+    ``len(y)``.
+
+    Args:
+        y: mono float32 samples ``(n,)`` at 16 kHz, ``n >= 1``.
+
+    Returns:
+        ``(start, stop)``, ``0 <= start < stop <= n``.
+    """
+    start, stop = _trim_span(_frame_db(y, 1 + y.shape[0] // HOP_LENGTH))
+    return start * HOP_LENGTH, min(y.shape[0], stop * HOP_LENGTH)
+
+
 def _percentiles(xs: np.ndarray, q: Sequence[float]) -> np.ndarray:
     """``np.percentile(x, q, axis=-1)`` (method "linear") from ``xs``, ``x`` already sorted along the last axis.
 

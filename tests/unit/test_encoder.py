@@ -17,7 +17,16 @@ from ser_model.encoder import (
     log_mel,
 )
 from ser_model.features import N_FEATURES, extract_features
-from ser_model.featureset import ACCURATE, FAST, extract, n_features
+from ser_model.featureset import (
+    ACCURATE,
+    ACCURATE_V1,
+    ENCODER_MIN_SECONDS,
+    ENCODER_TRIM_MARGIN_S,
+    FAST,
+    KNOWN_VERSIONS,
+    extract,
+    n_features,
+)
 from tests.conftest import RAVDESS, needs_corpus, tone
 
 
@@ -87,6 +96,57 @@ def test_accurate_features_extend_the_fast_ones():
         extract(y, ACCURATE)
     with pytest.raises(ValueError, match="unknown feature version"):
         extract(y, "ser-feat-0")
+
+
+def test_short_input_is_zero_padded_to_the_minimum_and_the_padding_pooled():
+    enc = get_encoder()
+    y = tone(seconds=2.0)
+    padded = enc.embed(y, min_seconds=4.0)
+    by_hand = enc.embed(np.concatenate([y, np.zeros(2 * 16000, np.float32)]))
+    np.testing.assert_allclose(padded, by_hand, rtol=1e-6, atol=1e-6)
+    assert np.linalg.norm(padded - enc.embed(y)) > 0.1 * np.linalg.norm(padded)  # padding changes the embedding
+    long = tone(seconds=5.0)  # longer than the minimum: left as it is
+    np.testing.assert_array_equal(enc.embed(long, min_seconds=4.0), enc.embed(long))
+    assert ENCODER_MIN_SECONDS[ACCURATE] == 4.0 and ENCODER_MIN_SECONDS[ACCURATE_V1] == 0.0
+
+
+def test_encoder_hears_the_speech_whatever_silence_surrounds_it():
+    """The same utterance with 0.2 s or 1.5 s of silence before and after (a VAD segment against a
+    corpus file) gives the same encoder input in the current set, up to the noise floor's samples
+    (the floor is added over each recording's own length); the earlier whole-recording set
+    (whisper-1) moves 0.5 of the embedding's norm."""
+    rng = np.random.default_rng(0)
+    speech = tone(seconds=1.5) * (1 + 0.3 * np.sin(np.linspace(0, 20, 24000, dtype=np.float32)))
+    quiet = lambda s: (1e-4 * rng.standard_normal(int(s * 16000))).astype(np.float32)  # noqa: E731
+    tight = np.concatenate([quiet(0.2), speech, quiet(0.2)])
+    loose = np.concatenate([quiet(1.5), speech, quiet(1.5)])
+    enc = get_encoder()
+    a, b = extract(tight, ACCURATE, enc), extract(loose, ACCURATE, enc)
+    v1a, v1b = extract(tight, ACCURATE_V1, enc), extract(loose, ACCURATE_V1, enc)
+
+    def moved(x: np.ndarray, z: np.ndarray) -> float:
+        return float(np.linalg.norm(x[N_FEATURES:] - z[N_FEATURES:]) / np.linalg.norm(x[N_FEATURES:]))
+
+    assert moved(a, b) < 0.15  # measured 0.08
+    assert moved(v1a, v1b) > 3 * moved(a, b)  # measured 0.51
+    assert ENCODER_TRIM_MARGIN_S < 0.2
+
+
+def test_earlier_accurate_bundles_keep_their_whole_recording_features():
+    y = tone(seconds=1.5)
+    v1, v2 = extract(y, ACCURATE_V1, get_encoder()), extract(y, ACCURATE, get_encoder())
+    assert ACCURATE_V1 in KNOWN_VERSIONS and ACCURATE != ACCURATE_V1
+    np.testing.assert_array_equal(v1[:N_FEATURES], v2[:N_FEATURES])
+    np.testing.assert_array_equal(v1[N_FEATURES:], get_encoder().embed(_level_normalised(y)))
+    assert not np.allclose(v1[N_FEATURES:], v2[N_FEATURES:])
+
+
+def _level_normalised(y: np.ndarray) -> np.ndarray:
+    from ser_model.features import _noise_floor
+    from ser_model.level import normalise_level
+
+    z = normalise_level(np.asarray(y, np.float32), 16000)
+    return z + _noise_floor(z.shape[0])
 
 
 def test_accurate_features_keep_the_gain_invariance():
