@@ -75,7 +75,13 @@ from ser_model.speaker import (  # noqa: E402
     MODE_SPEAKER,
     speaker_normalise,  # noqa: E402
 )
-from ser_model.training import FeatureTable, condition_table, encode_labels, extract_table  # noqa: E402
+from ser_model.training import (  # noqa: E402
+    FeatureTable,
+    condition_table,
+    encode_labels,
+    extract_table,
+    feature_cache_namespace,
+)
 from ser_model.trust import (  # noqa: E402
     DistanceTemperature,
     apply_temperature,
@@ -114,7 +120,9 @@ def _degraded_features(args: tuple[str, int, tuple[str, ...]]) -> np.ndarray:
 def condition_matrix(paths: list[str], ci: int, voice_pool: list[str], cache: Path, tag: str, jobs: int) -> np.ndarray:
     """Features ``(n, 1757)`` of ``paths`` through ``TEST_CONDITIONS[ci]``, cached in ``cache``."""
     name = TEST_CONDITIONS[ci].name
-    key = hashlib.sha256(("\n".join(paths) + name + tag + ACCURATE).encode()).hexdigest()[:16]
+    # keyed by the feature cache namespace (version *and* the extractor's source), not the version
+    # string alone: a changed encoder input under the same version name once reused stale matrices
+    key = hashlib.sha256(("\n".join(paths) + name + tag + feature_cache_namespace(ACCURATE)).encode()).hexdigest()[:16]
     f = cache / f"{tag}-{name}-{key}.npy"
     if f.exists():
         return np.load(f)

@@ -30,8 +30,9 @@ class ServiceUnavailable(RuntimeError):
     """A binary the service needs is not installed (tests skip with this reason)."""
 
 
-SLOW_SEGMENTS = ("--segment-min-s", "1", "--segment", "window:0.5:0.05")
-"""`submit` options that make every 3.8-s RAVDESS file about 70 window classifications (tens of ms).
+SLOW_SEGMENTS = ("--segment-min-s", "1", "--segment", "window:1:0.25")
+"""`submit` options that make every 3.8-s RAVDESS file 13 window classifications (about 0.2 s: the
+default model's encoder hears every window padded to 4 s).
 
 The fault tests kill a worker *while it holds work*; with whole-file classification a 200-file batch
 now takes about a second on two idle cores, and the kill could land after the last chunk. Windows keep

@@ -418,9 +418,10 @@ def test_task_over_its_time_limit_is_failed_once_not_redelivered(
         SER_VISIBILITY_TIMEOUT_S="6",
     )
     w = start_workers(env, name="w", concurrency=1).wait_ready()
-    # 0.5-s windows every 0.1 s: about 6,000 segments of the 10-minute file, several seconds of work
-    # however fast the extractor gets (with VAD segments it now finishes in under the 1-s limit)
-    p = ser_batch(["submit", str(folder), "--wait", "-q", "--segment", "window:0.5:0.1"], env, timeout_s=120)
+    # 2-s windows every second: about 600 segments of the 10-minute file, several seconds of work
+    # however fast the extractor gets (with VAD segments it now finishes in under the 1-s limit);
+    # a 3.8-s file is 3 windows, each heard by the encoder padded to 4 s (tens of ms)
+    p = ser_batch(["submit", str(folder), "--wait", "-q", "--segment", "window:2:1"], env, timeout_s=120)
     assert p.returncode == 3, p.stdout + p.stderr
     time.sleep(10)  # > visibility timeout + the restore sweep: a redelivery would have happened by now
     rows = {Path(str(r["path"])).name: r for r in _exactly_once(pg_url, 1, folder)}
