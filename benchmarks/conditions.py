@@ -352,7 +352,7 @@ def main() -> None:
     Xt: dict[str, np.ndarray] = {"clean": ttable.X}
     for ci, c in enumerate(TEST_CONDITIONS):
         Xr[c.name] = condition_matrix(table.paths, ci, tess_all, cache, "ravdess", a.jobs)
-        # TESS babble: voices of the other TESS speaker
+        # TESS babble: voices of the other TESS files (either speaker; never the file itself)
         t_pool = [p for p in tess_all if p not in set(ttable.paths)]
         Xt[c.name] = condition_matrix(ttable.paths, ci, t_pool, cache, f"tess{a.tess_every}", a.jobs)
         print(f"  {c.name}: features ({time.time() - t0:.0f} s)", flush=True)
