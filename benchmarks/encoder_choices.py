@@ -17,7 +17,11 @@ feature set is built) and the embedding alone.
 Every variant starts from the signal :func:`ser_model.featureset.extract` gives the encoder: the
 recording level-normalised to -26 dBFS with the fixed noise floor. Variants:
 
-- **own length, int8, mean + std** -- the packaged choice (:class:`ser_model.encoder.WhisperEncoder`);
+- **trimmed, padded to 4 s, int8, mean + std** -- the packaged choice (``ser-feat-3+whisper-2``,
+  :func:`ser_model.featureset.encoder_input`): the speech span of the hand-crafted features with
+  0.1 s either side, zero-padded to 4 s;
+- **own length, int8, mean + std** -- the whole recording at its own length, the packaged choice
+  before 2026-12-05 (``ser-feat-3+whisper-1``);
 - **own length, float32, mean + std** -- the same weights without int8 quantisation;
 - **own length, int8, mean** -- the mean over time alone (384 values);
 - **30 s, pooled over all frames** -- the recording zero-padded to Whisper's 30-s input, as Whisper
@@ -63,16 +67,24 @@ from ser_model.encoder import (  # noqa: E402
     pool_frames,
 )
 from ser_model.features import N_FEATURES, _noise_floor  # noqa: E402
-from ser_model.featureset import ACCURATE  # noqa: E402
+from ser_model.featureset import ACCURATE, ENCODER_MIN_SECONDS, encoder_input  # noqa: E402
 from ser_model.labels import EMOTIONS  # noqa: E402
 from ser_model.level import normalise_level  # noqa: E402
 from ser_model.model import build_pipeline  # noqa: E402
 from ser_model.training import FeatureTable, cross_validate, encode_labels, extract_table  # noqa: E402
 
-VARIANTS = ("own-int8-meanstd", "own-float32-meanstd", "own-int8-mean", "30s-all-frames", "30s-speech-frames")
+VARIANTS = (
+    "trim-4s-int8-meanstd",
+    "own-int8-meanstd",
+    "own-float32-meanstd",
+    "own-int8-mean",
+    "30s-all-frames",
+    "30s-speech-frames",
+)
 """Encoder variants, in the order of the table (the first is the packaged choice)."""
 LABELS = {
-    "own-int8-meanstd": "own length, int8, mean + std (packaged)",
+    "trim-4s-int8-meanstd": "trimmed, padded to 4 s, int8, mean + std (packaged)",
+    "own-int8-meanstd": "own length, int8, mean + std (whisper-1)",
     "own-float32-meanstd": "own length, float32, mean + std",
     "own-int8-mean": "own length, int8, mean only",
     "30s-all-frames": "padded to 30 s, int8, mean + std over all frames",
@@ -100,13 +112,18 @@ def embed_variants(path: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
 
     Returns:
         ``(embeddings, seconds)``: embeddings by :data:`VARIANTS` name (768 values; 384 for the
-        mean only); seconds for ``own-int8``, ``own-float32`` and ``30s-int8`` (log-mel + encode).
+        mean only); seconds for ``trim-4s-int8``, ``own-int8``, ``own-float32`` and ``30s-int8``
+        (log-mel + encode).
     """
     enc = _encoders()
     y, _ = load_audio(path)
     y = normalise_level(np.asarray(y, np.float32), SAMPLE_RATE)
-    y = y + _noise_floor(y.shape[0])
+    floor = _noise_floor(y.shape[0])
     secs: dict[str, float] = {}
+    t = time.perf_counter()
+    trim = enc["int8"].embed(encoder_input(y, floor, ACCURATE), min_seconds=ENCODER_MIN_SECONDS[ACCURATE])
+    secs["trim-4s-int8"] = time.perf_counter() - t
+    y = y + floor
     t = time.perf_counter()
     mel = log_mel(y)[:, :CHUNK_FRAMES]
     t_mel = time.perf_counter() - t
@@ -124,6 +141,7 @@ def embed_variants(path: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     secs["30s-int8"] = t_mel30 + s
     speech = int(np.ceil(mel.shape[1] / 2))
     emb = {
+        "trim-4s-int8-meanstd": trim,
         "own-int8-meanstd": pool_frames(h8),
         "own-float32-meanstd": pool_frames(h32),
         "own-int8-mean": h8.mean(axis=0).astype(np.float32),
@@ -135,7 +153,7 @@ def embed_variants(path: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
 
 def embeddings(paths: list[str], cache: Path, jobs: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Embeddings ``{variant: (n, d)}`` and seconds ``{input kind: (n,)}`` of ``paths``, cached in ``cache``."""
-    key = hashlib.sha256("\n".join(paths).encode() + str(default_encoder_dir()).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\n".join([*paths, *VARIANTS]).encode() + str(default_encoder_dir()).encode()).hexdigest()[:16]
     f = cache / f"encoder-choices-{key}.npz"
     if f.exists():
         d = np.load(f)
@@ -192,23 +210,30 @@ def render(res: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     for k, (inp, ct) in {
+        "trim-4s-int8": ("trimmed, padded to 4 s", "int8"),
         "own-int8": ("own length", "int8"),
         "own-float32": ("own length", "float32"),
         "30s-int8": ("padded to 30 s", "int8"),
     }.items():
         lines.append(f"| {inp} | {ct} | {res['ms_per_file'][k]:.1f} |")
     sc, ms = res["scores"], res["ms_per_file"]
-    pk, pad = sc[VARIANTS[0]]["with_handcrafted"], sc["30s-all-frames"]["with_handcrafted"]
+    pk, pad = sc["own-int8-meanstd"]["with_handcrafted"], sc["30s-all-frames"]["with_handcrafted"]
+    trim = sc["trim-4s-int8-meanstd"]["with_handcrafted"]
     f32 = sc["own-float32-meanstd"]["with_handcrafted"]
-    alone = sc[VARIANTS[0]]["alone"]
+    alone = sc["own-int8-meanstd"]["alone"]
     lines += [
         "",
-        f"Reading: Whisper's own 30-s input changes WA by {pad['wa'] - pk['wa']:+.3f} at "
+        "Reading (differences against the whole recording at its own length, int8): the packaged input, "
+        f"the speech trimmed and padded to 4 s, changes RAVDESS WA by {trim['wa'] - pk['wa']:+.3f} and TESS WA "
+        f"by {trim['tess_wa'] - pk['tess_wa']:+.3f} at {ms['trim-4s-int8'] / ms['own-int8']:.1f}x the encoder time "
+        "(why trim as well as pad: a segment of a long recording then hears what a whole file hears, "
+        "`issue18_probes.md`). "
+        f"Whisper's own 30-s input changes WA by {pad['wa'] - pk['wa']:+.3f} at "
         f"{ms['30s-int8'] / ms['own-int8']:.0f}x the encoder time ({ms['30s-int8']:.0f} ms per file, more than the "
         f"whole of a file's budget against the seeds' extractor); float32 changes it by {f32['wa'] - pk['wa']:+.3f} at "
         f"{ms['own-float32'] / ms['own-int8']:.1f}x. One MLP seed moves WA by up to 0.03 (the per-seed values are in "
         "the JSON), so neither buys anything measurable. The encoder alone scores "
-        f"{alone['wa'] - pk['wa']:+.3f} against the packaged pair on RAVDESS, but {alone['tess_wa'] - pk['tess_wa']:+.3f} "
+        f"{alone['wa'] - pk['wa']:+.3f} against its pair on RAVDESS, but {alone['tess_wa'] - pk['tess_wa']:+.3f} "
         "on TESS: the hand-crafted values carry what transfers to another corpus (and to other languages, issue "
         "18's probe), which is why the accurate set keeps them.",
     ]

@@ -78,6 +78,28 @@ def n_features(feature_version: str, encoder_dim: int | None = None) -> int:
     raise ValueError(f"unknown feature version {feature_version!r}; known: {', '.join(sorted(KNOWN_VERSIONS))}")
 
 
+def encoder_input(y: np.ndarray, floor: np.ndarray, feature_version: str = ACCURATE) -> np.ndarray:
+    """The samples the encoder hears in ``feature_version``, before its padding to
+    :data:`ENCODER_MIN_SECONDS`.
+
+    Args:
+        y: level-normalised mono samples ``(n,)`` at 16 kHz (:func:`ser_model.level.normalise_level`).
+        floor: the fixed noise floor ``(n,)`` of :func:`ser_model.features._noise_floor`.
+        feature_version: an accurate version (:data:`ACCURATE` trims, :data:`ACCURATE_V1` does not).
+
+    Returns:
+        float32 ``(m,)``: ``y + floor``, for :data:`ACCURATE` cut to the speech span of ``y``
+        (:func:`ser_model.features.speech_span`, found before the floor is added) with
+        :data:`ENCODER_TRIM_MARGIN_S` either side.
+    """
+    z = y + floor
+    if feature_version not in _TRIMS:
+        return z
+    start, stop = speech_span(y)
+    margin = int(round(ENCODER_TRIM_MARGIN_S * SAMPLE_RATE))
+    return z[max(0, start - margin) : stop + margin]
+
+
 def extract(y: np.ndarray, feature_version: str = FAST, encoder: object | None = None) -> np.ndarray:
     """Feature vector of one recording in the given feature set.
 
@@ -107,12 +129,8 @@ def extract(y: np.ndarray, feature_version: str = FAST, encoder: object | None =
         raise ValueError(f"unknown feature version {feature_version!r}; known: {', '.join(sorted(KNOWN_VERSIONS))}")
     if encoder is None:
         raise ValueError("the accurate feature set needs an encoder (ser_model.encoder.get_encoder())")
-    a, b = 0, y.shape[0]
-    if feature_version in _TRIMS:
-        start, stop = speech_span(y)  # the span the hand-crafted part keeps, found before the floor
-        margin = int(round(ENCODER_TRIM_MARGIN_S * SAMPLE_RATE))
-        a, b = max(0, start - margin), stop + margin
-    emb = encoder.embed((y + floor)[a:b], min_seconds=ENCODER_MIN_SECONDS[feature_version])  # type: ignore[attr-defined]
+    embed = encoder.embed  # type: ignore[attr-defined]
+    emb = embed(encoder_input(y, floor, feature_version), min_seconds=ENCODER_MIN_SECONDS[feature_version])
     if not np.isfinite(emb).all():
         from ser_model.audio import AudioError
 
