@@ -176,6 +176,14 @@ def open_batch(
     skipped = f", {walk.ignored} non-audio file(s) ignored" if walk.ignored else ""
     hidden = f", {walk.hidden} hidden entr(y/ies) skipped" if walk.hidden else ""
     err.print(f"batch [bold]{batch_id}[/]: {n} audio file(s){skipped}{hidden}")
+    if normalise == "batch":
+        from ser_model.speaker import MIN_BATCH_FILES
+
+        if n < MIN_BATCH_FILES:
+            err.print(
+                f"[yellow]--normalise batch needs at least {MIN_BATCH_FILES} files[/]: these {n} are labelled "
+                "each file alone (analysis_mode global)"
+            )
     return batch_id
 
 

@@ -89,6 +89,14 @@ def test_submit_with_the_fast_model_and_with_batch_normalisation(tmp_path):
     assert len(bn) == 24 and {r["analysis_mode"] for r in bn} == {MODE_BATCH}
     assert {r["model_version"][:8] for r in bn} == {"default-"}
     assert all(r["emotion"] for r in bn)
+    few = tmp_path / "few"
+    few.mkdir()
+    for q in src[:3]:
+        (few / q.name).symlink_to(q)
+    p = run(["submit", str(few), "--normalise", "batch", "-q"], db)
+    assert p.returncode == 0, p.stderr
+    assert "needs at least 20 files" in p.stderr  # said, not a silent fallback
+    assert {r["analysis_mode"] for r in rows(db, 3)} == {MODE_GLOBAL}
     p = run(["submit", str(folder), "--normalise", "batch", "--speaker-from", "ravdess"], db)
     assert p.returncode == 2 and "alternatives" in p.stderr
     p = run(["submit", str(folder), "--model", "nope"], db)
