@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from producer import compare, labelling, report, train_cmds
@@ -412,7 +413,7 @@ def results(
         if output:
             with output.open("w", encoding="utf-8", newline="") as fh:
                 n = write(fh)
-            err.print(f"wrote {n} row(s) to {output}")
+            err.print(f"wrote {n} row(s) to {escape(str(output))}")
         else:
             write(sys.stdout)
 
@@ -468,7 +469,7 @@ def plot(
             f"{row.path}{who} ({row.analysis_mode}, {len(segs)} segment(s), overall {row.emotion} {row.confidence:.2f})"
         )
     out = plot_timeline(segs, labels, output, title=title)
-    console.print(f"wrote {out}")
+    console.print(f"wrote {escape(str(out))}")
 
 
 # ---------------------------------------------------------------------------------------- status
@@ -494,7 +495,6 @@ def status(
     """
     import json
 
-    from rich.markup import escape
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
@@ -614,7 +614,7 @@ def batches(limit: Annotated[int, typer.Option(min=1, help="Newest N batches.")]
                 str(c["done"]),
                 str(c["failed"]),
                 str(c["pending"]),
-                ", ".join(b.source_paths),
+                escape(", ".join(b.source_paths)),
             )
     console.print(t)
 
@@ -768,7 +768,7 @@ def _main() -> None:
     try:
         rv = app(standalone_mode=False)
     except CliError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(e.code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -788,7 +788,7 @@ def _main() -> None:
                 highlight=False,
             )
             sys.exit(EXIT_ERROR)
-        err.print(f"[red]error:[/] {type(e).__name__}: {e}", highlight=False)
+        err.print(f"[red]error:[/] {type(e).__name__}: {escape(str(e))}", highlight=False)
         if os.environ.get("SER_DEBUG"):
             raise
         sys.exit(EXIT_ERROR)

@@ -15,9 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED = 0, 1, 2, 3
 """Exit codes: every file done; any other error; usage error; the batch finished with failed files."""
 
-console = Console()
+console = Console(emoji=False)
 """Results and summaries (stdout)."""
-err = Console(stderr=True)
+err = Console(stderr=True, emoji=False)
 """Progress, hints and errors (stderr), so stdout stays parseable."""
 
 

@@ -371,7 +371,7 @@ def diff(
             finally:
                 if output:
                     fh.close()
-            err.print(f"wrote {output}: {line}" if output else line, highlight=False)
+            err.print(f"wrote {escape(str(output))}: {line}" if output else line, highlight=False)
             return
         out = Console(file=io.StringIO(), width=200) if output else console
         t = Table(title=f"files whose label changed ({a} -> {b})", header_style="bold")
@@ -406,4 +406,4 @@ def diff(
     out.print(line, highlight=False)
     if output:
         output.write_text(out.file.getvalue(), encoding="utf-8")  # type: ignore[attr-defined]
-        err.print(f"wrote {output}: {line}", highlight=False)
+        err.print(f"wrote {escape(str(output))}: {line}", highlight=False)

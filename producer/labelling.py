@@ -134,6 +134,7 @@ def print_per_source(per_source: dict[str, dict[str, Any]]) -> None:
     Args:
         per_source: ``metrics["per_source"]`` from :func:`worker.training.per_source_metrics`.
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from producer.common import console
@@ -143,7 +144,7 @@ def print_per_source(per_source: dict[str, dict[str, Any]]) -> None:
         t.add_column(col, justify="left" if col in ("source", "speakers") else "right", overflow="fold")
     for name, m in per_source.items():
         t.add_row(
-            name,
+            escape(name),
             str(m["n"]),
             f"{m['weight']:g}",
             str(m["speakers"]),

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from producer.common import (
     EXIT_ERROR,
@@ -105,7 +106,7 @@ def open_batch(
         if on_batch:
             on_batch(batch_id)
         if options.get("walk_complete") is False:  # Ctrl-C during the walk: walk again, record what is missing
-            err.print(f"batch {batch_id}: its walk was interrupted; walking {', '.join(sources)} again")
+            err.print(f"batch {batch_id}: its walk was interrupted; walking {escape(', '.join(sources))} again")
             spk = options.get("speaker_from")
             if spk:
                 from ser_model.speakers_from import parse_speaker_spec
@@ -172,7 +173,10 @@ def open_batch(
                     Result.batch_id == batch_id
                 )
             ).one()
-        err.print(f"speakers: {n_spk} found by {speaker_from}" + (f", {n_none} file(s) without one" if n_none else ""))
+        err.print(
+            f"speakers: {n_spk} found by {escape(str(speaker_from))}"
+            + (f", {n_none} file(s) without one" if n_none else "")
+        )
     skipped = f", {walk.ignored} non-audio file(s) ignored" if walk.ignored else ""
     hidden = f", {walk.hidden} hidden entr(y/ies) skipped" if walk.hidden else ""
     err.print(f"batch [bold]{batch_id}[/]: {n} audio file(s){skipped}{hidden}")

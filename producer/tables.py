@@ -172,7 +172,7 @@ def print_results_table(records: list[dict[str, Any]], output: Path | None, segm
     if output:
         with output.open("w", encoding="utf-8") as fh:
             Console(file=fh, width=200).print(t)
-        err.print(f"wrote {len(records)} row(s) to {output}")
+        err.print(f"wrote {len(records)} row(s) to {escape(str(output))}")
     else:
         console.print(t)
         console.print(f"{len(records)} row(s)")

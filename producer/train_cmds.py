@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from producer.common import (
@@ -167,7 +168,7 @@ def train(
         print_metrics(bn)
     if outcome["metrics"].get("trust"):
         print_trust(outcome["metrics"]["trust"])
-    console.print(f"bundle: {outcome['bundle_path']} (sha256 {outcome['sha256'][:16]}...)")
+    console.print(f"bundle: {escape(str(outcome['bundle_path']))} (sha256 {outcome['sha256'][:16]}...)")
     rep = outcome["report_files"]
     console.print("report: " + ", ".join(str(v) for v in rep.values()), highlight=False)
     if outcome["version"]:
@@ -274,7 +275,7 @@ def evaluate(
         report.mkdir(parents=True, exist_ok=True)
         (report / "metrics.json").write_text(json.dumps(rep, indent=2, default=str) + "\n")
         png = plot_confusion(rep, report / "confusion_matrix.png", title=rep["protocol"])
-        console.print(f"report: {png}, {report / 'metrics.json'}")
+        console.print(f"report: {escape(str(png))}, {escape(str(report / 'metrics.json'))}")
 
 
 def models_list() -> None:
@@ -290,7 +291,7 @@ def models_list() -> None:
         try:
             ensure_default_model(session)
         except RegistryError as e:
-            err.print(f"[yellow]{e}[/]")
+            err.print(f"[yellow]{escape(str(e))}[/]")
         t = Table(show_header=True, header_style="bold")
         for col in ("version", "active", "created", "labels", "WA", "UAR", "macro-F1", "source"):
             t.add_column(col, overflow="fold")
@@ -304,7 +305,7 @@ def models_list() -> None:
                 fmt_metric(met.get("wa")),
                 fmt_metric(met.get("uar")),
                 fmt_metric(met.get("macro_f1")),
-                m.source,
+                escape(m.source or ""),
             )
     console.print(t)
 
@@ -428,7 +429,7 @@ def models_export(
         "metrics": metrics,
     }
     Path(str(output) + ".json").write_text(json.dumps(side, indent=2, default=str) + "\n")
-    console.print(f"wrote {output} and {output}.json (sha256 {checksum[:16]}...)")
+    console.print(f"wrote {escape(str(output))} and {escape(str(output))}.json (sha256 {checksum[:16]}...)")
 
 
 def models_convert(
@@ -467,7 +468,9 @@ def models_convert(
         digest = convert_legacy_bundle(file, out, trust_pickle=True)
     except BundleError as e:
         raise CliError(f"{file}: {e}") from None
-    console.print(f"wrote {out} and {out}.json (format 3, sha256 {digest[:16]}...)", highlight=False)
+    console.print(
+        f"wrote {escape(str(out))} and {escape(str(out))}.json (format 3, sha256 {digest[:16]}...)", highlight=False
+    )
 
 
 def models_import(

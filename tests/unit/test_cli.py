@@ -139,6 +139,26 @@ def test_usage_errors_exit_2(tmp_path):
     assert p.returncode == 2 and "no batch 999" in p.stderr
 
 
+def test_paths_that_look_like_console_markup_are_printed_as_they_are(tmp_path):
+    """A path such as ``.../[/ok].wav`` (folder ``[``, file ``ok].wav``) is not rich markup: no traceback."""
+    folder = tmp_path / "["
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "03-01-01-01-01-01-01.wav", folder / "ok].wav")
+    db = tmp_path / "ser.db"
+    p = run(["submit", "-q", str(folder / "ok].wav")], db)
+    no_traceback(p)
+    assert p.returncode == 0, p.stderr
+    p = run(["batches"], db)  # the stored source path goes through a table
+    no_traceback(p)
+    assert p.returncode == 0 and "[/ok]" in "".join(p.stdout.split())
+    p = run(["submit", str(tmp_path / "[red]gone" / "[/x]")], db)
+    no_traceback(p)
+    assert p.returncode == 2 and "[red]gone" in p.stderr
+    out = folder / "r].csv"
+    p = run(["results", "--format", "csv", "--output", str(out)], db)
+    assert p.returncode == 0 and out.exists() and "[/r].csv" in "".join(p.stderr.split())
+
+
 def test_bad_config_is_a_clear_error(tmp_path):
     p = run(["config"], tmp_path / "x.db", SER_WORKERS="zero")
     no_traceback(p)
