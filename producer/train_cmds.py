@@ -241,16 +241,25 @@ def evaluate(
     report: Annotated[Path | None, typer.Option(help="Write metrics.json and confusion_matrix.png here.")] = None,
 ) -> None:
     """Metrics (WA, UAR, macro-F1, per-class recall) and confusion matrix of a model on labelled data."""
+    from sqlalchemy.orm import Session
+
     from ser_model.datasets import DatasetError
     from ser_model.labels import parse_emotion_list
     from ser_model.report import plot_confusion
     from worker.settings import prepare_process_env
-    from worker.storage.registry import RegistryError
+    from worker.storage.registry import RegistryError, ensure_default_model, resolve_version
     from worker.training import evaluate_model
 
     s = cli_settings()
     prepare_process_env(s)
-    open_engine()
+    engine = open_engine()
+    try:
+        with Session(engine) as session, session.begin():  # the packaged models and names, as `submit` sees them
+            ensure_default_model(session)
+            if model is not None:
+                model = resolve_version(session, model)  # a version, or a packaged name: default, fast
+    except RegistryError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
     try:
         wanted = parse_emotion_list(emotions)
         with progress_bar(False) as progress:
@@ -271,6 +280,10 @@ def evaluate(
     print_metrics(rep)
     if rep["n_skipped_labels"]:
         err.print(f"{rep['n_skipped_labels']} file(s) left out: their label is not one the model knows")
+    if rep.get("failed"):
+        err.print(f"[yellow]{len(rep['failed'])} file(s) could not be read and are left out[/] (first 10):")
+        for path, why in rep["failed"][:10]:
+            err.print(f"  {path}: {why}", markup=False, highlight=False)
     if report:
         report.mkdir(parents=True, exist_ok=True)
         (report / "metrics.json").write_text(json.dumps(rep, indent=2, default=str) + "\n")

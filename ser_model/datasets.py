@@ -51,6 +51,7 @@ def load_dataset(
     kind: str,
     *,
     emotions: Sequence[str] | None = None,
+    min_labels: int = 2,
 ) -> list[LabelledFile]:
     """Collect labelled files from folders (or CSV manifests) of one dataset kind.
 
@@ -61,20 +62,21 @@ def load_dataset(
             no speaker), ``"csv"`` (columns ``path,label[,speaker]``; relative paths are relative
             to the CSV file).
         emotions: keep only these labels (e.g. ``calm,happy,fearful,disgust``); None keeps all.
+        min_labels: fewest distinct labels accepted: 2 to train (the default), 1 to evaluate.
 
     Returns:
         The labelled files, sorted by path.
 
     Raises:
         DatasetError: unknown kind, missing source, an unparsable name or manifest row,
-            a requested emotion with no files, or fewer than two labels in the result.
+            a requested emotion with no files, or fewer than ``min_labels`` labels in the result.
     """
     if kind not in DATASET_KINDS:
         raise DatasetError(f"unknown dataset kind {kind!r}; choose one of {', '.join(DATASET_KINDS)}")
     items: list[LabelledFile] = []
     for src in sources:
         items.extend(_collect(Path(src), kind))
-    return _filter_labels(items, emotions)
+    return _filter_labels(items, emotions, min_labels)
 
 
 def _collect(p: Path, kind: str) -> list[LabelledFile]:
@@ -99,8 +101,10 @@ def _collect(p: Path, kind: str) -> list[LabelledFile]:
     return items
 
 
-def _filter_labels(items: list[LabelledFile], emotions: Sequence[str] | None) -> list[LabelledFile]:
-    """Keep the wanted labels; refuse a missing wanted label or fewer than two labels."""
+def _filter_labels(
+    items: list[LabelledFile], emotions: Sequence[str] | None, min_labels: int = 2
+) -> list[LabelledFile]:
+    """Keep the wanted labels; refuse a missing wanted label or fewer than ``min_labels`` labels."""
     if emotions:
         wanted = [e.lower() for e in emotions]
         present = {i.label for i in items}
@@ -109,8 +113,10 @@ def _filter_labels(items: list[LabelledFile], emotions: Sequence[str] | None) ->
             raise DatasetError(f"no training files for emotion(s): {', '.join(missing)}")
         items = [i for i in items if i.label in wanted]
     labels = {i.label for i in items}
-    if len(labels) < 2:
-        raise DatasetError(f"need at least two labels to train, found {sorted(labels) or 'none'}")
+    if not labels:
+        raise DatasetError("no labelled files found")
+    if len(labels) < min_labels:
+        raise DatasetError(f"need at least two labels to train, found {sorted(labels)}")
     return sorted(items, key=lambda i: str(i.path))
 
 

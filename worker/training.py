@@ -371,7 +371,7 @@ def evaluate_model(
     Raises:
         ser_model.datasets.DatasetError: unreadable data.
         worker.storage.registry.RegistryError: unknown or unloadable model.
-        ValueError: no file with a label the model knows.
+        ValueError: no file with a label the model knows, or none of them could be read.
     """
     import numpy as np
 
@@ -383,7 +383,7 @@ def evaluate_model(
     s = settings or get_settings()
     model = load_model(version, url=s.database_url)
     bundle = model.bundle
-    files = load_dataset(data, dataset, emotions=emotions)
+    files = load_dataset(data, dataset, emotions=emotions, min_labels=1)
     known = [f for f in files if f.label in bundle.labels]  # type: ignore[attr-defined]
     if not known:
         raise ValueError(f"none of the files has a label of model {model.version} ({', '.join(bundle.labels)})")  # type: ignore[attr-defined]
@@ -394,6 +394,9 @@ def evaluate_model(
         progress=(lambda d, n: progress("features", d, n)) if progress else None,
         feature_version=bundle.feature_version,  # type: ignore[attr-defined]
     )
+    if not table.paths:
+        path, why = table.failed[0] if table.failed else ("", "no file")
+        raise ValueError(f"none of the {len(known)} file(s) could be read (e.g. {path}: {why})")
     proba = bundle.predict_proba(table.X)  # type: ignore[attr-defined]
     pred = list(np.asarray(bundle.labels, dtype=object)[proba.argmax(axis=1)])  # type: ignore[attr-defined]
     rep = classification_metrics(table.labels, pred, bundle.labels)  # type: ignore[attr-defined]

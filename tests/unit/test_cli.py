@@ -265,3 +265,24 @@ def test_long_recording_is_segmented(tmp_path):
     assert r2["analysis_mode"] == "utterance" and r2["n_segments"] is None
     bad = run(["submit", str(rec), "--segment", "window:0:1"], db)
     assert bad.returncode == 2 and "--segment" in bad.stderr
+
+
+@needs_corpus
+def test_evaluate_names_the_files_it_could_not_read(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for p in sorted((RAVDESS / "Actor_03").glob("*.flac"))[:4]:
+        (folder / p.name).symlink_to(p)
+    (folder / "03-01-05-01-01-01-03.wav").write_bytes(b"")  # a RAVDESS name, no audio
+    db = tmp_path / "ser.db"
+    p = run(["evaluate", str(folder), "--model", "fast"], db)
+    no_traceback(p)
+    assert p.returncode == 0, p.stderr
+    err = " ".join(p.stderr.split())
+    assert "1 file(s) could not be read" in err and "03-01-05-01-01-01-03.wav" in err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "03-01-05-01-01-01-03.wav").write_bytes(b"not audio")
+    p = run(["evaluate", str(bad), "--model", "fast"], db)
+    no_traceback(p)
+    assert p.returncode == 2 and "could be read" in p.stderr
