@@ -523,7 +523,10 @@ def run_embedded_batch(batch_id: int, workers: int, chunk_size: int | None, quie
         # the batch's pinned model (rescore), else the active one; the checksum is verified once, first
         model = load_model(pinned_model(batch_id), url=s.database_url)
     except RegistryError as e:
-        raise CliError(str(e)) from None
+        raise CliError(
+            f"{e}; batch {batch_id} is saved with its files pending: finish it with "
+            f"`ser-batch submit --resume {batch_id}` once the model loads"
+        ) from None
     _set_mode(batch_id, "embedded")  # a distributed batch resumed here: the workers' sweepers leave it alone
     with Session(open_engine(migrate=False)) as session:
         counts = batch_counts(session, batch_id)

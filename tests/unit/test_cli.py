@@ -286,3 +286,16 @@ def test_evaluate_names_the_files_it_could_not_read(tmp_path):
     p = run(["evaluate", str(bad), "--model", "fast"], db)
     no_traceback(p)
     assert p.returncode == 2 and "could be read" in p.stderr
+
+
+def test_a_model_that_cannot_load_leaves_a_batch_to_resume(tmp_path):
+    """SER_ENCODER_DIR pointing nowhere: a clear error naming the saved batch; --resume finishes it."""
+    db = tmp_path / "ser.db"
+    wav = str(EXAMPLES / "03-01-01-01-01-01-01.wav")
+    p = run(["submit", "-q", wav], db, SER_ENCODER_DIR=str(tmp_path / "nowhere"))
+    no_traceback(p)
+    assert p.returncode == 1 and "--resume 1" in " ".join(p.stderr.split())
+    assert [r["status"] for r in rows(db, 1)] == ["pending"]  # recorded, not lost
+    p = run(["submit", "-q", "--resume", "1"], db)
+    assert p.returncode == 0, p.stderr
+    assert [r["status"] for r in rows(db, 1)] == ["done"]
