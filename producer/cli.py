@@ -781,6 +781,12 @@ def _main() -> None:
             sys.exit(EXIT_USAGE)
         if type(e).__name__ == "Abort":  # click turns Ctrl-C (KeyboardInterrupt) into Abort
             _interrupted()
+        if isinstance(e, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError) and e.filename:
+            # a path the user gave (--output into a missing folder, onto a folder): a usage error, in words
+            err.print(
+                f"[red]error:[/] cannot use {escape(str(e.filename))}: {escape(e.strerror or str(e))}", highlight=False
+            )
+            sys.exit(EXIT_USAGE)
         if type(getattr(e, "orig", None)).__name__ == "InsufficientPrivilege":  # PostgreSQL said no
             first = str(e.orig).splitlines()[0]  # type: ignore[attr-defined]
             err.print(

@@ -137,6 +137,9 @@ def test_usage_errors_exit_2(tmp_path):
     assert p.returncode == 2
     p = run(["status", "999"], db)
     assert p.returncode == 2 and "no batch 999" in p.stderr
+    p = run(["results", "--format", "csv", "--output", str(tmp_path / "no-such-folder" / "x.csv")], db)
+    no_traceback(p)
+    assert p.returncode == 2 and "cannot use" in p.stderr and "No such file or directory" in p.stderr
 
 
 def test_paths_that_look_like_console_markup_are_printed_as_they_are(tmp_path):
