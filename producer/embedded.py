@@ -136,6 +136,17 @@ def _reason(e: BaseException) -> str:
     return f"processing error: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
 
 
+def _stop(ex: ProcessPoolExecutor) -> None:
+    """Cancel what is queued and terminate the pool's processes without waiting for them."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())  # CPython keeps them here
+    ex.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+
+
 def _pool_pass(
     batch_id: int,
     chunks: Iterable[list[str]],
@@ -151,7 +162,8 @@ def _pool_pass(
         import multiprocessing
 
         ctx_kwargs["mp_context"] = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init, initargs=(url,), **ctx_kwargs) as ex:
+    ex = ProcessPoolExecutor(max_workers=workers, initializer=_init, initargs=(url,), **ctx_kwargs)
+    try:
         pending: dict[Future[dict[str, int]], list[str]] = {}
         it = iter(chunks)
         broken = False
@@ -183,4 +195,11 @@ def _pool_pass(
             top_up()
         if broken:
             failed.extend((c, "not run: the process pool broke") for c in it)
+    except BaseException:
+        # Ctrl-C (or an error) here: do not wait for the queued chunks, as leaving the `with` block would
+        # (an interrupted executor could wait on idle processes for ever); stop the processes now.
+        # Rows already written stay; files still pending are finished by `submit --resume`.
+        _stop(ex)
+        raise
+    ex.shutdown(wait=True)
     return failed
