@@ -34,6 +34,7 @@ from producer.common import (
     err,
     open_engine,
     print_interrupted,
+    resolve_model_option,
 )
 from producer.tables import print_results_table
 
@@ -84,23 +85,6 @@ class Normalise(StrEnum):
 
     none = "none"
     batch = "batch"
-
-
-def resolve_model_option(name: str) -> str:
-    """The registered version for ``--model NAME`` (a version, ``default`` or ``fast``).
-
-    Raises:
-        CliError: no such model (usage error).
-    """
-    from sqlalchemy.orm import Session
-
-    from worker.storage.registry import RegistryError, resolve_version
-
-    try:
-        with Session(open_engine()) as session, session.begin():
-            return resolve_version(session, name)
-    except RegistryError as e:
-        raise CliError(str(e), EXIT_USAGE) from None
 
 
 # ---------------------------------------------------------------------------------------- submit

@@ -67,6 +67,23 @@ def open_engine(migrate: bool = True) -> Any:
     return eng
 
 
+def resolve_model_option(name: str) -> str:
+    """The registered version for ``--model NAME`` (a version, ``default`` or ``fast``).
+
+    Raises:
+        CliError: no such model (usage error).
+    """
+    from sqlalchemy.orm import Session
+
+    from worker.storage.registry import RegistryError, resolve_version
+
+    try:
+        with Session(open_engine()) as session, session.begin():
+            return resolve_version(session, name)
+    except RegistryError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+
+
 def progress_bar(quiet: bool) -> Progress:
     """A progress bar on stderr; disabled with ``quiet`` or when stderr is not a terminal."""
     return Progress(

@@ -26,6 +26,7 @@ from producer.common import (
     err,
     open_engine,
     progress_bar,
+    resolve_model_option,
 )
 from producer.tables import fmt_metric, print_metrics, print_trust
 
@@ -241,25 +242,18 @@ def evaluate(
     report: Annotated[Path | None, typer.Option(help="Write metrics.json and confusion_matrix.png here.")] = None,
 ) -> None:
     """Metrics (WA, UAR, macro-F1, per-class recall) and confusion matrix of a model on labelled data."""
-    from sqlalchemy.orm import Session
-
     from ser_model.datasets import DatasetError
     from ser_model.labels import parse_emotion_list
     from ser_model.report import plot_confusion
     from worker.settings import prepare_process_env
-    from worker.storage.registry import RegistryError, ensure_default_model, resolve_version
+    from worker.storage.registry import RegistryError
     from worker.training import evaluate_model
 
     s = cli_settings()
     prepare_process_env(s)
-    engine = open_engine()
-    try:
-        with Session(engine) as session, session.begin():  # the packaged models and names, as `submit` sees them
-            ensure_default_model(session)
-            if model is not None:
-                model = resolve_version(session, model)  # a version, or a packaged name: default, fast
-    except RegistryError as e:
-        raise CliError(str(e), EXIT_USAGE) from None
+    open_engine()
+    if model is not None:
+        model = resolve_model_option(model)  # a version, or a packaged name (default, fast), as `submit` takes
     try:
         wanted = parse_emotion_list(emotions)
         with progress_bar(False) as progress:
