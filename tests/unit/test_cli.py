@@ -20,11 +20,17 @@ from tests.conftest import RAVDESS, RAVDESS_48K, REPO, make_bad_inputs, needs_co
 EXAMPLES = REPO / "examples" / "recordings"
 
 
-def run(args: list[str], db: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def cli(db: Path, **env: str) -> tuple[list[str], dict[str, str]]:
+    """The ``ser-batch`` command and an environment of its own settings on the SQLite file ``db``."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("SER_")}
     e.update({"SER_DATABASE_URL": f"sqlite:///{db}", "SER_WORKERS": "2", "COLUMNS": "200", **env})
     exe = shutil.which("ser-batch") or f"{sys.executable} -m producer.cli"
-    return subprocess.run([*exe.split(), *args], capture_output=True, text=True, env=e, timeout=600, cwd=REPO)
+    return exe.split(), e
+
+
+def run(args: list[str], db: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    exe, e = cli(db, **env)
+    return subprocess.run([*exe, *args], capture_output=True, text=True, env=e, timeout=600, cwd=REPO)
 
 
 def no_traceback(p: subprocess.CompletedProcess[str]) -> None:
@@ -324,11 +330,9 @@ def test_ctrl_c_during_an_embedded_batch_exits_and_resume_finishes_it(tmp_path):
     for i in range(8):
         sf.write(folder / f"long{i}.flac", np.roll(y, i * 16000), 16000)
     db = tmp_path / "ser.db"
-    e = {k: v for k, v in os.environ.items() if not k.startswith("SER_")}
-    e.update({"SER_DATABASE_URL": f"sqlite:///{db}", "COLUMNS": "200"})
-    exe = shutil.which("ser-batch") or f"{sys.executable} -m producer.cli"
+    exe, e = cli(db)
     proc = subprocess.Popen(
-        [*exe.split(), "submit", "-q", "-j", "2", str(folder)],
+        [*exe, "submit", "-q", "-j", "2", str(folder)],
         env=e,
         cwd=REPO,
         stdout=subprocess.PIPE,
