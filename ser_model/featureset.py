@@ -117,9 +117,16 @@ def extract(y: np.ndarray, feature_version: str = FAST, encoder: object | None =
         ValueError: an unknown version, a missing encoder, or ``y`` not one-dimensional.
         ser_model.audio.AudioError: too little sound after trimming (as the fast features).
     """
+    from ser_model.threads import one_blas_thread
+
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"expected mono samples of shape (n,), got {y.shape}")
+    with one_blas_thread():  # the same numbers whoever calls (ser_model.threads)
+        return _extract(y, feature_version, encoder)
+
+
+def _extract(y: np.ndarray, feature_version: str, encoder: object | None) -> np.ndarray:
     y = normalise_level(y, SAMPLE_RATE)
     floor = _noise_floor(y.shape[0])
     hand = _features(y, floor)

@@ -302,9 +302,12 @@ class ModelBundle:
         return int(self.meta.get("min_speaker_files", MIN_SPEAKER_FILES))
 
     def _proba(self, mode: str, X: np.ndarray) -> np.ndarray:
+        from ser_model.threads import one_blas_thread
+
         w = self.weights[mode]
         assert w is not None
-        proba = w.predict_proba(X)
+        with one_blas_thread():  # the same numbers whoever calls (ser_model.threads)
+            proba = w.predict_proba(X)
         out = np.zeros((proba.shape[0], len(self.labels)), dtype=np.float64)
         out[:, w.classes] = proba
         return out
