@@ -37,6 +37,7 @@ import numpy as np
 if TYPE_CHECKING:  # scikit-learn is imported where it is used: reading a sidecar must stay light
     from sklearn.pipeline import Pipeline
 
+from ser_model.dimensions import DimensionHead
 from ser_model.features import FEATURE_VERSION, N_FEATURES
 from ser_model.featureset import KNOWN_VERSIONS
 from ser_model.inference import MLPWeights
@@ -136,6 +137,32 @@ class ModelBundle:
                 MODE_SPEAKER: None if speaker_pipeline is None else MLPWeights.from_pipeline(speaker_pipeline),
             }
         self.weights: dict[str, MLPWeights | None] = weights
+        self.dimension_head: DimensionHead | None = None
+
+    def dimensions(self, X: np.ndarray, proba: np.ndarray) -> np.ndarray | None:
+        """Arousal and valence of rows, each in [0, 1] (0.5 the neutral point; :mod:`ser_model.dimensions`).
+
+        The bundle's trained regression head (:attr:`dimension_head`) when it has one and takes
+        ``X``'s width; otherwise the probability-weighted category positions
+        (:func:`ser_model.dimensions.mapped_dimensions`) of ``proba``.
+
+        Args:
+            X: raw features ``(n, n_features)`` of the rows.
+            proba: their class probabilities ``(n, len(labels))``.
+
+        Returns:
+            float64 ``(n, 2)`` (arousal, valence), or None when a label of the bundle has no position
+            (a model trained on labels other than the eight emotions).
+        """
+        from ser_model.dimensions import has_positions, mapped_dimensions
+
+        X = np.atleast_2d(X)
+        head = self.dimension_head
+        if head is not None and head.n_features == X.shape[1]:
+            return head.predict(X)
+        if not has_positions(self.labels):
+            return None
+        return mapped_dimensions(proba, self.labels)
 
     @property
     def encoder_info(self) -> dict[str, Any] | None:
@@ -463,6 +490,7 @@ def _bundle_document(bundle: ModelBundle) -> dict[str, Any]:
         "meta": bundle.meta,
         "trust": bundle.trust,
         "weights": {mode: None if w is None else w.to_dict() for mode, w in bundle.weights.items()},
+        **({"dimension_head": bundle.dimension_head.to_dict()} if bundle.dimension_head is not None else {}),
     }
 
 
@@ -506,6 +534,13 @@ def _bundle_from_document(obj: dict[str, Any]) -> ModelBundle:
     bundle = ModelBundle(
         labels=[str(v) for v in obj["labels"]], feature_version=fv, meta=meta, trust=trust, weights=weights
     )
+    if isinstance(obj.get("dimension_head"), dict):
+        from ser_model.dimensions import DimensionHead
+
+        try:
+            bundle.dimension_head = DimensionHead.from_dict(obj["dimension_head"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"model bundle has an unusable dimension head: {type(e).__name__}: {e}") from None
     bundle.check_encoder()
     return bundle
 
