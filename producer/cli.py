@@ -40,7 +40,42 @@ from producer.tables import print_results_table
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "CliError", "app", "main"]
 
+
+def _literal(text: str | None) -> str | None:
+    """``text`` with rich's markup escaped, so that ``[default: ...]`` is printed and not read as a tag."""
+    return None if text is None else escape(text)
+
+
+def literal_help(command: Any) -> None:
+    """Make the help of ``command``, its parameters and all its subcommands read exactly as written.
+
+    typer renders help with rich markup on, which takes ``[default: all cores]`` for a style tag and
+    drops it ("Processes for embedded mode ."). The commands' help texts here are plain text, so the
+    brackets are escaped once, when the click command tree is built (:class:`LiteralHelpGroup`).
+
+    Args:
+        command: A click command or group (typer's ``TyperCommand`` / ``TyperGroup``).
+    """
+    for attr in ("help", "short_help", "epilog"):
+        if isinstance(getattr(command, attr, None), str):
+            setattr(command, attr, _literal(getattr(command, attr)))
+    for param in getattr(command, "params", []):
+        if isinstance(getattr(param, "help", None), str):
+            param.help = _literal(param.help)
+    for sub in getattr(command, "commands", {}).values():
+        literal_help(sub)
+
+
+class LiteralHelpGroup(typer.core.TyperGroup):
+    """The root command group: every help text of the tree printed as written (see :func:`literal_help`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        literal_help(self)
+
+
 app = typer.Typer(
+    cls=LiteralHelpGroup,
     help="Batch speech emotion recognition: label folders of recordings into a SQL database.",
     no_args_is_help=True,
     add_completion=False,
@@ -137,7 +172,10 @@ def submit(
     ] = Normalise.none,
     model: Annotated[
         str | None,
-        typer.Option(help="Model: a registered version, or a packaged model: default (accurate) or fast."),
+        typer.Option(
+            help="Model: a registered version, or a packaged model: default (accurate) or fast "
+            "[default: the active one]."
+        ),
     ] = None,
     notify: Annotated[
         str | None,
