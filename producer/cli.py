@@ -35,6 +35,7 @@ from producer.common import (
     open_engine,
     print_interrupted,
     resolve_model_option,
+    storage_error_message,
 )
 from producer.tables import print_results_table
 
@@ -790,7 +791,7 @@ def _main() -> None:
     try:
         rv = app(standalone_mode=False)
     except CliError as e:
-        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # one line, for grep and logs
         sys.exit(e.code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -809,6 +810,10 @@ def _main() -> None:
                 f"[red]error:[/] cannot use {escape(str(e.filename))}: {escape(e.strerror or str(e))}", highlight=False
             )
             sys.exit(EXIT_USAGE)
+        storage = storage_error_message(e, _current_batch)  # a full or read-only database: no SQL text
+        if storage:
+            err.print(f"[red]error:[/] {escape(storage)}", highlight=False, soft_wrap=True)
+            sys.exit(EXIT_ERROR)
         if type(getattr(e, "orig", None)).__name__ == "InsufficientPrivilege":  # PostgreSQL said no
             first = str(e.orig).splitlines()[0]  # type: ignore[attr-defined]
             err.print(

@@ -39,9 +39,15 @@ def cli_settings() -> Any:
         return get_settings()
     except ValidationError as e:
         msgs = "; ".join(
-            f"SER_{'_'.join(map(str, x['loc'])).upper()}: {x['msg']}" if x["loc"] else x["msg"] for x in e.errors()
+            f"SER_{'_'.join(map(str, x['loc'])).upper()}: {_plain(x['msg'])}" if x["loc"] else _plain(x["msg"])
+            for x in e.errors()
         )
         raise CliError(f"bad configuration: {msgs}", EXIT_USAGE) from None
+
+
+def _plain(msg: str) -> str:
+    """A pydantic message without its ``Value error, `` prefix (the validators' own words)."""
+    return msg.removeprefix("Value error, ")
 
 
 def open_engine(migrate: bool = True) -> Any:
@@ -65,6 +71,68 @@ def open_engine(migrate: bool = True) -> Any:
             f"cannot open database {redact_url(s.database_url)}: {' '.join(str(e.orig or e).split())[:300]}"
         ) from None
     return eng
+
+
+def storage_problem(e: BaseException) -> tuple[str, str] | None:
+    """What a database error says about the database's storage, or None for any other error.
+
+    SQLite reports a full disk as ``SQLITE_FULL`` ("database or disk is full"), a file it may not
+    write as ``SQLITE_READONLY`` and a write the operating system refused (a full disk on some file
+    systems, a file size limit) as ``SQLITE_IOERR`` ("disk I/O error"); PostgreSQL as SQLSTATE 53100
+    (disk full) and 25006 (read-only transaction). The error name is read when the driver gives it,
+    else the message (an error that crossed a process boundary keeps only its text).
+
+    Args:
+        e: an exception, typically a :class:`sqlalchemy.exc.OperationalError` (its driver error in ``orig``).
+
+    Returns:
+        ``(what happened, what must change before trying again)``, or None.
+    """
+    orig = getattr(e, "orig", None) or e
+    name = str(getattr(orig, "sqlite_errorname", "") or "")
+    state = str(getattr(orig, "sqlstate", "") or "")
+    text = str(orig).lower()
+    if name.startswith("SQLITE_FULL") or state == "53100" or "database or disk is full" in text:
+        return "the disk it is on is full", "there is space"
+    if name.startswith("SQLITE_READONLY") or state == "25006" or "readonly database" in text:
+        return (
+            "it is read-only (no permission to write the file or its folder, or opened read-only)",
+            "it can be written",
+        )
+    if name.startswith("SQLITE_IOERR") or "disk i/o error" in text:
+        return "the system refused a write (disk I/O error: a full disk, a file size limit or a failing disk)", (
+            "the disk has space and works"
+        )
+    return None
+
+
+def storage_error_message(e: BaseException, batch_id: int | None) -> str | None:
+    """One line for a database that cannot be written: what happened, what is kept, what to do next.
+
+    Args:
+        e: the exception (see :func:`storage_problem`).
+        batch_id: the batch being written, if one was recorded (named in ``submit --resume``).
+
+    Returns:
+        The message, or None when ``e`` is not a storage problem.
+    """
+    found = storage_problem(e)
+    if found is None:
+        return None
+    from worker.urls import redact_url
+
+    what, fix = found
+    try:
+        where = f" {redact_url(cli_settings().database_url)}"
+    except CliError:
+        where = ""
+    kept = "nothing already written is lost (every row committed before the error is kept)"
+    then = (
+        f"once {fix}, finish with `ser-batch submit --resume {batch_id}`"
+        if batch_id is not None
+        else f"no batch was recorded by this command; once {fix}, run it again"
+    )
+    return f"cannot write to the database{where}: {what}; {kept}; {then}"
 
 
 def resolve_model_option(name: str) -> str:

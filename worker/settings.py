@@ -14,9 +14,8 @@ from pathlib import Path
 from platformdirs import user_cache_dir, user_data_dir
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import make_url
 
-from worker.urls import check_secret, redact_url, safe_url
+from worker.urls import check_broker_url, check_database_url, check_secret, redact_url, safe_url
 
 APP_NAME = "ser-batch"
 
@@ -119,11 +118,14 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_db_url(cls, v: str) -> str:
-        try:
-            make_url(v)
-        except Exception as e:  # noqa: BLE001 - any parse failure is a bad config
-            raise ValueError(f"not a valid SQLAlchemy URL: {e}") from None
-        return v
+        return check_database_url(v)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, v: str | None) -> str | None:
+        if not v:  # SER_BROKER_URL= (empty) is unset: embedded mode
+            return None
+        return check_broker_url(v)
 
     @field_validator("notify_secret")
     @classmethod
