@@ -228,6 +228,8 @@ def submit(
     if names and channels != ChannelMode.split:
         raise CliError("--channel-names needs --channels split", EXIT_USAGE)
     speaker_of = None
+    if speaker_from is not None and not speaker_from.strip():
+        raise CliError("--speaker-from is empty: give ravdess, tess, parent, file or regex:PATTERN", EXIT_USAGE)
     if speaker_from:
         from ser_model.speakers_from import channel_speaker_keys, parse_speaker_spec, split_channel_specs
 
@@ -252,7 +254,7 @@ def submit(
     notify_url = check_notify_url(notify or s.notify_url)
     if resume is None and not paths:
         raise CliError("give at least one file or folder (or --resume BATCH_ID)", EXIT_USAGE)
-    model_version = resolve_model_option(model) if model else None
+    model_version = resolve_model_option(model) if model is not None else None
 
     def named(batch_id: int) -> None:
         global _current_batch
@@ -390,6 +392,7 @@ def results(
 
     from producer.export import (
         TABLE_MAX_ROWS,
+        emotion_choices,
         export_query,
         export_rows,
         model_labels,
@@ -413,7 +416,14 @@ def results(
     with engine.connect() as conn:
         if batch is not None and conn.scalar(select(Batch.id).where(Batch.id == batch)) is None:
             raise CliError(f"no batch {batch}", EXIT_USAGE)
-        labels = model_labels(conn, result_where(batch=batch, status=status.value if status else None))
+        selected = result_where(batch=batch, status=status.value if status else None)
+        if emotion:  # an unknown label is a mistake, not an empty answer
+            choices = emotion_choices(conn, selected)
+            if emotion.lower() not in choices:
+                raise CliError(
+                    f"--emotion: no label {emotion!r}; the model's labels are {', '.join(choices)}", EXIT_USAGE
+                )
+        labels = model_labels(conn, selected)
         columns, q = export_query(where, labels, segments=segments, limit=shown)
         rows = export_rows(conn, q, labels)
         if table:

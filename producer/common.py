@@ -139,11 +139,19 @@ def resolve_model_option(name: str) -> str:
     """The registered version for ``--model NAME`` (a version, ``default`` or ``fast``).
 
     Raises:
-        CliError: no such model (usage error).
+        CliError: an empty name (``--model ""`` is a mistake, not the default), or no such model (usage
+            errors).
     """
     from sqlalchemy.orm import Session
 
     from worker.storage.registry import RegistryError, resolve_version
+
+    if not name.strip():
+        raise CliError(
+            "--model is empty: give a registered version (`ser-batch models list`) or a packaged model "
+            "(default, fast), or leave the option out for the active model",
+            EXIT_USAGE,
+        )
 
     try:
         with Session(open_engine()) as session, session.begin():

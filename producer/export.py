@@ -33,10 +33,7 @@ ROUNDED = {"start_s": 3, "end_s": 3}
 def model_labels(conn: Any, where: Sequence[Any]) -> list[str]:
     """The labels of the ``p_<label>`` columns: the eight RAVDESS emotions, then any other label.
 
-    Other labels are those of the registered models that labelled the selected rows (one
-    ``SELECT DISTINCT model_version`` and a lookup per version), plus the probability keys of
-    selected rows whose model is not registered (a JSON scan of those rows only). Nothing is held
-    per row.
+    Other labels are those of the rows' models (:func:`row_labels`). Nothing is held per row.
 
     Args:
         conn: an open SQLAlchemy connection.
@@ -45,12 +42,31 @@ def model_labels(conn: Any, where: Sequence[Any]) -> list[str]:
     Returns:
         Label names, :data:`ser_model.labels.EMOTIONS` first.
     """
-    from sqlalchemy import or_, select
-
     from ser_model.labels import EMOTIONS
-    from worker.storage.db import ModelVersion, Result
 
     labels = list(EMOTIONS)
+    return labels + [lab for lab in row_labels(conn, where) if lab not in labels]
+
+
+def row_labels(conn: Any, where: Sequence[Any]) -> list[str]:
+    """The label sets of the models that labelled the selected rows, in the models' order.
+
+    Those of the registered models (one ``SELECT DISTINCT model_version`` and a lookup per version),
+    plus the probability keys of selected rows whose model is not registered (a JSON scan of those
+    rows only).
+
+    Args:
+        conn: an open SQLAlchemy connection.
+        where: conditions on :class:`worker.storage.db.Result` selecting the rows.
+
+    Returns:
+        Label names, each once; empty when no selected row names a model or holds probabilities.
+    """
+    from sqlalchemy import or_, select
+
+    from worker.storage.db import ModelVersion, Result
+
+    labels: list[str] = []
     versions = [v for v in conn.scalars(select(Result.model_version).where(*where).distinct()) if v is not None]
     registered: set[str] = set()
     for version, labs in conn.execute(select(ModelVersion.version, ModelVersion.labels)):
@@ -62,6 +78,30 @@ def model_labels(conn: Any, where: Sequence[Any]) -> list[str]:
     for keys in _json_keys(conn, [*where, cond, Result.probabilities.is_not(None)]):
         labels += [k for k in keys if k not in labels]
     return labels
+
+
+def emotion_choices(conn: Any, where: Sequence[Any]) -> list[str]:
+    """The labels ``results --emotion`` accepts: those of the selected rows' models (:func:`row_labels`).
+
+    When no selected row was labelled yet: the active model's labels, else the eight RAVDESS emotions.
+
+    Args:
+        conn: an open SQLAlchemy connection.
+        where: conditions selecting the rows (batch, status).
+
+    Returns:
+        Label names, in the models' order.
+    """
+    from sqlalchemy import select
+
+    from ser_model.labels import EMOTIONS
+    from worker.storage.db import ModelVersion
+
+    found = row_labels(conn, where)
+    if found:
+        return found
+    active = conn.scalar(select(ModelVersion.labels).where(ModelVersion.active.is_(True)))
+    return list(active or EMOTIONS)
 
 
 def _json_keys(conn: Any, where: Sequence[Any]) -> Iterator[list[str]]:

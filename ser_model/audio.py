@@ -84,6 +84,11 @@ def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
             # libsndfile's text when it gives up on data it half-recognised (e.g. random bytes that
             # look like MPEG frames); the file was checked to exist and be regular just above.
             reason = "unrecognised or corrupt data"
+        from ser_model.datasets import AUDIO_EXTENSIONS
+
+        if p.suffix.lower() not in AUDIO_EXTENSIONS:  # a file named explicitly, e.g. notes.txt
+            name = f"{p.suffix} is not an audio extension" if p.suffix else "the name has no audio extension"
+            reason = f"{name} and libsndfile cannot read it ({reason})"
         raise AudioError(f"not a readable audio file: {reason}") from None
     except (OSError, RuntimeError, ValueError) as e:
         raise AudioError(f"cannot read audio header: {_short(e)}") from None

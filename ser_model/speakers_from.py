@@ -99,6 +99,9 @@ def split_channel_specs(spec: str) -> dict[str, str] | None:
 
     A spec is per channel only when every ``;``-separated item is ``NAME=SPEC`` (so a regular
     expression containing ``=`` or ``;`` stays one spec unless all of its parts look like that).
+
+    Raises:
+        ValueError: a ``NAME`` given twice (``agent=parent;agent=file``: which one was meant?).
     """
     items = spec.split(";")
     out: dict[str, str] = {}
@@ -106,6 +109,8 @@ def split_channel_specs(spec: str) -> dict[str, str] | None:
         m = _ITEM.match(it)
         if not m or m.group(1).lower() == "regex":
             return None
+        if m.group(1) in out:
+            raise ValueError(f"{m.group(1)!r} is given twice; give one spec per channel")
         out[m.group(1)] = m.group(2).strip()
     return out
 
@@ -123,7 +128,8 @@ def channel_speaker_keys(spec: str, channel_names: list[str] | tuple[str, ...] =
         (channel None) gets channel 0's key unprefixed, as in a mixed batch.
 
     Raises:
-        ValueError: a spec is invalid, or a ``ROLE`` is neither a channel name nor an index.
+        ValueError: a spec is invalid, a ``ROLE`` is neither a channel name nor an index, or one channel
+            is given twice (by name or index).
     """
     per = split_channel_specs(spec)
     if per is None:
@@ -131,14 +137,19 @@ def channel_speaker_keys(spec: str, channel_names: list[str] | tuple[str, ...] =
         fns: dict[int | str, SpeakerFn] = {"*": one}
     else:
         fns = {}
+        named: dict[int, str] = {}
         for name, sub in per.items():
             if name in channel_names:
-                fns[list(channel_names).index(name)] = parse_speaker_spec(sub)
+                ch = list(channel_names).index(name)
             elif name.isdigit():
-                fns[int(name)] = parse_speaker_spec(sub)
+                ch = int(name)
             else:
                 known = ", ".join(channel_names) or "none given"
                 raise ValueError(f"--speaker-from: {name!r} is not a channel name ({known}) nor a channel index")
+            if ch in named:  # a role and its index: agent=parent;0=file
+                raise ValueError(f"channel {ch} is given twice ({named[ch]!r} and {name!r}); give one spec per channel")
+            named[ch] = name
+            fns[ch] = parse_speaker_spec(sub)
 
     def key(path: str, channel: int | None, role: str | None) -> str | None:
         fn = fns.get("*") or fns.get(0 if channel is None else channel)
