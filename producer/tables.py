@@ -179,16 +179,33 @@ def print_results_table(records: list[dict[str, Any]], output: Path | None, segm
 
 
 def print_metrics(cv: dict[str, Any]) -> None:
-    """WA, UAR, macro-F1 and per-class recall of a cross-validation or evaluation report."""
+    """WA, UAR, macro-F1 and per-class recall of a cross-validation or evaluation report.
+
+    UAR and macro-F1 are means over the labels present in the data (``labels_present``, see
+    :func:`ser_model.metrics.classification_metrics`), and their rows say over how many; a label of the
+    model with no file shows "no files", not a recall of 0. A report without ``labels_present`` (stored
+    by an older version) is printed as before.
+    """
     t = Table(title=cv.get("protocol", ""), show_header=True, header_style="bold")
     t.add_column("metric")
     t.add_column("value", justify="right")
     t.add_row("files", str(cv.get("n", "")))
     t.add_row("WA (accuracy)", f"{cv['wa']:.3f}")
-    t.add_row("UAR", f"{cv['uar']:.3f}")
-    t.add_row("macro-F1", f"{cv['macro_f1']:.3f}")
+    present = cv.get("labels_present")
+    labels = cv.get("labels") or list(cv["per_class_recall"])
+    over = ""
+    if present is not None:
+        over = (
+            f" (mean over all {len(present)} labels)"
+            if len(present) == len(labels)
+            else f" (mean over the {len(present)} of {len(labels)} labels present)"
+        )
+    t.add_row(f"UAR{over}", f"{cv['uar']:.3f}")
+    t.add_row(f"macro-F1{over}", f"{cv['macro_f1']:.3f}")
     for lab, r in cv["per_class_recall"].items():
-        t.add_row(f"recall {lab}", f"{r:.3f}")
+        t.add_row(
+            f"recall {escape(str(lab))}", "no files" if present is not None and lab not in present else f"{r:.3f}"
+        )
     console.print(t)
 
 
