@@ -49,7 +49,10 @@ class ReportData:
         warnings: the batch's warnings (``[{"code", "message"}]``), or None when not assessed.
         failed: ``[(path, reason)]`` (at most :data:`MAX_FAILED`), ``n_failed_hidden`` the rest.
         timelines: ``[{"path", "n_segments", "duration_s", "emotion"}]`` of segmented recordings.
-        models: per model version used: ``{"version", "files", "metrics": {...} or {}}``.
+        models: per model version used: ``{"version", "files", "metrics": {...} or {}, "labels", "modes"}``;
+            ``metrics`` are the global model's, ``modes`` the analysis modes its labelled rows ran in
+            (global, speaker-adaptive, batch-normalised; most files first), each ``{"mode", "files",
+            "metrics"}`` with the cross-validated metrics of that mode (``{}`` when not recorded).
         calls: ``--channels split`` batches: per multi-channel file (the longest first, at most
             :data:`MAX_TIMELINES`) ``{"path", "duration_s", "channels": [{"channel", "role",
             "status", "emotion", "segments": [{"start_s", "end_s", "emotion"}]}]}``, drawn as one
@@ -106,6 +109,7 @@ def gather(session: Any, batch_id: int) -> ReportData:
     from sqlalchemy import func, select
 
     from worker.storage.db import Batch, ModelVersion, Result, Segment, batch_counts
+    from worker.storage.registry import mode_metrics
 
     batch = session.get(Batch, batch_id)
     if batch is None:
@@ -187,17 +191,39 @@ def gather(session: Any, batch_id: int) -> ReportData:
         .group_by(Result.model_version)
         .order_by(func.count().desc(), Result.model_version)
     ).all()
+    by_mode: dict[str, dict[str, int]] = {}
+    for version, analysis_mode, n in session.execute(
+        select(Result.model_version, Result.analysis_mode, func.count())
+        .where(*done, Result.model_version.is_not(None))
+        .group_by(Result.model_version, Result.analysis_mode)
+    ):
+        mode = metrics_mode(analysis_mode)
+        by_mode.setdefault(version, {})[mode] = by_mode.get(version, {}).get(mode, 0) + n
     for version, n in used:
         m = session.get(ModelVersion, version)
+        recorded = mode_metrics(m) if m is not None else {}
+        modes = sorted((by_mode.get(version) or {}).items(), key=lambda kv: (-kv[1], kv[0]))
         data.models.append(
             {
                 "version": version,
                 "files": n,
                 "metrics": dict(m.metrics or {}) if m is not None else {},
                 "labels": list(m.labels) if m is not None else [],
+                "modes": [{"mode": mode, "files": k, "metrics": recorded.get(mode, {})} for mode, k in modes],
             }
         )
     return data
+
+
+def metrics_mode(analysis_mode: str | None) -> str:
+    """The model whose cross-validated metrics describe a row labelled in ``analysis_mode``.
+
+    ``speaker-adaptive`` and ``batch-normalised`` rows were labelled by those models; every other row
+    (``utterance``, ``global``, ``segments``) by the global one.
+    """
+    from ser_model.speaker import MODE_BATCH, MODE_GLOBAL, MODE_SPEAKER
+
+    return analysis_mode if analysis_mode in (MODE_SPEAKER, MODE_BATCH) else MODE_GLOBAL
 
 
 def _calls(session: Any, data: ReportData, batch_id: int) -> None:
@@ -582,7 +608,8 @@ def report(
 
     It shows the emotions, the confidence, folders or speakers, the low-confidence and out-of-domain
     counts and the batch's warnings, the failed files, timelines of long recordings, and the model
-    with its speaker-independent metrics.
+    with its speaker-independent metrics in the mode(s) the files were labelled in (global,
+    speaker-adaptive, batch-normalised).
     """
     from producer.common import EXIT_USAGE, CliError, cli_settings, console, open_engine
 

@@ -167,6 +167,41 @@ def decode(data: bytes) -> dict[str, Any]:
     return _from_json(body, arrays)
 
 
+def read_document(data: bytes) -> dict[str, Any]:
+    """The JSON document of format-3 bytes alone (``labels``, ``meta``, ...), arrays left as references.
+
+    For readers that need a bundle's metadata (its metrics per mode, say) and not its weights: no
+    array is read.
+
+    Args:
+        data: bytes written by :func:`encode`.
+
+    Returns:
+        The document, each array still ``{"__ndarray__": "<member name>"}``.
+
+    Raises:
+        ValueError: not a zip archive, no ``bundle.json``, or it is not a JSON object.
+    """
+    try:
+        z = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"not a bundle archive: {e}") from None
+    with z:
+        try:
+            info = z.getinfo(DOCUMENT)
+        except KeyError:
+            raise ValueError(f"bundle archive has no {DOCUMENT}") from None
+        if info.file_size > MAX_UNCOMPRESSED:
+            raise ValueError(f"{DOCUMENT} is larger than 2 GiB uncompressed")
+        try:
+            body = json.loads(z.read(DOCUMENT))
+        except ValueError as e:
+            raise ValueError(f"{DOCUMENT} is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise ValueError(f"{DOCUMENT} is not a JSON object")
+    return body
+
+
 def read_legacy_pickle(data: bytes) -> Any:
     """Unpickle a format 1 or 2 bundle (joblib). RUNS ANY CODE THE FILE CONTAINS.
 

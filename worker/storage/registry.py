@@ -107,6 +107,43 @@ def resolve_version(session: Session, name: str) -> str:
     raise RegistryError(f"no model version {name!r} (see `ser-batch models list`; packaged: default, fast)")
 
 
+def mode_metrics(row: ModelVersion) -> dict[str, dict[str, Any]]:
+    """A registered model's cross-validated metrics per analysis mode, as far as they were recorded.
+
+    The row's ``metrics`` are the global model's; the speaker-adaptive and batch-normalised models'
+    (``speaker_metrics``, ``batch_metrics`` of the bundle's metadata) are read from the packaged
+    model's sidecar or from the ``bundle.json`` of the stored bundle (no array is read, nothing is
+    executed; a pickled bundle of an older format contributes nothing).
+
+    Args:
+        row: a ``models`` row.
+
+    Returns:
+        ``{mode: metrics}`` for :data:`ser_model.speaker.MODE_GLOBAL`, ``MODE_SPEAKER`` and
+        ``MODE_BATCH``; a mode whose metrics were not recorded is left out.
+    """
+    from ser_model import bundle_io
+    from ser_model.model import PACKAGED_MODELS, BundleError, read_sidecar
+    from ser_model.speaker import MODE_BATCH, MODE_GLOBAL, MODE_SPEAKER
+
+    out: dict[str, dict[str, Any]] = {}
+    if row.metrics:
+        out[MODE_GLOBAL] = dict(row.metrics)
+    meta: dict[str, Any] = {}
+    name = (row.source or "").removeprefix(PACKAGE_PREFIX)
+    try:
+        if (row.source or "").startswith(PACKAGE_PREFIX) and name in PACKAGED_MODELS:
+            meta = read_sidecar(PACKAGED_MODELS[name])
+        elif row.bundle and bundle_io.is_container(row.bundle):
+            meta = bundle_io.read_document(row.bundle).get("meta") or {}
+    except (BundleError, ValueError):
+        meta = {}
+    for mode, key in ((MODE_SPEAKER, "speaker_metrics"), (MODE_BATCH, "batch_metrics")):
+        if isinstance(meta.get(key), dict) and meta[key].get("wa") is not None:
+            out[mode] = dict(meta[key])
+    return out
+
+
 def active_version(session: Session) -> str | None:
     """Version string of the active model, or None."""
     return session.scalar(select(ModelVersion.version).where(ModelVersion.active.is_(True)))
