@@ -227,7 +227,7 @@ def render(res: dict[str, Any]) -> str:
         f"the speech trimmed and padded to 4 s, changes RAVDESS WA by {trim['wa'] - pk['wa']:+.3f} and TESS WA "
         f"by {trim['tess_wa'] - pk['tess_wa']:+.3f} at {ms['trim-4s-int8'] / ms['own-int8']:.1f}x the encoder time "
         "(why trim as well as pad: a segment of a long recording then hears what a whole file hears, "
-        "`issue18_probes.md`). "
+        "`babble_and_encoder_probes.md`). "
         f"Whisper's own 30-s input changes WA by {pad['wa'] - pk['wa']:+.3f} at "
         f"{ms['30s-int8'] / ms['own-int8']:.0f}x the encoder time ({ms['30s-int8']:.0f} ms per file, more than the "
         f"whole of a file's budget against the seeds' extractor); float32 changes it by {f32['wa'] - pk['wa']:+.3f} at "

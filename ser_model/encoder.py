@@ -21,7 +21,7 @@ with its leading and trailing silence trimmed), zero-padded at the end to at lea
 (4 s for that version), not to Whisper's full 30 s: Whisper only ever saw 30-s windows, zero
 padded, and on a short unpadded input its pooled output follows the input's length; padding to 30 s
 costs about 8x the encoder time of 4 s for no measured gain (``benchmarks/results/encoder_choices.md``
-and ``issue18_probes.md``). Every frame, padding included, is pooled (the encoder's self-attention
+and ``babble_and_encoder_probes.md``). Every frame, padding included, is pooled (the encoder's self-attention
 fills the padding's frames with a summary of the speech; pooling the speech frames alone lost the
 gain). Longer recordings are encoded in 30-s windows whose outputs are pooled together. The
 log-mel is Whisper's: 80 Slaney mel bands from a 400-sample (25 ms) periodic Hann STFT with a

@@ -16,7 +16,7 @@ version         what it is
                 recording at its own length. Still computed for those bundles
 ==============  ===================================================================================
 
-Why trim and pad (``benchmarks/results/issue18_probes.md``, models trained on clean RAVDESS, grouped
+Why trim and pad (``benchmarks/results/babble_and_encoder_probes.md``, models trained on clean RAVDESS, grouped
 CV by actor, TESS as another corpus): Whisper was trained on 30-s windows only; run on a short
 recording at its own length, its pooled output follows the recording's length and where the speech
 sits in it. RAVDESS files carry about 1.4 s of silence around 2.3 s of speech, TESS files almost none,
