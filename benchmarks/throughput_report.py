@@ -519,7 +519,7 @@ def report(
         "## Memory",
         "",
         "- A worker's RSS over 10,000 files (`python benchmarks/load.py /work/shared/data/ravdess --files 10000",
-        "  --out benchmarks/results/load-issue14.md`, one worker with 2 pool processes, Redis and PostgreSQL on",
+        "  --out benchmarks/results/load-chunk32.md`, one worker with 2 pool processes, Redis and PostgreSQL on",
         "  the same 2 idle cores, chunks of 32), per pool process after the second pass of issue 14 (no",
         "  scikit-learn, `gc.freeze()` before fork): 108 MB after warm-up, 122 MB at 10 % of the batch, 122-124",
         "  MB at the end: flat; 10,000 rows, none lost or duplicated, every file started once, 368.5 files/s.",
