@@ -1,7 +1,8 @@
 """The ``ser-batch`` command line (typer + rich): the command tree, option parsing and thin commands.
 
-Exit codes (for scripts): 0 success (every file ``done``); 3 the batch finished but some files
-failed; 2 usage error (bad option, path not found, bad configuration); 1 any other error.
+Exit codes (for scripts; README.md, "Exit codes"): 0 success (every file ``done``); 3 the batch finished
+but some files failed; 2 usage error (bad option, path not found, bad configuration), found before
+anything is written; 1 any other error (e.g. a database that cannot be written); 130 interrupted.
 
 The work behind the commands lives next to this module: :mod:`producer.submit` (record, run, queue
 and follow a batch), :mod:`producer.tables` (tables and CSV/JSON exports), :mod:`producer.train_cmds`

@@ -71,3 +71,15 @@ def test_the_reported_defaults_are_shown(tmp_path):
         shown = flat(p.stdout)
         for text in texts:
             assert text in shown, f"{' '.join(path)} --help: {text!r} not in {shown}"
+
+
+def test_readme_exit_code_table_names_every_exit_code():
+    """README's exit-code table and the codes the CLI and the worker exit with are the same set."""
+    from producer.common import EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
+    from tests.conftest import REPO
+    from worker.celery_app.watchdog import EXIT_STALLED
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("**Exit codes**", 1)[1].split("\n\n", 2)[1]
+    codes = {int(m) for m in re.findall(r"^\| `(\d+)` \|", table, flags=re.M)}
+    assert codes == {EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED, 130, EXIT_STALLED}
