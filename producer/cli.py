@@ -532,8 +532,7 @@ def status(
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from worker.engine.assess import assess_batch, trust_counts
-    from worker.storage.db import Batch, Result, batch_counts
+    from worker.storage.db import Batch, Result, batch_summary
 
     engine = open_engine()
     with Session(engine) as session:
@@ -544,18 +543,16 @@ def status(
         batch = session.get(Batch, batch_id)
         if batch is None:
             raise CliError(f"no batch {batch_id}", EXIT_USAGE)
-        counts = batch_counts(session, batch_id)
-        counts.update(trust_counts(session, batch_id))
+        # a final batch from its own row (counters kept by the finaliser), else one pass over its rows
+        counts = batch_summary(session, batch)
         warnings = batch.warnings
         if warnings is None and counts["pending"] == 0:
             # finished before the warnings were stored (or not finalised yet): computed for display only
+            from worker.engine.assess import assess_batch  # numpy and the trust module: only when needed
+
             warnings = assess_batch(session, batch_id, store=False)
         warnings = list(warnings or [])
-        first, last = session.execute(
-            select(func.min(Result.finished_at), func.max(Result.finished_at)).where(
-                Result.batch_id == batch_id, Result.status != "pending"
-            )
-        ).one()
+        last = counts["last_finished_at"]
         split = (batch.options or {}).get("channels") == "split"
         by_channel: dict[tuple[int | None, str | None], dict[str, Any]] = {}
         if split:  # rows per channel (aggregated in SQL): NULL channel = mono files, pending files
@@ -630,7 +627,7 @@ def batches(limit: Annotated[int, typer.Option(min=1, help="Newest N batches.")]
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from worker.storage.db import Batch, batch_counts
+    from worker.storage.db import Batch, batch_summary
 
     engine = open_engine()
     t = Table(show_header=True, header_style="bold")
@@ -638,7 +635,7 @@ def batches(limit: Annotated[int, typer.Option(min=1, help="Newest N batches.")]
         t.add_column(col, overflow="fold")
     with Session(engine) as session:
         for b in session.scalars(select(Batch).order_by(Batch.id.desc()).limit(limit)):
-            c = batch_counts(session, b.id)
+            c = batch_summary(session, b)  # a final batch from its row, as `status`
             t.add_row(
                 str(b.id),
                 aware(b.created_at).isoformat(timespec="seconds"),

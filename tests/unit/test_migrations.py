@@ -186,3 +186,46 @@ def test_0007_channels_on_a_populated_database(tmp_path):
         ]
     upgrade(url)
     assert current_revision(url) == head_revision()
+
+
+def test_0009_status_counters_are_filled_for_final_batches(tmp_path):
+    """0008 -> 0009 counts the flagged labelled rows of final batches; a running batch waits for its finaliser."""
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    upgrade(url, "0008")
+    eng = get_engine(url)
+    with eng.begin() as conn:
+        for bid, status in ((1, "done_with_failures"), (2, "running")):
+            conn.execute(
+                text(
+                    "INSERT INTO batches (id, created_at, options, source_paths, status, mode, n_files, n_done,"
+                    " n_failed, n_ignored) VALUES (:id, '2026-01-01', '{}', '[]', :status, 'embedded', 4, 3, 1, 0)"
+                ),
+                {"id": bid, "status": status},
+            )
+            # (status, low_confidence, out_of_domain): flags count over labelled rows only
+            for i, (st, low, ood) in enumerate(
+                (("done", 1, 0), ("done", 1, 1), ("done", 0, None), ("failed", 1, 1)), start=1
+            ):
+                conn.execute(
+                    text(
+                        "INSERT INTO results (batch_id, path, status, low_confidence, out_of_domain, attempts,"
+                        " created_at, updated_at) VALUES (:b, :p, :st, :low, :ood, 1, '2026-01-01', '2026-01-01')"
+                    ),
+                    {"b": bid, "p": f"{i}.wav", "st": st, "low": low, "ood": ood},
+                )
+    upgrade(url, "0009_status_counters")
+    with eng.connect() as conn:
+        got = conn.execute(text("SELECT id, n_low_confidence, n_out_of_domain FROM batches ORDER BY id")).all()
+    assert [tuple(r) for r in got] == [(1, 2, 1), (2, None, None)]
+    indexes = {i["name"] for i in inspect(get_engine(url)).get_indexes("results")}
+    assert "ix_results_batch_progress" in indexes and "ix_results_batch_status" not in indexes
+    downgrade(url, "0008")
+    insp = inspect(get_engine(url))
+    cols = {c["name"] for c in insp.get_columns("batches")}
+    assert "n_low_confidence" not in cols and "n_out_of_domain" not in cols
+    indexes = {i["name"] for i in insp.get_indexes("results")}
+    assert "ix_results_batch_status" in indexes and "ix_results_batch_progress" not in indexes
+    with get_engine(url).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM results")).scalar() == 8  # rows untouched

@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from worker.engine.assess import assess_batch
+from worker.engine.assess import assess_batch, trust_counts
 from worker.storage.db import FINAL_BATCH_STATUSES, Batch, Result, get_engine, utcnow
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,9 @@ def finalise_batch(session: Session, batch_id: int) -> BatchFinal | None:
     """Finalise batch ``batch_id`` when none of its rows is pending; call it in the transaction that wrote rows.
 
     Sets ``status`` (``done``, or ``done_with_failures`` when some row failed), ``n_done``,
-    ``n_failed``, ``finished_at`` and ``warnings`` (:func:`worker.engine.assess.assess_batch`) in the caller's transaction, so the batch record and its last
-    row are committed together. The batch row is locked first (PostgreSQL ``FOR NO KEY UPDATE``,
+    ``n_failed``, ``n_low_confidence``, ``n_out_of_domain`` (:func:`worker.engine.assess.trust_counts`),
+    ``finished_at`` and ``warnings`` (:func:`worker.engine.assess.assess_batch`) in the caller's
+    transaction, so the batch record and its last row are committed together. The batch row is locked first (PostgreSQL ``FOR NO KEY UPDATE``,
     which does not conflict with the foreign-key checks of concurrent row inserts), and the pending
     rows are counted after the lock: of two transactions writing a batch's last rows at once, the
     second to take the lock sees the first's rows and finalises. SQLite serialises writers anyway.
@@ -68,6 +69,8 @@ def finalise_batch(session: Session, batch_id: int) -> BatchFinal | None:
     n_done, n_failed = counts.get("done", 0), counts.get("failed", 0)
     already = batch.status in FINAL_BATCH_STATUSES
     batch.n_done, batch.n_failed = n_done, n_failed
+    flags = trust_counts(session, batch_id)  # kept with the batch: `status` then reads no result row
+    batch.n_low_confidence, batch.n_out_of_domain = flags["low_confidence"], flags["out_of_domain"]
     if already:
         return None
     batch.status = "done_with_failures" if n_failed else "done"

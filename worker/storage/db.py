@@ -104,6 +104,10 @@ class Batch(Base):
     n_done: Mapped[int] = mapped_column(Integer, default=0)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
     n_ignored: Mapped[int] = mapped_column(Integer, default=0)  # non-audio files seen while walking
+    # labelled rows flagged low_confidence / out_of_domain, kept with n_done and n_failed by the finaliser
+    # (worker.engine.finalise) so that `status` of a final batch reads no result row; None until final
+    n_low_confidence: Mapped[int | None] = mapped_column(Integer)
+    n_out_of_domain: Mapped[int | None] = mapped_column(Integer)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # warnings a user should act on (many files out of domain, labels collapsed onto one emotion),
     # a list of {"code": ..., "message": ...}; None until the batch has been assessed
@@ -155,7 +159,9 @@ class Result(LabelColumns, Base):
         # mixed rows of one file conflict (NULLs are distinct in a plain UNIQUE on both databases)
         Index("uq_results_batch_path_channel", "batch_id", "path", text("coalesce(channel, -1)"), unique=True),
         CheckConstraint(f"status IN {STATUSES}", name="status"),
-        Index("ix_results_batch_status", "batch_id", "status"),
+        # what `status` counts of a batch still running (worker.storage.db.batch_summary), read from the
+        # index alone: per status the rows, the flagged rows and the last finish time
+        Index("ix_results_batch_progress", "batch_id", "status", "low_confidence", "out_of_domain", "finished_at"),
         Index("ix_results_emotion", "emotion"),
         Index("ix_results_batch_speaker", "batch_id", "speaker"),
         # the pending rows only (small however many finished rows are kept): the sweeper's lease
@@ -465,3 +471,60 @@ def batch_counts(session: Session, batch_id: int) -> dict[str, int]:
         counts[status] = n
     counts["total"] = sum(counts[s] for s in STATUSES)
     return counts
+
+
+def batch_summary(session: Session, batch: Batch) -> dict[str, Any]:
+    """What ``ser-batch status`` shows of a batch: counts, trust counts and when its last row finished.
+
+    A final batch (``done``, ``done_with_failures``, ``failed``) with its counters stored by the
+    finaliser and no pending row (one seek on the partial index ``ix_results_pending``) is answered from
+    the batch row alone: no result row is read, however many the batch has (``benchmarks/scale.py``,
+    ``status`` at 1M rows). Any other batch (running, or final but missing the counters or with rows
+    pending again) is counted live in one ``GROUP BY status`` over its entries of the covering index
+    ``ix_results_batch_progress`` (no table row is read).
+
+    Args:
+        session: an open session.
+        batch: the batch row.
+
+    Returns:
+        ``{"pending", "done", "failed", "total", "low_confidence", "out_of_domain": int,
+        "last_finished_at": datetime or None, "stored": bool}`` (``stored``: read from the batch row).
+    """
+    final = batch.status in FINAL_BATCH_STATUSES and None not in (batch.n_low_confidence, batch.n_out_of_domain)
+    if (
+        final
+        and session.scalar(select(Result.id).where(Result.batch_id == batch.id, Result.status == "pending").limit(1))
+        is None
+    ):
+        return {
+            "pending": 0,
+            "done": batch.n_done,
+            "failed": batch.n_failed,
+            "total": batch.n_done + batch.n_failed,
+            "low_confidence": batch.n_low_confidence,
+            "out_of_domain": batch.n_out_of_domain,
+            "last_finished_at": batch.finished_at,
+            "stored": True,
+        }
+    out: dict[str, Any] = dict.fromkeys(STATUSES, 0)
+    out.update(low_confidence=0, out_of_domain=0, last_finished_at=None, stored=False)
+    q = (
+        select(
+            Result.status,
+            func.count(),
+            func.count().filter(Result.low_confidence.is_(True)),
+            func.count().filter(Result.out_of_domain.is_(True)),
+            func.max(Result.finished_at),
+        )
+        .where(Result.batch_id == batch.id)
+        .group_by(Result.status)
+    )
+    for status, n, n_low, n_ood, last in session.execute(q):
+        out[status] = n
+        if status == "done":  # flags are counted over labelled rows, as trust_counts does
+            out["low_confidence"], out["out_of_domain"] = n_low, n_ood
+        if status != "pending" and last is not None:
+            out["last_finished_at"] = last if out["last_finished_at"] is None else max(out["last_finished_at"], last)
+    out["total"] = sum(out[s] for s in STATUSES)
+    return out
