@@ -4,10 +4,15 @@ For each database (SQLite file, PostgreSQL cluster started here as tests/integra
 size N, a database is made by ``ser-batch db upgrade`` and filled with SQL (no audio is decoded):
 batch 1 has N finished rows (1 % failed, 1,000 files per folder, the eight emotions, probabilities,
 trust flags), batch 2 the same paths with 10 % of the labels changed (as a ``rescore`` would), and a
-registered model ``bench-v1``. Then each command runs as a user runs it, in a fresh process, under
+registered model ``bench-v1``; each batch is then finalised by ser-batch's own finaliser
+(``worker.engine.finalise``: status, counts, trust counters, warnings), as the last row of a real batch
+does. Then each command runs as a user runs it, in a fresh process, under
 ``/usr/bin/time -f "%e %M"`` (wall seconds, peak RSS in KB):
 
-- ``status 1``; ``results --batch 1 --format csv|jsonl|json -o FILE``; ``report 1``;
+- ``status`` (the latest batch, as a user asks) and ``status 1``, both final; ``status 1`` again with the
+  batch marked running (counted live from its rows); ``config`` (the same process start-up, no table
+  read) as the floor;
+- ``results --batch 1 --format csv|jsonl|json -o FILE``; ``report 1``;
   ``labels export 1 --count 200``; ``diff 1 2 --format csv -o FILE``;
 - the database's own CSV dump of the same rows and columns as the yardstick: ``sqlite3 -csv`` and
   ``psql -c "\\copy (SELECT ...) TO ... CSV HEADER"``;
@@ -20,6 +25,10 @@ Usage::
 
     python benchmarks/scale.py --sizes 10000 100000 1000000 --dbs sqlite postgresql \\
         --out benchmarks/results/scale.md
+
+``--only status status_latest status_running status_query startup`` measures those commands alone (the rest of
+each size's entry in the JSON is kept), e.g. ``--sizes 1000000 --dbs sqlite --only status status_latest
+status_running startup``.
 
 Temporary databases and files go under ``--tmp`` (default a fresh folder in /tmp) and are deleted
 at the end.
@@ -165,6 +174,8 @@ def fill(url: str, n: int) -> float:
                 )
             )
             conn.execute(text(_fill_sql(dialect, bid, n, changed)))
+            # until its finaliser has run (below), the batch is what it is while its rows are written
+            conn.execute(text(f"UPDATE batches SET status = 'running', finished_at = NULL WHERE id = {bid}"))
         if dialect == "postgresql":
             conn.execute(text("SELECT setval(pg_get_serial_sequence('batches', 'id'), 2)"))
     if dialect == "postgresql":
@@ -174,6 +185,14 @@ def fill(url: str, n: int) -> float:
         with eng.begin() as conn:
             conn.execute(text("ANALYZE"))
     eng.dispose()
+    from worker.engine.finalise import finalise_if_complete
+
+    for bid in (1, 2):  # status, n_done/n_failed, trust counters and warnings, as a real batch's last row sets them
+        if finalise_if_complete(bid, url=url) is None:
+            raise RuntimeError(f"batch {bid} was not finalised")
+    from worker.storage.db import close_engines
+
+    close_engines()
     return time.perf_counter() - t0
 
 
@@ -206,14 +225,87 @@ def make_files(root: Path, n: int) -> Path:
     return root
 
 
+def _set_running(url: str, batch_id: int, running: bool) -> None:
+    """Mark a finalised batch running (its stored counters are then not used) and back."""
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(url)
+    with eng.begin() as conn:
+        conn.execute(
+            text("UPDATE batches SET status = :status WHERE id = :id"),
+            {"status": "running" if running else "done_with_failures", "id": batch_id},
+        )
+    eng.dispose()
+
+
+_SUMMARY_TIMING = """
+import json, sys, time
+from sqlalchemy.orm import Session
+from worker.storage.db import Batch, batch_summary, get_engine
+
+def median_ms(session, batch):
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        batch_summary(session, batch)
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(sorted(times)[2], 2)
+
+with Session(get_engine(sys.argv[1])) as session:
+    final = session.get(Batch, 2)
+    running = session.get(Batch, 1)
+    running.status = "running"  # not flushed: the live count, nothing written
+    print(json.dumps({"final_ms": median_ms(session, final), "running_ms": median_ms(session, running)}))
+    session.rollback()
+"""
+"""In one process: :func:`worker.storage.db.batch_summary` of a final batch and of one marked running (ms)."""
+
+
 def measure(
-    kind: str, url: str, n: int, tmp: Path, files: Path, redis: RedisServer, pg: PostgresCluster | None
+    kind: str,
+    url: str,
+    n: int,
+    tmp: Path,
+    files: Path | None,
+    redis: RedisServer | None,
+    pg: PostgresCluster | None,
+    only: set[str] | None = None,
 ) -> dict[str, Any]:
-    """Every command on one filled database; returns ``{command: {"s", "rss_mb", ...}}``."""
+    """The commands (all, or those in ``only``) on one filled database; returns ``{command: {"s", "rss_mb", ...}}``."""
     exe = _exe()
     env = _env(url)
     out: dict[str, Any] = {}
-    out["status"] = timed([*exe, "status", "1"], env)
+
+    def want(key: str) -> bool:
+        return only is None or key in only
+
+    def median_of(argv: list[str], k: int = 5) -> dict[str, Any]:
+        """Short commands: the median of ``k`` runs (other jobs share the cores), every run kept."""
+        runs = [timed(argv, env) for _ in range(k)]
+        mid = sorted(runs, key=lambda r: r["s"])[k // 2]
+        return {**mid, "runs_s": [r["s"] for r in runs]}
+
+    out["load_avg_1min"] = round(os.getloadavg()[0], 2)  # the cores are shared: how busy they were
+    if want("startup"):
+        out["startup"] = median_of([*exe, "config"])
+    if want("status"):
+        out["status"] = median_of([*exe, "status", "1"])
+    if want("status_latest"):
+        out["status_latest"] = median_of([*exe, "status"])
+    if want("status_query"):  # the part of `status` that depends on the rows, without the process start-up
+        p = subprocess.run(
+            [sys.executable, "-c", _SUMMARY_TIMING, url], capture_output=True, text=True, cwd=REPO, check=True
+        )
+        out["status_query"] = json.loads(p.stdout.strip().splitlines()[-1])
+    if want("status_running"):
+        _set_running(url, 1, True)
+        try:
+            out["status_running"] = median_of([*exe, "status", "1"])
+        finally:
+            _set_running(url, 1, False)
+    if only is not None:
+        return out
+    assert files is not None and redis is not None
     for fmt in ("csv", "jsonl", "json"):
         f = tmp / f"out.{fmt}"
         r = timed([*exe, "results", "--batch", "1", "--format", fmt, "-o", str(f)], env)
@@ -282,7 +374,13 @@ def measure(
 
 
 def run_size(
-    kind: str, n: int, tmp: Path, files: Path, redis: RedisServer, pg: PostgresCluster | None
+    kind: str,
+    n: int,
+    tmp: Path,
+    files: Path | None,
+    redis: RedisServer | None,
+    pg: PostgresCluster | None,
+    only: set[str] | None = None,
 ) -> dict[str, Any]:
     """Make, fill and measure one database of ``n`` rows per batch; the database is dropped afterwards."""
     if kind == "sqlite":
@@ -297,7 +395,7 @@ def run_size(
     fill_s = fill(url, n)
     print(f"{kind} {n}: filled in {fill_s:.1f} s", flush=True)
     try:
-        res = measure(kind, url, n, tmp, files, redis, pg)
+        res = measure(kind, url, n, tmp, files, redis, pg, only)
     finally:
         if kind == "sqlite":
             size = sum(Path(f"{db}{s}").stat().st_size for s in ("", "-wal") if Path(f"{db}{s}").exists())
@@ -319,7 +417,11 @@ def run_size(
 
 COMMANDS = [
     ("submit", "submit DIR (record + enqueue, distributed, no worker)"),
-    ("status", "status 1"),
+    ("startup", "config (process start-up, no table read: the floor of every command)"),
+    ("status_latest", "status (the latest batch, final)"),
+    ("status", "status 1 (final)"),
+    ("status_running", "status 1, marked running (counted live from its rows)"),
+    ("status_before_0009", "status 1, before 0009_status_counters (every call counted the rows; 2026-12-05)"),
     ("yardstick_csv", "database's own CSV dump (sqlite3 -csv / psql \\copy)"),
     ("results_csv", "results --format csv"),
     ("results_jsonl", "results --format jsonl"),
@@ -361,14 +463,25 @@ def to_markdown(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str
                 if "rows" in r and r["rows"] != int(n) and key != "diff":
                     cell += f" (**{r['rows']:,} rows**)"
                 cells.append(cell)
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            if any(cells):  # a command not measured on this database has no row
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
         ratio = [
             f"{by_n[n]['results_csv']['s'] / by_n[n]['yardstick_csv']['s']:.2f}x"
+            if by_n[n].get("yardstick_csv") and by_n[n].get("results_csv")
+            else ""
             for n in sizes
-            if by_n[n].get("yardstick_csv")
         ]
         lines.append("| CSV export / database dump | " + " | ".join(ratio) + " |")
         lines.append("| database size (2 batches) | " + " | ".join(f"{by_n[n]['db_mb']:,.0f} MB" for n in sizes) + " |")
+        if any(by_n[n].get("status_query") for n in sizes):
+            lines.append(
+                "| status: counting in process (final batch / marked running), no start-up | "
+                + " | ".join(
+                    f"{q['final_ms']:.1f} ms / {q['running_ms']:.0f} ms" if (q := by_n[n].get("status_query")) else ""
+                    for n in sizes
+                )
+                + " |"
+            )
         msg = [by_n[n]["submit"] for n in sizes if by_n[n].get("submit")]
         if msg:
             lines.append(
@@ -387,44 +500,63 @@ def main() -> None:
     ap.add_argument("--tmp", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scale.md")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "scale.json")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        choices=["startup", "status", "status_latest", "status_running", "status_query"],
+        help="measure only these commands (no files, no Redis); the rest of each entry is kept",
+    )
     args = ap.parse_args()
+    only = set(args.only) if args.only else None
     tmp = args.tmp or Path(tempfile.mkdtemp(prefix="ser-scale-"))
     tmp.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = json.loads(args.json.read_text()) if args.json.exists() else {}
-    redis = RedisServer(temp_dir("ser-scale-redis-")).start()
+    redis = RedisServer(temp_dir("ser-scale-redis-")).start() if only is None else None
     pg = PostgresCluster(temp_dir("ser-scale-pg-")).start() if "postgresql" in args.dbs else None
     try:
         for n in sorted(args.sizes):
-            files = tmp / f"files-{n}"
-            t0 = time.perf_counter()
-            make_files(files, n)
-            print(f"{n} files made in {time.perf_counter() - t0:.1f} s", flush=True)
+            files = tmp / f"files-{n}" if only is None else None
+            if files is not None:
+                t0 = time.perf_counter()
+                make_files(files, n)
+                print(f"{n} files made in {time.perf_counter() - t0:.1f} s", flush=True)
             try:
                 for kind in args.dbs:
-                    results.setdefault(kind, {})[str(n)] = run_size(kind, n, tmp, files, redis, pg)
+                    res = run_size(kind, n, tmp, files, redis, pg, only)
+                    entry = results.setdefault(kind, {}).setdefault(str(n), {}) if only else {}
+                    entry.update(res)  # --only: the other commands' numbers of this size are kept
+                    results[kind][str(n)] = entry
                     args.json.write_text(json.dumps(results, indent=1) + "\n")
             finally:
-                shutil.rmtree(files, ignore_errors=True)
+                if files is not None:
+                    shutil.rmtree(files, ignore_errors=True)
     finally:
-        redis.stop()
+        if redis is not None:
+            redis.stop()
+            shutil.rmtree(redis.folder, ignore_errors=True)
         if pg is not None:
             pg.stop()
             shutil.rmtree(pg.folder, ignore_errors=True)
-        shutil.rmtree(redis.folder, ignore_errors=True)
         if args.tmp is None:
             shutil.rmtree(tmp, ignore_errors=True)
+    write_markdown(results, args.out)
+
+
+def write_markdown(results: dict[str, dict[str, Any]], out: Path) -> None:
+    """Replace the tables of ``out`` (between its ``<!-- tables -->`` markers) with those of ``results``."""
     meta = {
         "when": time.strftime("%Y-%m-%d", time.gmtime()),
         "machine": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
         "cpus": os.cpu_count(),
     }
     tables = to_markdown(results, meta)
-    old = args.out.read_text() if args.out.exists() else ""
+    old = out.read_text() if out.exists() else ""
     a, b = "<!-- tables -->\n", "<!-- /tables -->\n"
     if a in old and b in old:  # keep the hand-written analysis around the generated tables
         tables = old[: old.index(a) + len(a)] + tables[tables.index("\n## ") + 1 :] + old[old.index(b) :]
-    args.out.write_text(tables)
-    print(f"wrote {args.out}")
+    out.write_text(tables)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
