@@ -140,7 +140,7 @@ def plot_reliability(calibration: dict[str, Any], path: str | os.PathLike[str], 
 
 def write_report(
     folder: str | os.PathLike[str],
-    cv: dict[str, Any],
+    cv: dict[str, Any] | None,
     loss_curve: list[float],
     title: str,
     calibration: dict[str, Any] | None = None,
@@ -148,7 +148,8 @@ def write_report(
     """Write ``metrics.json``, ``confusion_matrix.png`` and ``loss_curve.png`` into ``folder``.
 
     With ``calibration`` (a bundle's ``meta["calibration"]``) also ``calibration.json`` and
-    ``reliability_diagram.png`` (:func:`plot_reliability`).
+    ``reliability_diagram.png`` (:func:`plot_reliability`). Without ``cv`` (``train --cv none``)
+    ``metrics.json`` says no cross-validation ran and no confusion matrix is drawn.
 
     Returns:
         ``{"metrics": path, "confusion": path, "loss": path}`` plus ``"calibration"`` and
@@ -158,13 +159,15 @@ def write_report(
 
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
-    metrics = {k: v for k, v in cv.items() if k not in OOF_KEYS}
+    if cv is None:
+        metrics: dict[str, Any] = {"protocol": "no cross-validation (train --cv none): no metrics"}
+    else:
+        metrics = {k: v for k, v in cv.items() if k not in OOF_KEYS}
     (d / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    out = {
-        "metrics": d / "metrics.json",
-        "confusion": plot_confusion(cv, d / "confusion_matrix.png", title),
-        "loss": plot_loss(loss_curve, d / "loss_curve.png"),
-    }
+    out = {"metrics": d / "metrics.json"}
+    if cv is not None:
+        out["confusion"] = plot_confusion(cv, d / "confusion_matrix.png", title)
+    out["loss"] = plot_loss(loss_curve, d / "loss_curve.png")
     if calibration:
         (d / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
         out["calibration"] = d / "calibration.json"
