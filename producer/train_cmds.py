@@ -111,11 +111,11 @@ def train(
     cv: Annotated[
         CvMode,
         typer.Option(
-            help="Cross-validation to pay for: full (every mode, calibration on held-out channels), quick "
+            help="Cross-validation to pay for: full (every mode, calibration on held-out channels; the packaged recipe), quick "
             "(grouped WA/UAR/macro-F1 and calibration of the global model only), none (final model only, "
             "no metrics or trust flags). The final model is always fitted on all the data."
         ),
-    ] = CvMode.full,
+    ] = CvMode.quick,
     balance: Annotated[
         bool,
         typer.Option(

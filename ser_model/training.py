@@ -622,6 +622,83 @@ def training_params(n_rows: int, epochs: int = 300, min_epochs: int = 60) -> dic
     return {"max_iter": int(max(min_epochs, min(epochs, round(epochs * REFERENCE_ROWS / n_rows))))}
 
 
+def fit_dimension_head(
+    X: np.ndarray,
+    labels: Sequence[str],
+    sample_weight: np.ndarray | None = None,
+    *,
+    hidden_layer_sizes: tuple[int, ...] = (128,),
+    alpha: float = 3.0,
+    max_iter: int = 300,
+    random_state: int = 0,
+) -> Any:
+    """Fit the arousal/valence regression head on feature rows and their categories' positions.
+
+    Targets are :func:`ser_model.dimensions.positions` of each row's label (so a corpus with only
+    some categories still teaches both dimensions); the model is a ``StandardScaler`` +
+    scikit-learn ``MLPRegressor`` (ReLU, Adam, squared error, L2 ``alpha``), run at inference by
+    :class:`ser_model.dimensions.DimensionHead` with numpy. One BLAS thread (the same weights in any process).
+
+    Args:
+        X: features ``(n, n_features)``.
+        labels: category of each row, length ``n`` (each must have a position).
+        sample_weight: per-row weights ``(n,)`` or None.
+        hidden_layer_sizes: units per hidden layer.
+        alpha: L2 penalty.
+        max_iter: epochs (see :func:`training_params` for the budget of a large training set).
+        random_state: seed.
+
+    Returns:
+        :class:`ser_model.dimensions.DimensionHead`.
+
+    Raises:
+        KeyError: a label without a position.
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import Pipeline as SkPipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ser_model.dimensions import DimensionHead, positions
+    from ser_model.threads import one_blas_thread
+
+    target = positions(labels)
+    pipe = SkPipeline(
+        [
+            ("scaler", StandardScaler()),
+            (
+                "mlp",
+                MLPRegressor(
+                    hidden_layer_sizes=hidden_layer_sizes,
+                    alpha=alpha,
+                    learning_rate_init=1e-3,
+                    max_iter=max_iter,
+                    random_state=random_state,
+                ),
+            ),
+        ]
+    )
+    with warnings.catch_warnings(), one_blas_thread():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        kw = {} if sample_weight is None else {"mlp__sample_weight": np.asarray(sample_weight, dtype=np.float64)}
+        pipe.fit(np.asarray(X, dtype=np.float32), target, **kw)
+    return DimensionHead.from_pipeline(
+        pipe,
+        meta={
+            "targets": "ser_model.dimensions.CATEGORY_POSITIONS of each training file's category",
+            "hidden_layer_sizes": list(hidden_layer_sizes),
+            "alpha": alpha,
+            "max_iter": max_iter,
+        },
+    )
+
+
+def _fit_head(X: np.ndarray, labels: list[str], w: np.ndarray | None, max_iter: int) -> Any:
+    return fit_dimension_head(X, labels, w, max_iter=max_iter)
+
+
 FitJob = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 """``(X, y, sample_weight)`` of one pipeline fit."""
 
@@ -653,24 +730,44 @@ def fit_pipelines(
     Returns:
         The fitted pipelines, in the order of ``jobs``.
     """
+    p = dict(params or {})
+    return parallel_calls([(_fit_one, (p, X, y, w)) for X, y, w in jobs], n_jobs=n_jobs, progress=progress)
+
+
+def parallel_calls(
+    calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
+    *,
+    n_jobs: int | None = 1,
+    progress: Progress | None = None,
+) -> list[Any]:
+    """``[fn(*args) for fn, args in calls]`` in ``n_jobs`` fork-started processes (each on one BLAS
+    thread), results in the order of ``calls``; 1 (or one call) runs them in this process.
+
+    Args:
+        calls: ``(function, arguments)`` pairs; functions and arguments must pickle.
+        n_jobs: processes; None: ``os.cpu_count()``.
+        progress: called as ``progress(done, total)`` after each call.
+
+    Returns:
+        The results.
+    """
     import multiprocessing
 
-    p = dict(params or {})
-    n = min(n_jobs or os.cpu_count() or 1, len(jobs))
-    out: list[Pipeline] = []
+    n = min(n_jobs or os.cpu_count() or 1, len(calls))
+    out: list[Any] = []
     if n <= 1:
-        for X, y, w in jobs:
-            out.append(_fit_one(p, X, y, w))
+        for fn, args in calls:
+            out.append(fn(*args))
             if progress:
-                progress(len(out), len(jobs))
+                progress(len(out), len(calls))
         return out
     ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker) as ex:
-        futures = [ex.submit(_fit_one, p, X, y, w) for X, y, w in jobs]
+        futures = [ex.submit(fn, *args) for fn, args in calls]
         for f in futures:
             out.append(f.result())
             if progress:
-                progress(len(out), len(jobs))
+                progress(len(out), len(calls))
     return out
 
 
@@ -1301,6 +1398,7 @@ def train_bundle(
     by_corpus: bool = False,
     held_out_calibration: bool = True,
     n_jobs: int | None = 1,
+    dimension_head: bool = False,
 ) -> ModelBundle:
     """Fit the pipeline on all of ``table`` and wrap it in a :class:`ModelBundle`.
 
@@ -1335,6 +1433,9 @@ def train_bundle(
         held_out_calibration: with condition copies, fit the global calibration on
             :func:`held_out_channel_predictions` too (30 more fits); False skips them (``train --cv quick``).
         n_jobs: processes for the fits (:func:`fit_pipelines`); the bundle is the same for any number.
+        dimension_head: also fit the arousal/valence regression head (:func:`fit_dimension_head`) on
+            the same rows and weights, when every label has a position; otherwise the bundle maps
+            its category probabilities (:meth:`ser_model.model.ModelBundle.dimensions`).
 
     Returns:
         The fitted bundle; ``meta`` holds metrics, data fingerprint, params, versions, the feature
@@ -1381,7 +1482,15 @@ def train_bundle(
         )
         batch_job = len(jobs)
         jobs.append((_batch_rows(X, groups), y, jobs[0][2]))
-    fitted = fit_pipelines(params, jobs, n_jobs=n_jobs)
+    from ser_model.dimensions import has_positions
+
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [(_fit_one, (dict(params or {}), *j)) for j in jobs]
+    head_call = None
+    if dimension_head and has_positions(labels):
+        head_call = len(calls)
+        y_labels = [labels[i] for i in y]
+        calls.append((_fit_head, (X, y_labels, jobs[0][2], int((params or {}).get("max_iter", 300)))))
+    fitted = parallel_calls(calls, n_jobs=n_jobs)
     pipeline = _slim(fitted[0])
     speaker_pipeline = _slim(fitted[speaker_job]) if speaker_job is not None else None
     batch_weights = None
@@ -1445,4 +1554,9 @@ def train_bundle(
     )
     if batch_weights is not None:
         bundle.weights[MODE_BATCH] = batch_weights
+    if head_call is not None:
+        bundle.dimension_head = fitted[head_call]
+        meta["dimensions"] = {"source": "trained regression head", **(fitted[head_call].meta or {})}
+    else:
+        meta["dimensions"] = {"source": "category probabilities weighted by ser_model.dimensions.CATEGORY_POSITIONS"}
     return bundle

@@ -63,6 +63,9 @@ class TrainRequest:
         balance: weight the named corpora (ravdess, tess, nemo sources) so that each contributes the
             same total weight whatever its size (:func:`corpus_balance_weights`); multiplied by
             ``weights``.
+        dimension_head: fit the arousal/valence regression head beside the category model
+            (:func:`ser_model.training.fit_dimension_head`); False: the bundle maps its category
+            probabilities onto the dimensions.
     """
 
     data: list[str]
@@ -79,8 +82,9 @@ class TrainRequest:
     conditions: int = 3
     seed: int = 0
     babble: str | None = None
-    cv: str = "full"
+    cv: str = "quick"
     balance: bool = True
+    dimension_head: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -287,6 +291,7 @@ def run_training(
         by_corpus=by_corpus,
         held_out_calibration=req.cv == "full",
         n_jobs=n_jobs,
+        dimension_head=req.dimension_head,
     )
     bundle.meta.update(cv_mode=req.cv, corpora=corpora, balanced=bool(req.balance and by_corpus))
     if progress:

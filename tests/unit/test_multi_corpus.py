@@ -187,3 +187,28 @@ def test_external_babble_folder_must_hold_audio(tmp_path):
              "--cv", "none", "--no-register", "--output", str(tmp_path / "m.npz")], tmp_path / "ser.db")  # fmt: skip
     no_traceback(t)
     assert t.returncode == 2 and "no audio files" in t.stderr
+
+
+def test_the_dimension_head_is_trained_stored_and_orders_activated_above_calm():
+    """A bundle trained with the head keeps it through its bytes; the head puts rows of an activated
+    category (angry) above rows of a calm one on arousal, and a negative one below on valence."""
+    from ser_model.dimensions import CATEGORY_POSITIONS
+    from ser_model.model import bundle_from_bytes, bundle_to_bytes, sha256_bytes
+
+    table = _table(n_per=24)
+    labels = ["calm", "angry", "sad"]
+    b = train_bundle(table, labels=labels, params={"hidden_layer_sizes": (16,), "max_iter": 60}, dimension_head=True)
+    assert b.dimension_head is not None and b.meta["dimensions"]["source"] == "trained regression head"
+    data = bundle_to_bytes(b)
+    again = bundle_from_bytes(data, sha256_bytes(data))
+    X = table.X
+    d1 = b.dimensions(X, b.predict_proba(X))
+    d2 = again.dimensions(X, again.predict_proba(X))
+    np.testing.assert_allclose(d1, d2, atol=1e-6)
+    lab = np.asarray(table.labels)
+    assert d1.shape == (len(lab), 2) and ((d1 >= 0) & (d1 <= 1)).all()
+    assert d1[lab == "angry", 0].mean() > d1[lab == "calm", 0].mean() + 0.1
+    assert d1[lab == "sad", 1].mean() < d1[lab == "calm", 1].mean() - 0.1
+    assert CATEGORY_POSITIONS["angry"][0] > 0.5 > CATEGORY_POSITIONS["calm"][0]
+    plain = train_bundle(table, labels=labels, params={"hidden_layer_sizes": (16,), "max_iter": 60})
+    assert plain.dimension_head is None and "weighted" in plain.meta["dimensions"]["source"]
