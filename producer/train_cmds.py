@@ -207,6 +207,12 @@ def train(
         print_metrics(bn)
     if outcome["metrics"].get("trust"):
         print_trust(outcome["metrics"]["trust"])
+    if outcome.get("timings_s"):
+        err.print(
+            "time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in outcome["timings_s"].items()),
+            markup=False,
+            highlight=False,
+        )
     console.print(f"bundle: {escape(str(outcome['bundle_path']))} (sha256 {outcome['sha256'][:16]}...)")
     rep = outcome["report_files"]
     console.print("report: " + ", ".join(str(v) for v in rep.values()), highlight=False)

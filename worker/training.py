@@ -102,6 +102,8 @@ class TrainOutcome:
     n_files: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of each stage (features, degraded copies, each cross-validation, final model, report)."""
 
 
 def ordered_labels(present: set[str], wanted: Sequence[str] | None) -> list[str]:
@@ -169,7 +171,16 @@ def run_training(
         if n_per_file:
             log(f"{n_per_file} file(s) without a speaker: each is its own group in cross-validation")
 
+    import time
+
+    t_start = time.perf_counter()
+    marks: list[tuple[str, float]] = []
+
+    def mark(name: str) -> None:
+        marks.append((name, time.perf_counter()))
+
     def stage(name: str) -> Callable[[int, int], None]:
+        mark(name)
         return lambda d, n: progress(name, d, n) if progress else None
 
     n_jobs = req.workers or s.workers
@@ -273,6 +284,7 @@ def run_training(
         )
     kinds = sorted({src.kind for src in sources})
     name = f"{'+'.join(kinds)}{len(labels)}"
+    mark("final model")
     if progress:
         progress("final model", 0, 1)
     bundle = train_bundle(
@@ -296,6 +308,7 @@ def run_training(
     bundle.meta.update(cv_mode=req.cv, corpora=corpora, balanced=bool(req.balance and by_corpus))
     if progress:
         progress("final model", 1, 1)
+    mark("report and registry")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = Path(req.output) if req.output else Path(s.model_dir) / f"{name}-{stamp}.npz"
     digest = save_bundle(bundle, out)
@@ -325,7 +338,12 @@ def run_training(
         metrics["batch_normalised"] = public_metrics(batch_cv)
     if "trust" in bundle.meta["metrics"]:
         metrics["trust"] = bundle.meta["metrics"]["trust"]
+    mark("end")
+    ends = [t for _, t in marks[1:]]
+    timings = {name: round(t1 - t0, 1) for (name, t0), t1 in zip(marks, ends, strict=False)}
+    timings["total"] = round(time.perf_counter() - t_start, 1)
     return TrainOutcome(
+        timings_s=timings,
         version=version,
         bundle_path=str(out),
         sha256=digest,
