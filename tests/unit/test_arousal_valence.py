@@ -138,3 +138,178 @@ def test_segments_carry_dimensions_and_the_file_their_duration_weighted_mean(tmp
     calm = [s["arousal"] for s in segs if part[s["index"]] == "calm"]
     angry = [s["arousal"] for s in segs if part[s["index"]] == "angry"]
     assert calm and angry and np.mean(angry) > np.mean(calm), (calm, angry)
+
+
+# ------------------------------------------------------------------------------------------ every output path
+
+EXAMPLE_CALL = Path(__file__).resolve().parents[2] / "examples" / "calls" / "call-agent-customer.flac"
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory) -> dict[str, object]:
+    """Batch 1: 32 RAVDESS files (4 actors x calm, happy, sad, angry x 2 statements), a long recording
+    and a broken file, each file alone; batch 2: the same, ``--normalise batch`` (grouped
+    classification); batch 3: the example call, ``--channels split`` (agent, customer)."""
+    from tests.unit.test_cli import no_traceback, run
+
+    if not RAVDESS.is_dir():
+        pytest.skip(f"corpus not found at {RAVDESS}")
+    d = tmp_path_factory.mktemp("av")
+    rec = d / "rec"
+    rec.mkdir()
+    for actor in ACTORS[:4]:
+        for code in (2, 3, 4, 5):
+            for statement in (1, 2):
+                f = _ravdess(actor, code, statement)
+                (rec / f.name).symlink_to(f)
+    _long_recording(rec / "long.wav", 9)
+    (rec / "broken.wav").write_bytes(b"no audio here" * 10)
+    db = d / "ser.db"
+    for args, code in (
+        (["submit", str(rec), "-q"], 3),
+        (["submit", str(rec), "--normalise", "batch", "-q"], 3),
+        (["submit", str(EXAMPLE_CALL), "--channels", "split", "--channel-names", "agent,customer", "-q"], 0),
+    ):
+        p = run(args, db)
+        no_traceback(p)
+        assert p.returncode == code, p.stdout + p.stderr
+    return {"dir": d, "rec": rec, "db": db, "url": f"sqlite:///{db}"}
+
+
+def _db_rows(db: Path, batch: int) -> list[dict]:
+    from tests.unit.test_cli import sql
+
+    return [dict(r) for r in sql(db, "SELECT * FROM results WHERE batch_id = ? ORDER BY id", batch)]
+
+
+def _emotion_code(path: str) -> int | None:
+    name = Path(path).name
+    return int(name.split("-")[2]) if name.startswith("03-01-") else None
+
+
+def _angry_above_calm(rows: list[dict]) -> None:
+    by = {
+        (Path(r["path"]).name.split("-")[-1], Path(r["path"]).name.split("-")[4], _emotion_code(r["path"])): r
+        for r in rows
+    }
+    gaps = [by[(a, s, 5)]["arousal"] - by[(a, s, 2)]["arousal"] for a, s, c in by if c == 5 and (a, s, 2) in by]
+    assert len(gaps) == 8 and np.mean(np.array(gaps) > 0) >= 0.75 and np.mean(gaps) > 0.2, gaps
+
+
+@needs_corpus
+def test_rows_of_each_file_alone_and_of_a_grouped_batch_store_dimensions(batches):
+    for batch, mode in ((1, "utterance"), (2, "batch-normalised")):
+        rows = _db_rows(batches["db"], batch)
+        done = [r for r in rows if r["status"] == "done"]
+        assert len(done) == 33 and all(0 <= r["arousal"] <= 1 and 0 <= r["valence"] <= 1 for r in done)
+        assert {r["analysis_mode"] for r in done if _emotion_code(r["path"])} == {mode}
+        (failed,) = [r for r in rows if r["status"] == "failed"]
+        assert failed["arousal"] is None and failed["valence"] is None
+        _angry_above_calm([r for r in done if _emotion_code(r["path"])])
+    from tests.unit.test_cli import sql
+
+    segs = sql(batches["db"], "SELECT s.arousal, s.valence FROM segments s JOIN results r ON r.id = s.result_id "
+               "WHERE r.batch_id = 1")  # fmt: skip
+    assert len(segs) >= 4 and all(s["arousal"] is not None and s["valence"] is not None for s in segs)
+
+
+def _close(a: object, b: object) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-15)
+
+
+@needs_corpus
+def test_csv_json_and_jsonl_exports_carry_arousal_and_valence(batches):
+    import csv
+    import io
+    import json
+
+    from tests.unit.test_cli import run
+
+    db = batches["db"]
+    stored = {r["path"]: r for r in _db_rows(db, 1)}
+    p = run(["results", "--batch", "1", "--format", "csv"], db)
+    reader = csv.DictReader(io.StringIO(p.stdout))
+    cols = reader.fieldnames or []
+    assert cols[cols.index("confidence") + 1 : cols.index("confidence") + 3] == ["arousal", "valence"]
+    csv_rows = list(reader)
+    jsonl = [json.loads(line) for line in run(["results", "--batch", "1", "--format", "jsonl"], db).stdout.splitlines()]
+    arr = json.loads(run(["results", "--batch", "1", "--format", "json"], db).stdout)
+    assert len(csv_rows) == len(jsonl) == len(arr) == len(stored) == 34
+    for c, j, a in zip(csv_rows, jsonl, arr, strict=True):
+        want = stored[c["path"]]
+        for dim in ("arousal", "valence"):
+            assert _close(c[dim] or None, want[dim]) and _close(j[dim], want[dim]) and _close(a[dim], want[dim])
+    seg = list(
+        csv.DictReader(io.StringIO(run(["results", "--batch", "1", "--segments", "--format", "csv"], db).stdout))
+    )
+    assert seg and all(0 <= float(s["arousal"]) <= 1 and 0 <= float(s["valence"]) <= 1 for s in seg)
+    table = run(["results", "--batch", "1"], db).stdout
+    assert "arousal" in table and "valence" in table
+
+
+@needs_corpus
+def test_python_api_matches_the_batch(batches):
+    from ser_batch import predict_files
+
+    stored = {r["path"]: r for r in _db_rows(batches["db"], 1)}
+    paths = [p for p in sorted(stored) if p.endswith(("long.wav", "broken.wav"))] + sorted(stored)[:3]
+    for pred in predict_files(paths):
+        want = stored[pred.path]
+        if pred.status == "failed":
+            assert pred.arousal is None and pred.valence is None
+            continue
+        assert math.isclose(pred.arousal, want["arousal"], abs_tol=1e-6)
+        assert math.isclose(pred.valence, want["valence"], abs_tol=1e-6)
+        if pred.path.endswith("long.wav"):
+            assert pred.segments and all(s.arousal is not None and s.valence is not None for s in pred.segments)
+    split = predict_files([EXAMPLE_CALL], channels="split", channel_names=["agent", "customer"])
+    assert {p.role: p.arousal is not None for p in split} == {"agent": True, "customer": True}
+
+
+def _summary(rows: list[dict]) -> dict:
+    done = [r for r in rows if r["status"] == "done" and r["arousal"] is not None]
+    a = np.array([r["arousal"] for r in done])
+    v = np.array([r["valence"] for r in done])
+    return {"n": len(done), "arousal_mean": a.mean(), "valence_mean": v.mean(),
+            "high_arousal_share": np.mean(a > 0.5), "positive_valence_share": np.mean(v > 0.5)}  # fmt: skip
+
+
+def _same_summary(got: dict, want: dict) -> None:
+    assert got["n"] == want["n"]
+    for k in ("arousal_mean", "valence_mean", "high_arousal_share", "positive_valence_share"):
+        assert math.isclose(got[k], want[k], rel_tol=1e-9), (k, got, want)
+
+
+@needs_corpus
+def test_status_summary_and_webhook_event_carry_the_batch_means(batches):
+    import json
+
+    from sqlalchemy.orm import Session
+
+    from tests.unit.test_cli import run
+    from worker.engine.notify import build_event
+    from worker.storage.db import get_engine
+
+    db = batches["db"]
+    want = _summary(_db_rows(db, 1))
+    doc = json.loads(run(["status", "1", "--format", "json"], db).stdout)
+    _same_summary(doc["dimensions"], want)
+    table = run(["status", "1"], db).stdout
+    assert f"{want['arousal_mean']:.2f} ({want['high_arousal_share']:.0%} high)" in table
+    with Session(get_engine(batches["url"])) as s:
+        event = build_event(s, 1)
+        call = build_event(s, 3)
+    _same_summary(event["dimensions"], want)
+    json.dumps(event)  # the webhook body
+    rows = _db_rows(db, 3)
+    by = {r["role"]: r["dimensions"] for r in call["by_channel"]}
+    for role in ("agent", "customer"):
+        _same_summary(by[role], _summary([r for r in rows if r["role"] == role]))
+    # the customer (angry, disgust, fearful) is more activated and less positive than the agent
+    # (neutral, calm, happy)
+    assert by["customer"]["arousal_mean"] > by["agent"]["arousal_mean"]
+    assert by["customer"]["valence_mean"] < by["agent"]["valence_mean"]
+    split = json.loads(run(["status", "3", "--format", "json"], db).stdout)
+    assert {r["role"]: r["dimensions"]["n"] for r in split["by_channel"]} == {"agent": 1, "customer": 1}
