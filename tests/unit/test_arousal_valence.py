@@ -313,3 +313,45 @@ def test_status_summary_and_webhook_event_carry_the_batch_means(batches):
     assert by["customer"]["valence_mean"] < by["agent"]["valence_mean"]
     split = json.loads(run(["status", "3", "--format", "json"], db).stdout)
     assert {r["role"]: r["dimensions"]["n"] for r in split["by_channel"]} == {"agent": 1, "customer": 1}
+
+
+@needs_corpus
+def test_rescore_and_diff_show_how_far_the_dimensions_moved(batches, tmp_path):
+    """The same files rescored with the fast model: diff reports the mean absolute change of arousal
+    and valence over every compared file and the files that crossed 0.5, as computed from the rows."""
+    import csv
+    import io
+    import json
+
+    from tests.unit.test_cli import copy_db, no_traceback, run
+
+    db = copy_db(batches["db"], tmp_path)
+    p = run(["rescore", "1", "--model", "fast", "-q"], db)
+    no_traceback(p)
+    new = int(p.stdout.split()[-1])
+    a = {r["path"]: r for r in _db_rows(db, 1) if r["status"] == "done"}
+    b = {r["path"]: r for r in _db_rows(db, new) if r["status"] == "done"}
+    both = sorted(set(a) & set(b))
+    assert len(both) == 33
+    d = json.loads(run(["diff", "1", str(new), "--format", "json"], db).stdout)
+    dims = d["summary"]["dimensions"]
+    assert dims["compared"] == len(both)
+    for dim in ("arousal", "valence"):
+        diffs = [abs(a[p][dim] - b[p][dim]) for p in both]
+        assert math.isclose(dims[f"{dim}_mad"], float(np.mean(diffs)), rel_tol=1e-9)
+        assert dims[f"{dim}_mad"] > 0  # another model: the numbers move
+        assert math.isclose(dims[f"{dim}_mean_b"], float(np.mean([b[p][dim] for p in both])), rel_tol=1e-9)
+        assert dims[f"{dim}_crossed"] == sum((a[p][dim] > 0.5) != (b[p][dim] > 0.5) for p in both)
+    for r in d["changed"]:
+        assert _close(r["arousal_a"], a[r["path"]]["arousal"]) and _close(r["valence_b"], b[r["path"]]["valence"])
+    c = run(["diff", "1", str(new), "--format", "csv"], db)
+    cols = next(csv.reader(io.StringIO(c.stdout)))
+    assert cols[-4:] == ["arousal_a", "arousal_b", "valence_a", "valence_b"]
+    assert f"arousal moved {dims['arousal_mad']:.3f} on average ({dims['arousal_crossed']} crossed 0.5)" in c.stderr
+    # rows labelled before the migration (NULL) are left out of the comparison, not read as 0
+    from tests.unit.test_cli import sql
+
+    sql(db, "UPDATE results SET arousal = NULL, valence = NULL WHERE batch_id = 1 AND path = ?", both[0])
+    d2 = json.loads(run(["diff", "1", str(new), "--format", "json"], db).stdout)
+    assert d2["summary"]["dimensions"]["compared"] == len(both) - 1
+    assert d2["summary"]["compared"] == d["summary"]["compared"]
