@@ -413,7 +413,7 @@ def plot(
         typer.Option(min=0, help="With a path: the row of this channel of a --channels split file."),
     ] = None,
 ) -> None:
-    """Draw the emotion probabilities over time of one (segmented) recording as a PNG timeline."""
+    """Draw the emotion probabilities, arousal and valence over time of one (segmented) recording as a PNG."""
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
@@ -437,6 +437,7 @@ def plot(
             raise CliError(f"result {row.id} is {row.status}: {row.error or 'not labelled yet'}", EXIT_USAGE)
         segs = [
             {"start_s": sg.start_s, "end_s": sg.end_s, "emotion": sg.emotion, "probabilities": sg.probabilities}
+            | {"arousal": sg.arousal, "valence": sg.valence}
             for sg in session.scalars(select(Segment).where(Segment.result_id == row.id).order_by(Segment.idx))
         ]
         if not segs:  # a short file: one segment spanning it
@@ -446,6 +447,8 @@ def plot(
                     "end_s": row.duration_s or 0.0,
                     "emotion": row.emotion,
                     "probabilities": row.probabilities,
+                    "arousal": row.arousal,
+                    "valence": row.valence,
                 }
             ]
         probs = row.probabilities or {}

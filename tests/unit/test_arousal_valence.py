@@ -355,3 +355,90 @@ def test_rescore_and_diff_show_how_far_the_dimensions_moved(batches, tmp_path):
     d2 = json.loads(run(["diff", "1", str(new), "--format", "json"], db).stdout)
     assert d2["summary"]["dimensions"]["compared"] == len(both) - 1
     assert d2["summary"]["compared"] == d["summary"]["compared"]
+
+
+@needs_corpus
+def test_report_has_the_valence_arousal_plane_and_role_means(batches):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+    from sqlalchemy.orm import Session
+
+    from producer.report import gather, render
+    from worker.storage.db import get_engine
+
+    rows = _db_rows(batches["db"], 1)
+    with Session(get_engine(batches["url"])) as s:
+        data = gather(s, 1)
+        call = gather(s, 3)
+    _same_summary(data.dimensions, _summary(rows))
+    labelled = [r for r in rows if r["status"] == "done"]
+    assert sorted(data.plane) == sorted(
+        (r["arousal"], r["valence"], r["emotion"], bool(r["out_of_domain"])) for r in labelled
+    )  # one dot per labelled file
+    html = render(data)
+    m = re.search(r'alt="valence-arousal plane" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert m, "the plane is embedded as a PNG"
+    img = Image.open(io.BytesIO(base64.b64decode(m.group(1))))
+    assert img.format == "PNG" and min(img.size) > 300
+    assert f'id="arousal-mean">{data.dimensions["arousal_mean"]:.2f}<' in html
+    assert "timeline of" in html  # the long recording's timeline, now with its dimensions panel
+    roles = {g["name"]: g["dimensions"] for g in call.roles}
+    _same_summary(roles["customer"], _summary([r for r in _db_rows(batches["db"], 3) if r["role"] == "customer"]))
+    assert roles["customer"]["arousal_mean"] > roles["agent"]["arousal_mean"]
+    assert "mean arousal" in render(call)
+
+
+@needs_corpus
+def test_report_says_out_of_domain_files_keep_their_dimensions_and_old_rows_are_left_out(batches, tmp_path):
+    from sqlalchemy.orm import Session
+
+    from producer.report import gather, render
+    from tests.unit.test_cli import copy_db, sql
+    from worker.storage.db import get_engine
+
+    db = copy_db(batches["db"], tmp_path)
+    sql(db, "UPDATE results SET out_of_domain = 1 WHERE batch_id = 1 AND status = 'done' AND id % 3 = 0")
+    sql(db, "UPDATE results SET arousal = NULL, valence = NULL WHERE batch_id = 1 AND id % 3 = 1")  # pre-0009 rows
+    with Session(get_engine(f"sqlite:///{db}")) as s:
+        data = gather(s, 1)
+    rows = _db_rows(db, 1)
+    _same_summary(data.dimensions, _summary(rows))
+    n_ood = sum(1 for r in rows if r["status"] == "done" and r["out_of_domain"] and r["arousal"] is not None)
+    assert data.n_out_of_domain_with_dimensions == n_ood > 0
+    html = render(data)
+    assert f"{n_ood} file(s) are out of domain (hollow dots): they keep their arousal and valence" in html
+    sql(db, "UPDATE results SET arousal = NULL, valence = NULL WHERE batch_id = 1")
+    with Session(get_engine(f"sqlite:///{db}")) as s:
+        none = gather(s, 1)
+    assert none.dimensions["n"] == 0 and none.plane == []
+    assert "No labelled file of this batch has arousal and valence" in render(none)
+
+
+@needs_corpus
+def test_plot_draws_arousal_and_valence_over_time(batches, tmp_path):
+    from ser_model.report import timeline_figure
+    from tests.unit.test_cli import no_traceback, run, sql
+
+    db = batches["db"]
+    long_path = str(batches["rec"] / "long.wav")
+    out = tmp_path / "long.png"
+    p = run(["plot", long_path, "-o", str(out)], db)
+    no_traceback(p)
+    assert p.returncode == 0 and out.stat().st_size > 0, p.stderr
+    (rid,) = [r["id"] for r in _db_rows(db, 1) if r["path"] == long_path]
+    segs = [dict(r) for r in sql(db, "SELECT start_s, end_s, emotion, probabilities, arousal, valence FROM segments "
+                                     "WHERE result_id = ? ORDER BY idx", rid)]  # fmt: skip
+    for s in segs:
+        s["probabilities"] = {"calm": 0.5}
+    fig = timeline_figure(segs, ["calm"], {"calm": "tab:orange"})
+    assert len(fig.axes) == 3  # probabilities, arousal and valence, the strip
+    lines = {ln.get_label(): ln for ln in fig.axes[1].get_lines()}
+    for dim in ("arousal", "valence"):
+        ys = [y for y in lines[dim].get_ydata() if not np.isnan(y)]
+        assert ys == [v for s in segs for v in (s[dim], s[dim])]
+    for s in segs:
+        s["arousal"] = None  # a row labelled before the dimensions existed: the old two panels
+    assert len(timeline_figure(segs, ["calm"], {"calm": "tab:orange"}).axes) == 2
