@@ -26,7 +26,8 @@ acoustic emotion recognition: variances and strategies"; EmoBox, Ma et al., Inte
   batch-normalised pipelines and calibrated confidence, for comparison; RAVDESS is their training
   corpus (no LOCO cell).
 - **Recipes** (``--recipes``): ``accurate`` (hand-crafted + Whisper tiny.en, 2 copies), ``accurate-clean``
-  (the same, no copies), ``fast`` (hand-crafted alone, clean files: the fast model's recipe).
+  (the same, no copies), ``accurate-speakers`` (``accurate`` with each corpus weighted by its number of
+  speakers instead of equally), ``fast`` (hand-crafted alone, clean files: the fast model's recipe).
 
 Corpora: RAVDESS (Livingstone & Russo 2018, CC BY-NC-SA 4.0), TESS (Pichora-Fuller & Dupuis 2020,
 CC BY-NC-ND 4.0), nEMO (Christop 2024, CC BY-NC-SA 4.0), LibriSpeech (Panayotov et al. 2015, CC BY 4.0);
@@ -57,6 +58,7 @@ prepare_process_env()
 CORPORA = ("ravdess", "tess", "nemo")
 RECIPES: dict[str, dict[str, Any]] = {
     "accurate": {"features": "accurate", "copies": 2},
+    "accurate-speakers": {"features": "accurate", "copies": 2, "balance": "speakers"},
     "accurate-clean": {"features": "accurate", "copies": 0},
     "fast": {"features": "fast", "copies": 0},
 }
@@ -136,7 +138,8 @@ def loco_cell(tables: dict[str, tuple[Any, Any]], left_out: str, recipe: dict[st
         copies = copies.subset(keep)
     labels = ordered_labels(set(clean.labels), None)
     source_of = {p: f"{s.split(':')[0]}:x" for p, s in zip(clean.paths, clean.speakers, strict=True)}
-    w = corpus_balance_weights(clean.paths, source_of)
+    by_speakers = recipe.get("balance") == "speakers"
+    w = corpus_balance_weights(clean.paths, source_of, clean.speakers if by_speakers else None)
     X = clean.X if width is None else clean.X[:, :width]
     y = encode_labels(clean.labels, labels)
     wa = w

@@ -355,7 +355,9 @@ def run_training(
     )
 
 
-def corpus_balance_weights(paths: Sequence[str], source_of: dict[str, str]) -> Any:
+def corpus_balance_weights(
+    paths: Sequence[str], source_of: dict[str, str], speakers: Sequence[str | None] | None = None
+) -> Any:
     """Per-row weights that give every corpus source the same total weight, whatever its size.
 
     The rule: a file of a corpus source (a kind of :data:`BALANCED_KINDS`) with ``n_s`` files, among
@@ -364,6 +366,10 @@ def corpus_balance_weights(paths: Sequence[str], source_of: dict[str, str]) -> A
     1,200 or nEMO's 1,120) and average 1. Files of other sources (``csv``, ``folders``: a user's own
     recordings) weigh 1, and ``--weight`` multiplies on top. Degraded copies weigh what their file
     weighs (:func:`ser_model.training.copy_weights`).
+
+    With ``speakers`` (one key per row) a corpus' total weight is instead proportional to its number
+    of speakers: ``N * k_s / (K * n_s)`` per file for a corpus of ``k_s`` of the ``K`` speakers (a
+    corpus of two voices, however many files, counts as two voices).
 
     Returns:
         numpy ``(n,)`` float64.
@@ -375,8 +381,16 @@ def corpus_balance_weights(paths: Sequence[str], source_of: dict[str, str]) -> A
     kind = {src: src.split(":", 1)[0] for src in set(source_of.values())}
     counts = Counter(source_of.get(p, "") for p in paths if kind.get(source_of.get(p, ""), "") in BALANCED_KINDS)
     total = sum(counts.values())
+    share = {src: 1.0 / len(counts) for src in counts}
+    if speakers is not None:
+        voices: dict[str, set[str | None]] = {src: set() for src in counts}
+        for p, spk in zip(paths, speakers, strict=True):
+            if source_of.get(p, "") in counts:
+                voices[source_of[p]].add(spk)
+        k_total = sum(len(v) for v in voices.values())
+        share = {src: len(v) / k_total for src, v in voices.items()}
     return np.asarray(
-        [total / (len(counts) * counts[source_of[p]]) if source_of.get(p, "") in counts else 1.0 for p in paths],
+        [total * share[source_of[p]] / counts[source_of[p]] if source_of.get(p, "") in counts else 1.0 for p in paths],
         dtype=np.float64,
     )
 
