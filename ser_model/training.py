@@ -1201,6 +1201,95 @@ def held_out_channel_predictions(
     }
 
 
+def held_out_corpus_predictions(
+    table: FeatureTable,
+    augmented: FeatureTable | None,
+    *,
+    labels: Sequence[str],
+    params: dict[str, Any] | None = None,
+    sample_weight: np.ndarray | None = None,
+    n_jobs: int | None = 1,
+    progress: Progress | None = None,
+) -> dict[str, np.ndarray]:
+    """Predictions of each training corpus by a model trained on the *other* corpora (leave-one-corpus-out).
+
+    The multi-corpus counterpart of :func:`held_out_channel_predictions`, and what a deployed model
+    meets most: recordings of a corpus (a studio, a language, a way of acting) it never heard. For every
+    corpus (:func:`corpus_of` of the speaker keys) a model and an out-of-domain detector are fitted on
+    the other corpora's clean files and copies, and that corpus' clean files and copies whose label
+    the model knows are predicted and scored. :func:`fit_trust` adds them to the global calibration, so
+    the temperature's growth with the out-of-domain score and its cap are fitted on files as far from
+    the training data as a new corpus is. One fit per corpus.
+
+    Args:
+        table: the clean training files (speakers namespaced by corpus, ``"nemo:EB0"``).
+        augmented: their :func:`condition_table` copies, or None.
+        labels: label order.
+        params: :func:`ser_model.model.build_pipeline` arguments.
+        sample_weight: per-row weights of ``table`` (copies weigh what their file weighs).
+        n_jobs: processes for the fits (:func:`fit_pipelines`).
+        progress: called as ``progress(done, total)`` after each fit.
+
+    Returns:
+        As :func:`held_out_channel_predictions`, ``kind`` ``"corpus:<name>"``; empty arrays with fewer
+        than two corpora.
+    """
+    labels = list(labels)
+    empty = {
+        "proba": np.zeros((0, len(labels))),
+        "ood_scores": np.zeros(0),
+        "y": np.zeros(0, dtype=np.int64),
+        "kind": np.zeros(0, dtype=object),
+    }
+    corpus = np.asarray([corpus_of(sp) for sp in table.speakers], dtype=object)
+    names = sorted(set(corpus))
+    if len(names) < 2 or any(sp is None for sp in table.speakers):
+        return empty
+    y_idx = encode_labels(table.labels, labels)
+    has_aug = augmented is not None and len(augmented.labels) > 0
+    aug_corpus = (
+        np.asarray([corpus_of(sp) for sp in augmented.speakers], dtype=object) if has_aug else np.zeros(0, object)
+    )  # type: ignore[union-attr]
+    aug_y = encode_labels(augmented.labels, labels) if has_aug else np.zeros(0, np.int64)  # type: ignore[union-attr]
+    aug_w = copy_weights(sample_weight, table, augmented)
+    jobs: list[FitJob] = []
+    tests: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]] = []
+    for c in names:
+        tr = np.flatnonzero(corpus != c)
+        known = np.unique(y_idx[tr])
+        Xtr, ytr = table.X[tr], y_idx[tr]
+        w = _weights(sample_weight, tr)
+        Xte = table.X[(corpus == c) & np.isin(y_idx, known)]
+        yte = y_idx[(corpus == c) & np.isin(y_idx, known)]
+        if has_aug:
+            use = aug_corpus != c
+            Xtr = np.vstack([Xtr, augmented.X[use]])  # type: ignore[union-attr]
+            ytr = np.concatenate([ytr, aug_y[use]])
+            w = _weights(sample_weight, tr, int(use.sum()), None if aug_w is None else aug_w[use])
+            te_a = (aug_corpus == c) & np.isin(aug_y, known)
+            Xte = np.vstack([Xte, augmented.X[te_a]])  # type: ignore[union-attr]
+            yte = np.concatenate([yte, aug_y[te_a]])
+        if len(np.unique(ytr)) < 2 or not len(yte):
+            continue
+        jobs.append((Xtr, ytr, w))
+        tests.append((Xte, yte, Xtr, f"corpus:{c}"))
+    models = fit_pipelines(params, jobs, n_jobs=n_jobs, progress=progress)
+    out_p, out_s, out_y, out_k = [], [], [], []
+    for (Xte, yte, Xtr, kind), model in zip(tests, models, strict=True):
+        out_p.append(_class_proba(model, Xte, len(labels)))
+        out_s.append(fit_ood(Xtr).score(Xte))
+        out_y.append(yte)
+        out_k += [kind] * len(yte)
+    if not out_p:
+        return empty
+    return {
+        "proba": np.vstack(out_p),
+        "ood_scores": np.concatenate(out_s),
+        "y": np.concatenate(out_y),
+        "kind": np.asarray(out_k, dtype=object),
+    }
+
+
 def public_metrics(report: dict[str, Any] | None) -> dict[str, Any]:
     """A :func:`cross_validate` report without its per-row out-of-fold entries (:data:`OOF_KEYS`)."""
     return {k: v for k, v in (report or {}).items() if k not in OOF_KEYS}
@@ -1223,7 +1312,8 @@ def _calibration(
 ) -> tuple[DistanceTemperature, float, dict[str, Any]]:
     """Temperature model, low-confidence threshold and a calibration summary from out-of-fold predictions.
 
-    ``held_out`` (:func:`held_out_channel_predictions`) joins the temperature fit only; the
+    ``held_out`` (:func:`held_out_channel_predictions` or :func:`held_out_corpus_predictions`) joins the
+    temperature fit only; the
     threshold, ECE and reliability are of the out-of-fold files (``proba``). ``cap``: a given
     :attr:`DistanceTemperature.s_max` (else fitted)."""
     plain = fit_temperature(proba, y_idx)
@@ -1242,7 +1332,15 @@ def _calibration(
     summary = {
         "method": "distance-aware temperature scaling T(s) = t0 * (1 + growth * min(max(0, s - ref), "
         "s_max - ref) ** power) (Guo et al. 2017; Tomani et al. 2023), power and cap s_max fitted"
-        + (" on out-of-fold files and copies through held-out kinds of channel" if held_out is not None else ""),
+        + (
+            (
+                " on out-of-fold files and files of held-out corpora (each predicted by a model of the others)"
+                if any(str(k).startswith("corpus:") for k in held_out["kind"])
+                else " on out-of-fold files and copies through held-out kinds of channel"
+            )
+            if held_out is not None
+            else ""
+        ),
         "n_held_out_channel": int(len(held_out["y"])) if held_out is not None else 0,
         "temperature": temp.to_dict(),
         "plain_temperature": plain,
@@ -1430,8 +1528,10 @@ def train_bundle(
         batch_normalised: fit the batch-normalised pipeline; default: when ``batch_cv_report`` is given.
         by_corpus: normalise each training corpus by its own statistics for that pipeline
             (:func:`batch_groups`).
-        held_out_calibration: with condition copies, fit the global calibration on
-            :func:`held_out_channel_predictions` too (30 more fits); False skips them (``train --cv quick``).
+        held_out_calibration: fit the global calibration on held-out predictions too: with several
+            corpora (``by_corpus``) :func:`held_out_corpus_predictions` (one fit per corpus), else with
+            condition copies :func:`held_out_channel_predictions` (30 more fits); False skips them
+            (``train --cv quick``).
         n_jobs: processes for the fits (:func:`fit_pipelines`); the bundle is the same for any number.
         dimension_head: also fit the arousal/valence regression head (:func:`fit_dimension_head`) on
             the same rows and weights, when every label has a position; otherwise the bundle maps
@@ -1502,7 +1602,11 @@ def train_bundle(
     trust: dict[str, Any] = {}
     if cv_report is not None and cv_report.get("proba") is not None:
         held_out = None
-        if held_out_calibration and augmented is not None and any("#cond" in p for p in augmented.paths):
+        if held_out_calibration and by_corpus:
+            held_out = held_out_corpus_predictions(
+                table, augmented, labels=labels, params=params, sample_weight=sample_weight, n_jobs=n_jobs
+            )
+        elif held_out_calibration and augmented is not None and any("#cond" in p for p in augmented.paths):
             held_out = held_out_channel_predictions(
                 table,
                 augmented,

@@ -212,3 +212,37 @@ def test_the_dimension_head_is_trained_stored_and_orders_activated_above_calm():
     assert CATEGORY_POSITIONS["angry"][0] > 0.5 > CATEGORY_POSITIONS["calm"][0]
     plain = train_bundle(table, labels=labels, params={"hidden_layer_sizes": (16,), "max_iter": 60})
     assert plain.dimension_head is None and "weighted" in plain.meta["dimensions"]["source"]
+
+
+def test_held_out_corpus_predictions_never_train_on_the_corpus_they_predict(monkeypatch):
+    """One fit per corpus; each corpus' rows (clean and copies) are predicted by a model whose training
+    rows hold none of that corpus, and only rows whose label that model knows are kept."""
+    import ser_model.training as tr
+
+    table = _table(n_per=9)
+    aug = table.subset(np.ones(len(table.labels), bool))
+    aug = FeatureTable(aug.X + 0.1, aug.labels, aug.speakers, [p + "#cond0:noise" for p in aug.paths], [], "c")
+    seen: list[np.ndarray] = []
+    real = tr.fit_pipelines
+
+    def spy(params, jobs, **kw):
+        seen.extend(X for X, _, _ in jobs)
+        return real(params, jobs, **kw)
+
+    monkeypatch.setattr(tr, "fit_pipelines", spy)
+    out = tr.held_out_corpus_predictions(
+        table, aug, labels=["calm", "angry", "sad"], params={"hidden_layer_sizes": (8,), "max_iter": 20}
+    )
+    assert len(seen) == 3  # ravdess, nemo, tess
+    kinds = set(out["kind"])
+    assert kinds == {"corpus:ravdess", "corpus:nemo", "corpus:tess"}
+    for X, kind in zip(
+        seen, sorted(kinds, key=lambda k: ["corpus:nemo", "corpus:ravdess", "corpus:tess"].index(k)), strict=True
+    ):
+        c = kind.split(":")[1]
+        own = table.X[[sp.startswith(c) for sp in table.speakers]]
+        assert not any((X == row).all(axis=1).any() for row in own)  # the corpus' clean rows are not in training
+    assert out["proba"].shape == (2 * len(table.labels), 3) and np.isfinite(out["ood_scores"]).all()
+    single = _table(n_per=6)
+    single.speakers[:] = ["ravdess:01"] * len(single.speakers)
+    assert len(tr.held_out_corpus_predictions(single, None, labels=["calm", "angry", "sad"])["y"]) == 0
