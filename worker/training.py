@@ -56,7 +56,7 @@ class TrainRequest:
         babble: folder of recordings of other voices (e.g. LibriSpeech) the degraded copies draw
             their babble from; None: other training speakers of the same fold group.
         cv: ``full`` (global, speaker-adaptive and batch-normalised cross-validation, and the
-            leave-one-channel-out calibration), ``quick`` (the global cross-validation only: WA, UAR,
+            calibration on held-out corpora or, with one corpus, held-out channels), ``quick`` (the default) (the global cross-validation only: WA, UAR,
             macro-F1 grouped by speaker and the calibration from its out-of-fold predictions) or
             ``none`` (no cross-validation: the final model only, without calibration or trust flags).
             The final model is always fitted on all the data.
