@@ -116,6 +116,13 @@ def train(
             "no metrics or trust flags). The final model is always fitted on all the data."
         ),
     ] = CvMode.quick,
+    dimension_head: Annotated[
+        bool,
+        typer.Option(
+            help="Also train a regression head for arousal and valence [default: off, the category "
+            "probabilities are mapped onto them, which did as well leave-one-corpus-out]."
+        ),
+    ] = False,
     balance: Annotated[
         bool,
         typer.Option(
@@ -166,6 +173,7 @@ def train(
         babble=str(babble.resolve()) if babble else None,
         cv=cv.value,
         balance=balance,
+        dimension_head=dimension_head,
     )
     if s.broker_url and not local:
         if not register:

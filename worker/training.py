@@ -64,7 +64,8 @@ class TrainRequest:
             same total weight whatever its size (:func:`corpus_balance_weights`); multiplied by
             ``weights``.
         dimension_head: fit the arousal/valence regression head beside the category model
-            (:func:`ser_model.training.fit_dimension_head`); False: the bundle maps its category
+            (:func:`ser_model.training.fit_dimension_head`); False (the default: leave-one-corpus-out
+            found no gain over it, ``benchmarks/results/dimensions.md``): the bundle maps its category
             probabilities onto the dimensions.
     """
 
@@ -84,7 +85,7 @@ class TrainRequest:
     babble: str | None = None
     cv: str = "quick"
     balance: bool = True
-    dimension_head: bool = True
+    dimension_head: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
