@@ -421,7 +421,7 @@ COMMANDS = [
     ("status_latest", "status (the latest batch, final)"),
     ("status", "status 1 (final)"),
     ("status_running", "status 1, marked running (counted live from its rows)"),
-    ("status_before_0009", "status 1, before 0009_status_counters (every call counted the rows; 2026-12-05)"),
+    ("status_before_0009", "status 1, before 0010_status_counters (every call counted the rows; 2026-12-05)"),
     ("yardstick_csv", "database's own CSV dump (sqlite3 -csv / psql \\copy)"),
     ("results_csv", "results --format csv"),
     ("results_jsonl", "results --format jsonl"),

@@ -388,6 +388,8 @@ def results(
     Every row carries the trust flags: low_confidence (calibrated confidence under the model's
     threshold; the label is still given), out_of_domain (the recording is unlike the training data)
     and ood_score (the distance behind that flag); empty when the model does not compute them.
+    And the two dimensions: arousal (how activated) and valence (how positive), each in [0, 1] with
+    0.5 the neutral point; empty for rows labelled before they existed.
     """
     from sqlalchemy import select
 
@@ -461,7 +463,7 @@ def plot(
         typer.Option(min=0, help="With a path: the row of this channel of a --channels split file."),
     ] = None,
 ) -> None:
-    """Draw the emotion probabilities over time of one (segmented) recording as a PNG timeline."""
+    """Draw the emotion probabilities, arousal and valence over time of one (segmented) recording as a PNG."""
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
@@ -485,6 +487,7 @@ def plot(
             raise CliError(f"result {row.id} is {row.status}: {row.error or 'not labelled yet'}", EXIT_USAGE)
         segs = [
             {"start_s": sg.start_s, "end_s": sg.end_s, "emotion": sg.emotion, "probabilities": sg.probabilities}
+            | {"arousal": sg.arousal, "valence": sg.valence}
             for sg in session.scalars(select(Segment).where(Segment.result_id == row.id).order_by(Segment.idx))
         ]
         if not segs:  # a short file: one segment spanning it
@@ -494,6 +497,8 @@ def plot(
                     "end_s": row.duration_s or 0.0,
                     "emotion": row.emotion,
                     "probabilities": row.probabilities,
+                    "arousal": row.arousal,
+                    "valence": row.valence,
                 }
             ]
         probs = row.probabilities or {}
@@ -523,15 +528,19 @@ def status(
 ) -> None:
     """Show done/failed/pending counts, low-confidence and out-of-domain counts, warnings, files/s and ETA.
 
-    JSON: {"batch_id", "status", "mode", "counts": {"total", "done", "failed", "pending",
-    "low_confidence", "out_of_domain"}, "warnings": [{"code", "message", ...}], "files_per_s",
-    "eta_s", "finished_at"}.
+    Also the batch's mean arousal and valence and the share of rows high in arousal / positive in
+    valence (above 0.5). JSON: {"batch_id", "status", "mode", "counts": {"total", "done", "failed",
+    "pending", "low_confidence", "out_of_domain"}, "dimensions": {"n", "arousal_mean", "valence_mean",
+    "high_arousal_share", "positive_valence_share"}, "warnings": [{"code", "message", ...}],
+    "files_per_s", "eta_s", "finished_at"}.
     """
     import json
 
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
+    from producer.tables import dimension_text
+    from worker.engine.assess import dimension_summary, no_dimensions
     from worker.storage.db import Batch, Result, batch_summary
 
     engine = open_engine()
@@ -545,6 +554,7 @@ def status(
             raise CliError(f"no batch {batch_id}", EXIT_USAGE)
         # a final batch from its own row (counters kept by the finaliser), else one pass over its rows
         counts = batch_summary(session, batch)
+        dims = dimension_summary(session, batch_id)
         warnings = batch.warnings
         if warnings is None and counts["pending"] == 0:
             # finished before the warnings were stored (or not finalised yet): computed for display only
@@ -556,6 +566,7 @@ def status(
         split = (batch.options or {}).get("channels") == "split"
         by_channel: dict[tuple[int | None, str | None], dict[str, Any]] = {}
         if split:  # rows per channel (aggregated in SQL): NULL channel = mono files, pending files
+            dims_by_channel = dimension_summary(session, batch_id, per_channel=True)
             q = (
                 select(Result.channel, Result.role, Result.status, func.count())
                 .where(Result.batch_id == batch_id)
@@ -563,7 +574,9 @@ def status(
             )
             for ch, role, st, n in session.execute(q):
                 rec = by_channel.setdefault(
-                    (ch, role), {"channel": ch, "role": role, "done": 0, "failed": 0, "pending": 0}
+                    (ch, role),
+                    {"channel": ch, "role": role, "done": 0, "failed": 0, "pending": 0}
+                    | {"dimensions": dims_by_channel.get((ch, role)) or no_dimensions()},
                 )
                 rec[st] = n
     per_channel = sorted(by_channel.values(), key=lambda r: (r["channel"] is not None, r["channel"] or 0))
@@ -580,6 +593,7 @@ def status(
             "status": batch.status,
             "mode": batch.mode,
             "counts": {k: counts[k] for k in ("total", "done", "failed", "pending", "low_confidence", "out_of_domain")},
+            "dimensions": dims,
             "warnings": warnings,
             "files_per_s": round(rate, 3),
             "eta_s": None if eta is None else round(eta, 1),
@@ -602,6 +616,9 @@ def status(
     t.add_row("pending", str(counts["pending"]))
     t.add_row("low confidence", str(counts["low_confidence"]))
     t.add_row("out of domain", str(counts["out_of_domain"]))
+    arousal, valence = dimension_text(dims)
+    t.add_row("arousal (mean)", arousal)
+    t.add_row("valence (mean)", valence)
     t.add_row("non-audio ignored", str(batch.n_ignored))
     if split:
         lines = [
@@ -611,6 +628,7 @@ def status(
                 else f"ch {r['channel']}" + (f" {r['role']}" if r["role"] else "")
             )
             + f": {r['done']} done, {r['failed']} failed, {r['pending']} pending"
+            + ("; arousal {}, valence {}".format(*dimension_text(r["dimensions"])) if r["dimensions"]["n"] else "")
             for r in per_channel
         ]
         t.add_row("channels", escape("split (one row per file and channel)\n" + "\n".join(lines)))

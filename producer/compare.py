@@ -4,7 +4,8 @@
 earlier one, pinned to one model (the given version or the active one, stored in the batch's
 ``options["model_version"]`` so that every chunk, a ``--resume`` and every worker use it), and runs
 it exactly like ``submit``. ``diff`` lists the files whose label differs between two batches and the
-transition matrix.
+transition matrix, and how far arousal and valence moved (mean absolute difference, files that
+crossed 0.5).
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ DIFF_COLUMNS = (
     "model_b",
     "status_a",
     "status_b",
+    "arousal_a",
+    "arousal_b",
+    "valence_a",
+    "valence_b",
 )
+"""Columns of the changed files of ``diff`` (the dimensions last, so the earlier columns keep their place)."""
 
 
 def create_rescore_batch(
@@ -197,9 +203,9 @@ def diff_summary(session: Any, a: int, b: int) -> dict[str, Any]:
 
     Returns:
         ``{"files_a", "files_b", "compared", "changed", "unchanged", "only_a", "only_b",
-        "transitions": {label_a: {label_b: n}}}``. A label is the emotion of a ``done`` row, else
-        ``(failed)`` / ``(pending)``; the transition matrix counts every compared file (its diagonal
-        holds the unchanged ones).
+        "transitions": {label_a: {label_b: n}}, "dimensions": :func:`dimension_change`}``. A label
+        is the emotion of a ``done`` row, else ``(failed)`` / ``(pending)``; the transition matrix
+        counts every compared file (its diagonal holds the unchanged ones).
 
     Raises:
         LookupError: a batch does not exist.
@@ -240,7 +246,90 @@ def diff_summary(session: Any, a: int, b: int) -> dict[str, Any]:
         "only_a": files_a - compared,
         "only_b": files_b - compared,
         "transitions": matrix,
+        "dimensions": dimension_change(session, a, b),
     }
+
+
+DIMENSION_CHANGE_KEYS = (
+    "compared",
+    "arousal_mad",
+    "valence_mad",
+    "arousal_mean_a",
+    "arousal_mean_b",
+    "valence_mean_a",
+    "valence_mean_b",
+    "arousal_crossed",
+    "valence_crossed",
+)
+
+
+def dimension_change(session: Any, a: int, b: int) -> dict[str, Any]:
+    """How far arousal and valence moved between two batches, file by file (matched as :func:`diff_summary` matches).
+
+    One SQL aggregate over the join, on the files (channels) labelled in both batches with both
+    dimensions: rows of either batch labelled before migration 0009 (NULL) are left out.
+
+    Args:
+        session: an open SQLAlchemy session (or connection).
+        a: first batch.
+        b: second batch.
+
+    Returns:
+        ``{"compared": n, "arousal_mad", "valence_mad"`` (mean absolute difference, in units of the
+        [0, 1] scale), ``"arousal_mean_a", "arousal_mean_b", "valence_mean_a", "valence_mean_b"``
+        (means of the same files), ``"arousal_crossed", "valence_crossed"}`` (files whose side of
+        0.5 changed: high/low arousal, positive/negative valence). All but ``compared`` None when
+        no file has dimensions in both.
+    """
+    from sqlalchemy import and_, func, or_, select
+
+    ra, rb, _, _, on = _pair()
+
+    def crossed(col_a: Any, col_b: Any) -> Any:
+        return func.count().filter(or_(and_(col_a > 0.5, col_b <= 0.5), and_(col_a <= 0.5, col_b > 0.5)))
+
+    q = (
+        select(
+            func.count(),
+            func.avg(func.abs(ra.arousal - rb.arousal)),
+            func.avg(func.abs(ra.valence - rb.valence)),
+            func.avg(ra.arousal),
+            func.avg(rb.arousal),
+            func.avg(ra.valence),
+            func.avg(rb.valence),
+            crossed(ra.arousal, rb.arousal),
+            crossed(ra.valence, rb.valence),
+        )
+        .select_from(ra)
+        .join(rb, *on)
+        .where(
+            ra.batch_id == a,
+            rb.batch_id == b,
+            ra.status == "done",
+            rb.status == "done",
+            *(c.is_not(None) for c in (ra.arousal, rb.arousal, ra.valence, rb.valence)),
+        )
+    )
+    row = session.execute(q).one()
+    n = int(row[0] or 0)
+    if not n:
+        return dict.fromkeys(DIMENSION_CHANGE_KEYS) | {"compared": 0}
+    return {
+        "compared": n,
+        **{k: float(v) for k, v in zip(DIMENSION_CHANGE_KEYS[1:7], row[1:7], strict=True)},
+        "arousal_crossed": int(row[7]),
+        "valence_crossed": int(row[8]),
+    }
+
+
+def dimension_line(dims: dict[str, Any]) -> str:
+    """``"; arousal moved 0.034 on average (2 crossed 0.5), valence 0.051 (1)"``, or empty without dimensions."""
+    if not dims.get("compared"):
+        return ""
+    return (
+        f"; arousal moved {dims['arousal_mad']:.3f} on average ({dims['arousal_crossed']} crossed 0.5), "
+        f"valence {dims['valence_mad']:.3f} ({dims['valence_crossed']} crossed 0.5)"
+    )
 
 
 def changed_rows(
@@ -267,6 +356,10 @@ def changed_rows(
         "emotion_b": rb.emotion,
         "confidence_a": ra.confidence,
         "confidence_b": rb.confidence,
+        "arousal_a": ra.arousal,
+        "arousal_b": rb.arousal,
+        "valence_a": ra.valence,
+        "valence_b": rb.valence,
         "model_a": ra.model_version,
         "model_b": rb.model_version,
         "status_a": ra.status,
@@ -319,6 +412,13 @@ class DiffFormat(StrEnum):
     json = "json"
 
 
+def _moved(x: float | None, y: float | None) -> str:
+    """``0.21 -> 0.84`` (a dimension in batch A and B); ``-`` for a side without one."""
+    if x is None and y is None:
+        return ""
+    return f"{'-' if x is None else f'{x:.2f}'} -> {'-' if y is None else f'{y:.2f}'}"
+
+
 def _ordered(labels: set[str]) -> list[str]:
     from ser_model.labels import EMOTIONS
 
@@ -333,7 +433,9 @@ def diff(
 ) -> None:
     """List the files whose label differs between batches A and B, with a summary and the transition matrix.
 
-    Files are matched on their path. CSV: one row per changed file (the summary goes to stderr);
+    Files are matched on their path. The summary also says how far arousal and valence moved over
+    all compared files (mean absolute difference, files that crossed 0.5), whether or not their label
+    changed. CSV: one row per changed file (the summary goes to stderr);
     JSON: {"a", "b", "summary", "changed"}; table: both (at most 1000 changed files listed). The
     summary comes from SQL aggregates and the changed files are streamed in pages, so two batches of
     millions of files compare in constant memory.
@@ -357,6 +459,7 @@ def diff(
             f"batch {a} -> {b}: {sm['changed']} of {sm['compared']} file(s) changed label"
             + (f"; {sm['only_a']} only in {a}" if sm["only_a"] else "")
             + (f"; {sm['only_b']} only in {b}" if sm["only_b"] else "")
+            + dimension_line(sm["dimensions"])
         )
         if fmt is not DiffFormat.table:
             fh = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
@@ -375,7 +478,8 @@ def diff(
             return
         out = Console(file=io.StringIO(), width=200) if output else console
         t = Table(title=f"files whose label changed ({a} -> {b})", header_style="bold")
-        for c in ("path", f"emotion {a}", f"emotion {b}", f"conf. {a}", f"conf. {b}", f"model {a}", f"model {b}"):
+        heads = ("path", f"emotion {a}", f"emotion {b}", f"conf. {a}", f"conf. {b}", "arousal", "valence")
+        for c in (*heads, f"model {a}", f"model {b}"):
             t.add_column(c, overflow="fold")
         for row in changed_rows(conn, a, b, limit=TABLE_MAX_ROWS, columns=cols):
             r = dict(zip(cols, row, strict=True))
@@ -385,6 +489,8 @@ def diff(
                 r["emotion_b"] or f"({r['status_b']})",
                 "" if r["confidence_a"] is None else f"{r['confidence_a']:.2f}",
                 "" if r["confidence_b"] is None else f"{r['confidence_b']:.2f}",
+                _moved(r["arousal_a"], r["arousal_b"]),
+                _moved(r["valence_a"], r["valence_b"]),
                 r["model_a"] or "",
                 r["model_b"] or "",
             )

@@ -1,7 +1,8 @@
 """`ser-batch report`: one self-contained HTML page about a batch (figures inline, no external URLs).
 
 The page is rendered with a jinja2 template (``producer/templates/report.html.j2``); every figure is
-drawn with matplotlib as SVG and embedded as a ``data:image/svg+xml;base64`` URI, so the file opens
+drawn with matplotlib and embedded as a ``data:`` URI -- SVG, except the valence-arousal plane, a PNG
+(one dot per file: thousands of SVG circles would outweigh the rest of the page) -- so the file opens
 offline in any browser and can be mailed or archived as one file. Nothing here imports librosa or
 scikit-learn.
 """
@@ -26,6 +27,16 @@ MAX_TIMELINES = 12
 MAX_FAILED = 500
 """Failed files listed with their reason (all are in `ser-batch results --status failed`)."""
 CONFIDENCE_BINS = 20
+QUADRANTS = (
+    ((0.02, 0.98), "high arousal, negative"),
+    ((0.98, 0.98), "high arousal, positive"),
+    ((0.02, 0.02), "low arousal, negative"),
+    ((0.98, 0.02), "low arousal, positive"),
+)
+"""Corner captions of the valence-arousal plane (axes fractions)."""
+MAX_PLANE_DOTS = 5000
+"""Files drawn as dots on the valence-arousal plane; a bigger batch is thinned evenly by row id
+(the means are over every file)."""
 
 
 class ReportError(Exception):
@@ -60,7 +71,14 @@ class ReportData:
             emotion).
         roles: ``--channels split`` batches: per role (or ``channel N``): ``{"name", "rows", "done",
             "failed", "speech_s", "emotions": [(emotion, seconds, share of the role's labelled
-            speech)]}``; speech is the segments' time (a channel classified whole: its duration).
+            speech)], "dimensions": {"n", "arousal_mean", "valence_mean", ...}}``; speech is the
+            segments' time (a channel classified whole: its duration); the dimensions are the mean
+            of the role's rows (each row the duration-weighted mean of its segments).
+        dimensions: mean arousal and valence of the labelled files and the shares above 0.5
+            (:func:`worker.engine.assess.dimension_summary`).
+        plane: ``[(arousal, valence, emotion, out_of_domain)]`` of the files drawn on the plane (at
+            most :data:`MAX_PLANE_DOTS`); ``plane_step``: every ``plane_step``-th row id was kept.
+        n_out_of_domain_with_dimensions: out-of-domain files that carry dimensions.
     """
 
     batch: dict[str, Any]
@@ -83,6 +101,10 @@ class ReportData:
     calls: list[dict[str, Any]] = field(default_factory=list)
     n_calls_hidden: int = 0
     roles: list[dict[str, Any]] = field(default_factory=list)
+    dimensions: dict[str, Any] = field(default_factory=dict)
+    plane: list[tuple[float, float, str, bool]] = field(default_factory=list)
+    plane_step: int = 1
+    n_out_of_domain_with_dimensions: int = 0
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -158,6 +180,7 @@ def gather(session: Any, batch_id: int) -> ReportData:
     data.n_low_confidence = int(n_low) if n_low_known else None
     data.n_out_of_domain = int(n_ood) if n_ood_known else None
     _groups(session, data, batch_id)
+    _dimensions(session, data, batch_id)
     failed = session.execute(
         select(Result.path, Result.error)
         .where(in_batch, Result.status == "failed")
@@ -179,7 +202,14 @@ def gather(session: Any, batch_id: int) -> ReportData:
     ).all()
     for rid, path, duration_s, emotion in longest:
         segs = [
-            {"start_s": s.start_s, "end_s": s.end_s, "emotion": s.emotion, "probabilities": s.probabilities}
+            {
+                "start_s": s.start_s,
+                "end_s": s.end_s,
+                "emotion": s.emotion,
+                "probabilities": s.probabilities,
+                "arousal": s.arousal,
+                "valence": s.valence,
+            }
             for s in session.scalars(select(Segment).where(Segment.result_id == rid).order_by(Segment.idx))
         ]
         if segs:
@@ -226,6 +256,38 @@ def metrics_mode(analysis_mode: str | None) -> str:
     return analysis_mode if analysis_mode in (MODE_SPEAKER, MODE_BATCH) else MODE_GLOBAL
 
 
+def _dimensions(session: Any, data: ReportData, batch_id: int) -> None:
+    """The batch's mean arousal and valence, and the files of the valence-arousal plane (thinned to
+    at most :data:`MAX_PLANE_DOTS` by row id, so memory does not grow with the batch)."""
+    from sqlalchemy import func, select
+
+    from worker.engine.assess import dimension_summary
+    from worker.storage.db import Result
+
+    data.dimensions = dimension_summary(session, batch_id)
+    n = int(data.dimensions.get("n") or 0)
+    if not n:
+        return
+    has = (
+        Result.batch_id == batch_id,
+        Result.status == "done",
+        Result.arousal.is_not(None),
+        Result.valence.is_not(None),
+    )
+    data.n_out_of_domain_with_dimensions = int(
+        session.scalar(select(func.count()).where(*has, Result.out_of_domain.is_(True))) or 0
+    )
+    step = -(-n // MAX_PLANE_DOTS)
+    q = select(Result.arousal, Result.valence, Result.emotion, Result.out_of_domain).where(*has)
+    if step > 1:
+        q = q.where(Result.id % step == 0)
+    data.plane_step = step
+    data.plane = [
+        (float(a), float(v), str(e or ""), bool(o))
+        for a, v, e, o in session.execute(q.order_by(Result.id).limit(MAX_PLANE_DOTS))
+    ]
+
+
 def _calls(session: Any, data: ReportData, batch_id: int) -> None:
     """Per-channel timelines of the split files and the share of each emotion per role (``data.calls``, ``data.roles``).
 
@@ -260,7 +322,27 @@ def _calls(session: Any, data: ReportData, batch_id: int) -> None:
         for name, emotion, t in session.execute(q):
             if name in roles and emotion is not None:
                 roles[name]["time"][emotion] += float(t or 0.0)
+    from worker.engine.assess import no_dimensions
+
+    dims = select(
+        role,
+        func.count(),
+        func.avg(Result.arousal),
+        func.avg(Result.valence),
+        func.count().filter(Result.arousal > 0.5),
+        func.count().filter(Result.valence > 0.5),
+    ).where(*split, Result.status == "done", Result.arousal.is_not(None), Result.valence.is_not(None))
+    for name, n, arousal, valence, high, positive in session.execute(dims.group_by(role)):
+        if name in roles and n:
+            roles[name]["dimensions"] = {
+                "n": int(n),
+                "arousal_mean": float(arousal),
+                "valence_mean": float(valence),
+                "high_arousal_share": int(high) / int(n),
+                "positive_valence_share": int(positive) / int(n),
+            }
     for g in roles.values():
+        g.setdefault("dimensions", no_dimensions())
         total = sum(g["time"].values())
         g["speech_s"] = total
         g["emotions"] = [(e, t, t / total if total else 0.0) for e, t in g.pop("time").most_common()]
@@ -402,6 +484,17 @@ def _colours(labels: list[str]) -> dict[str, Any]:
     return {lab: cmap(i % 10) for i, lab in enumerate(labels)}
 
 
+def _png_uri(fig: Any, dpi: int = 110) -> str:
+    """The figure as a ``data:image/png;base64,...`` URI (for figures of many marks)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def _svg_uri(fig: Any) -> str:
     """The figure as a ``data:image/svg+xml;base64,...`` URI (text drawn as paths: no font needed)."""
     import matplotlib.pyplot as plt
@@ -474,10 +567,59 @@ def _figures(data: ReportData) -> dict[str, Any]:
         figs["groups"] = _svg_uri(fig)
     for t in data.timelines:
         figs["timelines"].append(_timeline(data.segments[t["path"]], labels or _label_order(set()), colour))
+    if data.plane:
+        figs["plane"] = _plane(data, colour)
     figs["calls"] = [_call_timeline(c, colour) for c in data.calls]
     if data.roles:
         figs["roles"] = _role_shares(data.roles, colour)
     return figs
+
+
+def _plane(data: ReportData, colour: dict[str, Any]) -> str:
+    """The valence-arousal plane: a dot per file coloured by its label (hollow: out of domain), the
+    0.5 lines, the batch's mean (a black cross) and, for split calls, each role's mean (diamonds)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    size = 18 if len(data.plane) <= 500 else 6
+    for e in _label_order({e for _, _, e, _ in data.plane if e}) + [""]:
+        pts = [(v, a, o) for a, v, lab, o in data.plane if lab == e]
+        if not pts:
+            continue
+        c = colour.get(e, "#999999")
+        inside = [(v, a) for v, a, o in pts if not o]
+        outside = [(v, a) for v, a, o in pts if o]
+        if inside:
+            ax.scatter(*zip(*inside, strict=True), s=size, color=c, alpha=0.75, lw=0, label=e or "(other)")
+        if outside:
+            ax.scatter(*zip(*outside, strict=True), s=size, facecolors="none", edgecolors=[c], lw=0.8)
+    ax.axvline(0.5, color="#888888", lw=0.8, ls="--")  # neutral valence
+    ax.axhline(0.5, color="#888888", lw=0.8, ls="--")  # neutral arousal
+    d = data.dimensions
+    ax.plot(d["valence_mean"], d["arousal_mean"], marker="X", ms=13, color="black", mec="white", mew=1.2, ls="")
+    ax.annotate("batch mean", (d["valence_mean"], d["arousal_mean"]), xytext=(7, 7), textcoords="offset points",
+                fontsize=8, weight="bold")  # fmt: skip
+    for g in data.roles:
+        r = g.get("dimensions") or {}
+        if r.get("n"):
+            ax.plot(r["valence_mean"], r["arousal_mean"], marker="D", ms=8, color="#333333", mec="white", ls="")
+            ax.annotate(g["name"], (r["valence_mean"], r["arousal_mean"]), xytext=(7, -11),
+                        textcoords="offset points", fontsize=8)  # fmt: skip
+    for (x, y), text in QUADRANTS:
+        ax.text(x, y, text, transform=ax.transAxes, ha="left" if x < 0.5 else "right",
+                va="top" if y > 0.5 else "bottom", fontsize=7, color="#777777")  # fmt: skip
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("valence (0.5 neutral; right: positive)")
+    ax.set_ylabel("arousal (0.5 neutral; up: activated)")
+    handles, _ = ax.get_legend_handles_labels()
+    if any(o for *_, o in data.plane):
+        handles.append(Line2D([], [], marker="o", ls="", mfc="none", mec="#555555", label="out of domain"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title("how activated, how positive: one dot per file", fontsize=10)
+    return _png_uri(fig)
 
 
 def _call_timeline(call: dict[str, Any], colour: dict[str, Any]) -> str:

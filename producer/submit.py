@@ -571,8 +571,8 @@ def _set_mode(batch_id: int, mode: str) -> None:
 def finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:
     """Record the batch's final counts, print the summary, send the webhook, and return the exit code.
 
-    The summary carries the trust counts (rows flagged ``low_confidence`` / ``out_of_domain``) and
-    the batch's warnings (:func:`worker.engine.assess.assess_batch`, stored when the batch was finalised).
+    The summary carries the trust counts (rows flagged ``low_confidence`` / ``out_of_domain``), the
+    mean arousal and valence (:func:`worker.engine.assess.dimension_summary`) and the batch's warnings (:func:`worker.engine.assess.assess_batch`, stored when the batch was finalised).
     The webhook (``options["notify_url"]``) is sent when no row is pending any more, at most once per
     batch (:func:`worker.engine.notify.notify_batch_final`); this waits for its delivery at most
     :data:`worker.engine.notify.CLI_WAIT_S` seconds and never fails the batch.
@@ -580,7 +580,7 @@ def finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from worker.engine.assess import assess_batch, trust_counts
+    from worker.engine.assess import assess_batch, dimension_summary, trust_counts
     from worker.engine.notify import CLI_WAIT_S, notify_batch_final
     from worker.storage.db import Batch, Result, batch_counts
 
@@ -588,6 +588,7 @@ def finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:
     with Session(engine) as session, session.begin():
         counts = batch_counts(session, batch_id)
         trust = trust_counts(session, batch_id)
+        dims = dimension_summary(session, batch_id)
         batch = session.get(Batch, batch_id)
         warnings = list(batch.warnings or []) if batch is not None and batch.warnings is not None else None
         if warnings is None and not counts["pending"]:
@@ -609,7 +610,15 @@ def finish_batch(batch_id: int, wall_s: float, n_processed: int) -> int:
             ).all()
         )
     print_batch_summary(
-        batch_id, counts, per_emotion, failures, wall_s, n_processed, trust=trust, warnings=warnings or []
+        batch_id,
+        counts,
+        per_emotion,
+        failures,
+        wall_s,
+        n_processed,
+        trust=trust,
+        warnings=warnings or [],
+        dimensions=dims,
     )
     notify_batch_final(batch_id, db_url=cli_settings().database_url, wait_s=CLI_WAIT_S)  # if final and set
     if counts["pending"]:

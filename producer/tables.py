@@ -22,6 +22,7 @@ def print_batch_summary(
     *,
     trust: dict[str, int] | None = None,
     warnings: list[dict[str, Any]] | None = None,
+    dimensions: dict[str, Any] | None = None,
 ) -> None:
     """Print a finished (or abandoned) batch: files per emotion, counts, files/s and the first failures.
 
@@ -34,6 +35,8 @@ def print_batch_summary(
         n_processed: files this run processed.
         trust: ``{"low_confidence": n, "out_of_domain": n}`` (:func:`worker.engine.assess.trust_counts`).
         warnings: the batch's warnings (``{"code", "message", ...}``), printed in yellow.
+        dimensions: mean arousal and valence (:func:`worker.engine.assess.dimension_summary`),
+            printed when some row has them.
     """
     t = Table(title=f"batch {batch_id}", show_header=True, header_style="bold")
     t.add_column("emotion")
@@ -58,6 +61,9 @@ def print_batch_summary(
             ),
             highlight=False,
         )
+    if dimensions and dimensions.get("n"):
+        arousal, valence = dimension_text(dimensions)
+        console.print(f"arousal {arousal}, valence {valence} (mean of {dimensions['n']} row(s))", highlight=False)
     for w in warnings or []:
         console.print(f"[yellow]warning:[/] [yellow]{escape(str(w.get('message', w.get('code', ''))))}[/]")
     if failures:
@@ -76,6 +82,8 @@ RESULT_COLUMNS = (  # columns of ``results``, exported in this order (producer.e
     "status",
     "emotion",
     "confidence",
+    "arousal",
+    "valence",
     "low_confidence",
     "out_of_domain",
     "ood_score",
@@ -102,6 +110,8 @@ SEGMENT_COLUMNS = (
     "end_s",
     "emotion",
     "confidence",
+    "arousal",
+    "valence",
     "low_confidence",
     "out_of_domain",
     "ood_score",
@@ -110,10 +120,25 @@ SEGMENT_COLUMNS = (
 ``path`` come from the file's ``results`` row, ``index`` is ``segments.idx``, every other name is a
 column of ``segments`` (:func:`producer.export.export_query`)."""
 
+DIMENSION_COLUMNS = ("arousal", "valence")
+"""How activated and how positive a file, channel or segment sounds, each in [0, 1] with 0.5 the neutral
+point (:mod:`ser_model.dimensions`); None for rows labelled before migration 0009, failed rows, and
+models whose labels have no position. Out-of-domain rows keep them."""
+
 FLAG_COLUMNS = ("low_confidence", "out_of_domain", "ood_score")
 """Trust columns of results and segments: calibrated confidence under the model's threshold, features
 far from the training data, and the distance score behind it (None: the model does not compute them,
 or the row has no label)."""
+
+
+def dimension_text(d: dict[str, Any]) -> tuple[str, str]:
+    """``("0.62 (58% high)", "0.41 (35% positive)")``: the arousal and valence cells of a summary; ``-`` without rows."""
+    if not d.get("n"):
+        return "-", "-"
+    return (
+        f"{d['arousal_mean']:.2f} ({d['high_arousal_share']:.0%} high)",
+        f"{d['valence_mean']:.2f} ({d['positive_valence_share']:.0%} positive)",
+    )
 
 
 def flags_text(rec: dict[str, Any]) -> str:
@@ -134,18 +159,28 @@ def channel_path(r: dict[str, Any]) -> str:
     return f"{r['path']} [ch {r['channel']}{role}]"
 
 
+def _f2(v: Any) -> str:
+    """Two decimals; empty for None (no label, or no dimensions)."""
+    return "" if v is None else f"{v:.2f}"
+
+
 def print_results_table(records: list[dict[str, Any]], output: Path | None, segments: bool = False) -> None:
-    """Result (or segment) records as a rich table, on stdout or into ``output``."""
+    """Result (or segment) records as a rich table, on stdout or into ``output``.
+
+    Columns: the label, its confidence, the flags, arousal and valence (:data:`DIMENSION_COLUMNS`;
+    empty when the row has none), and for files the duration and the error.
+    """
     t = Table(show_header=True, header_style="bold")
     cols = (
-        ("batch", "path", "#", "start (s)", "end (s)", "emotion", "conf.", "flags")
+        ("batch", "path", "#", "start (s)", "end (s)", "emotion", "conf.", "flags", "arousal", "valence")
         if segments
-        else ("batch", "path", "status", "emotion", "conf.", "flags", "duration (s)", "error")
+        else ("batch", "path", "status", "emotion", "conf.", "flags", "arousal", "valence", "duration (s)", "error")
     )
     for col in cols:
         t.add_column(col, overflow="fold")
     for r in records:
-        conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else ""
+        conf = _f2(r["confidence"])
+        dims = (_f2(r.get("arousal")), _f2(r.get("valence")))
         path = escape(channel_path(r))
         if segments:
             t.add_row(
@@ -157,6 +192,7 @@ def print_results_table(records: list[dict[str, Any]], output: Path | None, segm
                 r["emotion"] or "",
                 conf,
                 flags_text(r),
+                *dims,
             )
         else:
             t.add_row(
@@ -166,6 +202,7 @@ def print_results_table(records: list[dict[str, Any]], output: Path | None, segm
                 r["emotion"] or "",
                 conf,
                 flags_text(r),
+                *dims,
                 f"{r['duration_s']:.2f}" if r["duration_s"] is not None else "",
                 r["error"] or "",
             )

@@ -36,8 +36,17 @@ class DatasetKind(StrEnum):
 
     ravdess = "ravdess"
     tess = "tess"
+    nemo = "nemo"
     folders = "folders"
     csv = "csv"
+
+
+class CvMode(StrEnum):
+    """How much cross-validation `train` runs (``worker.training.CV_MODES``)."""
+
+    full = "full"
+    quick = "quick"
+    none = "none"
 
 
 class FeatureSet(StrEnum):
@@ -51,7 +60,7 @@ def train(
     data: Annotated[
         list[str],
         typer.Argument(
-            help="Training data: PATH (read as --dataset) or KIND:PATH with KIND ravdess, tess, folders or csv; "
+            help="Training data: PATH (read as --dataset) or KIND:PATH with KIND ravdess, tess, nemo, folders or csv; "
             "several sources of different kinds may be mixed, e.g. ravdess:DIR csv:tolabel.csv."
         ),
     ],
@@ -90,6 +99,36 @@ def train(
         ),
     ] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the degraded copies.")] = 0,
+    babble: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of recordings of other voices (e.g. ../shared/data/librispeech) that the degraded "
+            "copies' babble is drawn from [default: other training speakers].",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+    cv: Annotated[
+        CvMode,
+        typer.Option(
+            help="Cross-validation to pay for: full (every mode, calibration on held-out channels; the packaged recipe), quick "
+            "(grouped WA/UAR/macro-F1 and calibration of the global model only), none (final model only, "
+            "no metrics or trust flags). The final model is always fitted on all the data."
+        ),
+    ] = CvMode.quick,
+    dimension_head: Annotated[
+        bool,
+        typer.Option(
+            help="Also train a regression head for arousal and valence [default: off, the category "
+            "probabilities are mapped onto them, which did as well leave-one-corpus-out]."
+        ),
+    ] = False,
+    balance: Annotated[
+        bool,
+        typer.Option(
+            help="Weight corpora (ravdess, tess, nemo sources) so that each counts the same whatever its size."
+        ),
+    ] = True,
 ) -> None:
     """Train an MLP on labelled recordings, report speaker-independent metrics, save and register a bundle.
 
@@ -131,6 +170,10 @@ def train(
         features=features.value,
         conditions=conditions,
         seed=seed,
+        babble=str(babble.resolve()) if babble else None,
+        cv=cv.value,
+        balance=balance,
+        dimension_head=dimension_head,
     )
     if s.broker_url and not local:
         if not register:
@@ -154,7 +197,10 @@ def train(
             except (DatasetError, ValueError) as e:
                 raise CliError(str(e), EXIT_USAGE) from None
         outcome = result.__dict__
-    print_metrics(outcome["metrics"])
+    if "wa" in outcome["metrics"]:
+        print_metrics(outcome["metrics"])
+    else:
+        err.print("no cross-validation (--cv none): no metrics, no calibration, no trust flags for this model")
     if outcome["metrics"].get("per_source"):
         from producer.labelling import print_per_source
 
@@ -169,6 +215,12 @@ def train(
         print_metrics(bn)
     if outcome["metrics"].get("trust"):
         print_trust(outcome["metrics"]["trust"])
+    if outcome.get("timings_s"):
+        err.print(
+            "time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in outcome["timings_s"].items()),
+            markup=False,
+            highlight=False,
+        )
     console.print(f"bundle: {escape(str(outcome['bundle_path']))} (sha256 {outcome['sha256'][:16]}...)")
     rep = outcome["report_files"]
     console.print("report: " + ", ".join(str(v) for v in rep.values()), highlight=False)

@@ -31,6 +31,9 @@ class SegmentPrediction:
         emotion: winning label.
         confidence: its probability, in [0, 1].
         probabilities: ``{label: probability}``, summing to 1.
+        arousal: how activated the segment sounds, in [0, 1] (0.5 the neutral point; see
+            :mod:`ser_model.dimensions`); None when the model gives no dimensions.
+        valence: how positive it sounds, in [0, 1] (0.5 the neutral point); None likewise.
     """
 
     start_s: float
@@ -38,6 +41,8 @@ class SegmentPrediction:
     emotion: str | None
     confidence: float | None
     probabilities: dict[str, float]
+    arousal: float | None = None
+    valence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,12 @@ class Prediction:
         channel: with ``channels="split"``, the 0-based channel of a multi-channel file this
             prediction labels; None for a mixed (or mono) file.
         role: the channel's name from ``channel_names`` (e.g. ``"customer"``), else None.
+        arousal: how activated the recording sounds, in [0, 1]: above 0.5 high (angry, happy,
+            fearful, surprised), below low (neutral, calm, sad, disgust); for a long recording the
+            duration-weighted mean of its segments'. None when failed or when the model gives no
+            dimensions. An out-of-domain file keeps it (see :mod:`ser_model.dimensions`).
+        valence: how positive it sounds, in [0, 1]: above 0.5 positive (happy, surprised, neutral,
+            calm), below negative (sad, angry, fearful, disgust); None likewise.
     """
 
     path: str
@@ -82,6 +93,8 @@ class Prediction:
     ood_score: float | None = None
     channel: int | None = None
     role: str | None = None
+    arousal: float | None = None
+    valence: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -211,6 +224,8 @@ def _prediction(row: dict[str, Any]) -> Prediction:
             emotion=s.get("emotion"),
             confidence=s.get("confidence"),
             probabilities=dict(s.get("probabilities") or {}),
+            arousal=s.get("arousal"),
+            valence=s.get("valence"),
         )
         for s in row.get("segments") or []
     ]
@@ -231,4 +246,6 @@ def _prediction(row: dict[str, Any]) -> Prediction:
         ood_score=row.get("ood_score"),
         channel=row.get("channel"),
         role=row.get("role"),
+        arousal=row.get("arousal"),
+        valence=row.get("valence"),
     )

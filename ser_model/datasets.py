@@ -1,4 +1,4 @@
-"""Labelled training data: RAVDESS names, TESS names, one folder per label, or a CSV manifest."""
+"""Labelled training data: RAVDESS, TESS or nEMO names, one folder per label, or a CSV manifest."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ser_model.labels import LabelParseError, parse_ravdess_name, parse_tess_name
+from ser_model.labels import LabelParseError, parse_nemo_name, parse_ravdess_name, parse_tess_name
 
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd", ".caf", ".w64"}
 )
 """File extensions (lower case) treated as audio when walking folders."""
 
-DATASET_KINDS = ("ravdess", "tess", "folders", "csv")
+DATASET_KINDS = ("ravdess", "tess", "nemo", "folders", "csv")
+
+_PARSERS = {"ravdess": parse_ravdess_name, "tess": parse_tess_name, "nemo": parse_nemo_name}
 
 
 class DatasetError(ValueError):
@@ -56,9 +58,10 @@ def load_dataset(
     """Collect labelled files from folders (or CSV manifests) of one dataset kind.
 
     Args:
-        sources: folders (``ravdess``, ``tess``, ``folders``) or CSV files (``csv``).
+        sources: folders (``ravdess``, ``tess``, ``nemo``, ``folders``) or CSV files (``csv``).
         kind: ``"ravdess"`` (labels and actors from RAVDESS names), ``"tess"`` (TESS names,
-            fear -> fearful, ps -> surprised), ``"folders"`` (the parent folder's name is the label,
+            fear -> fearful, ps -> surprised), ``"nemo"`` (nEMO names, Polish: anger -> angry,
+            happiness -> happy, sadness -> sad, fear -> fearful), ``"folders"`` (the parent folder's name is the label,
             no speaker), ``"csv"`` (columns ``path,label[,speaker]``; relative paths are relative
             to the CSV file).
         emotions: keep only these labels (e.g. ``calm,happy,fearful,disgust``); None keeps all.
@@ -92,7 +95,7 @@ def _collect(p: Path, kind: str) -> list[LabelledFile]:
         if kind == "folders":
             items.append(LabelledFile(f, f.parent.name.lower(), None))
             continue
-        parse = parse_ravdess_name if kind == "ravdess" else parse_tess_name
+        parse = _PARSERS[kind]
         try:
             lab = parse(f)
         except LabelParseError as e:

@@ -93,6 +93,27 @@ def binary(values: np.ndarray) -> np.ndarray:
     return np.asarray(values) > 0.5
 
 
+def dimension_rows(bundle: Any, X: np.ndarray, proba: np.ndarray) -> list[tuple[float | None, float | None]]:
+    """Per-row ``(arousal, valence)`` from a bundle's ``dimensions`` (:meth:`ser_model.model.ModelBundle.dimensions`).
+
+    Args:
+        bundle: the model; one without a ``dimensions`` method gives Nones.
+        X: raw features ``(n, n_features)``.
+        proba: calibrated probabilities ``(n, len(labels))``.
+
+    Returns:
+        ``n`` pairs of floats in [0, 1], or ``(None, None)`` for every row when the bundle gives no
+        dimensions (labels without a position).
+    """
+    dimensions = getattr(bundle, "dimensions", None)
+    d = dimensions(X, proba) if dimensions is not None else None
+    n = int(np.atleast_2d(proba).shape[0])
+    if d is None:
+        return [(None, None)] * n
+    d = np.asarray(d, dtype=np.float64).reshape(n, 2)
+    return [(float(a), float(v)) for a, v in d]
+
+
 @dataclass
 class DimensionHead:
     """A regression head from features to (arousal, valence), run with numpy at inference.

@@ -1,13 +1,16 @@
-"""Emotion labels and the corpus file-name parsers (RAVDESS, TESS).
+"""Emotion labels and the corpus file-name parsers (RAVDESS, TESS, nEMO).
 
 Labels are the eight RAVDESS emotions. TESS maps onto them (``fear`` -> ``fearful``,
-``ps``/``pleasant_surprise(d)`` -> ``surprised``).
+``ps``/``pleasant_surprise(d)`` -> ``surprised``), and so does nEMO (``anger`` -> ``angry``,
+``fear`` -> ``fearful``, ``happiness`` -> ``happy``, ``sadness`` -> ``sad``; it has no calm or disgust).
 
 Sources:
     RAVDESS: Livingstone & Russo (2018), PLoS ONE 13(5): e0196391. File names are
     ``modality-channel-emotion-intensity-statement-repetition-actor``.
     TESS: Pichora-Fuller & Dupuis (2020), University of Toronto. File names are
     ``speaker_word_emotion``.
+    nEMO: Christop (2024), "nEMO: Dataset of Emotional Speech in Polish", LREC-COLING 2024. File
+    names are ``speaker_emotion_sentence`` (``EB0_anger_12``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,16 @@ TESS_EMOTIONS: dict[str, str] = {
     "sad": "sad",
 }
 
+NEMO_EMOTIONS: dict[str, str] = {
+    "anger": "angry",
+    "fear": "fearful",
+    "happiness": "happy",
+    "neutral": "neutral",
+    "sadness": "sad",
+    "surprised": "surprised",
+}
+
+_NEMO_RE = re.compile(r"^([A-Za-z]{2}\d)_([a-z]+)_(\d+)$")
 _RAVDESS_RE = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
 _TESS_RE = re.compile(r"^([A-Za-z]+)_([^_]+)_(.+)$")
 
@@ -146,3 +159,26 @@ def parse_emotion_list(text: str | None) -> tuple[str, ...] | None:
     if len(set(labels)) != len(labels):
         raise ValueError(f"a label repeats in {text!r}")
     return labels
+
+
+def parse_nemo_name(path: str | PurePath) -> CorpusLabel:
+    """Parse an nEMO file name such as ``EB0_anger_12.flac``.
+
+    Args:
+        path: file path or name; only the stem is read.
+
+    Returns:
+        The emotion mapped onto :data:`EMOTIONS` (:data:`NEMO_EMOTIONS`), the speaker as
+        ``"nemo:EB0"`` and the sentence number in ``extra``.
+
+    Raises:
+        LabelParseError: the stem is not ``SPEAKER_emotion_N`` or the emotion is not one of nEMO's six.
+    """
+    stem = PurePath(path).stem
+    m = _NEMO_RE.match(stem)
+    if not m:
+        raise LabelParseError(f"not an nEMO name (expected SPEAKER_emotion_N, e.g. EB0_anger_12): {stem!r}")
+    speaker, emotion, sentence = m.groups()
+    if emotion not in NEMO_EMOTIONS:
+        raise LabelParseError(f"nEMO emotion {emotion!r} is not one of {sorted(NEMO_EMOTIONS)}: {stem!r}")
+    return CorpusLabel(emotion=NEMO_EMOTIONS[emotion], speaker=f"nemo:{speaker.upper()}", extra={"sentence": sentence})

@@ -140,7 +140,7 @@ def plot_reliability(calibration: dict[str, Any], path: str | os.PathLike[str], 
 
 def write_report(
     folder: str | os.PathLike[str],
-    cv: dict[str, Any],
+    cv: dict[str, Any] | None,
     loss_curve: list[float],
     title: str,
     calibration: dict[str, Any] | None = None,
@@ -148,7 +148,8 @@ def write_report(
     """Write ``metrics.json``, ``confusion_matrix.png`` and ``loss_curve.png`` into ``folder``.
 
     With ``calibration`` (a bundle's ``meta["calibration"]``) also ``calibration.json`` and
-    ``reliability_diagram.png`` (:func:`plot_reliability`).
+    ``reliability_diagram.png`` (:func:`plot_reliability`). Without ``cv`` (``train --cv none``)
+    ``metrics.json`` says no cross-validation ran and no confusion matrix is drawn.
 
     Returns:
         ``{"metrics": path, "confusion": path, "loss": path}`` plus ``"calibration"`` and
@@ -158,13 +159,15 @@ def write_report(
 
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
-    metrics = {k: v for k, v in cv.items() if k not in OOF_KEYS}
+    if cv is None:
+        metrics: dict[str, Any] = {"protocol": "no cross-validation (train --cv none): no metrics"}
+    else:
+        metrics = {k: v for k, v in cv.items() if k not in OOF_KEYS}
     (d / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    out = {
-        "metrics": d / "metrics.json",
-        "confusion": plot_confusion(cv, d / "confusion_matrix.png", title),
-        "loss": plot_loss(loss_curve, d / "loss_curve.png"),
-    }
+    out = {"metrics": d / "metrics.json"}
+    if cv is not None:
+        out["confusion"] = plot_confusion(cv, d / "confusion_matrix.png", title)
+    out["loss"] = plot_loss(loss_curve, d / "loss_curve.png")
     if calibration:
         (d / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
         out["calibration"] = d / "calibration.json"
@@ -183,8 +186,12 @@ def timeline_figure(
 ) -> Any:
     """A matplotlib figure: every label's probability as steps over the segments, the winner as a strip.
 
+    When every segment carries ``arousal`` and ``valence`` (each in [0, 1], 0.5 the neutral point;
+    :mod:`ser_model.dimensions`), a second panel draws both as steps over time with the 0.5 line.
+
     Args:
-        segments: dicts with ``start_s``, ``end_s`` (seconds), ``emotion`` and ``probabilities`` ({label: p}).
+        segments: dicts with ``start_s``, ``end_s`` (seconds), ``emotion``, ``probabilities`` ({label: p})
+            and optionally ``arousal`` and ``valence``.
         labels: labels to draw, one line each.
         colour: matplotlib colour per label (the strip uses grey for a label without one).
         figsize: figure size in inches.
@@ -192,7 +199,7 @@ def timeline_figure(
         lw: line width.
 
     Returns:
-        The figure (axes: probabilities, strip); the caller saves and closes it.
+        The figure (axes: probabilities, [arousal and valence,] strip); the caller saves and closes it.
     """
     import matplotlib
 
@@ -200,19 +207,40 @@ def timeline_figure(
     import matplotlib.pyplot as plt
 
     segs = sorted(segments, key=lambda s: s["start_s"])
-    fig, (ax, strip) = plt.subplots(2, 1, figsize=figsize, dpi=dpi, sharex=True, gridspec_kw={"height_ratios": [5, 1]})
-    for lab in labels:
+    dims = bool(segs) and all(s.get("arousal") is not None and s.get("valence") is not None for s in segs)
+    ratios = [5, 3, 1] if dims else [5, 1]
+    w, h = figsize
+    fig, axes = plt.subplots(
+        len(ratios), 1, figsize=(w, h * sum(ratios) / 6), dpi=dpi, sharex=True, gridspec_kw={"height_ratios": ratios}
+    )
+    ax, strip = axes[0], axes[-1]
+
+    def steps(key: Any) -> tuple[list[float], list[float]]:
         xs: list[float] = []
         ys: list[float] = []
         for s in segs:
-            p = float((s.get("probabilities") or {}).get(lab, 0.0))
+            v = float(key(s))
             xs += [s["start_s"], s["end_s"], float("nan")]
-            ys += [p, p, float("nan")]
-        ax.plot(xs, ys, color=colour[lab], label=lab, lw=lw)
+            ys += [v, v, float("nan")]
+        return xs, ys
+
+    for lab in labels:
+        ax.plot(
+            *steps(lambda s, lab=lab: (s.get("probabilities") or {}).get(lab, 0.0)), color=colour[lab], label=lab, lw=lw
+        )
     ax.set_ylim(0, 1)
     ax.set_ylabel("probability")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if dims:
+        dx = axes[1]
+        dx.plot(*steps(lambda s: s["arousal"]), color="#c44e52", label="arousal", lw=lw)
+        dx.plot(*steps(lambda s: s["valence"]), color="#4c72b0", label="valence", lw=lw)
+        dx.axhline(0.5, color="#888888", lw=0.8, ls="--")
+        dx.set_ylim(0, 1)
+        dx.set_ylabel("0.5 = neutral")
+        dx.grid(alpha=0.3)
+        dx.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     for s in segs:
         strip.axvspan(s["start_s"], s["end_s"], color=colour.get(s.get("emotion"), "grey"), alpha=0.9)
     strip.set_yticks([])
@@ -226,10 +254,12 @@ def plot_timeline(
     """Save a timeline of emotion probabilities over a recording as PNG.
 
     Each segment contributes a step from ``start_s`` to ``end_s`` (seconds) for every label's
-    probability; a strip below shows the winning emotion of each segment.
+    probability; when the segments carry ``arousal`` and ``valence``, a second panel draws them over
+    time (0.5 the neutral point); a strip below shows the winning emotion of each segment.
 
     Args:
-        segments: dicts with ``start_s``, ``end_s``, ``emotion`` and ``probabilities`` ({label: p}).
+        segments: dicts with ``start_s``, ``end_s``, ``emotion``, ``probabilities`` ({label: p}) and
+            optionally ``arousal`` and ``valence``.
         labels: labels to draw, one line each.
         path: PNG file to write.
         title: plot title.

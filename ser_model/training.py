@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
@@ -351,9 +350,22 @@ def babble_groups(speakers: Sequence[str | None], n_splits: int = 5) -> list[int
 
 
 def _condition_features_of(
-    path: str, seed: tuple[int, ...], babble_paths: Sequence[str], feature_version: str
+    path: str,
+    seed: tuple[int, ...],
+    babble_paths: Sequence[str],
+    feature_version: str,
+    cache_file: str | None = None,
 ) -> tuple[np.ndarray | None, str, str]:
-    """(features or None, error, condition family such as ``noise+telephone``) of one degraded copy of ``path``."""
+    """(features or None, error, condition family such as ``noise+telephone``) of one degraded copy of ``path``.
+
+    With ``cache_file`` (an ``.npz`` path from :func:`copies_cache_key`), a copy cached there is read
+    instead of computed, and a computed one is written there (atomically)."""
+    if cache_file is not None and os.path.exists(cache_file):
+        try:
+            with np.load(cache_file, allow_pickle=False) as z:
+                return np.asarray(z["x"]), "", str(z["family"])
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable: recompute and overwrite
     from ser_model.degrade import apply, random_condition, room_bank
 
     try:
@@ -377,9 +389,16 @@ def _condition_features_of(
         rooms = room_bank(1) if any(st.kind == "reverb" for st in cond.steps) else None
         y, _ = load_audio(path)
         yd = apply(y, cond, rng, babble=voices, rooms=rooms)
-        return extract(yd, feature_version, _encoder_for(feature_version)), "", "+".join(st.kind for st in cond.steps)
+        family = "+".join(st.kind for st in cond.steps)
+        x = extract(yd, feature_version, _encoder_for(feature_version))
     except AudioError as e:
         return None, str(e), ""
+    if cache_file is not None:
+        Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{cache_file}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, x=x, family=np.asarray(family))
+        os.replace(tmp, cache_file)
+    return x, "", family
 
 
 def _content_digest(path: str) -> str:
@@ -387,6 +406,50 @@ def _content_digest(path: str) -> str:
         return file_sha256(path)
     except OSError:
         return hashlib.sha256(path.encode()).hexdigest()
+
+
+_DEGRADE_MODULES = ("ser_model.degrade", "ser_model.augment")
+
+
+@functools.lru_cache(maxsize=4)
+def copies_cache_namespace(feature_version: str = FAST) -> str:
+    """Folder of cached degraded copies: :func:`feature_cache_namespace` and a digest of the code that
+    degrades (the degradation modules, the copy function, pyroomacoustics' version).
+
+    Returns:
+        ``"copies-<feature namespace>-<12 hex digits>"``.
+    """
+    import importlib
+    import inspect
+
+    h = hashlib.sha256()
+    for name in _DEGRADE_MODULES:
+        h.update(Path(importlib.import_module(name).__file__ or "").read_bytes())
+    h.update(inspect.getsource(_condition_features_of).encode())
+    try:
+        import pyroomacoustics
+
+        h.update(str(pyroomacoustics.__version__).encode())
+    except ImportError:  # pragma: no cover - a declared dependency
+        pass
+    return f"copies-{feature_cache_namespace(feature_version)}-{h.hexdigest()[:12]}"
+
+
+def copies_cache_key(content_digest: str, seed: tuple[int, ...], babble_digests: Sequence[str]) -> str:
+    """The cache key of one degraded copy: what decides its samples and nothing else.
+
+    The file's content, the copy's seed (base seed, content, copy index) and the content of the
+    voices its babble may be drawn from (sorted): a copy is recomputed when any of them changes,
+    and reused wherever the same file is stored and whatever else is in the training set.
+
+    Returns:
+        64 hex digits.
+    """
+    h = hashlib.sha256(content_digest.encode())
+    h.update(repr(tuple(int(v) for v in seed)).encode())
+    for d in sorted(babble_digests):
+        h.update(d.encode())
+    return h.hexdigest()
 
 
 def condition_table(
@@ -397,15 +460,18 @@ def condition_table(
     n_splits: int = 5,
     n_jobs: int | None = None,
     progress: Progress | None = None,
+    babble_files: Sequence[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> FeatureTable:
     """Multi-condition training copies: ``copies`` degraded versions of every file of ``table``.
 
     Each copy goes through a channel drawn by :func:`ser_model.degrade.random_condition` (coloured
     noise, babble, telephone codecs, simulated rooms, MP3/Opus, clipping, combinations), seeded by
     ``(seed, SHA-256 of the file's content, copy)``, so the same files give the same copies wherever
-    they are stored. Babble mixes 3-7 recordings of
-    *other* speakers of the same :func:`babble_groups` group (never a test speaker of any fold).
-    Used like :func:`augment_table`: copies join a fold's training part only.
+    they are stored. Babble mixes 3-7 recordings of ``babble_files`` -- voices of people who are
+    no speaker of the training data (LibriSpeech readers), so never a test speaker of any fold --
+    or, without them, of *other* speakers of the same :func:`babble_groups` group (never a test
+    speaker of any fold). Used like :func:`augment_table`: copies join a fold's training part only.
 
     Args:
         table: the clean files (their paths, labels, speakers and feature set are reused).
@@ -414,6 +480,11 @@ def condition_table(
         n_splits: folds of the cross-validation the copies will be used in (for the babble groups).
         n_jobs: processes; default ``os.cpu_count()``; 1 runs in this process.
         progress: called as ``progress(done, total)``.
+        babble_files: recordings of other voices to draw babble from; None: the training speakers'.
+        cache_dir: feature cache folder; copies are cached under :func:`copies_cache_namespace`
+            by :func:`copies_cache_key`, so a retrain after adding files computes the new files'
+            copies only (with ``babble_files``; without them a file's babble pool, and so its copies,
+            change when files join its group). None disables the cache.
 
     Returns:
         A table of up to ``len(table.paths) * copies`` rows, paths suffixed ``#cond<k>:<family>``
@@ -423,26 +494,56 @@ def condition_table(
     groups = babble_groups(table.speakers, n_splits)
     # seeded by content, not by path: the same files give the same copies wherever they are stored
     digests = [_content_digest(p) for p in table.paths]
+    external = sorted(str(p) for p in babble_files) if babble_files else None
+    ext_digests = [_content_digest(p) for p in external] if external else []
     by_group: dict[int, list[int]] = {}
     for i, g in enumerate(groups):
         by_group.setdefault(g, []).append(i)
-    jobs: list[tuple[int, int]] = [(i, c) for c in range(copies) for i in range(len(table.paths))]
-    args_path, args_seed, args_babble, args_fv = [], [], [], []
-    for i, c in jobs:
-        path = table.paths[i]
+    ns_dir = Path(cache_dir, copies_cache_namespace(table.feature_version)) if cache_dir else None
+    pools: dict[tuple[int, str | None, int], tuple[list[str], list[str]]] = {}
+
+    def pool_of(i: int) -> tuple[list[str], list[str]]:
+        if external is not None:
+            return external, ext_digests
         spk = table.speakers[i]
-        pool = [table.paths[j] for j in by_group[groups[i]] if j != i and (spk is None or table.speakers[j] != spk)]
-        args_path.append(path)
-        args_seed.append((seed, int(digests[i][:8], 16), c))
-        args_babble.append(pool)
+        key = (groups[i], spk, i if spk is None else -1)
+        if key not in pools:
+            members = [j for j in by_group[groups[i]] if j != i and (spk is None or table.speakers[j] != spk)]
+            pools[key] = ([table.paths[j] for j in members], [digests[j] for j in members])
+        return pools[key]
+
+    jobs: list[tuple[int, int]] = [(i, c) for c in range(copies) for i in range(len(table.paths))]
+    args_path, args_seed, args_babble, args_fv, args_cache = [], [], [], [], []
+    pool_digest: dict[int, str] = {}
+    for i, c in jobs:
+        paths, pdig = pool_of(i)
+        s_ = (seed, int(digests[i][:8], 16), c)
+        args_path.append(table.paths[i])
+        args_seed.append(s_)
+        args_babble.append(paths)
         args_fv.append(table.feature_version)
+        if ns_dir is not None:
+            if id(paths) not in pool_digest:
+                pool_digest[id(paths)] = hashlib.sha256("".join(sorted(pdig)).encode()).hexdigest()
+            key = copies_cache_key(digests[i], s_, [pool_digest[id(paths)]])
+            args_cache.append(str(ns_dir / key[:2] / f"{key}.npz"))
+        else:
+            args_cache.append(None)
     results = _parallel_map(
-        _condition_features_of, args_path, args_seed, args_babble, args_fv, n_jobs=n_jobs, progress=progress
+        _condition_features_of,
+        args_path,
+        args_seed,
+        args_babble,
+        args_fv,
+        args_cache,
+        n_jobs=n_jobs,
+        progress=progress,
     )
     made = [
         (i, f"#cond{c}:{family or 'failed'}", x, err) for (i, c), (x, err, family) in zip(jobs, results, strict=True)
     ]
-    fp = hashlib.sha256(f"{table.fingerprint}:conditions:{copies}:{seed}".encode()).hexdigest()
+    babble_tag = hashlib.sha256("".join(ext_digests).encode()).hexdigest()[:12] if external else "speakers"
+    fp = hashlib.sha256(f"{table.fingerprint}:conditions:{copies}:{seed}:{babble_tag}".encode()).hexdigest()
     return _copies_table(table, made, fp, table.X.shape[1], table.feature_version)
 
 
@@ -499,11 +600,204 @@ def fit_weighted(pipeline: Pipeline, X: np.ndarray, y: np.ndarray, sample_weight
         return pipeline.fit(np.repeat(X, reps, axis=0), np.repeat(y, reps))
 
 
-def _weights(sample_weight: np.ndarray | None, rows: np.ndarray, n_extra: int = 0) -> np.ndarray | None:
-    """Weights of ``rows`` (training rows of a fold) followed by ``n_extra`` ones (augmented copies)."""
+REFERENCE_ROWS = 4800
+"""Training rows the MLP's 300-epoch budget was chosen on: RAVDESS actors 1-20, 1,200 files and 3 degraded
+copies each (``benchmarks/accuracy.py``)."""
+
+
+def training_params(n_rows: int, epochs: int = 300, min_epochs: int = 60) -> dict[str, Any]:
+    """:func:`ser_model.model.build_pipeline` arguments for ``n_rows`` training rows: the epoch budget
+    scaled so that the number of weight updates (epochs x rows / batch) stays that of the reference
+    recipe (:data:`REFERENCE_ROWS` rows, ``epochs`` epochs).
+
+    A multi-corpus training set of 4x the rows then costs what the reference did instead of 4x as
+    much; up to :data:`REFERENCE_ROWS` rows the budget is ``epochs`` unchanged (the packaged
+    RAVDESS recipes keep theirs).
+
+    Returns:
+        ``{"max_iter": epochs}`` with ``min_epochs <= epochs' <= epochs``.
+    """
+    if n_rows <= REFERENCE_ROWS:
+        return {"max_iter": epochs}
+    return {"max_iter": int(max(min_epochs, min(epochs, round(epochs * REFERENCE_ROWS / n_rows))))}
+
+
+def fit_dimension_head(
+    X: np.ndarray,
+    labels: Sequence[str],
+    sample_weight: np.ndarray | None = None,
+    *,
+    hidden_layer_sizes: tuple[int, ...] = (128,),
+    alpha: float = 3.0,
+    max_iter: int = 300,
+    random_state: int = 0,
+) -> Any:
+    """Fit the arousal/valence regression head on feature rows and their categories' positions.
+
+    Targets are :func:`ser_model.dimensions.positions` of each row's label (so a corpus with only
+    some categories still teaches both dimensions); the model is a ``StandardScaler`` +
+    scikit-learn ``MLPRegressor`` (ReLU, Adam, squared error, L2 ``alpha``), run at inference by
+    :class:`ser_model.dimensions.DimensionHead` with numpy. One BLAS thread (the same weights in any process).
+
+    Args:
+        X: features ``(n, n_features)``.
+        labels: category of each row, length ``n`` (each must have a position).
+        sample_weight: per-row weights ``(n,)`` or None.
+        hidden_layer_sizes: units per hidden layer.
+        alpha: L2 penalty.
+        max_iter: epochs (see :func:`training_params` for the budget of a large training set).
+        random_state: seed.
+
+    Returns:
+        :class:`ser_model.dimensions.DimensionHead`.
+
+    Raises:
+        KeyError: a label without a position.
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import Pipeline as SkPipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ser_model.dimensions import DimensionHead, positions
+    from ser_model.threads import one_blas_thread
+
+    target = positions(labels)
+    pipe = SkPipeline(
+        [
+            ("scaler", StandardScaler()),
+            (
+                "mlp",
+                MLPRegressor(
+                    hidden_layer_sizes=hidden_layer_sizes,
+                    alpha=alpha,
+                    learning_rate_init=1e-3,
+                    max_iter=max_iter,
+                    random_state=random_state,
+                ),
+            ),
+        ]
+    )
+    with warnings.catch_warnings(), one_blas_thread():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        kw = {} if sample_weight is None else {"mlp__sample_weight": np.asarray(sample_weight, dtype=np.float64)}
+        pipe.fit(np.asarray(X, dtype=np.float32), target, **kw)
+    return DimensionHead.from_pipeline(
+        pipe,
+        meta={
+            "targets": "ser_model.dimensions.CATEGORY_POSITIONS of each training file's category",
+            "hidden_layer_sizes": list(hidden_layer_sizes),
+            "alpha": alpha,
+            "max_iter": max_iter,
+        },
+    )
+
+
+def _fit_head(X: np.ndarray, labels: list[str], w: np.ndarray | None, max_iter: int) -> Any:
+    return fit_dimension_head(X, labels, w, max_iter=max_iter)
+
+
+FitJob = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+"""``(X, y, sample_weight)`` of one pipeline fit."""
+
+
+def _fit_one(params: dict[str, Any], X: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> Pipeline:
+    """One :func:`fit_weighted` of a fresh pipeline on one BLAS thread (the same numbers in any process)."""
+    from ser_model.threads import one_blas_thread
+
+    with one_blas_thread():
+        return fit_weighted(build_pipeline(**params), X, y, w)
+
+
+def fit_pipelines(
+    params: dict[str, Any] | None, jobs: Sequence[FitJob], *, n_jobs: int | None = 1, progress: Progress | None = None
+) -> list[Pipeline]:
+    """Fit one pipeline per job, in ``n_jobs`` processes.
+
+    Every fit runs on one BLAS thread with the pipeline's own ``random_state``, so the fitted
+    weights are the same whatever ``n_jobs`` is (tested): the processes only change when each fit
+    runs. The fits of one cross-validation are independent, so on 2 cores two run at once instead of
+    one fit using both cores' BLAS threads, which scikit-learn's small matrix products barely use.
+
+    Args:
+        params: :func:`ser_model.model.build_pipeline` arguments.
+        jobs: ``(X, y, sample_weight)`` per fit.
+        n_jobs: processes (a fork-started pool); None: ``os.cpu_count()``; 1 fits in this process.
+        progress: called as ``progress(done, total)`` after each fit.
+
+    Returns:
+        The fitted pipelines, in the order of ``jobs``.
+    """
+    p = dict(params or {})
+    return parallel_calls([(_fit_one, (p, X, y, w)) for X, y, w in jobs], n_jobs=n_jobs, progress=progress)
+
+
+def parallel_calls(
+    calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
+    *,
+    n_jobs: int | None = 1,
+    progress: Progress | None = None,
+) -> list[Any]:
+    """``[fn(*args) for fn, args in calls]`` in ``n_jobs`` fork-started processes (each on one BLAS
+    thread), results in the order of ``calls``; 1 (or one call) runs them in this process.
+
+    Args:
+        calls: ``(function, arguments)`` pairs; functions and arguments must pickle.
+        n_jobs: processes; None: ``os.cpu_count()``.
+        progress: called as ``progress(done, total)`` after each call.
+
+    Returns:
+        The results.
+    """
+    import multiprocessing
+
+    n = min(n_jobs or os.cpu_count() or 1, len(calls))
+    out: list[Any] = []
+    if n <= 1:
+        for fn, args in calls:
+            out.append(fn(*args))
+            if progress:
+                progress(len(out), len(calls))
+        return out
+    ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker) as ex:
+        futures = [ex.submit(fn, *args) for fn, args in calls]
+        for f in futures:
+            out.append(f.result())
+            if progress:
+                progress(len(out), len(calls))
+    return out
+
+
+def _weights(
+    sample_weight: np.ndarray | None, rows: np.ndarray, n_extra: int = 0, extra: np.ndarray | None = None
+) -> np.ndarray | None:
+    """Weights of ``rows`` (training rows of a fold) followed by those of ``n_extra`` copies: ``extra``
+    (the weights of their source files, :func:`copy_weights`) or ones."""
     if sample_weight is None:
         return None
-    return np.concatenate([np.asarray(sample_weight, dtype=np.float64)[rows], np.ones(n_extra)])
+    tail = np.ones(n_extra) if extra is None else np.asarray(extra, dtype=np.float64)
+    return np.concatenate([np.asarray(sample_weight, dtype=np.float64)[rows], tail])
+
+
+def copy_weights(
+    sample_weight: np.ndarray | None, table: FeatureTable, augmented: FeatureTable | None
+) -> np.ndarray | None:
+    """The weight of every copy of ``augmented``: its source file's weight in ``sample_weight`` (a copy
+    weighs what its file weighs, so a corpus balanced by weight stays balanced with its copies; a
+    copy whose source is not in ``table`` weighs 1).
+
+    Returns:
+        ``(n_aug,)`` float64, or None without ``sample_weight`` or copies.
+    """
+    if sample_weight is None or augmented is None or not len(augmented.labels):
+        return None
+    index = {p: i for i, p in enumerate(table.paths)}
+    w = np.asarray(sample_weight, dtype=np.float64)
+    src = [index.get(p.rsplit("#", 1)[0], -1) for p in augmented.paths]
+    return np.asarray([w[i] if i >= 0 else 1.0 for i in src], dtype=np.float64)
 
 
 def speaker_folds(speakers: Sequence[str | None], n_splits: int = 5) -> list[tuple[np.ndarray, np.ndarray]] | None:
@@ -536,6 +830,7 @@ def cross_validate(
     augmented: FeatureTable | None = None,
     splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
     sample_weight: np.ndarray | None = None,
+    n_jobs: int | None = 1,
 ) -> dict[str, Any]:
     """Speaker-independent cross-validation (GroupKFold by speaker) of the MLP pipeline.
 
@@ -558,6 +853,8 @@ def cross_validate(
             pipelines on identical folds); overrides the folds chosen here.
         sample_weight: per-row training weights, shape ``(n,)`` (see :func:`fit_weighted`); used
             only when a row is in a fold's training part, never on test rows (metrics are unweighted).
+        n_jobs: processes fitting the folds' models (:func:`fit_pipelines`; the same result for any
+            number); ``progress`` then counts fitted models.
 
     Returns:
         :func:`ser_model.metrics.classification_metrics` over the pooled out-of-fold predictions
@@ -602,6 +899,7 @@ def cross_validate(
     n_aug = len(augmented.labels) if augmented is not None else 0
     aug_proba = np.full((n_aug, len(labels)), np.nan)
     aug_ood = np.full(n_aug, np.nan)
+    aug_w = copy_weights(sample_weight, table, augmented)
     if augmented is not None and len(augmented.labels):
         aug_idx = np.arange(n_aug)
         aug_y = encode_labels(augmented.labels, labels)
@@ -615,29 +913,40 @@ def cross_validate(
             keep = aug_adapted
             aug_X, aug_y, aug_spk, aug_src = aug_X[keep], aug_y[keep], aug_spk[keep], aug_src[keep]
             aug_idx = aug_idx[keep]
+            aug_w = None if aug_w is None else aug_w[keep]
     spk_arr = np.asarray([s if s is not None else "" for s in speakers], dtype=object)
     pred = np.empty(len(y), dtype=object)
     proba = np.full((len(y), len(labels)), np.nan)
     ood_scores = np.full(len(y), np.nan)
     per_fold = []
-    base = build_pipeline(**(params or {}))
-    for i, (tr, te) in enumerate(splits):
+    jobs: list[FitJob] = []
+    uses: list[np.ndarray | None] = []
+    fold_job: list[int] = []
+    glob_job: list[int | None] = []
+    for tr, te in splits:
         tr_rows = tr[adapted[tr]] if speaker_adaptive else tr
         Xtr, ytr = Xn[tr_rows], y_idx[tr_rows]
+        use = None
         if aug_X is not None:
             use = np.isin(aug_spk, spk_arr[tr]) if grouped else np.isin(aug_src, tr)
             Xtr, ytr = np.vstack([Xtr, aug_X[use]]), np.concatenate([ytr, aug_y[use]])
-        model = fit_weighted(clone(base), Xtr, ytr, _weights(sample_weight, tr_rows, len(ytr) - len(tr_rows)))
+        uses.append(use)
+        fold_job.append(len(jobs))
+        extra = None if (aug_w is None or use is None) else aug_w[use]
+        jobs.append((Xtr, ytr, _weights(sample_weight, tr_rows, len(ytr) - len(tr_rows), extra)))
+        glob_job.append(None)
+        if speaker_adaptive and (~adapted[te]).any():  # a global model for the test rows not adapted
+            glob_job[-1] = len(jobs)
+            jobs.append((table.X[tr], y_idx[tr], _weights(sample_weight, tr)))
+    models = fit_pipelines(params, jobs, n_jobs=n_jobs, progress=progress)
+    for i, (tr, te) in enumerate(splits):
+        model, use = models[fold_job[i]], uses[i]
         fold_proba = np.zeros((len(te), len(labels)))
         ad = adapted[te]
         if ad.any():
             fold_proba[ad] = _class_proba(model, Xn[te[ad]], len(labels))
         if (~ad).any():
-            glob = (
-                model
-                if not speaker_adaptive
-                else fit_weighted(clone(base), table.X[tr], y_idx[tr], _weights(sample_weight, tr))
-            )
+            glob = model if glob_job[i] is None else models[glob_job[i]]
             fold_proba[~ad] = _class_proba(glob, table.X[te[~ad]], len(labels))
         proba[te] = fold_proba
         pred[te] = np.asarray(labels, dtype=object)[fold_proba.argmax(axis=1)]
@@ -652,8 +961,6 @@ def cross_validate(
             if te_aug is not None and te_aug.any():
                 aug_ood[aug_idx[te_aug]] = det.score(aug_X[te_aug])
         per_fold.append(float(np.mean(pred[te] == y[te])))
-        if progress:
-            progress(i + 1, len(splits))
     tested = np.zeros(len(y), dtype=bool)
     for _, te in splits:
         tested[te] = True
@@ -684,6 +991,22 @@ def channel_groups(paths: Sequence[str]) -> list[str]:
     return [p.rsplit("#", 1)[1].split(":", 1)[1] if "#cond" in p else "clean" for p in paths]
 
 
+def corpus_of(speaker: str | None) -> str:
+    """The corpus of a namespaced speaker key (``"ravdess:07"`` -> ``"ravdess"``); ``"data"`` otherwise."""
+    return speaker.split(":", 1)[0] if speaker and ":" in speaker else "data"
+
+
+def batch_groups(paths: Sequence[str], speakers: Sequence[str | None], by_corpus: bool) -> list[str]:
+    """Normalisation group of every row for the batch-normalised model: :func:`channel_groups`, and with
+    ``by_corpus`` each corpus apart (``"nemo/clean"``, ``"ravdess/telephone"``): a batch is one source
+    and one channel, so each training corpus is normalised by its own statistics (per-corpus
+    normalisation, Schuller et al. 2010)."""
+    fam = channel_groups(paths)
+    if not by_corpus:
+        return fam
+    return [f"{corpus_of(s)}/{f}" for s, f in zip(speakers, fam, strict=True)]
+
+
 def _batch_rows(X: np.ndarray, groups: Sequence[str]) -> np.ndarray:
     """``X`` z-normalised per group (every group of at least 2 rows; others centred by nothing)."""
     return speaker_normalise(X, list(groups), min_files=2)[0]
@@ -697,6 +1020,9 @@ def cross_validate_batch(
     params: dict[str, Any] | None = None,
     augmented: FeatureTable | None = None,
     progress: Progress | None = None,
+    by_corpus: bool = False,
+    n_jobs: int | None = 1,
+    sample_weight: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Speaker-independent cross-validation of the batch-normalised model.
 
@@ -705,6 +1031,12 @@ def cross_validate_batch(
     fold's training speakers by kind of channel); its test part -- several speakers the model never
     heard, one recording channel -- is normalised as one batch by its own statistics, as
     ``submit --normalise batch`` does.
+
+    Args:
+        by_corpus: normalise the training rows of each corpus by that corpus' own statistics
+            (:func:`batch_groups`), as a user's batch from one source is normalised by its own.
+        n_jobs: processes fitting the folds' models (:func:`fit_pipelines`).
+        sample_weight: per-row training weights of ``table`` (copies weigh what their file weighs).
 
     Returns:
         The report of :func:`cross_validate` (``ood_scores`` all NaN; ``aug_proba`` for the test
@@ -727,21 +1059,29 @@ def cross_validate_batch(
     if augmented is not None and len(augmented.labels):
         aug_y = encode_labels(augmented.labels, labels)
         aug_spk = np.asarray([s if s is not None else "" for s in augmented.speakers], dtype=object)
-        aug_grp = np.asarray(channel_groups(augmented.paths), dtype=object)
+        aug_grp = np.asarray(batch_groups(augmented.paths, augmented.speakers, by_corpus), dtype=object)
     pred = np.empty(len(y), dtype=object)
     proba = np.full((len(y), len(labels)), np.nan)
     aug_proba = np.full((len(aug_y) if aug_y is not None else 0, len(labels)), np.nan)
     per_fold = []
-    base = build_pipeline(**(params or {}))
-    for i, (tr, te) in enumerate(splits):
-        Xtr, ytr, grp = table.X[tr], y_idx[tr], ["clean"] * len(tr)
+    src_groups = batch_groups(table.paths, table.speakers, by_corpus)
+    aug_w = copy_weights(sample_weight, table, augmented)
+    jobs: list[FitJob] = []
+    for tr, _ in splits:
+        Xtr, ytr, grp = table.X[tr], y_idx[tr], [src_groups[j] for j in tr]
+        w = _weights(sample_weight, tr)
         if aug_y is not None:
             use = np.isin(aug_spk, spk_arr[tr])
             Xtr = np.vstack([Xtr, augmented.X[use]])  # type: ignore[union-attr]
             ytr = np.concatenate([ytr, aug_y[use]])
             grp += list(aug_grp[use])  # type: ignore[index]
-        model = fit_weighted(clone(base), _batch_rows(Xtr, grp), ytr)
-        fold_proba = _class_proba(model, _batch_rows(table.X[te], ["batch"] * len(te)), len(labels))
+            w = _weights(sample_weight, tr, int(use.sum()), None if aug_w is None else aug_w[use])
+        jobs.append((_batch_rows(Xtr, grp), ytr, w))
+    models = fit_pipelines(params, jobs, n_jobs=n_jobs, progress=progress)
+    for i, (_, te) in enumerate(splits):
+        model = models[i]
+        te_groups = [src_groups[j].replace("/clean", "/batch") if by_corpus else "batch" for j in te]
+        fold_proba = _class_proba(model, _batch_rows(table.X[te], te_groups), len(labels))
         if aug_y is not None:  # the test speakers' degraded copies, one batch per kind of channel
             te_aug = np.isin(aug_spk, spk_arr[te])
             if te_aug.any():
@@ -750,8 +1090,6 @@ def cross_validate_batch(
         proba[te] = fold_proba
         pred[te] = np.asarray(labels, dtype=object)[fold_proba.argmax(axis=1)]
         per_fold.append(float(np.mean(pred[te] == y[te])))
-        if progress:
-            progress(i + 1, len(splits))
     report = classification_metrics(list(y), list(pred), labels)
     report.update(
         protocol=f"speaker-independent: GroupKFold by speaker, {k} folds, {len(set(speakers))} speakers; "
@@ -782,6 +1120,7 @@ def held_out_channel_predictions(
     params: dict[str, Any] | None = None,
     sample_weight: np.ndarray | None = None,
     progress: Progress | None = None,
+    n_jobs: int | None = 1,
 ) -> dict[str, np.ndarray]:
     """Out-of-fold predictions of degraded copies through a kind of channel their model never heard.
 
@@ -829,24 +1168,118 @@ def held_out_channel_predictions(
     spk = np.asarray(speakers, dtype=object)
     aug_spk = np.asarray([s if s is not None else "" for s in augmented.speakers], dtype=object)
     has = {k: np.fromiter((k in ks for ks in kinds_of), dtype=bool, count=len(kinds_of)) for k in kinds}
-    base = build_pipeline(**(params or {}))
+    aug_w = copy_weights(sample_weight, table, augmented)
     out_p, out_s, out_y, out_k = [], [], [], []
-    done, total = 0, len(splits) * len(kinds)
+    cells: list[tuple[np.ndarray, str]] = []
+    jobs: list[FitJob] = []
     for tr, te in splits:
         tr_aug, te_aug = np.isin(aug_spk, spk[tr]), np.isin(aug_spk, spk[te])
         for kind in kinds:
             use, test = tr_aug & ~has[kind], te_aug & has[kind]
-            done += 1
             if test.any():
-                Xtr = np.vstack([table.X[tr], augmented.X[use]])
-                ytr = np.concatenate([y_idx[tr], aug_y[use]])
-                model = fit_weighted(clone(base), Xtr, ytr, _weights(sample_weight, tr, int(use.sum())))
-                out_p.append(_class_proba(model, augmented.X[test], len(labels)))
-                out_s.append(fit_ood(Xtr).score(augmented.X[test]))
-                out_y.append(aug_y[test])
-                out_k += [kind] * int(test.sum())
-            if progress:
-                progress(done, total)
+                cells.append((test, kind))
+                jobs.append(
+                    (
+                        np.vstack([table.X[tr], augmented.X[use]]),
+                        np.concatenate([y_idx[tr], aug_y[use]]),
+                        _weights(sample_weight, tr, int(use.sum()), None if aug_w is None else aug_w[use]),
+                    )
+                )
+    models = fit_pipelines(params, jobs, n_jobs=n_jobs, progress=progress)
+    for (test, kind), (Xtr, _, _), model in zip(cells, jobs, models, strict=True):
+        out_p.append(_class_proba(model, augmented.X[test], len(labels)))
+        out_s.append(fit_ood(Xtr).score(augmented.X[test]))
+        out_y.append(aug_y[test])
+        out_k += [kind] * int(test.sum())
+    if not out_p:
+        return empty
+    return {
+        "proba": np.vstack(out_p),
+        "ood_scores": np.concatenate(out_s),
+        "y": np.concatenate(out_y),
+        "kind": np.asarray(out_k, dtype=object),
+    }
+
+
+def held_out_corpus_predictions(
+    table: FeatureTable,
+    augmented: FeatureTable | None,
+    *,
+    labels: Sequence[str],
+    params: dict[str, Any] | None = None,
+    sample_weight: np.ndarray | None = None,
+    n_jobs: int | None = 1,
+    progress: Progress | None = None,
+) -> dict[str, np.ndarray]:
+    """Predictions of each training corpus by a model trained on the *other* corpora (leave-one-corpus-out).
+
+    The multi-corpus counterpart of :func:`held_out_channel_predictions`, and what a deployed model
+    meets most: recordings of a corpus (a studio, a language, a way of acting) it never heard. For every
+    corpus (:func:`corpus_of` of the speaker keys) a model and an out-of-domain detector are fitted on
+    the other corpora's clean files and copies, and that corpus' clean files and copies whose label
+    the model knows are predicted and scored. :func:`fit_trust` adds them to the global calibration, so
+    the temperature's growth with the out-of-domain score and its cap are fitted on files as far from
+    the training data as a new corpus is. One fit per corpus.
+
+    Args:
+        table: the clean training files (speakers namespaced by corpus, ``"nemo:EB0"``).
+        augmented: their :func:`condition_table` copies, or None.
+        labels: label order.
+        params: :func:`ser_model.model.build_pipeline` arguments.
+        sample_weight: per-row weights of ``table`` (copies weigh what their file weighs).
+        n_jobs: processes for the fits (:func:`fit_pipelines`).
+        progress: called as ``progress(done, total)`` after each fit.
+
+    Returns:
+        As :func:`held_out_channel_predictions`, ``kind`` ``"corpus:<name>"``; empty arrays with fewer
+        than two corpora.
+    """
+    labels = list(labels)
+    empty = {
+        "proba": np.zeros((0, len(labels))),
+        "ood_scores": np.zeros(0),
+        "y": np.zeros(0, dtype=np.int64),
+        "kind": np.zeros(0, dtype=object),
+    }
+    corpus = np.asarray([corpus_of(sp) for sp in table.speakers], dtype=object)
+    names = sorted(set(corpus))
+    if len(names) < 2 or any(sp is None for sp in table.speakers):
+        return empty
+    y_idx = encode_labels(table.labels, labels)
+    has_aug = augmented is not None and len(augmented.labels) > 0
+    aug_corpus = (
+        np.asarray([corpus_of(sp) for sp in augmented.speakers], dtype=object) if has_aug else np.zeros(0, object)
+    )  # type: ignore[union-attr]
+    aug_y = encode_labels(augmented.labels, labels) if has_aug else np.zeros(0, np.int64)  # type: ignore[union-attr]
+    aug_w = copy_weights(sample_weight, table, augmented)
+    jobs: list[FitJob] = []
+    tests: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]] = []
+    for c in names:
+        tr = np.flatnonzero(corpus != c)
+        known = np.unique(y_idx[tr])
+        Xtr, ytr = table.X[tr], y_idx[tr]
+        w = _weights(sample_weight, tr)
+        Xte = table.X[(corpus == c) & np.isin(y_idx, known)]
+        yte = y_idx[(corpus == c) & np.isin(y_idx, known)]
+        if has_aug:
+            use = aug_corpus != c
+            Xtr = np.vstack([Xtr, augmented.X[use]])  # type: ignore[union-attr]
+            ytr = np.concatenate([ytr, aug_y[use]])
+            w = _weights(sample_weight, tr, int(use.sum()), None if aug_w is None else aug_w[use])
+            te_a = (aug_corpus == c) & np.isin(aug_y, known)
+            Xte = np.vstack([Xte, augmented.X[te_a]])  # type: ignore[union-attr]
+            yte = np.concatenate([yte, aug_y[te_a]])
+        if len(np.unique(ytr)) < 2 or not len(yte):
+            continue
+        jobs.append((Xtr, ytr, w))
+        tests.append((Xte, yte, Xtr, f"corpus:{c}"))
+    models = fit_pipelines(params, jobs, n_jobs=n_jobs, progress=progress)
+    out_p, out_s, out_y, out_k = [], [], [], []
+    for (Xte, yte, Xtr, kind), model in zip(tests, models, strict=True):
+        out_p.append(_class_proba(model, Xte, len(labels)))
+        out_s.append(fit_ood(Xtr).score(Xte))
+        out_y.append(yte)
+        out_k += [kind] * len(yte)
     if not out_p:
         return empty
     return {
@@ -879,7 +1312,8 @@ def _calibration(
 ) -> tuple[DistanceTemperature, float, dict[str, Any]]:
     """Temperature model, low-confidence threshold and a calibration summary from out-of-fold predictions.
 
-    ``held_out`` (:func:`held_out_channel_predictions`) joins the temperature fit only; the
+    ``held_out`` (:func:`held_out_channel_predictions` or :func:`held_out_corpus_predictions`) joins the
+    temperature fit only; the
     threshold, ECE and reliability are of the out-of-fold files (``proba``). ``cap``: a given
     :attr:`DistanceTemperature.s_max` (else fitted)."""
     plain = fit_temperature(proba, y_idx)
@@ -898,7 +1332,15 @@ def _calibration(
     summary = {
         "method": "distance-aware temperature scaling T(s) = t0 * (1 + growth * min(max(0, s - ref), "
         "s_max - ref) ** power) (Guo et al. 2017; Tomani et al. 2023), power and cap s_max fitted"
-        + (" on out-of-fold files and copies through held-out kinds of channel" if held_out is not None else ""),
+        + (
+            (
+                " on out-of-fold files and files of held-out corpora (each predicted by a model of the others)"
+                if any(str(k).startswith("corpus:") for k in held_out["kind"])
+                else " on out-of-fold files and copies through held-out kinds of channel"
+            )
+            if held_out is not None
+            else ""
+        ),
         "n_held_out_channel": int(len(held_out["y"])) if held_out is not None else 0,
         "temperature": temp.to_dict(),
         "plain_temperature": plain,
@@ -1050,6 +1492,11 @@ def train_bundle(
     sample_weight: np.ndarray | None = None,
     conditions: dict[str, Any] | None = None,
     batch_cv_report: dict[str, Any] | None = None,
+    batch_normalised: bool | None = None,
+    by_corpus: bool = False,
+    held_out_calibration: bool = True,
+    n_jobs: int | None = 1,
+    dimension_head: bool = False,
 ) -> ModelBundle:
     """Fit the pipeline on all of ``table`` and wrap it in a :class:`ModelBundle`.
 
@@ -1078,6 +1525,17 @@ def train_bundle(
         batch_cv_report: when given (:func:`cross_validate_batch`), a batch-normalised pipeline is
             fitted too (rows normalised per :func:`channel_groups` group), its metrics stored in
             ``meta["batch_metrics"]`` and its calibration fitted.
+        batch_normalised: fit the batch-normalised pipeline; default: when ``batch_cv_report`` is given.
+        by_corpus: normalise each training corpus by its own statistics for that pipeline
+            (:func:`batch_groups`).
+        held_out_calibration: fit the global calibration on held-out predictions too: with several
+            corpora (``by_corpus``) :func:`held_out_corpus_predictions` (one fit per corpus), else with
+            condition copies :func:`held_out_channel_predictions` (30 more fits); False skips them
+            (``train --cv quick``).
+        n_jobs: processes for the fits (:func:`fit_pipelines`); the bundle is the same for any number.
+        dimension_head: also fit the arousal/valence regression head (:func:`fit_dimension_head`) on
+            the same rows and weights, when every label has a position; otherwise the bundle maps
+            its category probabilities (:meth:`ser_model.model.ModelBundle.dimensions`).
 
     Returns:
         The fitted bundle; ``meta`` holds metrics, data fingerprint, params, versions, the feature
@@ -1096,10 +1554,12 @@ def train_bundle(
         X = np.vstack([X, augmented.X])
         y = np.concatenate([y, encode_labels(augmented.labels, labels)])
     all_rows = np.arange(len(y_idx))
-    pipeline = _slim(
-        fit_weighted(build_pipeline(**(params or {})), X, y, _weights(sample_weight, all_rows, len(y) - len(y_idx)))
-    )
-    speaker_pipeline = None
+    if batch_normalised is None:
+        batch_normalised = batch_cv_report is not None
+    aug_w = copy_weights(sample_weight, table, augmented)
+    jobs: list[FitJob] = [(X, y, _weights(sample_weight, all_rows, len(y) - len(y_idx), aug_w))]
+    stats: dict[str, Any] = {}
+    speaker_job = batch_job = None
     if speaker_adaptive:
         stats = speaker_statistics(table.X, table.speakers, min_files=min_speaker_files)
         Z, adapted = apply_speaker_stats(table.X, table.speakers, stats)
@@ -1108,22 +1568,45 @@ def train_bundle(
             Za, ad_a = apply_speaker_stats(augmented.X, augmented.speakers, stats)
             Zs = np.vstack([Zs, Za[ad_a]])
             ys = np.concatenate([ys, encode_labels(augmented.labels, labels)[ad_a]])
-            ws = None if ws is None else np.concatenate([ws, np.ones(int(ad_a.sum()))])
+            ws = (
+                None
+                if ws is None
+                else np.concatenate([ws, aug_w[ad_a] if aug_w is not None else np.ones(int(ad_a.sum()))])
+            )
         if len(stats) >= 2 and len(np.unique(ys)) >= 2:
-            speaker_pipeline = _slim(fit_weighted(build_pipeline(**(params or {})), Zs, ys, ws))
+            speaker_job = len(jobs)
+            jobs.append((Zs, ys, ws))
+    if batch_normalised:
+        groups = batch_groups(table.paths, table.speakers, by_corpus) + (
+            batch_groups(augmented.paths, augmented.speakers, by_corpus) if augmented is not None else []
+        )
+        batch_job = len(jobs)
+        jobs.append((_batch_rows(X, groups), y, jobs[0][2]))
+    from ser_model.dimensions import has_positions
+
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [(_fit_one, (dict(params or {}), *j)) for j in jobs]
+    head_call = None
+    if dimension_head and has_positions(labels):
+        head_call = len(calls)
+        y_labels = [labels[i] for i in y]
+        calls.append((_fit_head, (X, y_labels, jobs[0][2], int((params or {}).get("max_iter", 300)))))
+    fitted = parallel_calls(calls, n_jobs=n_jobs)
+    pipeline = _slim(fitted[0])
+    speaker_pipeline = _slim(fitted[speaker_job]) if speaker_job is not None else None
     batch_weights = None
-    if batch_cv_report is not None:
+    if batch_job is not None:
         from ser_model.inference import MLPWeights
 
-        groups = ["clean"] * len(y_idx) + (channel_groups(augmented.paths) if augmented is not None else [])
-        batch_weights = MLPWeights.from_pipeline(
-            fit_weighted(build_pipeline(**(params or {})), _batch_rows(X, groups), y)
-        )
+        batch_weights = MLPWeights.from_pipeline(fitted[batch_job])
     metrics = public_metrics(cv_report)
     trust: dict[str, Any] = {}
     if cv_report is not None and cv_report.get("proba") is not None:
         held_out = None
-        if augmented is not None and any("#cond" in p for p in augmented.paths):
+        if held_out_calibration and by_corpus:
+            held_out = held_out_corpus_predictions(
+                table, augmented, labels=labels, params=params, sample_weight=sample_weight, n_jobs=n_jobs
+            )
+        elif held_out_calibration and augmented is not None and any("#cond" in p for p in augmented.paths):
             held_out = held_out_channel_predictions(
                 table,
                 augmented,
@@ -1131,6 +1614,7 @@ def train_bundle(
                 n_splits=int(cv_report.get("n_splits", 5)),
                 params=params,
                 sample_weight=sample_weight,
+                n_jobs=n_jobs,
             )
         trust, metrics["trust"] = fit_trust(
             table, labels, cv_report, speaker_cv_report, batch_cv_report, augmented=augmented, held_out=held_out
@@ -1159,7 +1643,11 @@ def train_bundle(
             n_speakers_adapted=len(stats),
         )
     if batch_weights is not None:
-        meta.update(batch_metrics=public_metrics(batch_cv_report), min_batch_files=MIN_BATCH_FILES)
+        meta.update(
+            batch_metrics=public_metrics(batch_cv_report) if batch_cv_report is not None else {},
+            min_batch_files=MIN_BATCH_FILES,
+            batch_by_corpus=by_corpus,
+        )
     bundle = ModelBundle(
         pipeline=pipeline,
         labels=labels,
@@ -1170,4 +1658,9 @@ def train_bundle(
     )
     if batch_weights is not None:
         bundle.weights[MODE_BATCH] = batch_weights
+    if head_call is not None:
+        bundle.dimension_head = fitted[head_call]
+        meta["dimensions"] = {"source": "trained regression head", **(fitted[head_call].meta or {})}
+    else:
+        meta["dimensions"] = {"source": "category probabilities weighted by ser_model.dimensions.CATEGORY_POSITIONS"}
     return bundle

@@ -21,6 +21,12 @@ from sqlalchemy.orm import Session
 from worker.settings import Settings, get_settings
 from worker.storage.db import ModelVersion, get_engine
 
+CV_MODES = ("full", "quick", "none")
+"""``train --cv``: how much cross-validation a training run pays for (see :class:`TrainRequest`)."""
+
+BALANCED_KINDS = frozenset({"ravdess", "tess", "nemo"})
+"""Source kinds that are corpora: balanced against each other by :func:`corpus_balance_weights`."""
+
 StageProgress = Callable[[str, int, int], None]
 """``progress(stage, done, total)`` with stage ``"features"``, ``"cross-validation"`` or ``"final model"``."""
 
@@ -47,6 +53,20 @@ class TrainRequest:
         conditions: degraded copies per training file for multi-condition training
             (:func:`ser_model.training.condition_table`); 0 trains on the clean files only.
         seed: seed of the degraded copies.
+        babble: folder of recordings of other voices (e.g. LibriSpeech) the degraded copies draw
+            their babble from; None: other training speakers of the same fold group.
+        cv: ``full`` (global, speaker-adaptive and batch-normalised cross-validation, and the
+            calibration on held-out corpora or, with one corpus, held-out channels), ``quick`` (the default) (the global cross-validation only: WA, UAR,
+            macro-F1 grouped by speaker and the calibration from its out-of-fold predictions) or
+            ``none`` (no cross-validation: the final model only, without calibration or trust flags).
+            The final model is always fitted on all the data.
+        balance: weight the named corpora (ravdess, tess, nemo sources) so that each contributes the
+            same total weight whatever its size (:func:`corpus_balance_weights`); multiplied by
+            ``weights``.
+        dimension_head: fit the arousal/valence regression head beside the category model
+            (:func:`ser_model.training.fit_dimension_head`); False (the default: leave-one-corpus-out
+            found no gain over it, ``benchmarks/results/dimensions.md``): the bundle maps its category
+            probabilities onto the dimensions.
     """
 
     data: list[str]
@@ -62,6 +82,10 @@ class TrainRequest:
     features: str = "accurate"
     conditions: int = 3
     seed: int = 0
+    babble: str | None = None
+    cv: str = "quick"
+    balance: bool = True
+    dimension_head: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +103,8 @@ class TrainOutcome:
     n_files: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of each stage (features, degraded copies, each cross-validation, final model, report)."""
 
 
 def ordered_labels(present: set[str], wanted: Sequence[str] | None) -> list[str]:
@@ -113,7 +139,7 @@ def run_training(
         ser_model.datasets.DatasetError: the data cannot be read as ``req.dataset``.
         ValueError: cross-validation impossible (too few speakers or examples per label).
     """
-    from ser_model.datasets import group_unknown_speakers, load_sources, parse_sources
+    from ser_model.datasets import DatasetError, group_unknown_speakers, load_sources, parse_sources
     from ser_model.featureset import FEATURE_SETS
     from ser_model.model import save_bundle
     from ser_model.report import write_report
@@ -124,6 +150,7 @@ def run_training(
         extract_table,
         public_metrics,
         train_bundle,
+        training_params,
     )
 
     s = settings or get_settings()
@@ -131,6 +158,8 @@ def run_training(
         raise ValueError(f"unknown feature set {req.features!r}; choose from {', '.join(FEATURE_SETS)}")
     if req.conditions < 0:
         raise ValueError("--conditions must be 0 or more degraded copies per file")
+    if req.cv not in CV_MODES:
+        raise ValueError(f"unknown --cv {req.cv!r}; choose from {', '.join(CV_MODES)}")
     sources = parse_sources(req.data, req.dataset)
     files, source_of = load_sources(sources, emotions=req.emotions)
     multi = len({src.name for src in sources}) > 1
@@ -143,12 +172,22 @@ def run_training(
         if n_per_file:
             log(f"{n_per_file} file(s) without a speaker: each is its own group in cross-validation")
 
+    import time
+
+    t_start = time.perf_counter()
+    marks: list[tuple[str, float]] = []
+
+    def mark(name: str) -> None:
+        marks.append((name, time.perf_counter()))
+
     def stage(name: str) -> Callable[[int, int], None]:
+        mark(name)
         return lambda d, n: progress(name, d, n) if progress else None
 
+    n_jobs = req.workers or s.workers
     table = extract_table(
         files,
-        n_jobs=req.workers or s.workers,
+        n_jobs=n_jobs,
         cache_dir=s.feature_cache_dir,
         progress=stage("features"),
         feature_version=FEATURE_SETS[req.features],
@@ -157,14 +196,23 @@ def run_training(
         if log:
             log(f"skipped {path}: {reason}")
     degraded = None
+    babble_files = None
+    if req.babble:
+        from ser_model.datasets import iter_audio_files
+
+        babble_files = [str(p) for p in iter_audio_files(Path(req.babble))]
+        if not babble_files:
+            raise DatasetError(f"--babble {req.babble}: no audio files there")
     if req.conditions:
         degraded = condition_table(
             table,
             req.conditions,
             seed=req.seed,
             n_splits=req.folds,
-            n_jobs=req.workers or s.workers,
+            n_jobs=n_jobs,
             progress=stage("degraded copies"),
+            babble_files=babble_files,
+            cache_dir=s.feature_cache_dir,
         )
         if log and degraded.failed:
             log(f"{len(degraded.failed)} degraded cop(y/ies) could not be used (e.g. {degraded.failed[0][1]})")
@@ -173,40 +221,73 @@ def run_training(
         "seed": req.seed,
         "kinds": "coloured noise 0-30 dB, babble 0-25 dB, telephone (mu-law, A-law, GSM 06.10), "
         "simulated rooms RT60 0.2-1.0 s, MP3/Opus, clipping, combinations",
+        "babble": "other voices: " + os.path.basename(os.path.normpath(req.babble))
+        if req.babble
+        else "other training speakers of the same fold group",
     }
-    weights = source_weights(table.paths, source_of, req.weights) if req.weights else None
-    cv = cross_validate(
-        table,
-        labels=labels,
-        n_splits=req.folds,
-        progress=stage("cross-validation"),
-        sample_weight=weights,
-        augmented=degraded,
-    )
-    if n_per_file:
-        cv["protocol"] += f"; {n_per_file} file(s) without a speaker grouped one per file (speaker-dependent)"
-    if multi:
-        cv["per_source"] = per_source_metrics(cv, table, source_of, labels, req.weights or {})
-    speaker_cv = batch_cv = None
-    if _speaker_adaptive_possible(table.speakers):  # both need known speakers (grouped folds)
+    weights = None
+    if req.weights:
+        weights = source_weights(table.paths, source_of, req.weights)
+    corpora = sorted({src.kind for src in sources if src.kind in BALANCED_KINDS})
+    if req.balance and len({src.name for src in sources if src.kind in BALANCED_KINDS}) > 1:
+        bal = corpus_balance_weights(table.paths, source_of)
+        weights = bal if weights is None else weights * bal
+    by_corpus = len(corpora) > 1
+    multi_params = training_params(len(table.labels) * (1 + req.conditions))
+    cv = speaker_cv = batch_cv = None
+    if req.cv != "none":
+        cv = cross_validate(
+            table,
+            labels=labels,
+            n_splits=req.folds,
+            progress=stage("cross-validation (fits)"),
+            sample_weight=weights,
+            augmented=degraded,
+            params=multi_params,
+            n_jobs=n_jobs,
+        )
+        if n_per_file:
+            cv["protocol"] += f"; {n_per_file} file(s) without a speaker grouped one per file (speaker-dependent)"
+        if multi:
+            cv["per_source"] = per_source_metrics(cv, table, source_of, labels, req.weights or {})
+    if req.cv == "full" and _speaker_adaptive_possible(table.speakers):  # both need known speakers
         speaker_cv = cross_validate(
             table,
             labels=labels,
             n_splits=req.folds,
             speaker_adaptive=True,
-            progress=stage("speaker-adaptive cross-validation"),
+            progress=stage("speaker-adaptive cross-validation (fits)"),
             sample_weight=weights,
             augmented=degraded,
+            params=multi_params,
+            n_jobs=n_jobs,
         )
         batch_cv = cross_validate_batch(
             table,
             labels=labels,
             n_splits=req.folds,
             augmented=degraded,
-            progress=stage("batch-normalised cross-validation"),
+            progress=stage("batch-normalised cross-validation (fits)"),
+            params=multi_params,
+            by_corpus=by_corpus,
+            n_jobs=n_jobs,
+            sample_weight=weights,
+        )
+    if log and req.cv != "full":
+        log(
+            f"--cv {req.cv}: skipped "
+            + (
+                "the speaker-adaptive and batch-normalised cross-validation and the leave-one-channel-out "
+                "calibration (their modes are fitted, not measured or calibrated)"
+                if req.cv == "quick"
+                else "all cross-validation: no metrics, no calibration, no trust flags"
+            )
         )
     kinds = sorted({src.kind for src in sources})
     name = f"{'+'.join(kinds)}{len(labels)}"
+    mark("final model")
+    if progress:
+        progress("final model", 0, 1)
     bundle = train_bundle(
         table,
         labels=labels,
@@ -218,9 +299,17 @@ def run_training(
         augmented=degraded,
         conditions=conditions if req.conditions else None,
         batch_cv_report=batch_cv,
+        params=multi_params,
+        batch_normalised=_speaker_adaptive_possible(table.speakers),
+        by_corpus=by_corpus,
+        held_out_calibration=req.cv == "full",
+        n_jobs=n_jobs,
+        dimension_head=req.dimension_head,
     )
+    bundle.meta.update(cv_mode=req.cv, corpora=corpora, balanced=bool(req.balance and by_corpus))
     if progress:
         progress("final model", 1, 1)
+    mark("report and registry")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = Path(req.output) if req.output else Path(s.model_dir) / f"{name}-{stamp}.npz"
     digest = save_bundle(bundle, out)
@@ -229,7 +318,7 @@ def run_training(
         rep_dir,
         cv,
         bundle.meta["loss_curve"],
-        title=f"{name}: {cv['protocol']}",
+        title=f"{name}: {cv['protocol'] if cv else 'no cross-validation'}",
         calibration=(bundle.meta["metrics"].get("trust") or {}).get("calibration"),
     )
     if speaker_cv is not None:
@@ -250,7 +339,12 @@ def run_training(
         metrics["batch_normalised"] = public_metrics(batch_cv)
     if "trust" in bundle.meta["metrics"]:
         metrics["trust"] = bundle.meta["metrics"]["trust"]
+    mark("end")
+    ends = [t for _, t in marks[1:]]
+    timings = {name: round(t1 - t0, 1) for (name, t0), t1 in zip(marks, ends, strict=False)}
+    timings["total"] = round(time.perf_counter() - t_start, 1)
     return TrainOutcome(
+        timings_s=timings,
         version=version,
         bundle_path=str(out),
         sha256=digest,
@@ -259,6 +353,46 @@ def run_training(
         n_files=len(table.labels),
         skipped=list(table.failed),
         labels=labels,
+    )
+
+
+def corpus_balance_weights(
+    paths: Sequence[str], source_of: dict[str, str], speakers: Sequence[str | None] | None = None
+) -> Any:
+    """Per-row weights that give every corpus source the same total weight, whatever its size.
+
+    The rule: a file of a corpus source (a kind of :data:`BALANCED_KINDS`) with ``n_s`` files, among
+    ``S`` such sources holding ``N`` files together, weighs ``N / (S * n_s)``; the weights of those
+    files then sum to ``N / S`` per corpus (TESS' 2,800 files weigh as much together as RAVDESS'
+    1,200 or nEMO's 1,120) and average 1. Files of other sources (``csv``, ``folders``: a user's own
+    recordings) weigh 1, and ``--weight`` multiplies on top. Degraded copies weigh what their file
+    weighs (:func:`ser_model.training.copy_weights`).
+
+    With ``speakers`` (one key per row) a corpus' total weight is instead proportional to its number
+    of speakers: ``N * k_s / (K * n_s)`` per file for a corpus of ``k_s`` of the ``K`` speakers (a
+    corpus of two voices, however many files, counts as two voices).
+
+    Returns:
+        numpy ``(n,)`` float64.
+    """
+    from collections import Counter
+
+    import numpy as np
+
+    kind = {src: src.split(":", 1)[0] for src in set(source_of.values())}
+    counts = Counter(source_of.get(p, "") for p in paths if kind.get(source_of.get(p, ""), "") in BALANCED_KINDS)
+    total = sum(counts.values())
+    share = {src: 1.0 / len(counts) for src in counts}
+    if speakers is not None:
+        voices: dict[str, set[str | None]] = {src: set() for src in counts}
+        for p, spk in zip(paths, speakers, strict=True):
+            if source_of.get(p, "") in counts:
+                voices[source_of[p]].add(spk)
+        k_total = sum(len(v) for v in voices.values())
+        share = {src: len(v) / k_total for src, v in voices.items()}
+    return np.asarray(
+        [total * share[source_of[p]] / counts[source_of[p]] if source_of.get(p, "") in counts else 1.0 for p in paths],
+        dtype=np.float64,
     )
 
 

@@ -4,7 +4,9 @@ Every segment of :func:`ser_model.segment.segmenter.iter_segments` goes through 
 feature extractor (:func:`ser_model.features.extract_features` for a bundle without one) and
 :meth:`ser_model.model.ModelBundle.predict_proba`, in batches; the file's label is the argmax of the
 duration-weighted mean of the segment probabilities, with trust flags (out-of-domain score,
-low confidence) per segment and for the file (:class:`SegmentedResult`).
+low confidence) per segment and for the file (:class:`SegmentedResult`), and arousal and valence
+(:meth:`ser_model.model.ModelBundle.dimensions`) per segment and, for the file, their
+duration-weighted mean.
 
 Files shorter than ``min_duration_s`` (default :data:`DEFAULT_MIN_DURATION_S`) and mode ``"none"``
 are not segmented: :func:`classify_segments` classifies them whole through
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ser_model.audio import SAMPLE_RATE, SILENCE_PEAK_DBFS, AudioError, AudioInfo, load_audio, probe_audio
+from ser_model.dimensions import dimension_rows
 from ser_model.segment.decode import DEFAULT_BLOCK_S
 from ser_model.segment.levels import own_speech_span
 from ser_model.segment.modes import SegmentMode, VadParams, parse_segment_mode
@@ -62,6 +65,9 @@ class SegmentedResult:
             model has no out-of-domain detector); every segment dict carries its own.
         out_of_domain: ``ood_score`` above the model's threshold.
         low_confidence: the aggregate ``confidence`` below the model's low-confidence threshold.
+        arousal: duration-weighted mean arousal of the segments, in [0, 1] (0.5 the neutral point);
+            None when the model gives no dimensions (:meth:`ser_model.model.ModelBundle.dimensions`).
+        valence: the same for valence.
     """
 
     segments: list[dict[str, Any]]
@@ -79,6 +85,8 @@ class SegmentedResult:
     ood_score: float | None = None
     out_of_domain: bool | None = None
     low_confidence: bool | None = None
+    arousal: float | None = None
+    valence: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of all attributes."""
@@ -86,7 +94,13 @@ class SegmentedResult:
 
 
 def _segment_dict(
-    index: int, start_s: float, end_s: float, labels: list[str], proba: np.ndarray, flags: tuple[Any, Any, Any]
+    index: int,
+    start_s: float,
+    end_s: float,
+    labels: list[str],
+    proba: np.ndarray,
+    flags: tuple[Any, Any, Any],
+    dims: tuple[float | None, float | None] = (None, None),
 ) -> dict[str, Any]:
     probs = {lab: float(p) for lab, p in zip(labels, proba, strict=True)}
     best = max(probs, key=probs.__getitem__)
@@ -101,6 +115,8 @@ def _segment_dict(
         "ood_score": None if score is None else float(score),
         "out_of_domain": None if ood is None else bool(ood),
         "low_confidence": None if low is None else bool(low),
+        "arousal": dims[0],
+        "valence": dims[1],
     }
 
 
@@ -110,6 +126,18 @@ def _row_flags(bundle: _Classifier, X: np.ndarray, proba: np.ndarray) -> list[tu
     f = flags(X, proba) if flags is not None else (None, None, None)
     n = X.shape[0]
     return [tuple(None if a is None else a[i] for a in f) for i in range(n)]  # type: ignore[misc]
+
+
+def _aggregate_dimensions(segments: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """The duration-weighted mean arousal and valence of segments; Nones unless every segment has them."""
+    if not segments or any(s.get("arousal") is None or s.get("valence") is None for s in segments):
+        return None, None
+    w = np.array([s["end_s"] - s["start_s"] for s in segments], dtype=np.float64)
+    if w.sum() <= 0:
+        w = np.ones_like(w)
+    a = float(np.dot(w, [s["arousal"] for s in segments]) / w.sum())
+    v = float(np.dot(w, [s["valence"] for s in segments]) / w.sum())
+    return a, v
 
 
 def _aggregate_flags(
@@ -189,7 +217,15 @@ def classify_segments(
         y = own_speech_span(path, channel, vad=vad, max_duration_s=max_duration_s, block_s=block_s, info=info)
         x = extract(y)[None, :]
         proba = np.asarray(bundle.predict_proba(x))
-        seg = _segment_dict(0, 0.0, info.duration_s, labels, proba[0], _row_flags(bundle, x, proba)[0])
+        seg = _segment_dict(
+            0,
+            0.0,
+            info.duration_s,
+            labels,
+            proba[0],
+            _row_flags(bundle, x, proba)[0],
+            dimension_rows(bundle, x, proba)[0],
+        )
         return SegmentedResult(
             segments=[seg],
             emotion=seg["emotion"],
@@ -206,12 +242,22 @@ def classify_segments(
             ood_score=seg["ood_score"],
             out_of_domain=seg["out_of_domain"],
             low_confidence=seg["low_confidence"],
+            arousal=seg["arousal"],
+            valence=seg["valence"],
         )
     if m.kind == "none" or info.duration_s < min_duration_s:
         y, _ = load_audio(path, max_duration_s=max_duration_s, info=info)
         x = extract(y)[None, :]
         proba = np.asarray(bundle.predict_proba(x))
-        seg = _segment_dict(0, 0.0, y.size / SAMPLE_RATE, labels, proba[0], _row_flags(bundle, x, proba)[0])
+        seg = _segment_dict(
+            0,
+            0.0,
+            y.size / SAMPLE_RATE,
+            labels,
+            proba[0],
+            _row_flags(bundle, x, proba)[0],
+            dimension_rows(bundle, x, proba)[0],
+        )
         return SegmentedResult(
             segments=[seg],
             emotion=seg["emotion"],
@@ -228,6 +274,8 @@ def classify_segments(
             ood_score=seg["ood_score"],
             out_of_domain=seg["out_of_domain"],
             low_confidence=seg["low_confidence"],
+            arousal=seg["arousal"],
+            valence=seg["valence"],
         )
 
     stats = SegmentStats()
@@ -245,8 +293,9 @@ def classify_segments(
             return
         X = np.stack(batch_x)
         proba = np.asarray(bundle.predict_proba(X))
-        for (a, b), row, fl in zip(batch_t, proba, _row_flags(bundle, X, proba), strict=True):
-            segments.append(_segment_dict(len(segments), a, b, labels, row, fl))
+        dims = dimension_rows(bundle, X, proba)
+        for (a, b), row, fl, dm in zip(batch_t, proba, _row_flags(bundle, X, proba), dims, strict=True):
+            segments.append(_segment_dict(len(segments), a, b, labels, row, fl, dm))
             weighted += (b - a) * row
             total_s += b - a
         batch_x.clear()
@@ -281,6 +330,7 @@ def classify_segments(
     probs = {lab: float(p) for lab, p in zip(labels, mean, strict=True)}
     best = max(probs, key=probs.__getitem__)
     ood_score, out_of_domain, low_confidence = _aggregate_flags(bundle, segments, probs[best])
+    arousal, valence = _aggregate_dimensions(segments)
     return SegmentedResult(
         segments=segments,
         emotion=best,
@@ -297,4 +347,6 @@ def classify_segments(
         ood_score=ood_score,
         out_of_domain=out_of_domain,
         low_confidence=low_confidence,
+        arousal=arousal,
+        valence=valence,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -109,9 +111,9 @@ def test_condition_copies_never_hear_a_test_speaker(tmp_path, monkeypatch):
     seen: list[tuple[str, list[str]]] = []
     real = tr._condition_features_of
 
-    def spy(path, seed, babble_paths, fv):
+    def spy(path, seed, babble_paths, fv, cache_file=None):
         seen.append((path, list(babble_paths)))
-        return real(path, seed, babble_paths, fv)
+        return real(path, seed, babble_paths, fv, cache_file)
 
     monkeypatch.setattr(tr, "_condition_features_of", spy)
     copies = condition_table(table, 2, seed=3, n_splits=3, n_jobs=1)
@@ -125,6 +127,51 @@ def test_condition_copies_never_hear_a_test_speaker(tmp_path, monkeypatch):
     assert all("#cond" in p for p in copies.paths)
     again = condition_table(table, 2, seed=3, n_splits=3, n_jobs=1)
     np.testing.assert_array_equal(copies.X, again.X)  # seeded: the same copies
+
+
+def test_external_babble_voices_are_the_only_babble_and_copies_are_cached_by_what_decides_them(tmp_path, monkeypatch):
+    """With babble_files (LibriSpeech voices), every copy's babble pool is those files and nothing of
+    the training data; the copies are cached: a second run computes nothing, adding a file computes
+    only that file's copies, and another seed or another babble set recomputes."""
+    import ser_model.training as tr
+
+    files = []
+    for spk in range(4):
+        for k in range(2):
+            p = write(tmp_path / f"s{spk}" / f"{k}.wav", tone(freq=150 + 30 * spk + 7 * k, seconds=1.0), 16000)
+            files.append(LabelledFile(p, ["calm", "angry"][k], f"s{spk}"))
+    voices = [
+        str(write(tmp_path / "voices" / f"v{i}.wav", tone(freq=300 + 40 * i, seconds=1.5), 16000)) for i in range(4)
+    ]
+    table = extract_table(files, n_jobs=1)
+    cache = tmp_path / "cache"
+    computed: list[tuple[str, list[str]]] = []
+    real = tr._condition_features_of
+
+    def spy(path, seed, babble_paths, fv, cache_file=None):
+        if cache_file is None or not Path(cache_file).exists():
+            computed.append((path, list(babble_paths)))
+        return real(path, seed, babble_paths, fv, cache_file)
+
+    monkeypatch.setattr(tr, "_condition_features_of", spy)
+    first = condition_table(table, 2, seed=1, n_splits=2, n_jobs=1, babble_files=voices, cache_dir=cache)
+    assert len(computed) == 2 * len(files)
+    assert all(pool == sorted(voices) for _, pool in computed)
+    computed.clear()
+    again = condition_table(table, 2, seed=1, n_splits=2, n_jobs=1, babble_files=voices, cache_dir=cache)
+    assert computed == []  # all from the cache
+    np.testing.assert_array_equal(first.X, again.X)
+    assert first.paths == again.paths  # the condition family travels with the cached copy
+    extra = LabelledFile(write(tmp_path / "s9" / "0.wav", tone(freq=444, seconds=1.0), 16000), "calm", "s9")
+    bigger = extract_table([*files, extra], n_jobs=1)
+    condition_table(bigger, 2, seed=1, n_splits=2, n_jobs=1, babble_files=voices, cache_dir=cache)
+    assert sorted({p for p, _ in computed}) == [str(extra.path)]  # only the new file's two copies
+    computed.clear()
+    condition_table(table, 2, seed=2, n_splits=2, n_jobs=1, babble_files=voices, cache_dir=cache)
+    assert len(computed) == 2 * len(files)  # another seed: other copies
+    computed.clear()
+    condition_table(table, 1, seed=1, n_splits=2, n_jobs=1, babble_files=voices[:3], cache_dir=cache)
+    assert len(computed) == len(files)  # another babble set: other copies
 
 
 @needs_corpus

@@ -188,12 +188,12 @@ def test_0007_channels_on_a_populated_database(tmp_path):
     assert current_revision(url) == head_revision()
 
 
-def test_0009_status_counters_are_filled_for_final_batches(tmp_path):
-    """0008 -> 0009 counts the flagged labelled rows of final batches; a running batch waits for its finaliser."""
+def test_0010_status_counters_are_filled_for_final_batches(tmp_path):
+    """0009 -> 0010 counts the flagged labelled rows of final batches; a running batch waits for its finaliser."""
     from sqlalchemy import text
 
     url = f"sqlite:///{tmp_path / 's.db'}"
-    upgrade(url, "0008")
+    upgrade(url, "0009_arousal_valence")
     eng = get_engine(url)
     with eng.begin() as conn:
         for bid, status in ((1, "done_with_failures"), (2, "running")):
@@ -215,13 +215,13 @@ def test_0009_status_counters_are_filled_for_final_batches(tmp_path):
                     ),
                     {"b": bid, "p": f"{i}.wav", "st": st, "low": low, "ood": ood},
                 )
-    upgrade(url, "0009_status_counters")
+    upgrade(url, "0010_status_counters")
     with eng.connect() as conn:
         got = conn.execute(text("SELECT id, n_low_confidence, n_out_of_domain FROM batches ORDER BY id")).all()
     assert [tuple(r) for r in got] == [(1, 2, 1), (2, None, None)]
     indexes = {i["name"] for i in inspect(get_engine(url)).get_indexes("results")}
     assert "ix_results_batch_progress" in indexes and "ix_results_batch_status" not in indexes
-    downgrade(url, "0008")
+    downgrade(url, "0009_arousal_valence")
     insp = inspect(get_engine(url))
     cols = {c["name"] for c in insp.get_columns("batches")}
     assert "n_low_confidence" not in cols and "n_out_of_domain" not in cols
@@ -229,3 +229,50 @@ def test_0009_status_counters_are_filled_for_final_batches(tmp_path):
     assert "ix_results_batch_status" in indexes and "ix_results_batch_progress" not in indexes
     with get_engine(url).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM results")).scalar() == 8  # rows untouched
+
+
+def test_0009_arousal_valence_on_a_database_made_at_0008(tmp_path):
+    """A database created at 0008 with a labelled row and its segments gets the two columns, NULL for
+    those rows (their dimensions were never computed); new rows store them; back to 0008 keeps the rows."""
+    from sqlalchemy import select, text
+    from sqlalchemy.orm import Session
+
+    from worker.storage.db import Result, Segment, upsert_results
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    _populate_0005(url)
+    upgrade(url, "0008")
+    eng = get_engine(url)
+    assert not {"arousal", "valence"} & {c["name"] for c in inspect(eng).get_columns("results")}
+    upgrade(url, "0009_arousal_valence")
+    assert current_revision(url) == "0009_arousal_valence"
+    insp = inspect(eng)
+    for table in ("results", "segments"):
+        cols = {c["name"]: c for c in insp.get_columns(table)}
+        assert {"arousal", "valence"} <= set(cols)
+        assert cols["arousal"]["nullable"] and cols["valence"]["nullable"]
+    with Session(eng) as s:  # the ORM reads the old rows: NULL, not a made-up 0.5
+        old = s.scalars(select(Result).order_by(Result.id)).all()
+        assert [(r.path, r.emotion, r.arousal, r.valence) for r in old] == [
+            ("a.wav", "sad", None, None),
+            ("b.wav", "sad", None, None),
+        ]
+        assert {(sg.arousal, sg.valence) for sg in s.scalars(select(Segment))} == {(None, None)}
+    with Session(eng) as s, s.begin():  # a row labelled now stores both
+        upsert_results(
+            s, [{"batch_id": 1, "path": "c.wav", "status": "done", "emotion": "angry", "arousal": 0.8, "valence": 0.2}]
+        )
+    with eng.connect() as conn:
+        got = conn.execute(text("SELECT path, arousal, valence FROM results ORDER BY id")).all()
+    assert [tuple(r) for r in got] == [("a.wav", None, None), ("b.wav", None, None), ("c.wav", 0.8, 0.2)]
+    downgrade(url, "0008")
+    insp = inspect(get_engine(url))
+    assert "arousal" not in {c["name"] for c in insp.get_columns("segments")}
+    assert "valence" not in {c["name"] for c in insp.get_columns("results")}
+    with get_engine(url).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM results")).scalar() == 3
+        assert conn.execute(text("SELECT count(*) FROM segments")).scalar() == 2
+        # the rebuilt results table keeps its unique key and the pending-rows index
+        idx = dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index'").all())
+    assert "coalesce(channel, -1)" in idx["uq_results_batch_path_channel"]
+    assert "status = 'pending'" in idx["ix_results_pending"]

@@ -112,6 +112,10 @@ def test_submit_notify_posts_one_event_with_counts(tmp_path, hook):
     assert ev["counts"]["low_confidence"] == want["low_confidence"]
     assert ev["counts"]["out_of_domain"] == want["out_of_domain"]
     assert ev["emotions"] == want["emotions"]
+    # arousal and valence of the 6 labelled files (the broken one has none): means in [0, 1]
+    dims = ev["dimensions"]
+    assert dims["n"] == 6 and 0 <= dims["arousal_mean"] <= 1 and 0 <= dims["valence_mean"] <= 1
+    assert dims["high_arousal_share"] * 6 == round(dims["high_arousal_share"] * 6)
     assert ev["model_version"].startswith("default-") and ev["mode"] == "embedded"
     assert ev["duration_s"] is not None and ev["duration_s"] >= 0
     assert hook.headers[0]["Idempotency-Key"] == "batch-1-final"

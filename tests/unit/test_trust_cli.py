@@ -175,7 +175,17 @@ def test_status_json_counts_flags_and_warnings(batch_db, tmp_path):
     no_traceback(p)
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
-    assert set(doc) == {"batch_id", "status", "mode", "counts", "warnings", "files_per_s", "eta_s", "finished_at"}
+    assert set(doc) == {
+        "batch_id",
+        "status",
+        "mode",
+        "counts",
+        "dimensions",
+        "warnings",
+        "files_per_s",
+        "eta_s",
+        "finished_at",
+    }
     by_status = dict(
         (r[0], r[1]) for r in sql(db, "SELECT status, count(*) FROM results WHERE batch_id = 1 GROUP BY status")
     )

@@ -44,21 +44,29 @@ def _prob_columns(probs: dict[str, float]) -> dict[str, float]:
 
 
 def label_fields(bundle: Any, X: Any, proba: Any, modes: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """The label columns of rows classified together: emotion, confidence, probabilities, trust flags.
+    """The label columns of rows classified together: emotion, confidence, probabilities, trust flags,
+    arousal and valence.
 
     Args:
         bundle: the :class:`ser_model.model.ModelBundle` that produced ``proba``.
-        X: raw features of the rows ``(n, N_FEATURES)`` (for the out-of-domain score).
+        X: raw features of the rows ``(n, N_FEATURES)`` (for the out-of-domain score and the
+            dimension head).
         proba: calibrated probabilities ``(n, len(labels))``.
         modes: per-row analysis mode (``"global"`` or ``"speaker-adaptive"``), which picks the
             low-confidence threshold; default global.
 
     Returns:
         One dict per row with ``emotion``, ``confidence``, ``probabilities``, ``p_<label>``,
-        ``ood_score``, ``out_of_domain``, ``low_confidence`` (the flags None without trust state).
+        ``ood_score``, ``out_of_domain``, ``low_confidence`` (the flags None without trust state),
+        ``arousal`` and ``valence`` (each in [0, 1], 0.5 the neutral point, from
+        :meth:`ser_model.model.ModelBundle.dimensions`; None when the model gives none). An
+        out-of-domain row keeps its dimensions: they are what carries across corpora.
     """
+    from ser_model.dimensions import dimension_rows
+
     labels: list[str] = list(bundle.labels)
     flags = bundle.flags(X, proba, modes)
+    dims = dimension_rows(bundle, X, proba)
     out = []
     for i, p in enumerate(proba):
         probs = {lab: float(v) for lab, v in zip(labels, p, strict=True)}
@@ -72,6 +80,8 @@ def label_fields(bundle: Any, X: Any, proba: Any, modes: Sequence[str] | None = 
                 "ood_score": None if flags.ood_score is None else float(flags.ood_score[i]),
                 "out_of_domain": None if flags.out_of_domain is None else bool(flags.out_of_domain[i]),
                 "low_confidence": None if flags.low_confidence is None else bool(flags.low_confidence[i]),
+                "arousal": dims[i][0],
+                "valence": dims[i][1],
             }
         )
     return out
@@ -140,6 +150,8 @@ def analyse_file(
         "ood_score": None,
         "out_of_domain": None,
         "low_confidence": None,
+        "arousal": None,
+        "valence": None,
         **dict.fromkeys(PROB_COLUMNS),
     }
     if channel is not None:
@@ -223,6 +235,8 @@ def _seg_label(seg: Any) -> dict[str, Any]:
         "ood_score": seg.ood_score,
         "out_of_domain": seg.out_of_domain,
         "low_confidence": seg.low_confidence,
+        "arousal": seg.arousal,
+        "valence": seg.valence,
         **dict.fromkeys(PROB_COLUMNS),
         **_prob_columns(seg.probabilities),
     }

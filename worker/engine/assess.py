@@ -1,4 +1,5 @@
-"""Batch-level trust: counts of flagged rows and the warnings stored on a finished batch.
+"""Batch-level trust and summaries: counts of flagged rows, the warnings stored on a finished batch,
+and the batch's arousal and valence.
 
 Read by ``submit`` (summary), ``status`` (table and JSON) and whoever finalises a batch, in embedded
 and distributed mode alike. Needs only the database: the model's training label prior comes from the
@@ -29,6 +30,63 @@ def trust_counts(session: Session, batch_id: int) -> dict[str, int]:
         ).where(Result.batch_id == batch_id, Result.status == "done")
     ).one()
     return {"low_confidence": int(low), "out_of_domain": int(ood)}
+
+
+DIMENSION_KEYS = ("n", "arousal_mean", "valence_mean", "high_arousal_share", "positive_valence_share")
+"""Keys of :func:`dimension_summary`."""
+
+
+def dimension_summary(session: Session, batch_id: int, *, per_channel: bool = False) -> Any:
+    """Mean arousal and valence of a batch's labelled rows, and the share high / positive (above 0.5).
+
+    One SQL aggregate (``avg``, ``count ... FILTER``) over the ``done`` rows that have both
+    dimensions: rows labelled before migration 0009, or by a model whose labels have no position,
+    are left out (``n`` counts the rows used). Out-of-domain rows are kept: the dimensions are what
+    carries across recordings unlike the training data. A row of a segmented file holds the
+    duration-weighted mean of its segments, and every row weighs the same here.
+
+    Args:
+        session: open session.
+        batch_id: the batch.
+        per_channel: one summary per ``(channel, role)`` (``--channels split``; channel None for
+            mono files) instead of one for the batch.
+
+    Returns:
+        ``{"n", "arousal_mean", "valence_mean", "high_arousal_share", "positive_valence_share"}``
+        (means in [0, 1], shares of ``n``; all but ``n`` None when ``n`` is 0); with
+        ``per_channel`` a dict ``{(channel, role): summary}``.
+    """
+    both = (Result.arousal.is_not(None), Result.valence.is_not(None))
+    cols = (
+        func.count(),
+        func.avg(Result.arousal),
+        func.avg(Result.valence),
+        func.count().filter(Result.arousal > 0.5),
+        func.count().filter(Result.valence > 0.5),
+    )
+    where = (Result.batch_id == batch_id, Result.status == "done", *both)
+    if not per_channel:
+        return _dimension_record(*session.execute(select(*cols).where(*where)).one())
+    q = select(Result.channel, Result.role, *cols).where(*where).group_by(Result.channel, Result.role)
+    return {(ch, role): _dimension_record(*rest) for ch, role, *rest in session.execute(q)}
+
+
+def no_dimensions() -> dict[str, Any]:
+    """The :func:`dimension_summary` of no rows: ``n`` 0, every other key None."""
+    return dict.fromkeys(DIMENSION_KEYS) | {"n": 0}
+
+
+def _dimension_record(n: Any, arousal: Any, valence: Any, high: Any, positive: Any) -> dict[str, Any]:
+    n = int(n or 0)
+    if not n:
+        return no_dimensions()
+    return {
+        "n": n,
+        "arousal_mean": float(arousal),
+        "valence_mean": float(valence),
+        "high_arousal_share": int(high) / n,
+        "positive_valence_share": int(positive) / n,
+    }
 
 
 def assess_batch(session: Session, batch_id: int, *, store: bool = True) -> list[dict[str, Any]]:

@@ -91,12 +91,15 @@ def build_event(session: Any, batch_id: int) -> dict[str, Any]:
     Returns:
         ``{"event": "batch.final", "event_id", "batch_id", "status", "mode", "counts": {"total",
         "done", "failed", "low_confidence", "out_of_domain"}, "emotions": {emotion: files},
+        "dimensions": {"n", "arousal_mean", "valence_mean", "high_arousal_share",
+        "positive_valence_share"} (:func:`worker.engine.assess.dimension_summary`: the mean arousal
+        and valence of the labelled rows that have them, and the share above 0.5),
         "model_version" (None when several), "model_versions", "created_at", "finished_at",
         "duration_s", "source_paths", "rescore_of"}``. ``status`` is ``done`` (no file failed),
         ``done_with_failures`` or ``failed`` (every file failed). Times are ISO 8601 UTC;
         ``duration_s`` runs from the batch's creation to its last row. A ``--channels split``
         batch's event also has ``"channels": "split"`` and ``"by_channel": [{"channel", "role",
-        "done", "failed", "emotions": {emotion: rows}}]`` (counts are then rows: one per file
+        "done", "failed", "emotions": {emotion: rows}, "dimensions": {...}}]`` (counts are then rows: one per file
         and channel; ``channel`` None for mono files); a mix batch's event is unchanged.
 
     Raises:
@@ -106,7 +109,7 @@ def build_event(session: Any, batch_id: int) -> dict[str, Any]:
 
     from sqlalchemy import func, select
 
-    from worker.engine.assess import trust_counts
+    from worker.engine.assess import dimension_summary, no_dimensions, trust_counts
     from worker.storage.db import Batch, Result, batch_counts
 
     batch = session.get(Batch, batch_id)
@@ -140,6 +143,7 @@ def build_event(session: Any, batch_id: int) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if options.get("channels") == "split":
         per: dict[tuple[Any, Any], dict[str, Any]] = {}
+        dims_by_channel = dimension_summary(session, batch_id, per_channel=True)
         q = (
             select(Result.channel, Result.role, Result.status, Result.emotion, func.count())
             .where(in_batch)
@@ -147,6 +151,7 @@ def build_event(session: Any, batch_id: int) -> dict[str, Any]:
         )
         for ch, role, st, emo, n in session.execute(q):
             rec = per.setdefault((ch, role), {"channel": ch, "role": role, "done": 0, "failed": 0, "emotions": {}})
+            rec.setdefault("dimensions", dims_by_channel.get((ch, role)) or no_dimensions())
             if st in ("done", "failed"):
                 rec[st] += int(n)
             if st == "done" and emo is not None:
@@ -170,6 +175,7 @@ def build_event(session: Any, batch_id: int) -> dict[str, Any]:
             "out_of_domain": trust["out_of_domain"],
         },
         "emotions": {str(k): int(v) for k, v in emotions.items()},
+        "dimensions": dimension_summary(session, batch_id),
         "model_version": versions[0] if len(versions) == 1 else None,
         "model_versions": versions,
         "created_at": created.isoformat() if created else None,

@@ -68,7 +68,8 @@ class Base(DeclarativeBase):
 
 class LabelColumns:
     """The label of a file or segment: emotion, confidence, ``p_<emotion>`` for the eight RAVDESS
-    emotions (queryable in plain SQL), and every label's probability as JSON (any label set)."""
+    emotions (queryable in plain SQL), every label's probability as JSON (any label set), the trust
+    flags, and the two dimensions ``arousal`` and ``valence``."""
 
     emotion: Mapped[str | None] = mapped_column(String(64))
     confidence: Mapped[float | None] = mapped_column(Float)
@@ -87,6 +88,11 @@ class LabelColumns:
     ood_score: Mapped[float | None] = mapped_column(Float)
     out_of_domain: Mapped[bool | None] = mapped_column(Boolean)
     low_confidence: Mapped[bool | None] = mapped_column(Boolean)
+    # how activated and how positive it sounds, each in [0, 1] with 0.5 the neutral point
+    # (ser_model.dimensions; ModelBundle.dimensions); NULL for rows labelled before migration 0009, for
+    # failed rows, and for models whose labels have no arousal/valence position
+    arousal: Mapped[float | None] = mapped_column(Float)
+    valence: Mapped[float | None] = mapped_column(Float)
 
 
 class Batch(Base):
@@ -372,8 +378,9 @@ def replace_segments(session: Session, batch_id: int, segments_by_path: dict[Any
         session: open session inside a transaction (the result rows must exist).
         batch_id: the batch.
         segments_by_path: ``{path or (path, channel): [{"index", "start_s", "end_s", "emotion",
-            "confidence", "probabilities", "ood_score", "out_of_domain", "low_confidence"}]}`` as
-            produced by :func:`ser_model.segment.classify_segments` (the flags may be missing: NULL).
+            "confidence", "probabilities", "ood_score", "out_of_domain", "low_confidence", "arousal",
+            "valence"}]}`` as produced by :func:`ser_model.segment.classify_segments` (the flags and the
+            dimensions may be missing: NULL).
             A plain path key, or channel None, means the file's mixed row.
     """
     wanted = {(k, None) if isinstance(k, str) else (k[0], k[1]): v for k, v in segments_by_path.items()}
@@ -407,6 +414,8 @@ def replace_segments(session: Session, batch_id: int, segments_by_path: dict[Any
                     "ood_score": sg.get("ood_score"),
                     "out_of_domain": sg.get("out_of_domain"),
                     "low_confidence": sg.get("low_confidence"),
+                    "arousal": sg.get("arousal"),
+                    "valence": sg.get("valence"),
                     **{f"p_{lab}": probs.get(lab) for lab in (c[2:] for c in PROB_COLUMNS)},
                 }
             )

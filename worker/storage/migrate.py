@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # Alembic is imported where a migration is looked at (about 0
 
 SCRIPT_LOCATION = str(Path(migrations.__file__).parent)
 
-HEAD_REVISION = "0009_status_counters"
+HEAD_REVISION = "0010_status_counters"
 """The newest migration shipped with this version: a database stamped with it needs no Alembic at
 start-up (:func:`ensure_schema`). ``tests/unit/test_migrations.py`` checks it is Alembic's head."""
 

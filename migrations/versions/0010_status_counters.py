@@ -13,8 +13,8 @@ A batch still running is counted from its rows in one ``GROUP BY status``: the i
 ``ix_results_batch_status`` (batch_id, status), its prefix, so that count reads the index alone (SQLite:
 0.9 s -> 0.4 s for a million rows; building it takes about 5 s per million rows at upgrade).
 
-Revision ID: 0009_status_counters
-Revises: 0008
+Revision ID: 0010_status_counters
+Revises: 0009_arousal_valence
 Create Date: 2026-12-07
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_status_counters"
-down_revision: str | None = "0008"
+revision: str = "0010_status_counters"
+down_revision: str | None = "0009_arousal_valence"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

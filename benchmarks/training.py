@@ -1,0 +1,171 @@
+"""How long `ser-batch train` takes, stage by stage: the packaged recipes, cold and warm, and the labelling loop.
+
+Usage (from the repository root; each scenario is one `ser-batch train --local --no-register` process)::
+
+    python benchmarks/training.py                       # every scenario but the cold one
+    python benchmarks/training.py --scenarios default-cold,fast-warm
+
+Writes ``benchmarks/results/training.md`` and ``training.json`` (scenarios measured earlier are kept,
+so scenarios can be measured in several runs). Each scenario reports the wall time, the CPU time of
+the process and its children, the peak memory of the largest process, and the wall time of each stage
+as ``train`` prints it (``TrainOutcome.timings_s``).
+
+Scenarios:
+
+- ``default-cold`` / ``default-warm``: the packaged default's command (README, "Reproduce the packaged
+  models": RAVDESS + TESS + nEMO, 2 degraded copies with LibriSpeech babble, ``--cv full``) with an
+  empty feature cache / with the features and copies cached;
+- ``default-quick``: the same with ``--cv quick``;
+- ``labelling-loop``: the recipe's corpora plus 20 files you labelled (here: the 15 untouched 48-kHz
+  RAVDESS files of ``ravdess-48k`` and 5 LibriSpeech readings labelled neutral, in a CSV manifest, a
+  new speaker each) with ``--weight csv=3``, warm cache but for those 20 files, ``--cv quick`` (the
+  retrain a user runs after `labels export`);
+- ``fast-warm``: the packaged fast model's command, warm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def recipe(data: Path, out: Path, *, cv: str, fast: bool = False) -> list[str]:
+    """Arguments of the packaged recipes (as in the README)."""
+    if fast:
+        return [f"ravdess:{data / 'ravdess'}", f"tess:{data / 'tess'}", f"nemo:{data / 'nemo'}",
+                "--features", "fast", "--conditions", "0", "--cv", cv,
+                "--output", str(out / "m.npz"), "--report", str(out / "rep"), "--no-register", "--local"]  # fmt: skip
+    return [f"ravdess:{data / 'ravdess'}", f"tess:{data / 'tess'}", f"nemo:{data / 'nemo'}",
+            "--conditions", "2", "--babble", str(data / "librispeech"), "--cv", cv,
+            "--output", str(out / "m.npz"), "--report", str(out / "rep"), "--no-register", "--local"]  # fmt: skip
+
+
+def labelled_manifest(data: Path, path: Path) -> Path:
+    """20 'own' files: the 48-kHz RAVDESS originals (labels from their names) and 5 LibriSpeech readings."""
+    sys.path.insert(0, str(REPO))
+    from ser_model.labels import parse_ravdess_name
+
+    rows = []
+    for f in sorted((data / "ravdess-48k").rglob("*.wav"))[:15]:
+        rows.append({"path": str(f), "label": parse_ravdess_name(f).emotion, "speaker": "own:48k"})
+    for f in sorted((data / "librispeech").rglob("*.flac"))[:5]:
+        rows.append({"path": str(f), "label": "neutral", "speaker": f"own:libri{f.parent.parent.name}"})
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "label", "speaker"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def run(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """One `ser-batch train` process: wall, CPU (self + children), peak RSS, stage times."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    exe = [sys.executable, "-m", "producer.cli", "train", *args]
+    p = subprocess.run(exe, capture_output=True, text=True, env=env, cwd=REPO)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode != 0:
+        raise SystemExit(f"train failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    m = re.search(r"time per stage: (.*)", p.stderr)
+    stages = {}
+    if m:
+        for part in m.group(1).split(", "):
+            name, _, v = part.rpartition(" ")[0].rpartition(" ")
+            stages[name] = float(v)
+    wa = re.search(r"WA \(accuracy\)\s*│\s*([0-9.]+)", p.stdout)
+    return {
+        "wall_s": round(wall, 1),
+        "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
+        "max_rss_mb": round(after.ru_maxrss / 1024, 0),
+        "stages_s": stages,
+        "wa": float(wa.group(1)) if wa else None,
+    }
+
+
+SCENARIOS = ("default-cold", "default-warm", "default-quick", "labelling-loop", "fast-warm")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"), type=Path)
+    ap.add_argument("--scenarios", default="default-warm,default-quick,labelling-loop,fast-warm")
+    ap.add_argument("--workers", "-j", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "training"))
+    ap.add_argument("--default-output", help="default-warm writes its bundle here (e.g. ser_model/models/default.npz)")
+    ap.add_argument("--default-report", default=str(REPO / "benchmarks" / "results" / "default-model"))
+    a = ap.parse_args()
+    data = a.data.resolve()
+    res_path = Path(a.out + ".json")
+    res: dict[str, Any] = json.loads(res_path.read_text()) if res_path.exists() else {}
+    base_env = {**os.environ, "SER_WORKERS": str(a.workers)}
+    for name in [s for s in a.scenarios.split(",") if s]:
+        if name not in SCENARIOS:
+            raise SystemExit(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            env = {**base_env, "SER_DATABASE_URL": f"sqlite:///{out / 'ser.db'}"}
+            if name == "default-cold":
+                env["SER_FEATURE_CACHE_DIR"] = str(out / "cold-cache")
+                args = recipe(data, out, cv="full")
+            elif name == "default-warm":
+                args = recipe(data, out, cv="full")
+                if a.default_output:  # this run writes the packaged default itself (README's command)
+                    i = args.index("--output")
+                    args[i + 1 : i + 4] = [
+                        str(Path(a.default_output).resolve()),
+                        "--report",
+                        str(Path(a.default_report).resolve()),
+                    ]
+            elif name == "default-quick":
+                args = recipe(data, out, cv="quick")
+            elif name == "labelling-loop":
+                manifest = labelled_manifest(data, out / "tolabel.csv")
+                args = [*recipe(data, out, cv="quick"), f"csv:{manifest}", "--weight", "csv=3"]
+            else:
+                args = recipe(data, out, cv="quick", fast=True)
+            print(f"{name}: ser-batch train {' '.join(args)}", flush=True)
+            r = run(args, env)
+            r.update(command="ser-batch train " + " ".join(a_.replace(str(data), "../shared/data") for a_ in args
+                                                           if not a_.startswith(tmp)),  # fmt: skip
+                     workers=a.workers, measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))  # fmt: skip
+            res[name] = r
+            print(json.dumps(r), flush=True)
+            res_path.parent.mkdir(parents=True, exist_ok=True)
+            res_path.write_text(json.dumps(res, indent=2) + "\n")
+    lines = [
+        "# Training time: `ser-batch train`, stage by stage",
+        "",
+        "`python benchmarks/training.py` (scenarios in its docstring), 2 cores (`-j 2`), one process per scenario;",
+        "wall and CPU seconds of the whole process and its children, the peak memory of the largest process, and the",
+        "wall seconds of each stage as `train` prints them. Other jobs may have shared the machine: see *measured*.",
+        "",
+        "| scenario | wall | CPU | peak RSS | stages (wall s) | CV WA | measured |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in SCENARIOS:
+        if name in res:
+            r = res[name]
+            st = "; ".join(f"{k} {v:.0f}" for k, v in r["stages_s"].items())
+            wa = f"{r['wa']:.3f}" if r.get("wa") is not None else "—"
+            lines.append(f"| {name} | {r['wall_s'] / 60:.1f} min | {r['cpu_s'] / 60:.1f} min | {r['max_rss_mb']:.0f} MB | "
+                         f"{st} | {wa} | {r['measured']} |")  # fmt: skip
+    lines += ["", "Commands:", ""] + [f"- {n}: `{res[n]['command']}`" for n in SCENARIOS if n in res] + [""]
+    Path(a.out + ".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

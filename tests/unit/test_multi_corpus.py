@@ -1,0 +1,248 @@
+"""Multi-corpus training: the nEMO loader, the corpus balance, parallel fits equal to serial ones, the
+epoch budget, and `train --cv none|quick` (issues "Many voices, many languages" and "Retraining in minutes")."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ser_model.datasets import DatasetError, load_dataset, load_sources, parse_sources
+from ser_model.labels import LabelParseError, parse_nemo_name
+from ser_model.training import (
+    REFERENCE_ROWS,
+    FeatureTable,
+    batch_groups,
+    copy_weights,
+    cross_validate,
+    fit_pipelines,
+    train_bundle,
+    training_params,
+)
+from tests.conftest import REPO, needs_corpus, tone, write
+from tests.unit.test_cli import no_traceback, run
+
+NEMO = REPO.parent / "shared" / "data" / "nemo"
+
+
+def test_nemo_names_map_onto_the_ravdess_emotions():
+    lab = parse_nemo_name("/x/EB0_anger_12.flac")
+    assert (lab.emotion, lab.speaker, lab.extra["sentence"]) == ("angry", "nemo:EB0", "12")
+    assert parse_nemo_name("KS0_happiness_19.wav").emotion == "happy"
+    assert parse_nemo_name("MP0_sadness_45.flac").emotion == "sad"
+    assert parse_nemo_name("WR0_fear_3.flac").emotion == "fearful"
+    assert parse_nemo_name("WR0_surprised_3.flac").emotion == "surprised"
+    for bad in ("EB0_boredom_1.flac", "OAF_back_angry.flac", "03-01-05-01-02-01-07.flac"):
+        with pytest.raises(LabelParseError):
+            parse_nemo_name(bad)
+
+
+@pytest.mark.skipif(not NEMO.is_dir(), reason="nEMO not in ../shared/data")
+def test_the_shared_nemo_folder_loads_with_nine_speakers_and_six_labels():
+    files = load_dataset([NEMO], "nemo")
+    assert len(files) == 1120
+    assert {f.label for f in files} == {"neutral", "happy", "sad", "angry", "fearful", "surprised"}
+    assert len({f.speaker for f in files}) == 9 and all(f.speaker.startswith("nemo:") for f in files)
+
+
+def test_a_file_that_is_not_an_nemo_name_is_a_dataset_error(tmp_path):
+    write(tmp_path / "EB0_anger_1.wav", tone(seconds=0.5), 16000)
+    write(tmp_path / "not_a_name.wav", tone(seconds=0.5), 16000)
+    with pytest.raises(DatasetError, match="nEMO"):
+        load_dataset([tmp_path], "nemo")
+
+
+def test_corpus_balance_gives_every_corpus_the_same_total_weight(tmp_path):
+    from worker.training import corpus_balance_weights
+
+    for i in range(6):
+        write(tmp_path / "tess" / "OAF_x" / f"OAF_w{i}_angry.wav", tone(seconds=0.3), 16000)
+        write(tmp_path / "tess" / "OAF_y" / f"OAF_w{i}_sad.wav", tone(seconds=0.3), 16000)
+    for i in range(2):
+        write(tmp_path / "nemo" / f"EB0_anger_{i}.wav", tone(seconds=0.3), 16000)
+        write(tmp_path / "nemo" / f"IC0_sadness_{i}.wav", tone(seconds=0.3), 16000)
+    write(tmp_path / "mine" / "calm" / "a.wav", tone(seconds=0.3), 16000)
+    sources = parse_sources(
+        [f"tess:{tmp_path / 'tess'}", f"nemo:{tmp_path / 'nemo'}", f"folders:{tmp_path / 'mine'}"], "ravdess"
+    )
+    files, source_of = load_sources(sources)
+    paths = [str(f.path) for f in files]
+    w = corpus_balance_weights(paths, source_of)
+    by_src: dict[str, float] = {}
+    for p, wi in zip(paths, w, strict=True):
+        by_src[source_of[p].split(":", 1)[0]] = by_src.get(source_of[p].split(":", 1)[0], 0.0) + wi
+    assert by_src["tess"] == pytest.approx(by_src["nemo"]) == pytest.approx(8.0)  # 16 corpus files / 2 corpora
+    assert by_src["folders"] == 1.0  # a user's own files are not re-weighted
+    corpus_w = [wi for p, wi in zip(paths, w, strict=True) if not source_of[p].startswith("folders")]
+    assert np.mean(corpus_w) == pytest.approx(1.0)
+
+
+def _table(n_per: int = 12, seed: int = 0) -> FeatureTable:
+    rng = np.random.default_rng(seed)
+    labels, speakers, paths, rows = [], [], [], []
+    for s, spk in enumerate(["ravdess:01", "ravdess:02", "nemo:EB0", "nemo:IC0", "tess:OAF"]):
+        for k in range(n_per):
+            lab = ["calm", "angry", "sad"][k % 3]
+            rows.append(rng.normal(size=12) + 1.5 * (k % 3) + 0.3 * s)
+            labels.append(lab)
+            speakers.append(spk)
+            paths.append(f"/d/{spk}/{k}.wav")
+    return FeatureTable(np.asarray(rows, np.float32), labels, speakers, paths, [], "fp")
+
+
+def test_parallel_fits_give_the_same_models_and_bundle_as_serial_fits():
+    table = _table()
+    labels = ["calm", "angry", "sad"]
+    params = {"hidden_layer_sizes": (16,), "max_iter": 40}
+    jobs = [(table.X[i::2], np.arange(len(table.labels))[i::2] % 3, None) for i in range(2)]
+    serial = fit_pipelines(params, jobs, n_jobs=1)
+    parallel = fit_pipelines(params, jobs, n_jobs=2)
+    for a, b in zip(serial, parallel, strict=True):
+        for ca, cb in zip(a.named_steps["mlp"].coefs_, b.named_steps["mlp"].coefs_, strict=True):
+            np.testing.assert_array_equal(ca, cb)
+    cv1 = cross_validate(table, labels=labels, n_splits=5, params=params, n_jobs=1)
+    cv2 = cross_validate(table, labels=labels, n_splits=5, params=params, n_jobs=2)
+    np.testing.assert_array_equal(cv1["proba"], cv2["proba"])
+    b1 = train_bundle(table, labels=labels, cv_report=cv1, params=params, n_jobs=1, batch_normalised=True)
+    b2 = train_bundle(table, labels=labels, cv_report=cv2, params=params, n_jobs=2, batch_normalised=True)
+    for mode in b1.weights:
+        w1, w2 = b1.weights[mode], b2.weights[mode]
+        assert (w1 is None) == (w2 is None)
+        if w1 is not None:
+            for ca, cb in zip(w1.coefs, w2.coefs, strict=True):
+                np.testing.assert_array_equal(ca, cb)
+
+
+def test_the_epoch_budget_keeps_the_updates_of_the_reference_recipe():
+    assert training_params(1200) == {"max_iter": 300}
+    assert training_params(REFERENCE_ROWS) == {"max_iter": 300}
+    assert training_params(2 * REFERENCE_ROWS) == {"max_iter": 150}
+    assert training_params(100 * REFERENCE_ROWS) == {"max_iter": 60}  # a floor: never a handful of epochs
+
+
+def test_batch_groups_keep_each_corpus_and_channel_apart():
+    paths = ["/a.wav", "/b.wav#cond0:telephone", "/c.wav", "/c.wav#cond1:noise"]
+    speakers = ["ravdess:01", "ravdess:01", "nemo:EB0", "nemo:EB0"]
+    assert batch_groups(paths, speakers, False) == ["clean", "telephone", "clean", "noise"]
+    assert batch_groups(paths, speakers, True) == ["ravdess/clean", "ravdess/telephone", "nemo/clean", "nemo/noise"]
+
+
+def test_a_copy_weighs_what_its_file_weighs():
+    table = _table(n_per=3)
+    w = np.linspace(0.5, 2.0, len(table.labels))
+    aug = FeatureTable(
+        table.X[:2],
+        table.labels[:2],
+        table.speakers[:2],
+        [table.paths[1] + "#cond0:noise", "/elsewhere.wav#cond0:noise"],
+        [],
+        "x",
+    )
+    np.testing.assert_array_equal(copy_weights(w, table, aug), [w[1], 1.0])
+    assert copy_weights(None, table, aug) is None
+
+
+def _write_corpus(root, n_actors: int = 3) -> None:
+    """Tiny RAVDESS-named corpus of tones (three labels, distinct pitch per label)."""
+    for actor in range(1, n_actors + 1):
+        for emo, f0 in (("02", 140.0), ("05", 320.0), ("04", 200.0)):
+            for rep in (1, 2):
+                name = f"03-01-{emo}-01-01-0{rep}-{actor:02d}.wav"
+                write(root / f"Actor_{actor:02d}" / name, tone(freq=f0 + 7 * actor + rep, seconds=1.0), 16000)
+
+
+@pytest.mark.parametrize("cv", ["none", "quick"])
+def test_train_cv_none_and_quick_register_a_model_that_labels_files(tmp_path, cv):
+    data = tmp_path / "data"
+    _write_corpus(data)
+    db = tmp_path / "ser.db"
+    rep = tmp_path / "rep"
+    t = run(
+        ["train", str(data), "--features", "fast", "--conditions", "0", "--folds", "3", "--cv", cv,
+         "--report", str(rep), "--output", str(tmp_path / "m.npz"), "--activate"],
+        db,
+    )  # fmt: skip
+    no_traceback(t)
+    assert t.returncode == 0, t.stdout + t.stderr
+    metrics = json.loads((rep / "metrics.json").read_text())
+    if cv == "none":
+        assert "no metrics" in t.stderr and "wa" not in metrics
+        assert not (rep / "confusion_matrix.png").exists()
+    else:
+        assert "skipped" in t.stderr and 0.0 <= metrics["wa"] <= 1.0 and "speaker-independent" in metrics["protocol"]
+    p = run(["submit", str(data / "Actor_01"), "-q"], db)
+    assert p.returncode == 0, p.stderr
+    out = run(["results", "--format", "json"], db)
+    rows = json.loads(out.stdout)
+    assert len(rows) == 6 and all(r["status"] == "done" and r["emotion"] in ("calm", "angry", "sad") for r in rows)
+
+
+@needs_corpus
+def test_external_babble_folder_must_hold_audio(tmp_path):
+    data = tmp_path / "data"
+    _write_corpus(data, 2)
+    (tmp_path / "empty").mkdir()
+    t = run(["train", str(data), "--features", "fast", "--conditions", "1", "--babble", str(tmp_path / "empty"),
+             "--cv", "none", "--no-register", "--output", str(tmp_path / "m.npz")], tmp_path / "ser.db")  # fmt: skip
+    no_traceback(t)
+    assert t.returncode == 2 and "no audio files" in t.stderr
+
+
+def test_the_dimension_head_is_trained_stored_and_orders_activated_above_calm():
+    """A bundle trained with the head keeps it through its bytes; the head puts rows of an activated
+    category (angry) above rows of a calm one on arousal, and a negative one below on valence."""
+    from ser_model.dimensions import CATEGORY_POSITIONS
+    from ser_model.model import bundle_from_bytes, bundle_to_bytes, sha256_bytes
+
+    table = _table(n_per=24)
+    labels = ["calm", "angry", "sad"]
+    b = train_bundle(table, labels=labels, params={"hidden_layer_sizes": (16,), "max_iter": 60}, dimension_head=True)
+    assert b.dimension_head is not None and b.meta["dimensions"]["source"] == "trained regression head"
+    data = bundle_to_bytes(b)
+    again = bundle_from_bytes(data, sha256_bytes(data))
+    X = table.X
+    d1 = b.dimensions(X, b.predict_proba(X))
+    d2 = again.dimensions(X, again.predict_proba(X))
+    np.testing.assert_allclose(d1, d2, atol=1e-6)
+    lab = np.asarray(table.labels)
+    assert d1.shape == (len(lab), 2) and ((d1 >= 0) & (d1 <= 1)).all()
+    assert d1[lab == "angry", 0].mean() > d1[lab == "calm", 0].mean() + 0.1
+    assert d1[lab == "sad", 1].mean() < d1[lab == "calm", 1].mean() - 0.1
+    assert CATEGORY_POSITIONS["angry"][0] > 0.5 > CATEGORY_POSITIONS["calm"][0]
+    plain = train_bundle(table, labels=labels, params={"hidden_layer_sizes": (16,), "max_iter": 60})
+    assert plain.dimension_head is None and "weighted" in plain.meta["dimensions"]["source"]
+
+
+def test_held_out_corpus_predictions_never_train_on_the_corpus_they_predict(monkeypatch):
+    """One fit per corpus; each corpus' rows (clean and copies) are predicted by a model whose training
+    rows hold none of that corpus, and only rows whose label that model knows are kept."""
+    import ser_model.training as tr
+
+    table = _table(n_per=9)
+    aug = table.subset(np.ones(len(table.labels), bool))
+    aug = FeatureTable(aug.X + 0.1, aug.labels, aug.speakers, [p + "#cond0:noise" for p in aug.paths], [], "c")
+    seen: list[np.ndarray] = []
+    real = tr.fit_pipelines
+
+    def spy(params, jobs, **kw):
+        seen.extend(X for X, _, _ in jobs)
+        return real(params, jobs, **kw)
+
+    monkeypatch.setattr(tr, "fit_pipelines", spy)
+    out = tr.held_out_corpus_predictions(
+        table, aug, labels=["calm", "angry", "sad"], params={"hidden_layer_sizes": (8,), "max_iter": 20}
+    )
+    assert len(seen) == 3  # ravdess, nemo, tess
+    kinds = set(out["kind"])
+    assert kinds == {"corpus:ravdess", "corpus:nemo", "corpus:tess"}
+    for X, kind in zip(
+        seen, sorted(kinds, key=lambda k: ["corpus:nemo", "corpus:ravdess", "corpus:tess"].index(k)), strict=True
+    ):
+        c = kind.split(":")[1]
+        own = table.X[[sp.startswith(c) for sp in table.speakers]]
+        assert not any((X == row).all(axis=1).any() for row in own)  # the corpus' clean rows are not in training
+    assert out["proba"].shape == (2 * len(table.labels), 3) and np.isfinite(out["ood_scores"]).all()
+    single = _table(n_per=6)
+    single.speakers[:] = ["ravdess:01"] * len(single.speakers)
+    assert len(tr.held_out_corpus_predictions(single, None, labels=["calm", "angry", "sad"])["y"]) == 0
