@@ -79,7 +79,7 @@ def run(args: list[str], env: dict[str, str]) -> dict[str, Any]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
         raise SystemExit(f"train failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    m = re.search(r"time per stage: (.*)", p.stderr)
+    m = re.search(r"time per stage: (.*?)(?: bundle:|$)", " ".join(p.stderr.split()))
     stages = {}
     if m:
         for part in m.group(1).split(", "):

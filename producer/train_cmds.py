@@ -41,6 +41,14 @@ class DatasetKind(StrEnum):
     csv = "csv"
 
 
+class BalanceRule(StrEnum):
+    """How corpora are weighted against each other (``worker.training.BALANCE_RULES``)."""
+
+    speakers = "speakers"
+    files = "files"
+    none = "none"
+
+
 class CvMode(StrEnum):
     """How much cross-validation `train` runs (``worker.training.CV_MODES``)."""
 
@@ -124,11 +132,12 @@ def train(
         ),
     ] = False,
     balance: Annotated[
-        bool,
+        BalanceRule,
         typer.Option(
-            help="Weight corpora (ravdess, tess, nemo sources) so that each counts the same whatever its size."
+            help="How corpora (ravdess, tess, nemo sources) are weighted against each other: speakers (in "
+            "proportion to their speakers, whatever their files), files (each the same total weight) or none."
         ),
-    ] = True,
+    ] = BalanceRule.speakers,
 ) -> None:
     """Train an MLP on labelled recordings, report speaker-independent metrics, save and register a bundle.
 
@@ -172,7 +181,7 @@ def train(
         seed=seed,
         babble=str(babble.resolve()) if babble else None,
         cv=cv.value,
-        balance=balance,
+        balance=balance.value,
         dimension_head=dimension_head,
     )
     if s.broker_url and not local:
@@ -220,6 +229,7 @@ def train(
             "time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in outcome["timings_s"].items()),
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
     console.print(f"bundle: {escape(str(outcome['bundle_path']))} (sha256 {outcome['sha256'][:16]}...)")
     rep = outcome["report_files"]

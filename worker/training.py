@@ -24,6 +24,9 @@ from worker.storage.db import ModelVersion, get_engine
 CV_MODES = ("full", "quick", "none")
 """``train --cv``: how much cross-validation a training run pays for (see :class:`TrainRequest`)."""
 
+BALANCE_RULES = ("speakers", "files", "none")
+"""``train --balance``: how corpora are weighted against each other (:func:`corpus_balance_weights`)."""
+
 BALANCED_KINDS = frozenset({"ravdess", "tess", "nemo"})
 """Source kinds that are corpora: balanced against each other by :func:`corpus_balance_weights`."""
 
@@ -60,9 +63,10 @@ class TrainRequest:
             macro-F1 grouped by speaker and the calibration from its out-of-fold predictions) or
             ``none`` (no cross-validation: the final model only, without calibration or trust flags).
             The final model is always fitted on all the data.
-        balance: weight the named corpora (ravdess, tess, nemo sources) so that each contributes the
-            same total weight whatever its size (:func:`corpus_balance_weights`); multiplied by
-            ``weights``.
+        balance: how the named corpora (ravdess, tess, nemo sources) are weighted against each other
+            (:func:`corpus_balance_weights`; multiplied by ``weights``): ``speakers`` (the default: each
+            corpus in proportion to its number of speakers, whatever its number of files), ``files``
+            (each corpus the same total weight) or ``none`` (every file 1).
         dimension_head: fit the arousal/valence regression head beside the category model
             (:func:`ser_model.training.fit_dimension_head`); False (the default: leave-one-corpus-out
             found no gain over it, ``benchmarks/results/dimensions.md``): the bundle maps its category
@@ -84,7 +88,7 @@ class TrainRequest:
     seed: int = 0
     babble: str | None = None
     cv: str = "quick"
-    balance: bool = True
+    balance: str = "speakers"
     dimension_head: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -229,8 +233,11 @@ def run_training(
     if req.weights:
         weights = source_weights(table.paths, source_of, req.weights)
     corpora = sorted({src.kind for src in sources if src.kind in BALANCED_KINDS})
-    if req.balance and len({src.name for src in sources if src.kind in BALANCED_KINDS}) > 1:
-        bal = corpus_balance_weights(table.paths, source_of)
+    balance = {True: "speakers", False: "none"}.get(req.balance, req.balance)  # type: ignore[call-overload]
+    if balance not in BALANCE_RULES:
+        raise ValueError(f"unknown --balance {req.balance!r}; choose from {', '.join(BALANCE_RULES)}")
+    if balance != "none" and len({src.name for src in sources if src.kind in BALANCED_KINDS}) > 1:
+        bal = corpus_balance_weights(table.paths, source_of, table.speakers if balance == "speakers" else None)
         weights = bal if weights is None else weights * bal
     by_corpus = len(corpora) > 1
     multi_params = training_params(len(table.labels) * (1 + req.conditions))
@@ -306,7 +313,7 @@ def run_training(
         n_jobs=n_jobs,
         dimension_head=req.dimension_head,
     )
-    bundle.meta.update(cv_mode=req.cv, corpora=corpora, balanced=bool(req.balance and by_corpus))
+    bundle.meta.update(cv_mode=req.cv, corpora=corpora, balance=balance if by_corpus else "none")
     if progress:
         progress("final model", 1, 1)
     mark("report and registry")

@@ -246,3 +246,16 @@ def test_held_out_corpus_predictions_never_train_on_the_corpus_they_predict(monk
     single = _table(n_per=6)
     single.speakers[:] = ["ravdess:01"] * len(single.speakers)
     assert len(tr.held_out_corpus_predictions(single, None, labels=["calm", "angry", "sad"])["y"]) == 0
+
+
+def test_corpus_balance_by_speakers_counts_voices_not_files():
+    """Under the speakers rule a corpus of two voices and many files weighs two voices' worth."""
+    from worker.training import corpus_balance_weights
+
+    paths = [f"/t/{i}" for i in range(8)] + [f"/r/{i}" for i in range(4)]
+    source_of = {p: ("tess:/t" if p.startswith("/t") else "ravdess:/r") for p in paths}
+    speakers = ["tess:OAF"] * 4 + ["tess:YAF"] * 4 + ["ravdess:01", "ravdess:02", "ravdess:03", "ravdess:04"]
+    w = corpus_balance_weights(paths, source_of, speakers)
+    tess, rav = w[:8].sum(), w[8:].sum()
+    assert tess / rav == pytest.approx(2 / 4)  # 2 TESS voices against 4 RAVDESS actors
+    assert w.sum() == pytest.approx(len(paths))  # the weights still average 1
