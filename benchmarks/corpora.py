@@ -28,7 +28,8 @@ acoustic emotion recognition: variances and strategies"; EmoBox, Ma et al., Inte
 - **Recipes** (``--recipes``): ``accurate`` (hand-crafted + Whisper tiny.en, 2 copies), ``accurate-clean``
   (the same, no copies), ``accurate-speakers`` (``accurate`` with each corpus weighted by its number of
   speakers instead of equally), ``accurate-no-tess`` (``accurate`` never trained on TESS: TESS is only
-  tested), ``fast`` (hand-crafted alone, clean files: the fast model's recipe).
+  tested), ``fast`` (hand-crafted alone, clean files), ``fast-speakers`` (the same with the speakers rule).
+  The packaged models' recipes are ``accurate-speakers`` and ``fast-speakers`` (``train --balance speakers``).
 
 Corpora: RAVDESS (Livingstone & Russo 2018, CC BY-NC-SA 4.0), TESS (Pichora-Fuller & Dupuis 2020,
 CC BY-NC-ND 4.0), nEMO (Christop 2024, CC BY-NC-SA 4.0), LibriSpeech (Panayotov et al. 2015, CC BY 4.0);
@@ -63,6 +64,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "accurate-no-tess": {"features": "accurate", "copies": 2, "exclude": ["tess"]},
     "accurate-clean": {"features": "accurate", "copies": 0},
     "fast": {"features": "fast", "copies": 0},
+    "fast-speakers": {"features": "fast", "copies": 0, "balance": "speakers"},
 }
 N_HAND = 989  # the hand-crafted part of the accurate feature vector (ser_model.featureset)
 
@@ -364,7 +366,7 @@ def _finish(lines: list[str], res: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="../shared/data", type=Path)
-    ap.add_argument("--recipes", default="accurate,fast,accurate-clean")
+    ap.add_argument("--recipes", default="accurate-speakers,fast-speakers,accurate,accurate-clean,fast")
     ap.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/ser-batch/bench-corpora.json"))
     ap.add_argument("--out", default="benchmarks/results/corpora")
