@@ -529,16 +529,34 @@ def condition_table(
             args_cache.append(str(ns_dir / key[:2] / f"{key}.npz"))
         else:
             args_cache.append(None)
-    results = _parallel_map(
+    # copies already cached are read here; only the others go to the pool (a warm retrain of 15,000
+    # copies then reads files instead of shipping every job and its babble list to a process)
+    results: list[Any] = [None] * len(jobs)
+    todo: list[int] = []
+    for k, cf in enumerate(args_cache):
+        if cf is not None and os.path.exists(cf):
+            try:
+                with np.load(cf, allow_pickle=False) as z:
+                    results[k] = (np.asarray(z["x"]), "", str(z["family"]))
+                continue
+            except (OSError, ValueError, KeyError):
+                pass
+        todo.append(k)
+    if progress and len(todo) < len(jobs):
+        progress(len(jobs) - len(todo), len(jobs))
+    done_before = len(jobs) - len(todo)
+    computed = _parallel_map(
         _condition_features_of,
-        args_path,
-        args_seed,
-        args_babble,
-        args_fv,
-        args_cache,
+        [args_path[k] for k in todo],
+        [args_seed[k] for k in todo],
+        [args_babble[k] for k in todo],
+        [args_fv[k] for k in todo],
+        [args_cache[k] for k in todo],
         n_jobs=n_jobs,
-        progress=progress,
+        progress=(lambda d, n: progress(done_before + d, len(jobs))) if progress else None,
     )
+    for k, r in zip(todo, computed, strict=True):
+        results[k] = r
     made = [
         (i, f"#cond{c}:{family or 'failed'}", x, err) for (i, c), (x, err, family) in zip(jobs, results, strict=True)
     ]
