@@ -554,7 +554,8 @@ def status(
             raise CliError(f"no batch {batch_id}", EXIT_USAGE)
         # a final batch from its own row (counters kept by the finaliser), else one pass over its rows
         counts = batch_summary(session, batch)
-        dims = dimension_summary(session, batch_id)
+        # a final batch's dimensions are kept with it by the finaliser; otherwise one aggregate
+        dims = batch.dimensions if counts.get("stored") and batch.dimensions else dimension_summary(session, batch_id)
         warnings = batch.warnings
         if warnings is None and counts["pending"] == 0:
             # finished before the warnings were stored (or not finalised yet): computed for display only

@@ -38,6 +38,9 @@ def upgrade() -> None:
     op.drop_index("ix_results_batch_status", table_name="results")
     op.add_column("batches", sa.Column("n_low_confidence", sa.Integer(), nullable=True))
     op.add_column("batches", sa.Column("n_out_of_domain", sa.Integer(), nullable=True))
+    # the mean arousal/valence summary of a final batch (worker.engine.assess.dimension_summary), kept by
+    # the finaliser; NULL until a batch is (re)finalised: status then computes it from the rows
+    op.add_column("batches", sa.Column("dimensions", sa.JSON(), nullable=True))
     batches = sa.table(
         "batches", sa.column("id"), sa.column("status"), sa.column("n_low_confidence"), sa.column("n_out_of_domain")
     )
@@ -65,6 +68,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("batches") as batch:
+        batch.drop_column("dimensions")
         batch.drop_column("n_out_of_domain")
         batch.drop_column("n_low_confidence")
     op.create_index("ix_results_batch_status", "results", ["batch_id", "status"])

@@ -63,3 +63,40 @@ def test_batches_lists_a_final_batch_from_its_counters(tmp_path):
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("│ 1 "))
     cells = [c.strip() for c in line.strip("│").split("│")]
     assert cells[4:8] == ["8", "6", "2", "0"], cells
+
+
+def test_the_finaliser_keeps_the_batch_dimensions_and_status_reads_them(tmp_path):
+    """A final batch's mean arousal/valence is stored with it (batches.dimensions) and equals the
+    aggregate of its rows; status shows the stored summary without reading the rows."""
+    from sqlalchemy.orm import Session
+
+    from worker.engine.assess import dimension_summary
+    from worker.engine.finalise import finalise_batch
+    from worker.storage.db import Batch, get_engine, insert_pending, upsert_results, utcnow
+    from worker.storage.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    upgrade(url)
+    eng = get_engine(url)
+    with Session(eng) as s, s.begin():
+        b = Batch(source_paths=["/r"], status="running", mode="embedded", n_files=3)
+        s.add(b)
+        s.flush()
+        bid = b.id
+        insert_pending(s, bid, ["a.wav", "b.wav", "c.wav"], {})
+    rows = [("a.wav", 0.8, 0.2), ("b.wav", 0.3, 0.7), ("c.wav", 0.6, 0.4)]
+    with Session(eng) as s, s.begin():
+        upsert_results(
+            s,
+            [
+                {"batch_id": bid, "path": p, "status": "done", "emotion": "angry", "confidence": 0.9,
+                 "arousal": a, "valence": v, "finished_at": utcnow()}
+                for p, a, v in rows
+            ],
+        )  # fmt: skip
+        assert finalise_batch(s, bid) is not None
+    with Session(eng) as s:
+        kept = s.get(Batch, bid).dimensions
+        assert kept == dimension_summary(s, bid)
+    assert kept["n"] == 3 and abs(kept["arousal_mean"] - (0.8 + 0.3 + 0.6) / 3) < 1e-9
+    assert kept["high_arousal_share"] == 2 / 3 and kept["positive_valence_share"] == 1 / 3

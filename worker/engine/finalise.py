@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from worker.engine.assess import assess_batch, trust_counts
+from worker.engine.assess import assess_batch, dimension_summary, trust_counts
 from worker.storage.db import FINAL_BATCH_STATUSES, Batch, Result, get_engine, utcnow
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ def finalise_batch(session: Session, batch_id: int) -> BatchFinal | None:
 
     Sets ``status`` (``done``, or ``done_with_failures`` when some row failed), ``n_done``,
     ``n_failed``, ``n_low_confidence``, ``n_out_of_domain`` (:func:`worker.engine.assess.trust_counts`),
+    ``dimensions`` (:func:`worker.engine.assess.dimension_summary`),
     ``finished_at`` and ``warnings`` (:func:`worker.engine.assess.assess_batch`) in the caller's
     transaction, so the batch record and its last row are committed together. The batch row is locked first (PostgreSQL ``FOR NO KEY UPDATE``,
     which does not conflict with the foreign-key checks of concurrent row inserts), and the pending
@@ -71,6 +72,7 @@ def finalise_batch(session: Session, batch_id: int) -> BatchFinal | None:
     batch.n_done, batch.n_failed = n_done, n_failed
     flags = trust_counts(session, batch_id)  # kept with the batch: `status` then reads no result row
     batch.n_low_confidence, batch.n_out_of_domain = flags["low_confidence"], flags["out_of_domain"]
+    batch.dimensions = dimension_summary(session, batch_id)  # `status` reads it, not the rows
     if already:
         return None
     batch.status = "done_with_failures" if n_failed else "done"

@@ -114,6 +114,7 @@ class Batch(Base):
     # (worker.engine.finalise) so that `status` of a final batch reads no result row; None until final
     n_low_confidence: Mapped[int | None] = mapped_column(Integer)
     n_out_of_domain: Mapped[int | None] = mapped_column(Integer)
+    dimensions: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # dimension_summary, kept when final
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # warnings a user should act on (many files out of domain, labels collapsed onto one emotion),
     # a list of {"code": ..., "message": ...}; None until the batch has been assessed
