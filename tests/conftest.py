@@ -14,6 +14,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 RAVDESS = SHARED_DATA / "ravdess"
 RAVDESS_48K = SHARED_DATA / "ravdess-48k"
 TESS = SHARED_DATA / "tess"
+LIBRISPEECH = SHARED_DATA / "librispeech"
+"""Read audiobook speech (28 readers, no emotion labels): unlike every corpus the packaged models train on."""
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "ser-batch" / "numba"))
 
