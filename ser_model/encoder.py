@@ -231,11 +231,14 @@ class WhisperEncoder:
         Returns:
             float32 ``(dim,)``: mean over encoder frames, then standard deviation over them.
         """
+        from ser_model.threads import one_blas_thread
+
         y = np.asarray(y, dtype=np.float32)
         n_min = int(round(min_seconds * SAMPLE_RATE))
         if y.shape[0] < n_min:
             y = np.concatenate([y, np.zeros(n_min - y.shape[0], np.float32)])
-        mel = log_mel(y)
+        with one_blas_thread():  # the mel projection sums in another order on more threads (ser_model.threads)
+            mel = log_mel(y)
         if mel.shape[1] < MIN_FRAMES:
             mel = np.pad(mel, ((0, 0), (0, MIN_FRAMES - mel.shape[1])), constant_values=mel.min(initial=-1.5))
         outs = [self.encode(mel[:, i : i + CHUNK_FRAMES]) for i in range(0, mel.shape[1], CHUNK_FRAMES)]

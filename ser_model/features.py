@@ -807,8 +807,11 @@ def extract_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"expected mono samples of shape (n,), got {y.shape}")
-    y = normalise_level(y)  # step 0: gain invariance (ser_model.level) ...
-    return _features(y, _noise_floor(y.shape[0]))  # ... and the fixed noise floor
+    from ser_model.threads import one_blas_thread
+
+    with one_blas_thread():  # the same numbers whoever calls (ser_model.threads)
+        y = normalise_level(y)  # step 0: gain invariance (ser_model.level) ...
+        return _features(y, _noise_floor(y.shape[0]))  # ... and the fixed noise floor
 
 
 def _features(y: np.ndarray, floor: np.ndarray | None = None) -> np.ndarray:

@@ -339,7 +339,15 @@ def test_report_aggregates_in_sql_match_the_rows(tmp_path, monkeypatch):
     assert f0["files"] == len(rows0) and f0["failed"] == sum(1 for i in rows0 if i % 10 == 0)
     c0 = [(i % 100) / 100 for i in rows0 if i % 10]
     assert f0["mean_confidence"] == pytest.approx(sum(c0) / len(c0))
-    assert d.models == [{"version": "default-v1", "files": len(done), "metrics": {}, "labels": []}]
+    assert d.models == [
+        {
+            "version": "default-v1",
+            "files": len(done),
+            "metrics": {},
+            "labels": [],
+            "modes": [{"mode": "global", "files": len(done), "metrics": {}}],
+        }
+    ]
 
 
 # ------------------------------------------------------------------------------------------ diff
