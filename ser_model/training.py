@@ -358,14 +358,8 @@ def _condition_features_of(
 ) -> tuple[np.ndarray | None, str, str]:
     """(features or None, error, condition family such as ``noise+telephone``) of one degraded copy of ``path``.
 
-    With ``cache_file`` (an ``.npz`` path from :func:`copies_cache_key`), a copy cached there is read
-    instead of computed, and a computed one is written there (atomically)."""
-    if cache_file is not None and os.path.exists(cache_file):
-        try:
-            with np.load(cache_file, allow_pickle=False) as z:
-                return np.asarray(z["x"]), "", str(z["family"])
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable: recompute and overwrite
+    With ``cache_file`` (an ``.npz`` path from :func:`copies_cache_key`) the computed copy is written
+    there (atomically); :func:`condition_table` reads cached copies itself and calls this for the others."""
     from ser_model.degrade import apply, random_condition, room_bank
 
     try:
@@ -1167,12 +1161,7 @@ def held_out_channel_predictions(
         per kind. Empty arrays when speakers are unknown or ``augmented`` has no condition copies.
     """
     labels = list(labels)
-    empty = {
-        "proba": np.zeros((0, len(labels))),
-        "ood_scores": np.zeros(0),
-        "y": np.zeros(0, dtype=np.int64),
-        "kind": np.zeros(0, dtype=object),
-    }
+    empty = _empty_held_out(len(labels))
     speakers = table.speakers
     splits = speaker_folds(speakers, n_splits)
     if splits is None or not len(augmented.labels):
@@ -1187,7 +1176,6 @@ def held_out_channel_predictions(
     aug_spk = np.asarray([s if s is not None else "" for s in augmented.speakers], dtype=object)
     has = {k: np.fromiter((k in ks for ks in kinds_of), dtype=bool, count=len(kinds_of)) for k in kinds}
     aug_w = copy_weights(sample_weight, table, augmented)
-    out_p, out_s, out_y, out_k = [], [], [], []
     cells: list[tuple[np.ndarray, str]] = []
     jobs: list[FitJob] = []
     for tr, te in splits:
@@ -1203,14 +1191,40 @@ def held_out_channel_predictions(
                         _weights(sample_weight, tr, int(use.sum()), None if aug_w is None else aug_w[use]),
                     )
                 )
+    tests = [(augmented.X[test], aug_y[test], kind) for test, kind in cells]
+    return _held_out(labels, params, jobs, tests, n_jobs=n_jobs, progress=progress)
+
+
+def _empty_held_out(n_labels: int) -> dict[str, np.ndarray]:
+    """The held-out predictions of nothing (see :func:`held_out_channel_predictions`)."""
+    return {
+        "proba": np.zeros((0, n_labels)),
+        "ood_scores": np.zeros(0),
+        "y": np.zeros(0, dtype=np.int64),
+        "kind": np.zeros(0, dtype=object),
+    }
+
+
+def _held_out(
+    labels: Sequence[str],
+    params: dict[str, Any] | None,
+    jobs: Sequence[FitJob],
+    tests: Sequence[tuple[np.ndarray, np.ndarray, str]],
+    *,
+    n_jobs: int | None,
+    progress: Progress | None,
+) -> dict[str, np.ndarray]:
+    """Fit one model per job and predict and score its test rows ``(X, y, kind)`` with it and with an
+    out-of-domain detector of the job's training rows; the dict of :func:`held_out_channel_predictions`."""
+    if not jobs:
+        return _empty_held_out(len(labels))
     models = fit_pipelines(params, jobs, n_jobs=n_jobs, progress=progress)
-    for (test, kind), (Xtr, _, _), model in zip(cells, jobs, models, strict=True):
-        out_p.append(_class_proba(model, augmented.X[test], len(labels)))
-        out_s.append(fit_ood(Xtr).score(augmented.X[test]))
-        out_y.append(aug_y[test])
-        out_k += [kind] * int(test.sum())
-    if not out_p:
-        return empty
+    out_p, out_s, out_y, out_k = [], [], [], []
+    for (Xte, yte, kind), (Xtr, _, _), model in zip(tests, jobs, models, strict=True):
+        out_p.append(_class_proba(model, Xte, len(labels)))
+        out_s.append(fit_ood(Xtr).score(Xte))
+        out_y.append(yte)
+        out_k += [kind] * len(yte)
     return {
         "proba": np.vstack(out_p),
         "ood_scores": np.concatenate(out_s),
@@ -1253,12 +1267,7 @@ def held_out_corpus_predictions(
         than two corpora.
     """
     labels = list(labels)
-    empty = {
-        "proba": np.zeros((0, len(labels))),
-        "ood_scores": np.zeros(0),
-        "y": np.zeros(0, dtype=np.int64),
-        "kind": np.zeros(0, dtype=object),
-    }
+    empty = _empty_held_out(len(labels))
     corpus = np.asarray([corpus_of(sp) for sp in table.speakers], dtype=object)
     names = sorted(set(corpus))
     if len(names) < 2 or any(sp is None for sp in table.speakers):
@@ -1271,7 +1280,7 @@ def held_out_corpus_predictions(
     aug_y = encode_labels(augmented.labels, labels) if has_aug else np.zeros(0, np.int64)  # type: ignore[union-attr]
     aug_w = copy_weights(sample_weight, table, augmented)
     jobs: list[FitJob] = []
-    tests: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]] = []
+    tests: list[tuple[np.ndarray, np.ndarray, str]] = []
     for c in names:
         tr = np.flatnonzero(corpus != c)
         known = np.unique(y_idx[tr])
@@ -1290,22 +1299,8 @@ def held_out_corpus_predictions(
         if len(np.unique(ytr)) < 2 or not len(yte):
             continue
         jobs.append((Xtr, ytr, w))
-        tests.append((Xte, yte, Xtr, f"corpus:{c}"))
-    models = fit_pipelines(params, jobs, n_jobs=n_jobs, progress=progress)
-    out_p, out_s, out_y, out_k = [], [], [], []
-    for (Xte, yte, Xtr, kind), model in zip(tests, models, strict=True):
-        out_p.append(_class_proba(model, Xte, len(labels)))
-        out_s.append(fit_ood(Xtr).score(Xte))
-        out_y.append(yte)
-        out_k += [kind] * len(yte)
-    if not out_p:
-        return empty
-    return {
-        "proba": np.vstack(out_p),
-        "ood_scores": np.concatenate(out_s),
-        "y": np.concatenate(out_y),
-        "kind": np.asarray(out_k, dtype=object),
-    }
+        tests.append((Xte, yte, f"corpus:{c}"))
+    return _held_out(labels, params, jobs, tests, n_jobs=n_jobs, progress=progress)
 
 
 def public_metrics(report: dict[str, Any] | None) -> dict[str, Any]:
