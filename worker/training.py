@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,11 +149,13 @@ def run_training(
     from ser_model.model import save_bundle
     from ser_model.report import write_report
     from ser_model.training import (
+        check_cross_validation,
         condition_table,
         cross_validate,
         cross_validate_batch,
         extract_table,
         public_metrics,
+        shared_fit_pool,
         train_bundle,
         training_params,
     )
@@ -241,13 +244,19 @@ def run_training(
         weights = bal if weights is None else weights * bal
     by_corpus = len(corpora) > 1
     multi_params = training_params(len(table.labels) * (1 + req.conditions))
-    cv = speaker_cv = batch_cv = None
     if req.cv != "none":
+        check_cross_validation(table, req.folds)  # its errors now, not after minutes of other fits
+    full = req.cv == "full" and _speaker_adaptive_possible(table.speakers)  # both need known speakers
+
+    def bar(name: str) -> Callable[[int, int], None]:
+        return lambda d, n: progress(name, d, n) if progress else None
+
+    def global_cv() -> dict[str, Any]:
         cv = cross_validate(
             table,
             labels=labels,
             n_splits=req.folds,
-            progress=stage("cross-validation (fits)"),
+            progress=bar("cross-validation (fits)"),
             sample_weight=weights,
             augmented=degraded,
             params=multi_params,
@@ -257,29 +266,8 @@ def run_training(
             cv["protocol"] += f"; {n_per_file} file(s) without a speaker grouped one per file (speaker-dependent)"
         if multi:
             cv["per_source"] = per_source_metrics(cv, table, source_of, labels, req.weights or {})
-    if req.cv == "full" and _speaker_adaptive_possible(table.speakers):  # both need known speakers
-        speaker_cv = cross_validate(
-            table,
-            labels=labels,
-            n_splits=req.folds,
-            speaker_adaptive=True,
-            progress=stage("speaker-adaptive cross-validation (fits)"),
-            sample_weight=weights,
-            augmented=degraded,
-            params=multi_params,
-            n_jobs=n_jobs,
-        )
-        batch_cv = cross_validate_batch(
-            table,
-            labels=labels,
-            n_splits=req.folds,
-            augmented=degraded,
-            progress=stage("batch-normalised cross-validation (fits)"),
-            params=multi_params,
-            by_corpus=by_corpus,
-            n_jobs=n_jobs,
-            sample_weight=weights,
-        )
+        return cv
+
     if log and req.cv != "full":
         log(
             f"--cv {req.cv}: skipped "
@@ -292,27 +280,65 @@ def run_training(
         )
     kinds = sorted({src.kind for src in sources})
     name = f"{'+'.join(kinds)}{len(labels)}"
-    mark("final model")
+    # The cross-validations and the final model run at once, each in a thread, their fits queued in
+    # one process pool (ser_model.training.shared_fit_pool): no core idles at the end of a stage.
+    # Every fit gives the same weights wherever it runs, so the bundle is the one the stages give
+    # one after the other.
+    mark("cross-validation and final model (fits)")
     if progress:
         progress("final model", 0, 1)
-    bundle = train_bundle(
-        table,
-        labels=labels,
-        cv_report=cv,
-        speaker_cv_report=speaker_cv,
-        name=name,
-        dataset=f"{'+'.join(kinds)}: {', '.join(req.data)}",
-        sample_weight=weights,
-        augmented=degraded,
-        conditions=conditions if req.conditions else None,
-        batch_cv_report=batch_cv,
-        params=multi_params,
-        batch_normalised=_speaker_adaptive_possible(table.speakers),
-        by_corpus=by_corpus,
-        held_out_calibration=req.cv == "full",
-        n_jobs=n_jobs,
-        dimension_head=req.dimension_head,
-    )
+    stage_threads = 4 if (n_jobs or os.cpu_count() or 1) > 1 else 1  # one process: one stage after the other
+    with ThreadPoolExecutor(stage_threads, thread_name_prefix="train") as threads, shared_fit_pool(n_jobs):
+        cv_f = threads.submit(global_cv) if req.cv != "none" else None
+        speaker_f = batch_f = None
+        if full:
+            speaker_f = threads.submit(
+                cross_validate,
+                table,
+                labels=labels,
+                n_splits=req.folds,
+                speaker_adaptive=True,
+                progress=bar("speaker-adaptive cross-validation (fits)"),
+                sample_weight=weights,
+                augmented=degraded,
+                params=multi_params,
+                n_jobs=n_jobs,
+            )
+            batch_f = threads.submit(
+                cross_validate_batch,
+                table,
+                labels=labels,
+                n_splits=req.folds,
+                augmented=degraded,
+                progress=bar("batch-normalised cross-validation (fits)"),
+                params=multi_params,
+                by_corpus=by_corpus,
+                n_jobs=n_jobs,
+                sample_weight=weights,
+            )
+        bundle_f = threads.submit(
+            train_bundle,
+            table,
+            labels=labels,
+            cv_report=cv_f,
+            speaker_cv_report=speaker_f,
+            name=name,
+            dataset=f"{'+'.join(kinds)}: {', '.join(req.data)}",
+            sample_weight=weights,
+            augmented=degraded,
+            conditions=conditions if req.conditions else None,
+            batch_cv_report=batch_f,
+            params=multi_params,
+            batch_normalised=_speaker_adaptive_possible(table.speakers),
+            by_corpus=by_corpus,
+            held_out_calibration=req.cv == "full",
+            n_jobs=n_jobs,
+            dimension_head=req.dimension_head,
+        )
+        cv = cv_f.result() if cv_f is not None else None
+        speaker_cv = speaker_f.result() if speaker_f is not None else None
+        batch_cv = batch_f.result() if batch_f is not None else None
+        bundle = bundle_f.result()
     bundle.meta.update(cv_mode=req.cv, corpora=corpora, balance=balance if by_corpus else "none")
     if progress:
         progress("final model", 1, 1)

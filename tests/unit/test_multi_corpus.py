@@ -14,9 +14,13 @@ from ser_model.training import (
     REFERENCE_ROWS,
     FeatureTable,
     batch_groups,
+    check_cross_validation,
     copy_weights,
     cross_validate,
+    cross_validate_batch,
     fit_pipelines,
+    parallel_calls,
+    shared_fit_pool,
     train_bundle,
     training_params,
 )
@@ -112,6 +116,66 @@ def test_parallel_fits_give_the_same_models_and_bundle_as_serial_fits():
         if w1 is not None:
             for ca, cb in zip(w1.coefs, w2.coefs, strict=True):
                 np.testing.assert_array_equal(ca, cb)
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def test_every_call_inside_a_shared_pool_runs_in_its_processes_from_any_thread():
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    with shared_fit_pool(2), ThreadPoolExecutor(3) as threads:
+        runs = [threads.submit(parallel_calls, [(_pid, ())] * 4, n_jobs=2) for _ in range(3)]
+        pids = {p for r in runs for p in r.result()}
+        assert os.getpid() not in pids and 1 <= len(pids) <= 2  # the pool's two processes, not one pool per call
+        assert parallel_calls([(_pid, ())], n_jobs=1) == [os.getpid()]  # -j 1 still runs where it is called
+    assert os.getpid() not in set(parallel_calls([(_pid, ())] * 2, n_jobs=2))  # after the block: a pool per call
+
+
+def test_stages_fitted_at_once_in_one_pool_give_the_bundle_of_stages_fitted_one_after_the_other():
+    """`train` runs its cross-validations and final fits in threads sharing one pool (the final fits
+    waiting for the reports as futures); the bundle, its calibration and the reports are those of the
+    stages run in turn."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    table = _table()
+    aug = FeatureTable(table.X + 0.2, table.labels, table.speakers, [p + "#cond0:noise" for p in table.paths], [], "c")
+    labels = ["calm", "angry", "sad"]
+    kw = {"labels": labels, "n_splits": 5, "params": {"hidden_layer_sizes": (16,), "max_iter": 40}, "augmented": aug}
+    final = {"by_corpus": True, "held_out_calibration": True, "batch_normalised": True, **kw}
+    final.pop("n_splits")
+    cv1 = cross_validate(table, n_jobs=1, **kw)
+    bcv1 = cross_validate_batch(table, n_jobs=1, by_corpus=True, **kw)
+    b1 = train_bundle(table, cv_report=cv1, batch_cv_report=bcv1, n_jobs=1, **final)
+    with ThreadPoolExecutor(4) as threads, shared_fit_pool(2):
+        cv_f = threads.submit(cross_validate, table, n_jobs=2, **kw)
+        bcv_f = threads.submit(cross_validate_batch, table, n_jobs=2, by_corpus=True, **kw)
+        b2 = threads.submit(train_bundle, table, cv_report=cv_f, batch_cv_report=bcv_f, n_jobs=2, **final).result()
+    np.testing.assert_array_equal(cv1["proba"], cv_f.result()["proba"])
+    np.testing.assert_array_equal(bcv1["proba"], bcv_f.result()["proba"])
+    assert b1.weights.keys() == b2.weights.keys() and b1.trust.keys() == b2.trust.keys()
+    for mode in b1.weights:
+        w1, w2 = b1.weights[mode], b2.weights[mode]
+        assert (w1 is None) == (w2 is None)
+        for ca, cb in zip(w1.coefs if w1 else [], w2.coefs if w2 else [], strict=True):
+            np.testing.assert_array_equal(ca, cb)
+    assert json.dumps(b1.meta["metrics"]["trust"], sort_keys=True, default=str) == json.dumps(
+        b2.meta["metrics"]["trust"], sort_keys=True, default=str
+    )
+
+
+def test_a_cross_validation_that_cannot_run_is_refused_before_any_fit():
+    table = _table(n_per=3)
+    check_cross_validation(table)  # known speakers: grouped folds
+    table.speakers[:] = [None] * len(table.speakers)
+    check_cross_validation(table)  # unknown speakers, 3 files of each label: stratified folds
+    one_each = table.subset(np.asarray([i < 3 for i in range(len(table.labels))]))
+    with pytest.raises(ValueError, match="at least 2 examples per label"):
+        check_cross_validation(one_each)
 
 
 def test_the_epoch_budget_keeps_the_updates_of_the_reference_recipe():
