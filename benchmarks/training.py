@@ -20,7 +20,8 @@ Scenarios:
   RAVDESS files of ``ravdess-48k`` and 5 LibriSpeech readings labelled neutral, in a CSV manifest, a
   new speaker each) with ``--weight csv=3``, warm cache but for those 20 files, ``--cv quick`` (the
   retrain a user runs after `labels export`);
-- ``fast-warm``: the packaged fast model's command, warm.
+- ``fast-warm``: the packaged fast model's recipe with ``--cv quick``, warm;
+- ``fast-full``: the packaged fast model's command (``--cv full``), warm.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def run(args: list[str], env: dict[str, str]) -> dict[str, Any]:
     }
 
 
-SCENARIOS = ("default-cold", "default-warm", "default-quick", "labelling-loop", "fast-warm")
+SCENARIOS = ("default-cold", "default-warm", "default-quick", "labelling-loop", "fast-warm", "fast-full")
 
 
 def main() -> None:
@@ -106,6 +107,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "training"))
     ap.add_argument("--default-output", help="default-warm writes its bundle here (e.g. ser_model/models/default.npz)")
     ap.add_argument("--default-report", default=str(REPO / "benchmarks" / "results" / "default-model"))
+    ap.add_argument("--fast-output", help="fast-full writes its bundle here (e.g. ser_model/models/fast.npz)")
+    ap.add_argument("--fast-report", default=str(REPO / "benchmarks" / "results" / "fast-model"))
     a = ap.parse_args()
     data = a.data.resolve()
     res_path = Path(a.out + ".json")
@@ -134,6 +137,15 @@ def main() -> None:
             elif name == "labelling-loop":
                 manifest = labelled_manifest(data, out / "tolabel.csv")
                 args = [*recipe(data, out, cv="quick"), f"csv:{manifest}", "--weight", "csv=3"]
+            elif name == "fast-full":
+                args = recipe(data, out, cv="full", fast=True)
+                if a.fast_output:  # this run writes the packaged fast model itself (README's command)
+                    i = args.index("--output")
+                    args[i + 1 : i + 4] = [
+                        str(Path(a.fast_output).resolve()),
+                        "--report",
+                        str(Path(a.fast_report).resolve()),
+                    ]
             else:
                 args = recipe(data, out, cv="quick", fast=True)
             print(f"{name}: ser-batch train {' '.join(args)}", flush=True)
