@@ -437,7 +437,7 @@ def main() -> None:
         other = extract_table(libri, n_jobs=a.jobs, cache_dir=s.feature_cache_dir, feature_version=ACCURATE)
         res["trust"] = {}
         for c in CORPORA:
-            ck = f"{fp}|trust-speakers-held-out|{RECIPES['accurate']['copies']}|{c}"
+            ck = f"{fp}|trust-speakers-held-out-plain|{RECIPES['accurate']['copies']}|{c}"
             if ck not in done:
                 done[ck] = trust_cell(tables, c, other, RECIPES["accurate"]["copies"], a.jobs)
                 cache_path.write_text(json.dumps(done))
