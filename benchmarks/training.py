@@ -182,8 +182,8 @@ def main() -> None:
                 args = recipe(data, out, cv="quick", fast=True)
             print(f"{name}: ser-batch train {' '.join(args)}", flush=True)
             r = run(args, env)
-            r.update(command="ser-batch train " + " ".join(a_.replace(str(data), "../shared/data") for a_ in args
-                                                           if not a_.startswith(tmp)),  # fmt: skip
+            r.update(command="ser-batch train " + " ".join(a_.replace(str(data), "../shared/data").replace(tmp, "TMP")
+                                                           for a_ in args),  # fmt: skip
                      workers=a.workers, measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))  # fmt: skip
             res[name] = r
             print(json.dumps(r), flush=True)
