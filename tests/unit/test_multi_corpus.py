@@ -323,3 +323,25 @@ def test_corpus_balance_by_speakers_counts_voices_not_files():
     tess, rav = w[:8].sum(), w[8:].sum()
     assert tess / rav == pytest.approx(2 / 4)  # 2 TESS voices against 4 RAVDESS actors
     assert w.sum() == pytest.approx(len(paths))  # the weights still average 1
+
+
+def test_a_multi_corpus_bundle_is_calibrated_on_the_corpora_each_model_never_heard():
+    """With several corpora the global temperature is one temperature fitted on the held-out corpora's
+    files (what a deployed model meets); its summary reports how it does on them."""
+    table = _table(n_per=15)
+    labels = ["calm", "angry", "sad"]
+    params = {"hidden_layer_sizes": (16,), "max_iter": 60}
+    cv = cross_validate(table, labels=labels, n_splits=5, params=params)
+    b = train_bundle(table, labels=labels, cv_report=cv, params=params, by_corpus=True, held_out_calibration=True)
+    g = b.meta["metrics"]["trust"]["calibration"]["global"]
+    assert "held-out corpora" in g["method"] and b.trust["temperature"]["global"]["growth"] == 0.0
+    from ser_model.training import held_out_corpus_predictions
+    from ser_model.trust import fit_temperature
+
+    held = held_out_corpus_predictions(table, None, labels=labels, params=params)
+    assert b.trust["temperature"]["global"]["t0"] == pytest.approx(fit_temperature(held["proba"], held["y"]))
+    h = g["held_out_corpora"]
+    assert h["n"] == len(table.labels)  # every file of every corpus, predicted by a model of the others
+    assert h["wa"] == pytest.approx(np.mean(held["proba"].argmax(axis=1) == held["y"]))
+    one = train_bundle(table, labels=labels, cv_report=cv, params=params, by_corpus=False)
+    assert "held_out_corpora" not in one.meta["metrics"]["trust"]["calibration"]["global"]
