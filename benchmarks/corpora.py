@@ -206,9 +206,10 @@ def trust_cell(
     tables: dict[str, tuple[Any, Any]], left_out: str, other_speech: Any, copies_n: int, jobs: int
 ) -> dict[str, Any]:
     """The packaged default's recipe on every corpus but ``left_out``, its global model calibrated as
-    ``ser-batch train --cv full`` calibrates it: corpora weighted by their speakers, calibration and
-    out-of-domain detector fitted on the grouped cross-validation's out-of-fold predictions *and* on
-    each training corpus predicted by a model of the other(s) (:func:`ser_model.training.held_out_corpus_predictions`).
+    ``ser-batch train --cv full`` calibrates it: corpora weighted by their speakers, the temperature
+    fitted on each training corpus predicted by a model of the other(s)
+    (:func:`ser_model.training.held_out_corpus_predictions`), the out-of-domain detector and the
+    low-confidence threshold on the grouped cross-validation's out-of-fold predictions.
     The speaker-adaptive and batch-normalised cross-validations of ``--cv full`` are skipped (10 fits
     instead of 20): the batch-normalised row's confidence is uncalibrated.
 
@@ -364,8 +365,8 @@ def _finish(lines: list[str], res: dict[str, Any]) -> str:
     if res.get("trust"):
         lines += ["## Trust: the recipe's own calibration and out-of-domain flags on a corpus it never heard", "",
                   "The packaged default's recipe (`--balance speakers`, 2 copies, LibriSpeech babble) trained on the other "
-                  "corpora, its global model calibrated as `--cv full` calibrates it (the grouped cross-validation's "
-                  "out-of-fold predictions and each training corpus predicted by a model of the other), then the left-out "
+                  "corpora, its global model calibrated as `--cv full` calibrates it (one temperature fitted on each training "
+                  "corpus predicted by a model of the other; `calibration_loco.md`), then the left-out "
                   "corpus labelled: mean calibrated confidence against WA (the target: |gap| <= 0.10), and the share "
                   "flagged `out_of_domain` / `low_confidence`; the same flags on LibriSpeech (read audiobook speech, "
                   "unlike every training corpus). The batch-normalised confidence is uncalibrated here (its "
