@@ -120,10 +120,13 @@ NOTES = """## Where the time goes
   (every weight) to the one trained stage after stage. Before (commit caf838d, measured beside other jobs):
   default-warm 20.0 min, its fits 991 s (cross-validation 259, speaker-adaptive 238, batch-normalised 254, final
   and held-out 240), fast-full 6.1 min. Part of the drop to 12.9 min is the lighter load of this run.
-- **Cheaper fits, not adopted** (leave-one-corpus-out WA each file alone, RAVDESS / TESS / nEMO left out, against
-  0.359 / 0.529 / 0.256): half the epoch budget 0.370 / 0.545 / 0.217 (nEMO 64 % on one label); 128 hidden units
-  0.320 / 0.486 / not measured. Both change the packaged models, and neither is clearly no worse; a smaller input
-  (fewer encoder dimensions) or an optimiser with cheaper updates is the next lever.
+- **Cheaper fits, not adopted yet** (leave-one-corpus-out WA each file alone, RAVDESS / TESS / nEMO left out, the
+  default's recipe, `benchmarks/corpora.py`'s cells with other fit settings): the packaged budget gives 0.359 /
+  0.529 / 0.256 with the MLP's seed 0 and 0.348 / 0.548 / 0.247 with seed 1 (mean 0.381 both; batch-normalised
+  0.428 / 0.429); **half the epoch budget** gives 0.370 / 0.545 / 0.217 and 0.348 / 0.519 / 0.285 (mean 0.377 /
+  0.384; batch-normalised 0.428 / 0.437; nEMO 64 % and 42 % on one label). Within the seed's spread (up to 0.04 a
+  cell), at half the cost of every fit: the next step, once its in-corpus cross-validation is measured and the
+  packaged models retrained. 128 hidden units: 0.320 / 0.486 (seed 0; nEMO not measured).
 - **Peak memory** is higher than stage after stage (about 3.3 GB against 1.6 GB for the default): the folds'
   training matrices of the three cross-validations are built at once.
 """
