@@ -1279,8 +1279,6 @@ def _held_out(
 ) -> dict[str, np.ndarray]:
     """Fit one model per job and predict and score its test rows ``(X, y, kind)`` with it and with an
     out-of-domain detector of the job's training rows; the dict of :func:`held_out_channel_predictions`."""
-    if not jobs:
-        return _empty_held_out(len(labels))
     return _held_out_results(labels, jobs, tests, fit_pipelines(params, jobs, n_jobs=n_jobs, progress=progress))
 
 
@@ -1349,7 +1347,7 @@ def _held_out_corpus_jobs(
     table: FeatureTable, augmented: FeatureTable | None, labels: list[str], sample_weight: np.ndarray | None
 ) -> tuple[list[FitJob], list[tuple[np.ndarray, np.ndarray, str]]]:
     """The fits and test rows of :func:`held_out_corpus_predictions` (none with fewer than two corpora)."""
-    corpus = np.asarray([corpus_of(sp) if sp is not None else "" for sp in table.speakers], dtype=object)
+    corpus = np.asarray([corpus_of(sp) for sp in table.speakers], dtype=object)
     names = sorted(set(corpus))
     if len(names) < 2 or any(sp is None for sp in table.speakers):
         return [], []
@@ -1420,9 +1418,9 @@ def _calibration(
     threshold, ECE and reliability are of the out-of-fold files (``proba``). ``cap``: a given
     :attr:`DistanceTemperature.s_max` (else fitted)."""
     plain = fit_temperature(proba, y_idx)
-    corpora = held_out is not None and any(str(k).startswith("corpus:") for k in held_out["kind"])
-    if corpora:
-        temp = DistanceTemperature(t0=fit_temperature(held_out["proba"], held_out["y"]))  # type: ignore[index]
+    corpora = held_out if held_out is not None and any(str(k).startswith("corpus:") for k in held_out["kind"]) else None
+    if corpora is not None:
+        temp = DistanceTemperature(t0=fit_temperature(corpora["proba"], corpora["y"]))
     elif held_out is not None and len(held_out["y"]):
         temp = fit_distance_temperature(
             np.vstack([proba, held_out["proba"]]),
@@ -1439,7 +1437,7 @@ def _calibration(
         "method": "temperature scaling (Guo et al. 2017) fitted on files of held-out corpora, each predicted by "
         "a model of the other corpora: calibrated for a corpus the model never heard (out-of-fold files of the "
         "training corpora come out under-confident)"
-        if corpora
+        if corpora is not None
         else "distance-aware temperature scaling T(s) = t0 * (1 + growth * min(max(0, s - ref), "
         "s_max - ref) ** power) (Guo et al. 2017; Tomani et al. 2023), power and cap s_max fitted"
         + (" on out-of-fold files and copies through held-out kinds of channel" if held_out is not None else ""),
@@ -1459,14 +1457,14 @@ def _calibration(
         "reliability_before": reliability_bins(proba, y_idx),
         "reliability_after": reliability_bins(cal, y_idx),
     }
-    if corpora:  # how the calibration does on the files it was fitted for
-        h_cal = apply_temperature(held_out["proba"], temp.temperatures(None, len(held_out["y"])))  # type: ignore[index]
+    if corpora is not None:  # how the calibration does on the files it was fitted for
+        h_cal = apply_temperature(corpora["proba"], temp.temperatures(None, len(corpora["y"])))
         summary["held_out_corpora"] = {
-            "n": int(len(held_out["y"])),  # type: ignore[index]
-            "wa": float(np.mean(h_cal.argmax(axis=1) == held_out["y"])),  # type: ignore[index]
-            "mean_confidence_before": float(held_out["proba"].max(axis=1).mean()),  # type: ignore[index]
+            "n": int(len(corpora["y"])),
+            "wa": float(np.mean(h_cal.argmax(axis=1) == corpora["y"])),
+            "mean_confidence_before": float(corpora["proba"].max(axis=1).mean()),
             "mean_confidence_after": float(h_cal.max(axis=1).mean()),
-            "ece_after": expected_calibration_error(h_cal, held_out["y"]),  # type: ignore[index]
+            "ece_after": expected_calibration_error(h_cal, corpora["y"]),
         }
     return temp, thr, summary
 

@@ -187,9 +187,12 @@ def run_training(
     def mark(name: str) -> None:
         marks.append((name, time.perf_counter()))
 
-    def stage(name: str) -> Callable[[int, int], None]:
-        mark(name)
+    def bar(name: str) -> Callable[[int, int], None]:
         return lambda d, n: progress(name, d, n) if progress else None
+
+    def stage(name: str) -> Callable[[int, int], None]:  # a stage timed on its own, with its bar
+        mark(name)
+        return bar(name)
 
     n_jobs = req.workers or s.workers
     table = extract_table(
@@ -247,21 +250,18 @@ def run_training(
     if req.cv != "none":
         check_cross_validation(table, req.folds)  # its errors now, not after minutes of other fits
     full = req.cv == "full" and _speaker_adaptive_possible(table.speakers)  # both need known speakers
-
-    def bar(name: str) -> Callable[[int, int], None]:
-        return lambda d, n: progress(name, d, n) if progress else None
+    # what the three cross-validations share: the same folds over the same rows, weights and copies
+    folds: dict[str, Any] = {
+        "labels": labels,
+        "n_splits": req.folds,
+        "sample_weight": weights,
+        "augmented": degraded,
+        "params": multi_params,
+        "n_jobs": n_jobs,
+    }
 
     def global_cv() -> dict[str, Any]:
-        cv = cross_validate(
-            table,
-            labels=labels,
-            n_splits=req.folds,
-            progress=bar("cross-validation (fits)"),
-            sample_weight=weights,
-            augmented=degraded,
-            params=multi_params,
-            n_jobs=n_jobs,
-        )
+        cv = cross_validate(table, progress=bar("cross-validation (fits)"), **folds)
         if n_per_file:
             cv["protocol"] += f"; {n_per_file} file(s) without a speaker grouped one per file (speaker-dependent)"
         if multi:
@@ -295,26 +295,16 @@ def run_training(
             speaker_f = threads.submit(
                 cross_validate,
                 table,
-                labels=labels,
-                n_splits=req.folds,
                 speaker_adaptive=True,
                 progress=bar("speaker-adaptive cross-validation (fits)"),
-                sample_weight=weights,
-                augmented=degraded,
-                params=multi_params,
-                n_jobs=n_jobs,
+                **folds,
             )
             batch_f = threads.submit(
                 cross_validate_batch,
                 table,
-                labels=labels,
-                n_splits=req.folds,
-                augmented=degraded,
-                progress=bar("batch-normalised cross-validation (fits)"),
-                params=multi_params,
                 by_corpus=by_corpus,
-                n_jobs=n_jobs,
-                sample_weight=weights,
+                progress=bar("batch-normalised cross-validation (fits)"),
+                **folds,
             )
         bundle_f = threads.submit(
             train_bundle,
