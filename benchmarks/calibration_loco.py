@@ -53,36 +53,18 @@ def cell(tables: dict[str, Any], left: str, jobs: int) -> dict[str, Any]:
     """Train on every corpus but ``left``; every variant's confidence on ``left`` and on the OOF files."""
     import corpora as C
 
-    from ser_model.training import (
-        _held_out_corpus_jobs,
-        _held_out_results,
-        cross_validate,
-        encode_labels,
-        fit_pipelines,
-        train_bundle,
-        training_params,
-    )
+    from ser_model.training import cross_validate, encode_labels, held_out_corpus_predictions, train_bundle
     from ser_model.trust import DistanceTemperature, apply_temperature, fit_distance_temperature, fit_temperature
-    from worker.training import corpus_balance_weights, ordered_labels
 
-    train = [c for c in C.CORPORA if c != left]
-    clean = C._stack([tables[c][0] for c in train])
-    copies = C._stack([tables[c][1] for c in train])
-    labels = ordered_labels(set(clean.labels), None)
-    source_of = {p: f"{sp.split(':')[0]}:x" for p, sp in zip(clean.paths, clean.speakers, strict=True)}
-    w = corpus_balance_weights(clean.paths, source_of, clean.speakers)
-    params = training_params(len(clean.labels) + len(copies.labels))
+    d = C.packaged_recipe_set(tables, left)
+    clean, copies, labels, w, params = d["clean"], d["copies"], d["labels"], d["weights"], d["params"]
     t0 = time.time()
     cv = cross_validate(clean, labels=labels, params=params, sample_weight=w, augmented=copies, n_jobs=jobs)
     b = train_bundle(clean, labels=labels, cv_report=cv, params=params, sample_weight=w, augmented=copies,
                      batch_normalised=False, speaker_adaptive=False, by_corpus=True, held_out_calibration=False,
                      n_jobs=jobs)  # fmt: skip
-    ho_jobs, ho_tests = _held_out_corpus_jobs(clean, copies, labels, w)
-    held = _held_out_results(labels, ho_jobs, ho_tests, fit_pipelines(params, ho_jobs, n_jobs=jobs))
-    test = tables[left][0]
-    known = np.asarray([lab in labels for lab in test.labels])
-    Xt = test.X[known]
-    yt = encode_labels([lab for lab, k in zip(test.labels, known, strict=True) if k], labels)
+    held = held_out_corpus_predictions(clean, copies, labels=labels, params=params, sample_weight=w, n_jobs=jobs)
+    Xt, yt = d["Xt"], encode_labels(d["truth"], labels)
     raw, sc = b.predict_proba(Xt, calibrated=False), b.ood_scores(Xt)
     wa = float(np.mean(raw.argmax(1) == yt))
     oof_p = np.vstack([cv["proba"], cv["aug_proba"]])

@@ -202,6 +202,37 @@ def _dim_scores(truth: list[str], dims: np.ndarray) -> dict[str, float]:
     return out
 
 
+def packaged_recipe_set(tables: dict[str, tuple[Any, Any]], left_out: str, copies: bool = True) -> dict[str, Any]:
+    """The packaged default's training set without ``left_out`` (corpora weighted by their speakers, as
+    ``train --balance speakers``), and the files of ``left_out`` whose label it has.
+
+    Returns:
+        ``train`` (corpus names), ``clean`` and ``copies`` (tables; copies None without them), ``labels``,
+        ``weights`` of the clean rows, ``params`` (:func:`ser_model.training.training_params`), ``Xt``
+        and ``truth`` (the left-out corpus' features and labels).
+    """
+    from ser_model.training import training_params
+    from worker.training import corpus_balance_weights, ordered_labels
+
+    train = [c for c in CORPORA if c != left_out]
+    clean = _stack([tables[c][0] for c in train])
+    cop = _stack([tables[c][1] for c in train]) if copies else None
+    labels = ordered_labels(set(clean.labels), None)
+    source_of = {p: f"{sp.split(':')[0]}:x" for p, sp in zip(clean.paths, clean.speakers, strict=True)}
+    test = tables[left_out][0]
+    known = np.asarray([lab in labels for lab in test.labels])
+    return {
+        "train": train,
+        "clean": clean,
+        "copies": cop,
+        "labels": labels,
+        "weights": corpus_balance_weights(clean.paths, source_of, clean.speakers),
+        "params": training_params(len(clean.labels) + (len(cop.labels) if cop is not None else 0)),
+        "Xt": test.X[known],
+        "truth": [lab for lab, k in zip(test.labels, known, strict=True) if k],
+    }
+
+
 def trust_cell(
     tables: dict[str, tuple[Any, Any]], left_out: str, other_speech: Any, copies_n: int, jobs: int
 ) -> dict[str, Any]:
@@ -217,26 +248,17 @@ def trust_cell(
     low-confidence rates on ``left_out`` (acted emotional speech of a new corpus) and on
     ``other_speech`` (LibriSpeech: read audiobook speech, unlike every training corpus)."""
     from ser_model.speaker import MODE_BATCH
-    from ser_model.training import cross_validate, train_bundle, training_params
-    from worker.training import corpus_balance_weights, ordered_labels
+    from ser_model.training import cross_validate, train_bundle
 
-    train = [c for c in CORPORA if c != left_out]
-    clean = _stack([tables[c][0] for c in train])
-    copies = _stack([tables[c][1] for c in train]) if copies_n else None
-    labels = ordered_labels(set(clean.labels), None)
-    source_of = {p: f"{sp.split(':')[0]}:x" for p, sp in zip(clean.paths, clean.speakers, strict=True)}
-    w = corpus_balance_weights(clean.paths, source_of, clean.speakers)
-    params = training_params(len(clean.labels) + (len(copies.labels) if copies is not None else 0))
+    d = packaged_recipe_set(tables, left_out, copies=bool(copies_n))
+    clean, copies, labels, w, params = d["clean"], d["copies"], d["labels"], d["weights"], d["params"]
     t0 = time.time()
     cv = cross_validate(clean, labels=labels, params=params, sample_weight=w, augmented=copies, n_jobs=jobs)
     b = train_bundle(clean, labels=labels, cv_report=cv, params=params, sample_weight=w, augmented=copies,
                      batch_normalised=True, by_corpus=True, held_out_calibration=True, n_jobs=jobs)  # fmt: skip
     fit_s = time.time() - t0
-    test = tables[left_out][0]
-    known = np.asarray([lab in labels for lab in test.labels])
-    Xt = test.X[known]
-    truth = np.asarray([lab for lab, k in zip(test.labels, known, strict=True) if k])
-    out: dict[str, Any] = {"train": train, "fit_s": fit_s, "cv_wa": cv["wa"]}
+    Xt, truth = d["Xt"], np.asarray(d["truth"])
+    out: dict[str, Any] = {"train": d["train"], "fit_s": fit_s, "cv_wa": cv["wa"]}
     for mode, (proba, modes) in (
         ("alone", (b.predict_proba(Xt), None)),
         ("batch", b.predict_proba_speakers(Xt, ["batch"] * len(Xt), mode=MODE_BATCH)),
