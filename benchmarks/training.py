@@ -53,6 +53,12 @@ def recipe(data: Path, out: Path, *, cv: str, fast: bool = False) -> list[str]:
             "--output", str(out / "m.npz"), "--report", str(out / "rep"), "--no-register", "--local"]  # fmt: skip
 
 
+def write_to(args: list[str], output: str, report: str) -> None:
+    """Point a :func:`recipe`'s ``--output`` and ``--report`` at ``output`` and ``report`` (in place)."""
+    i = args.index("--output")
+    args[i + 1 : i + 4] = [str(Path(output).resolve()), "--report", str(Path(report).resolve())]
+
+
 def labelled_manifest(data: Path, path: Path) -> Path:
     """20 'own' files: the 48-kHz RAVDESS originals (labels from their names) and 5 LibriSpeech readings."""
     sys.path.insert(0, str(REPO))
@@ -161,12 +167,7 @@ def main() -> None:
             elif name == "default-warm":
                 args = recipe(data, out, cv="full")
                 if a.default_output:  # this run writes the packaged default itself (README's command)
-                    i = args.index("--output")
-                    args[i + 1 : i + 4] = [
-                        str(Path(a.default_output).resolve()),
-                        "--report",
-                        str(Path(a.default_report).resolve()),
-                    ]
+                    write_to(args, a.default_output, a.default_report)
             elif name == "default-quick":
                 args = recipe(data, out, cv="quick")
             elif name == "labelling-loop":
@@ -175,12 +176,7 @@ def main() -> None:
             elif name == "fast-full":
                 args = recipe(data, out, cv="full", fast=True)
                 if a.fast_output:  # this run writes the packaged fast model itself (README's command)
-                    i = args.index("--output")
-                    args[i + 1 : i + 4] = [
-                        str(Path(a.fast_output).resolve()),
-                        "--report",
-                        str(Path(a.fast_report).resolve()),
-                    ]
+                    write_to(args, a.fast_output, a.fast_report)
             else:
                 args = recipe(data, out, cv="quick", fast=True)
             print(f"{name}: ser-batch train {' '.join(args)}", flush=True)
