@@ -58,8 +58,9 @@ def test_a_read_only_database_says_so_and_records_nothing(tmp_path):
     assert run(["submit", "-q", str(EXAMPLES / "03-01-01-01-01-01-01.wav")], db).returncode == 0
     exe, env = cli(db)
     env["SER_DATABASE_URL"] = f"sqlite:///file:{db}?mode=ro&uri=true"  # read-only whoever runs it (even root)
-    p = subprocess.run([*exe, "submit", "-q", str(EXAMPLES)], capture_output=True, text=True, env=env, cwd=REPO)
+    p = subprocess.run([*exe, "submit", "-q", str(EXAMPLES)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert p.returncode == 1, p.stdout + p.stderr
+    assert not (tmp_path / "file:").exists()  # a URI is not a path: no folder named after it
     line = one_line_error(p)
     assert "read-only" in line and "nothing already written is lost" in line and "no batch was recorded" in line
     assert [tuple(r) for r in sql(db, "SELECT id, status FROM batches")] == [(1, "done")]

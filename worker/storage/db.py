@@ -270,7 +270,8 @@ def get_engine(url: str | None = None) -> Engine:
         u = make_url(url)
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if u.get_backend_name() == "sqlite":
-            if u.database and u.database != ":memory:":
+            # a "file:...?uri=true" database is a URI, not a path: creating its "folder" would make ./file:
+            if u.database and u.database != ":memory:" and not u.database.startswith("file:"):
                 os.makedirs(os.path.dirname(os.path.abspath(u.database)), exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         eng = create_engine(url, **kwargs)
