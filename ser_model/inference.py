@@ -92,18 +92,33 @@ class MLPWeights:
     def from_pipeline(cls, pipeline: Any) -> MLPWeights:
         """The arrays of a fitted scaler + MLP pipeline (read by attribute; scikit-learn is not imported).
 
+        A ``pca`` step between the two (:func:`ser_model.model.build_pipeline` with ``n_components``;
+        not whitened) is folded into the first layer: ``((x - m) @ C.T) @ W + b`` is
+        ``x @ (C.T @ W) + (b - m @ C.T @ W)`` for the PCA's ``mean_`` ``m`` ``(n_features,)`` and
+        ``components_`` ``C`` ``(k, n_features)``, computed in float64 and stored in the MLP's dtype,
+        so the weights take the features themselves (``n_features`` rows).
+
         Raises:
-            ValueError: the pipeline is not a fitted ``scaler`` + ``mlp`` pipeline of that form.
+            ValueError: the pipeline is not a fitted ``scaler`` (+ ``pca``) + ``mlp`` pipeline of that form.
         """
         steps = getattr(pipeline, "named_steps", {})
-        scaler, mlp = steps.get("scaler"), steps.get("mlp")
-        if scaler is None or mlp is None or len(steps) != 2 or not hasattr(mlp, "coefs_"):
-            raise ValueError("expected a fitted Pipeline([('scaler', StandardScaler), ('mlp', MLPClassifier)])")
+        scaler, pca, mlp = steps.get("scaler"), steps.get("pca"), steps.get("mlp")
+        if scaler is None or mlp is None or len(steps) != 2 + (pca is not None) or not hasattr(mlp, "coefs_"):
+            raise ValueError(
+                "expected a fitted Pipeline([('scaler', StandardScaler), ('pca', PCA) (optional), ('mlp', MLPClassifier)])"
+            )
+        coefs, intercepts = list(mlp.coefs_), list(mlp.intercepts_)
+        if pca is not None:
+            if getattr(pca, "whiten", False) or not hasattr(pca, "components_"):
+                raise ValueError("a pca step must be fitted and not whitened to fold into the first layer")
+            w = np.asarray(pca.components_, dtype=np.float64).T @ np.asarray(coefs[0], dtype=np.float64)
+            b = np.asarray(intercepts[0], dtype=np.float64) - np.asarray(pca.mean_, dtype=np.float64) @ w
+            coefs[0], intercepts[0] = w.astype(coefs[0].dtype), b.astype(intercepts[0].dtype)
         return cls(
             mean=getattr(scaler, "mean_", None),
             scale=getattr(scaler, "scale_", None),
-            coefs=tuple(mlp.coefs_),
-            intercepts=tuple(mlp.intercepts_),
+            coefs=tuple(coefs),
+            intercepts=tuple(intercepts),
             activation=str(mlp.activation),
             out_activation=str(mlp.out_activation_),
             classes=np.asarray(mlp.classes_, dtype=int),

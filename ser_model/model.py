@@ -416,13 +416,22 @@ def build_pipeline(
     max_iter: int = 300,
     early_stopping: bool = False,
     batch_size: int | str = "auto",
+    n_components: int | None = None,
 ) -> Pipeline:
-    """An unfitted StandardScaler + MLPClassifier pipeline.
+    """An unfitted StandardScaler + MLPClassifier pipeline, with a PCA between them if asked.
 
     The MLP (scikit-learn ``MLPClassifier``: ReLU, Adam, L2 penalty ``alpha``) takes standardised
     features. The defaults won a small search with GroupKFold by actor on RAVDESS actors 1-20
     (``benchmarks/accuracy.py``): a strong L2 penalty and a fixed epoch budget beat early stopping,
     whose 10 % validation split (about 100 files) is too noisy to pick the stopping epoch.
+
+    With ``n_components``, the standardised features are projected on their first principal
+    components (scikit-learn ``PCA``, not whitened, seeded by ``random_state``) before the MLP: the
+    first layer then has ``n_components`` rows instead of one per feature, which makes every
+    minibatch's products and Adam updates cheaper. A projection and the first layer are both linear,
+    so :meth:`ser_model.inference.MLPWeights.from_pipeline` folds them into one first-layer matrix:
+    a bundle stores and runs the same arrays as without it. Callers fitting on fewer rows or features
+    than ``n_components`` use :func:`ser_model.training.pipeline_for`, which shrinks or drops the step.
 
     Args:
         hidden_layer_sizes: units per hidden layer.
@@ -432,17 +441,21 @@ def build_pipeline(
         early_stopping: hold out 10 % of the training data and stop when its score has not improved
             for 20 epochs.
         batch_size: minibatch size; ``"auto"`` is ``min(200, n_samples)``.
+        n_components: principal components kept before the MLP; None: no projection.
 
     Returns:
-        ``Pipeline([("scaler", ...), ("mlp", ...)])``.
+        ``Pipeline([("scaler", ...), ("mlp", ...)])``, or ``[("scaler", ...), ("pca", ...), ("mlp", ...)]``.
     """
+    from sklearn.decomposition import PCA
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
+    pca = [("pca", PCA(n_components=n_components, random_state=random_state))] if n_components else []
     return Pipeline(
         [
             ("scaler", StandardScaler()),
+            *pca,
             (
                 "mlp",
                 MLPClassifier(

@@ -52,6 +52,26 @@ def test_forward_pass_equals_scikit_learn(n_classes, activation, layers, dtype):
     np.testing.assert_allclose(w.predict_proba(X[3]), ref[3:4], rtol=1e-5, atol=1e-6)  # one vector
 
 
+@pytest.mark.parametrize(("n_classes", "dtype"), [(4, np.float32), (2, np.float64)])
+def test_a_pca_step_folds_into_the_first_layer(n_classes, dtype):
+    X, y = _data(n_classes, d=30, dtype=dtype)
+    pipe = build_pipeline(hidden_layer_sizes=(16,), max_iter=60, alpha=1e-3, n_components=8)
+    assert [name for name, _ in pipe.steps] == ["scaler", "pca", "mlp"]
+    _fit(pipe, X, y)
+    w = MLPWeights.from_pipeline(pipe)
+    assert w.n_features == 30 and w.coefs[0].shape == (30, 16) and w.coefs[0].dtype == pipe["mlp"].coefs_[0].dtype
+    ref = pipe.predict_proba(X)
+    np.testing.assert_allclose(w.predict_proba(X), ref, rtol=1e-4, atol=1e-5 if dtype == np.float32 else 1e-10)
+    # the bundle stores the folded arrays: a loaded bundle labels as the fitted pipeline did
+    b = ModelBundle(pipeline=pipe, labels=[f"l{i}" for i in range(n_classes)])
+    np.testing.assert_allclose(b.predict_proba(X[:9]), ref[:9], rtol=1e-4, atol=1e-5)
+    whitened = build_pipeline(hidden_layer_sizes=(4,), max_iter=5, n_components=3)
+    whitened.set_params(pca__whiten=True)
+    _fit(whitened, X, y)
+    with pytest.raises(ValueError, match="not whitened"):
+        MLPWeights.from_pipeline(whitened)
+
+
 def test_bad_input_is_refused_like_scikit_learn():
     X, y = _data(3)
     pipe = build_pipeline(hidden_layer_sizes=(4,), max_iter=5)

@@ -11,7 +11,9 @@ import pytest
 from ser_model.datasets import DatasetError, load_dataset, load_sources, parse_sources
 from ser_model.labels import LabelParseError, parse_nemo_name
 from ser_model.training import (
+    PCA_COMPONENTS,
     REFERENCE_ROWS,
+    SAMPLE_PASSES,
     FeatureTable,
     batch_groups,
     check_cross_validation,
@@ -20,6 +22,7 @@ from ser_model.training import (
     cross_validate_batch,
     fit_pipelines,
     parallel_calls,
+    pipeline_for,
     shared_fit_pool,
     train_bundle,
     training_params,
@@ -180,11 +183,30 @@ def test_a_cross_validation_that_cannot_run_is_refused_before_any_fit():
         check_cross_validation(one_each)
 
 
-def test_the_epoch_budget_keeps_the_updates_of_the_reference_recipe():
-    assert training_params(1200) == {"max_iter": 300}
-    assert training_params(REFERENCE_ROWS) == {"max_iter": 300}
-    assert training_params(2 * REFERENCE_ROWS) == {"max_iter": 150}
-    assert training_params(100 * REFERENCE_ROWS) == {"max_iter": 60}  # a floor: never a handful of epochs
+def test_the_epoch_budget_keeps_the_rows_seen_in_one_fit():
+    def epochs(n):
+        return training_params(n)["max_iter"]
+
+    assert epochs(1200) == 300  # small sets: the most epochs
+    assert epochs(3600) == 200  # RAVDESS with two degraded copies
+    assert epochs(5120) == 141  # the three shared corpora, clean
+    seen = [n * epochs(n) for n in (2400, 4800, 7200, 15360)]
+    assert all(abs(s - SAMPLE_PASSES) <= 15360 / 2 for s in seen)  # the same rows seen, whatever the set
+    assert epochs(100 * REFERENCE_ROWS) == 30  # a floor: never a handful of epochs
+    assert training_params(15360)["n_components"] == PCA_COMPONENTS
+    with pytest.raises(ValueError, match="no training rows"):
+        training_params(0)
+
+
+def test_a_pca_keeps_no_more_components_than_the_training_matrix_has():
+    def steps(n_rows, n_features, k):
+        pipe = pipeline_for({"n_components": k, "max_iter": 5}, n_rows, n_features)
+        return {name: getattr(step, "n_components", None) for name, step in pipe.steps}
+
+    assert steps(5000, 1757, 512) == {"scaler": None, "pca": 512, "mlp": None}
+    assert steps(40, 1757, 512) == {"scaler": None, "pca": 40, "mlp": None}  # fewer rows than components
+    assert "pca" not in steps(5000, 300, 512)  # every feature kept: no projection
+    assert "pca" not in steps(5000, 1757, None)
 
 
 def test_batch_groups_keep_each_corpus_and_channel_apart():

@@ -1,0 +1,202 @@
+"""Babble and other channels on unseen RAVDESS actors, for the packaged three-corpus recipe.
+
+``benchmarks/conditions.py`` measures the RAVDESS-only recipe under 22 channels; this measures the
+packaged default's recipe (RAVDESS + TESS + nEMO, two degraded copies a file with LibriSpeech babble,
+corpora weighted by their speakers, as ``ser-batch train`` trains it) on RAVDESS actors it never heard,
+each file alone, clean and through a few of :data:`ser_model.degrade.TEST_CONDITIONS`.
+
+Usage (from the repository root; features, copies and test channels are cached)::
+
+    python benchmarks/conditions_packaged.py
+    python benchmarks/conditions_packaged.py --conditions babble-10dB,babble-5dB,telephone-ulaw+pink-10dB
+
+Writes ``benchmarks/results/conditions_packaged.md`` and ``.json``.
+
+Protocol:
+
+- 5-fold GroupKFold by actor over RAVDESS actors 1-20. Each fold trains the recipe's global MLP on the
+  fold's 16 training actors and all of TESS and nEMO, with their cached degraded copies
+  (:func:`benchmarks.corpora.load_tables`: two copies a file, babble from the LibriSpeech voices), with the
+  packaged weights (``--balance speakers``) and epoch budget (:func:`ser_model.training.training_params`).
+- The fold's 4 unseen actors are labelled clean and through each test condition. **Babble voices are
+  the fold's other unseen actors** (5 files of the 3 actors that are not the file's speaker): voices in
+  no training set of the fold, neither as targets nor as babble. ``conditions.py`` drew its test babble
+  from TESS, which this recipe trains on. Noise, rooms and codecs are drawn as in ``conditions.py``.
+- Reported per condition: WA and UAR over the 8 labels, agreement with the clean file's label, the
+  share of the most frequent label, and the raw (uncalibrated) mean top probability.
+
+Corpora: RAVDESS (CC BY-NC-SA 4.0), TESS (CC BY-NC-ND 4.0), nEMO (CC BY-NC-SA 4.0), LibriSpeech
+(CC BY 4.0); see ../shared/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from conditions import condition_matrix  # noqa: E402
+from corpora import CORPORA, _stack, load_tables  # noqa: E402
+
+from ser_model.degrade import TEST_CONDITIONS  # noqa: E402
+from worker.settings import get_settings  # noqa: E402
+
+DEFAULT_CONDITIONS = "babble-20dB,babble-10dB,babble-5dB"
+
+
+def fold_training_set(tables: dict[str, tuple[Any, Any]], train_actors: set[str]) -> dict[str, Any]:
+    """The packaged recipe's rows for one fold: RAVDESS ``train_actors`` and all other corpora, clean and
+    copies, weighted as ``train --balance speakers`` weights them.
+
+    Returns:
+        ``X`` ``(n, d)``, ``y`` label indices ``(n,)``, ``w`` weights ``(n,)``, ``labels``, ``params``.
+    """
+    from ser_model.training import copy_weights, encode_labels, training_params
+    from worker.training import corpus_balance_weights, ordered_labels
+
+    clean_parts, copy_parts = [], []
+    for c in CORPORA:
+        clean, copies = tables[c]
+        if c == "ravdess":
+            clean = clean.subset(np.asarray([str(s) in train_actors for s in clean.speakers]))
+            copies = copies.subset(np.asarray([str(s) in train_actors for s in copies.speakers]))
+        clean_parts.append(clean)
+        copy_parts.append(copies)
+    clean, copies = _stack(clean_parts), _stack(copy_parts)
+    labels = ordered_labels(set(clean.labels), None)
+    source_of = {p: f"{s.split(':')[0]}:x" for p, s in zip(clean.paths, clean.speakers, strict=True)}
+    w = corpus_balance_weights(clean.paths, source_of, clean.speakers)
+    y = np.concatenate([encode_labels(clean.labels, labels), encode_labels(copies.labels, labels)])
+    return {
+        "X": np.vstack([clean.X, copies.X]),
+        "y": y,
+        "w": np.concatenate([w, copy_weights(w, clean, copies)]),
+        "labels": labels,
+        "params": training_params(len(y)),
+    }
+
+
+def _fit(args: tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]) -> Any:
+    from threadpoolctl import threadpool_limits
+
+    from ser_model.training import fit_pipelines
+
+    params, X, y, w = args
+    with threadpool_limits(1):
+        return fit_pipelines(params, [(X, y, w)], n_jobs=1)[0]
+
+
+def score(truth: list[str], pred: list[str], clean_pred: list[str], top_p: np.ndarray) -> dict[str, Any]:
+    """WA, UAR over the labels present, agreement with the clean labels, top-label share, mean top probability."""
+    t, p = np.asarray(truth), np.asarray(pred)
+    recalls = [float(np.mean(p[t == lab] == lab)) for lab in sorted(set(truth))]
+    top = Counter(pred).most_common(1)[0]
+    return {
+        "n": len(truth),
+        "wa": float(np.mean(t == p)),
+        "uar": float(np.mean(recalls)),
+        "agree": float(np.mean(p == np.asarray(clean_pred))),
+        "top_label": top[0],
+        "top_share": top[1] / len(pred),
+        "raw_confidence": float(np.mean(top_p)),
+    }
+
+
+def main() -> None:
+    from sklearn.model_selection import GroupKFold
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="../shared/data", type=Path)
+    ap.add_argument("--conditions", default=DEFAULT_CONDITIONS, help="names in ser_model.degrade.TEST_CONDITIONS")
+    ap.add_argument("--cache", default=os.path.expanduser("~/.cache/ser-batch/bench-conditions"))
+    ap.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", default="benchmarks/results/conditions_packaged")
+    a = ap.parse_args()
+    names = [c for c in a.conditions.split(",") if c]
+    index = {c.name: i for i, c in enumerate(TEST_CONDITIONS)}
+    unknown = [c for c in names if c not in index]
+    if unknown:
+        raise SystemExit(f"unknown condition(s) {', '.join(unknown)}; choose from {', '.join(index)}")
+    t0 = time.time()
+    tables = load_tables(a.data, 2, a.jobs, get_settings().feature_cache_dir)
+    rav = tables["ravdess"][0]
+    spk = np.asarray([str(s) for s in rav.speakers])
+    folds = list(GroupKFold(5).split(rav.X, groups=spk))
+    sets = [fold_training_set(tables, set(spk[tr])) for tr, _te in folds]
+    with ProcessPoolExecutor(a.jobs, mp_context=multiprocessing.get_context("fork")) as ex:
+        models = list(ex.map(_fit, [(s["params"], s["X"], s["y"], s["w"]) for s in sets]))
+    fit_s = time.time() - t0
+    print(f"5 fold models fitted ({fit_s:.0f} s)", flush=True)
+
+    paths = np.asarray(rav.paths)
+    Xc: dict[str, np.ndarray] = {"clean": rav.X}
+    for name in names:
+        X = np.full_like(rav.X, np.nan)
+        for _tr, te in folds:
+            for actor in sorted(set(spk[te])):
+                rows = te[spk[te] == actor]
+                pool = [str(p) for p in paths[te[spk[te] != actor]]]  # the fold's other unseen actors
+                X[rows] = condition_matrix([str(p) for p in paths[rows]], index[name], pool, Path(a.cache),
+                                           f"packaged-{actor.replace(':', '_')}", a.jobs)  # fmt: skip
+        Xc[name] = X
+        print(f"  {name}: features ({time.time() - t0:.0f} s)", flush=True)
+
+    res: dict[str, Any] = {"conditions": {}, "fit_s": fit_s, "epochs": sets[0]["params"]["max_iter"]}
+    preds: dict[str, list[str]] = {}
+    for name, X in Xc.items():
+        pred = np.empty(len(rav.labels), dtype=object)
+        top_p = np.zeros(len(rav.labels))
+        for (_tr, te), model, s in zip(folds, models, sets, strict=True):
+            ok = te[np.isfinite(X[te]).all(axis=1)]
+            proba = model.predict_proba(X[ok])
+            classes = np.asarray(model.classes_, dtype=int)
+            pred[ok] = [s["labels"][classes[i]] for i in proba.argmax(axis=1)]
+            top_p[ok] = proba.max(axis=1)
+        preds[name] = [str(p) for p in pred]
+        res["conditions"][name] = score(rav.labels, preds[name], preds.get("clean", preds[name]), top_p)
+        r = res["conditions"][name]
+        print(f"{name}: WA {r['wa']:.3f} UAR {r['uar']:.3f} agree {r['agree']:.2f}", flush=True)
+    res["seconds"] = time.time() - t0
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.json").write_text(json.dumps(res, indent=1) + "\n")
+    Path(f"{out}.md").write_text(render(res))
+    print(render(res))
+
+
+def render(res: dict[str, Any]) -> str:
+    lines = [
+        "# Unseen RAVDESS actors through other channels: the packaged three-corpus recipe",
+        "",
+        "Made by `python benchmarks/conditions_packaged.py` (protocol in its docstring): 5-fold GroupKFold by "
+        "actor over RAVDESS actors 1-20; every fold's model is the packaged default's recipe (RAVDESS training "
+        "actors + TESS + nEMO, two degraded copies a file, `--balance speakers`, "
+        f"{res['epochs']} epochs) and labels its 4 unseen actors, each file alone. Test babble mixes 5 files of "
+        "the fold's *other* unseen actors (voices in no training set). `agree`: the same label as the clean "
+        f"file. Confidence is the raw top probability (no temperature). {res['seconds'] / 60:.0f} min on 2 cores.",
+        "",
+        "| condition | WA | UAR | agree | top label | raw confidence |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in res["conditions"].items():
+        lines.append(
+            f"| {name} | {r['wa']:.3f} | {r['uar']:.3f} | {r['agree']:.2f} | {r['top_label']} "
+            f"{100 * r['top_share']:.0f}% | {r['raw_confidence']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
