@@ -16,7 +16,8 @@ Protocol:
 
 - 5-fold GroupKFold by actor over RAVDESS actors 1-20. Each fold trains the recipe's global MLP on the
   fold's 16 training actors and all of TESS and nEMO, with their cached degraded copies
-  (:func:`benchmarks.corpora.load_tables`: two copies a file, babble from the LibriSpeech voices), with the
+  (:func:`benchmarks.corpora.load_tables`: ``--copies`` a file, 2 by default as the packaged recipe, babble
+  from the LibriSpeech voices), with the
   packaged weights (``--balance speakers``) and epoch budget (:func:`ser_model.training.training_params`).
 - The fold's 4 unseen actors are labelled clean and through each test condition. **Babble voices are
   the fold's other unseen actors** (5 files of the 3 actors that are not the file's speaker): voices in
@@ -122,6 +123,14 @@ def main() -> None:
     ap.add_argument("--conditions", default=DEFAULT_CONDITIONS, help="names in ser_model.degrade.TEST_CONDITIONS")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/ser-batch/bench-conditions"))
     ap.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--copies", type=int, default=2, help="degraded copies a training file (the packaged default: 2)")
+    ap.add_argument(
+        "--babble-voices",
+        choices=("unseen-actors", "tess"),
+        default="unseen-actors",
+        help="test babble from the fold's other unseen actors (default) or from TESS voices, as conditions.py "
+        "draws it (TESS is a training corpus of this recipe)",
+    )
     ap.add_argument("--out", default="benchmarks/results/conditions_packaged")
     a = ap.parse_args()
     names = [c for c in a.conditions.split(",") if c]
@@ -130,7 +139,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown condition(s) {', '.join(unknown)}; choose from {', '.join(index)}")
     t0 = time.time()
-    tables = load_tables(a.data, 2, a.jobs, get_settings().feature_cache_dir)
+    tables = load_tables(a.data, a.copies, a.jobs, get_settings().feature_cache_dir)
     rav = tables["ravdess"][0]
     spk = np.asarray([str(s) for s in rav.speakers])
     folds = list(GroupKFold(5).split(rav.X, groups=spk))
@@ -144,16 +153,26 @@ def main() -> None:
     Xc: dict[str, np.ndarray] = {"clean": rav.X}
     for name in names:
         X = np.full_like(rav.X, np.nan)
-        for _tr, te in folds:
-            for actor in sorted(set(spk[te])):
-                rows = te[spk[te] == actor]
-                pool = [str(p) for p in paths[te[spk[te] != actor]]]  # the fold's other unseen actors
-                X[rows] = condition_matrix([str(p) for p in paths[rows]], index[name], pool, Path(a.cache),
-                                           f"packaged-{actor.replace(':', '_')}", a.jobs)  # fmt: skip
+        if a.babble_voices == "tess":
+            X[:] = condition_matrix(list(rav.paths), index[name], list(tables["tess"][0].paths), Path(a.cache),
+                                    "packaged-tess-voices", a.jobs)  # fmt: skip
+        else:
+            for _tr, te in folds:
+                for actor in sorted(set(spk[te])):
+                    rows = te[spk[te] == actor]
+                    pool = [str(p) for p in paths[te[spk[te] != actor]]]  # the fold's other unseen actors
+                    X[rows] = condition_matrix([str(p) for p in paths[rows]], index[name], pool, Path(a.cache),
+                                               f"packaged-{actor.replace(':', '_')}", a.jobs)  # fmt: skip
         Xc[name] = X
         print(f"  {name}: features ({time.time() - t0:.0f} s)", flush=True)
 
-    res: dict[str, Any] = {"conditions": {}, "fit_s": fit_s, "epochs": sets[0]["params"]["max_iter"]}
+    res: dict[str, Any] = {
+        "conditions": {},
+        "fit_s": fit_s,
+        "epochs": sets[0]["params"]["max_iter"],
+        "babble_voices": a.babble_voices,
+        "copies": a.copies,
+    }
     preds: dict[str, list[str]] = {}
     for name, X in Xc.items():
         pred = np.empty(len(rav.labels), dtype=object)
@@ -182,9 +201,15 @@ def render(res: dict[str, Any]) -> str:
         "",
         "Made by `python benchmarks/conditions_packaged.py` (protocol in its docstring): 5-fold GroupKFold by "
         "actor over RAVDESS actors 1-20; every fold's model is the packaged default's recipe (RAVDESS training "
-        "actors + TESS + nEMO, two degraded copies a file, `--balance speakers`, "
-        f"{res['epochs']} epochs) and labels its 4 unseen actors, each file alone. Test babble mixes 5 files of "
-        "the fold's *other* unseen actors (voices in no training set). `agree`: the same label as the clean "
+        f"actors + TESS + nEMO, {res.get('copies', 2)} degraded copies a file, `--balance speakers`, "
+        f"{res['epochs']} epochs) and labels its 4 unseen actors, each file alone. "
+        + (
+            "Test babble mixes 5 files of TESS voices (`--babble-voices tess`, as `conditions.py`; TESS is a "
+            "training corpus here). "
+            if res.get("babble_voices") == "tess"
+            else "Test babble mixes 5 files of the fold's *other* unseen actors (voices in no training set). "
+        )
+        + "`agree`: the same label as the clean "
         f"file. Confidence is the raw top probability (no temperature). {res['seconds'] / 60:.0f} min on 2 cores.",
         "",
         "| condition | WA | UAR | agree | top label | raw confidence |",
