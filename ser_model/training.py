@@ -746,7 +746,7 @@ def pipeline_for(params: dict[str, Any], n_rows: int, n_features: int) -> Pipeli
 
     A PCA cannot keep more components than the matrix has rows or columns: ``n_components`` is
     lowered to ``n_rows``, and the step is left out when it would keep every feature (a rotation
-    does not change what the L2-penalised MLP can learn).
+    alone saves nothing: the first layer would be as wide).
     """
     params = dict(params)
     k = params.get("n_components")
