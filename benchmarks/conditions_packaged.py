@@ -34,12 +34,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,54 +47,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conditions import condition_matrix  # noqa: E402
-from corpora import CORPORA, _stack, load_tables  # noqa: E402
+from corpora import CORPORA, load_tables, recipe_training_set  # noqa: E402
 
 from ser_model.degrade import TEST_CONDITIONS  # noqa: E402
+from ser_model.training import fit_pipelines, parallel_calls  # noqa: E402
 from worker.settings import get_settings  # noqa: E402
 
 DEFAULT_CONDITIONS = ",".join(c.name for c in TEST_CONDITIONS)
 
 
 def fold_training_set(tables: dict[str, tuple[Any, Any]], train_actors: set[str]) -> dict[str, Any]:
-    """The packaged recipe's rows for one fold: RAVDESS ``train_actors`` and all other corpora, clean and
-    copies, weighted as ``train --balance speakers`` weights them.
+    """The packaged recipe's rows for one fold (:func:`corpora.recipe_training_set`): RAVDESS ``train_actors``
+    and all other corpora, clean and copies.
 
     Returns:
         ``X`` ``(n, d)``, ``y`` label indices ``(n,)``, ``w`` weights ``(n,)``, ``labels``, ``params``.
     """
-    from ser_model.training import copy_weights, encode_labels, training_params
-    from worker.training import corpus_balance_weights, ordered_labels
+    from ser_model.training import copy_weights, encode_labels
 
-    clean_parts, copy_parts = [], []
-    for c in CORPORA:
-        clean, copies = tables[c]
-        if c == "ravdess":
-            clean = clean.subset(np.asarray([str(s) in train_actors for s in clean.speakers]))
-            copies = copies.subset(np.asarray([str(s) in train_actors for s in copies.speakers]))
-        clean_parts.append(clean)
-        copy_parts.append(copies)
-    clean, copies = _stack(clean_parts), _stack(copy_parts)
-    labels = ordered_labels(set(clean.labels), None)
-    source_of = {p: f"{s.split(':')[0]}:x" for p, s in zip(clean.paths, clean.speakers, strict=True)}
-    w = corpus_balance_weights(clean.paths, source_of, clean.speakers)
-    y = np.concatenate([encode_labels(clean.labels, labels), encode_labels(copies.labels, labels)])
+    clean, copies = tables["ravdess"]
+    fold_tables = {
+        **tables,
+        "ravdess": (
+            clean.subset(np.asarray([str(s) in train_actors for s in clean.speakers])),
+            copies.subset(np.asarray([str(s) in train_actors for s in copies.speakers])),
+        ),
+    }
+    d = recipe_training_set(fold_tables, list(CORPORA))
+    clean, copies, labels, w = d["clean"], d["copies"], d["labels"], d["weights"]
     return {
         "X": np.vstack([clean.X, copies.X]),
-        "y": y,
+        "y": np.concatenate([encode_labels(clean.labels, labels), encode_labels(copies.labels, labels)]),
         "w": np.concatenate([w, copy_weights(w, clean, copies)]),
         "labels": labels,
-        "params": training_params(len(y)),
+        "params": d["params"],
     }
-
-
-def _fit(args: tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]) -> Any:
-    from threadpoolctl import threadpool_limits
-
-    from ser_model.training import fit_pipelines
-
-    params, X, y, w = args
-    with threadpool_limits(1):
-        return fit_pipelines(params, [(X, y, w)], n_jobs=1)[0]
 
 
 def score(truth: list[str], pred: list[str], clean_pred: list[str], top_p: np.ndarray) -> dict[str, Any]:
@@ -144,8 +129,8 @@ def main() -> None:
     spk = np.asarray([str(s) for s in rav.speakers])
     folds = list(GroupKFold(5).split(rav.X, groups=spk))
     sets = [fold_training_set(tables, set(spk[tr])) for tr, _te in folds]
-    with ProcessPoolExecutor(a.jobs, mp_context=multiprocessing.get_context("fork")) as ex:
-        models = list(ex.map(_fit, [(s["params"], s["X"], s["y"], s["w"]) for s in sets]))
+    fits = [(fit_pipelines, (s["params"], [(s["X"], s["y"], s["w"])])) for s in sets]
+    models = [m[0] for m in parallel_calls(fits, n_jobs=a.jobs)]  # a fit per process, one BLAS thread each
     fit_s = time.time() - t0
     print(f"5 fold models fitted ({fit_s:.0f} s)", flush=True)
 

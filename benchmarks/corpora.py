@@ -204,25 +204,21 @@ def _dim_scores(truth: list[str], dims: np.ndarray) -> dict[str, float]:
     return out
 
 
-def packaged_recipe_set(tables: dict[str, tuple[Any, Any]], left_out: str, copies: bool = True) -> dict[str, Any]:
-    """The packaged default's training set without ``left_out`` (corpora weighted by their speakers, as
-    ``train --balance speakers``), and the files of ``left_out`` whose label it has.
+def recipe_training_set(tables: dict[str, tuple[Any, Any]], train: list[str], copies: bool = True) -> dict[str, Any]:
+    """The packaged default's training set from the corpora ``train`` of ``tables`` (corpora weighted by
+    their speakers, as ``train --balance speakers``).
 
     Returns:
-        ``train`` (corpus names), ``clean`` and ``copies`` (tables; copies None without them), ``labels``,
-        ``weights`` of the clean rows, ``params`` (:func:`ser_model.training.training_params`), ``Xt``
-        and ``truth`` (the left-out corpus' features and labels).
+        ``train``, ``clean`` and ``copies`` (tables; copies None without them), ``labels``, ``weights`` of
+        the clean rows, ``params`` (:func:`ser_model.training.training_params`).
     """
     from ser_model.training import training_params
     from worker.training import corpus_balance_weights, ordered_labels
 
-    train = [c for c in CORPORA if c != left_out]
     clean = _stack([tables[c][0] for c in train])
     cop = _stack([tables[c][1] for c in train]) if copies else None
     labels = ordered_labels(set(clean.labels), None)
     source_of = {p: f"{sp.split(':')[0]}:x" for p, sp in zip(clean.paths, clean.speakers, strict=True)}
-    test = tables[left_out][0]
-    known = np.asarray([lab in labels for lab in test.labels])
     return {
         "train": train,
         "clean": clean,
@@ -230,6 +226,21 @@ def packaged_recipe_set(tables: dict[str, tuple[Any, Any]], left_out: str, copie
         "labels": labels,
         "weights": corpus_balance_weights(clean.paths, source_of, clean.speakers),
         "params": training_params(len(clean.labels) + (len(cop.labels) if cop is not None else 0)),
+    }
+
+
+def packaged_recipe_set(tables: dict[str, tuple[Any, Any]], left_out: str, copies: bool = True) -> dict[str, Any]:
+    """The packaged default's training set without ``left_out`` (:func:`recipe_training_set`), and the
+    files of ``left_out`` whose label it has.
+
+    Returns:
+        :func:`recipe_training_set`'s keys, and ``Xt`` and ``truth`` (the left-out corpus' features and labels).
+    """
+    d = recipe_training_set(tables, [c for c in CORPORA if c != left_out], copies)
+    test = tables[left_out][0]
+    known = np.asarray([lab in d["labels"] for lab in test.labels])
+    return {
+        **d,
         "Xt": test.X[known],
         "truth": [lab for lab, k in zip(test.labels, known, strict=True) if k],
     }
