@@ -270,9 +270,11 @@ def get_engine(url: str | None = None) -> Engine:
         u = make_url(url)
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if u.get_backend_name() == "sqlite":
-            # a "file:...?uri=true" database is a URI, not a path: creating its "folder" would make ./file:
-            if u.database and u.database != ":memory:" and not u.database.startswith("file:"):
-                os.makedirs(os.path.dirname(os.path.abspath(u.database)), exist_ok=True)
+            # with uri=true, sqlite3 reads a "file:..." database as a URI, not a path: its "folder" would be ./file:
+            db = u.database or ""
+            is_uri = str(u.query.get("uri", "")).lower() in ("true", "1") and db.startswith("file:")
+            if db and db != ":memory:" and not is_uri:
+                os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         eng = create_engine(url, **kwargs)
         if u.get_backend_name() == "sqlite":
