@@ -163,10 +163,24 @@ def test_worker_killed_mid_batch_then_replaced_leaves_every_file_done_once(
     p = ser_batch(["submit", str(folder), *SLOW_SEGMENTS], env)
     assert p.returncode == 0, p.stderr
     batch_id = _batch_id(p.stdout)
-    poll(lambda: batch_counts(pg_url, batch_id)["done"] >= 20, timeout_s=60, every_s=0.02, what="20 files done")
+
+    def started() -> set[str]:
+        """Pending files a pool process has begun (their chunk is in flight)."""
+        rows = result_rows(pg_url, batch_id)
+        return {str(r["path"]) for r in rows if r["status"] == "pending" and int(r["attempts"]) >= 1}  # type: ignore[call-overload]
+
+    # Kill while a chunk is being processed (not in the few ms between two chunks), so that it must be redone.
+    poll(
+        lambda: batch_counts(pg_url, batch_id)["done"] >= 20 and started(),
+        timeout_s=60,
+        every_s=0.02,
+        what="20 files done and a chunk in flight",
+    )
     doomed.kill()  # SIGKILL to the main process and its pool: nothing is acknowledged any more
     c = batch_counts(pg_url, batch_id)
     assert 0 < c["pending"] < 200, c
+    in_flight = started()
+    assert in_flight, "the chunk in flight finished before the kill; nothing to redo"
     assert redis_server.client().hlen("unacked") > 0  # messages were in flight when it died
     fresh = start_workers(env, name="fresh", concurrency=2)
     fresh.wait_ready()
@@ -176,6 +190,8 @@ def test_worker_killed_mid_batch_then_replaced_leaves_every_file_done_once(
     assert sorted(str(r["path"]) for r in rows) == sorted(str(f) for f in folder.iterdir())
     assert fresh.tasks_succeeded() > 0
     assert "redelivered chunk" in fresh.log()  # the dead worker's chunks came back and were redone
+    attempts = {str(r["path"]): int(r["attempts"]) for r in rows}  # type: ignore[call-overload]
+    assert all(attempts[p] >= 2 for p in in_flight), {p: attempts[p] for p in in_flight}  # started again
     # every message of the dead worker is dealt with (the last acknowledgements follow the last row writes)
     poll(lambda: redis_server.client().hlen("unacked") == 0, timeout_s=20, what="no unacknowledged message")
 
