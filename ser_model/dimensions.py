@@ -18,9 +18,12 @@ Two ways to get the dimensions of a recording:
 
 * :func:`mapped_dimensions`: the category head's probabilities weighted by the positions (no
   training; what every bundle can do);
-* :class:`DimensionHead`: a regression head (scikit-learn MLP, numpy forward pass at inference)
-  trained on the same features to the positions of each training file's category, so that a corpus
-  with only some categories still teaches both dimensions.
+* :class:`DimensionHead`: a head trained on the same features (numpy forward pass at inference).
+  The packaged models' head (:func:`ser_model.training.fit_dimension_head`) is two linear logistic
+  regressions: the probability that a recording is high-arousal and that it is positive, learned from
+  the side of 0.5 of each training file's category, so that a corpus with only some categories still
+  teaches both dimensions. Leave-one-corpus-out it beat both the mapping and a non-linear (MLP)
+  regression onto the positions (``benchmarks/results/dimensions.md``).
 """
 
 from __future__ import annotations
@@ -93,20 +96,23 @@ def binary(values: np.ndarray) -> np.ndarray:
     return np.asarray(values) > 0.5
 
 
-def dimension_rows(bundle: Any, X: np.ndarray, proba: np.ndarray) -> list[tuple[float | None, float | None]]:
+def dimension_rows(
+    bundle: Any, X: np.ndarray, proba: np.ndarray, modes: Sequence[str] | None = None
+) -> list[tuple[float | None, float | None]]:
     """Per-row ``(arousal, valence)`` from a bundle's ``dimensions`` (:meth:`ser_model.model.ModelBundle.dimensions`).
 
     Args:
         bundle: the model; one without a ``dimensions`` method gives Nones.
         X: raw features ``(n, n_features)``.
         proba: calibrated probabilities ``(n, len(labels))``.
+        modes: per-row analysis mode, or None (every row labelled alone).
 
     Returns:
         ``n`` pairs of floats in [0, 1], or ``(None, None)`` for every row when the bundle gives no
         dimensions (labels without a position).
     """
     dimensions = getattr(bundle, "dimensions", None)
-    d = dimensions(X, proba) if dimensions is not None else None
+    d = dimensions(X, proba, modes) if dimensions is not None else None
     n = int(np.atleast_2d(proba).shape[0])
     if d is None:
         return [(None, None)] * n
@@ -116,15 +122,21 @@ def dimension_rows(bundle: Any, X: np.ndarray, proba: np.ndarray) -> list[tuple[
 
 @dataclass
 class DimensionHead:
-    """A regression head from features to (arousal, valence), run with numpy at inference.
+    """A head from features to (arousal, valence), run with numpy at inference.
+
+    ``predict`` standardises the features, applies the layers (``activation`` between them) and then
+    ``output``: ``"identity"`` for a regression onto the positions, ``"logistic"`` (the sigmoid) for
+    the linear logistic head of :func:`ser_model.training.fit_dimension_head`, whose two outputs are
+    the probabilities of high arousal and of positive valence.
 
     Attributes:
         mean: per-feature mean of the scaler, ``(n_features,)``.
         scale: per-feature standard deviation, ``(n_features,)``.
-        coefs: weight matrices of the MLP layers.
+        coefs: weight matrices of the layers (the last one ``(n_hidden or n_features, 2)``).
         intercepts: bias vectors of the layers.
         activation: hidden activation (``"relu"``, ``"tanh"`` or ``"logistic"``).
         meta: how it was trained (targets, corpora, metrics).
+        output: output function, ``"identity"`` or ``"logistic"``.
     """
 
     mean: np.ndarray
@@ -133,6 +145,7 @@ class DimensionHead:
     intercepts: list[np.ndarray]
     activation: str = "relu"
     meta: dict[str, Any] | None = None
+    output: str = "identity"
 
     @property
     def n_features(self) -> int:
@@ -162,22 +175,9 @@ class DimensionHead:
                 h = h @ w + b
                 if i < len(self.coefs) - 1:
                     h = _activate(self.activation, h)
+            if self.output != "identity":
+                h = _activate(self.output, h)
         return np.clip(h, 0.0, 1.0)
-
-    @classmethod
-    def from_pipeline(cls, pipeline: Any, meta: dict[str, Any] | None = None) -> DimensionHead:
-        """The numpy head of a fitted ``StandardScaler`` + ``MLPRegressor`` pipeline (steps
-        ``scaler`` and ``mlp``)."""
-        sc = pipeline.named_steps["scaler"]
-        mlp = pipeline.named_steps["mlp"]
-        return cls(
-            mean=np.asarray(sc.mean_, dtype=np.float64),
-            scale=np.asarray(sc.scale_, dtype=np.float64),
-            coefs=[np.asarray(c, dtype=np.float32) for c in mlp.coefs_],
-            intercepts=[np.asarray(b, dtype=np.float32) for b in mlp.intercepts_],
-            activation=str(mlp.activation),
-            meta=meta or {},
-        )
 
     def to_dict(self) -> dict[str, Any]:
         """Arrays and metadata for a bundle document (see :mod:`ser_model.bundle_io`)."""
@@ -188,6 +188,7 @@ class DimensionHead:
             "intercepts": list(self.intercepts),
             "activation": self.activation,
             "meta": self.meta or {},
+            "output": self.output,
         }
 
     @classmethod
@@ -200,7 +201,14 @@ class DimensionHead:
             intercepts=[np.asarray(b) for b in d["intercepts"]],
             activation=str(d.get("activation", "relu")),
             meta=dict(d.get("meta") or {}),
+            output=_checked_output(str(d.get("output", "identity"))),
         )
+
+
+def _checked_output(name: str) -> str:
+    if name not in ("identity", "logistic"):
+        raise ValueError(f"unknown output function {name!r}")
+    return name
 
 
 def _activate(name: str, z: np.ndarray) -> np.ndarray:
@@ -209,7 +217,7 @@ def _activate(name: str, z: np.ndarray) -> np.ndarray:
     if name == "tanh":
         return np.tanh(z)
     if name == "logistic":
-        return 1.0 / (1.0 + np.exp(-z))
+        return 0.5 * (1.0 + np.tanh(0.5 * z))  # the sigmoid, without overflow for large |z|
     raise ValueError(f"unknown activation {name!r}")
 
 

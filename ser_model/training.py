@@ -660,81 +660,97 @@ def training_params(
     return {"max_iter": int(max(min_epochs, min(epochs, round(passes / n_rows)))), "n_components": PCA_COMPONENTS}
 
 
+DIMENSION_ALPHA = 0.1
+"""L2 strength of the dimension head's logistic regressions, per unit of mean loss over the rows
+(scikit-learn's ``C`` is ``1 / (alpha * n_rows)``, so that the penalty weighs the same against a few
+hundred rows as against the packaged recipe's 15,360): a strong penalty on 1,757 standardised
+features. Leave-one-corpus-out binary UAR (mean of the three shared corpora, arousal / valence; 7,000
+to 12,000 training rows) was flat for ``C`` between 1e-4 and 3e-3 (0.766-0.770 / 0.679-0.687; ``alpha``
+about 0.03-1) and lower at 1e-2 (0.749 / 0.676)."""
+
+
 def fit_dimension_head(
     X: np.ndarray,
     labels: Sequence[str],
     sample_weight: np.ndarray | None = None,
     *,
-    hidden_layer_sizes: tuple[int, ...] = (128,),
-    alpha: float = 3.0,
-    max_iter: int = 300,
-    random_state: int = 0,
+    alpha: float = DIMENSION_ALPHA,
 ) -> Any:
-    """Fit the arousal/valence regression head on feature rows and their categories' positions.
+    """Fit the arousal/valence head: two linear logistic regressions on the standardised features.
 
-    Targets are :func:`ser_model.dimensions.positions` of each row's label (so a corpus with only
-    some categories still teaches both dimensions); the model is a ``StandardScaler`` +
-    scikit-learn ``MLPRegressor`` (ReLU, Adam, squared error, L2 ``alpha``), run at inference by
-    :class:`ser_model.dimensions.DimensionHead` with numpy. One BLAS thread (the same weights in any process).
+    Each training row's category gives its side of 0.5 on each dimension
+    (:func:`ser_model.dimensions.positions`: high or low arousal, positive or negative valence, the
+    binary groupings of Schuller et al. 2010), so a corpus with only some categories still teaches
+    both dimensions. For each dimension a scikit-learn ``LogisticRegression`` (L2, lbfgs) is fitted
+    with the rows' weights rescaled so that both sides weigh the same (what the mix of categories in
+    the training corpora would otherwise decide); its output, the probability of high arousal or of
+    positive valence, is the dimension, 0.5 the boundary. A linear model was chosen over an MLP
+    regression onto the positions and over the category head's mapped probabilities because it did
+    better on corpora it never heard (``benchmarks/results/dimensions.md``; simpler models are the
+    usual cross-corpus baseline, Schuller et al. 2010). One BLAS thread: the same weights in any process.
 
     Args:
         X: features ``(n, n_features)``.
         labels: category of each row, length ``n`` (each must have a position).
-        sample_weight: per-row weights ``(n,)`` or None.
-        hidden_layer_sizes: units per hidden layer.
-        alpha: L2 penalty.
-        max_iter: epochs (see :func:`training_params` for the budget of a large training set).
-        random_state: seed.
+        sample_weight: per-row weights ``(n,)`` (e.g. the corpus balance) or None (all 1).
+        alpha: L2 strength per unit of mean loss (:data:`DIMENSION_ALPHA`).
 
     Returns:
-        :class:`ser_model.dimensions.DimensionHead`.
+        :class:`ser_model.dimensions.DimensionHead` (``output="logistic"``), or None when a dimension
+        has rows on one side only (e.g. only angry and happy: both high arousal), which leaves nothing
+        to learn; the bundle then maps its category probabilities.
 
     Raises:
         KeyError: a label without a position.
+        ValueError: ``len(labels)`` or ``len(sample_weight)`` is not ``n``.
     """
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPRegressor
-    from sklearn.pipeline import Pipeline as SkPipeline
+    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from ser_model.dimensions import DimensionHead, positions
+    from ser_model.dimensions import DimensionHead, binary, positions
     from ser_model.threads import one_blas_thread
 
-    target = positions(labels)
-    pipe = SkPipeline(
-        [
-            ("scaler", StandardScaler()),
-            (
-                "mlp",
-                MLPRegressor(
-                    hidden_layer_sizes=hidden_layer_sizes,
-                    alpha=alpha,
-                    learning_rate_init=1e-3,
-                    max_iter=max_iter,
-                    random_state=random_state,
-                ),
-            ),
-        ]
-    )
+    X = np.asarray(X, dtype=np.float64)
+    if len(labels) != X.shape[0]:
+        raise ValueError(f"{len(labels)} labels for {X.shape[0]} feature rows")
+    sides = binary(positions(labels))
+    if any(len(np.unique(sides[:, j])) < 2 for j in range(sides.shape[1])):
+        return None
+    base = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if base.shape != (X.shape[0],):
+        raise ValueError(f"sample_weight has shape {base.shape}, expected ({X.shape[0]},)")
+    coefs, intercepts = [], []
     with warnings.catch_warnings(), one_blas_thread():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        kw = {} if sample_weight is None else {"mlp__sample_weight": np.asarray(sample_weight, dtype=np.float64)}
-        pipe.fit(np.asarray(X, dtype=np.float32), target, **kw)
-    return DimensionHead.from_pipeline(
-        pipe,
+        scaler = StandardScaler().fit(X)
+        Z = scaler.transform(X)
+        for j in range(sides.shape[1]):
+            w = base.copy()
+            for side in (True, False):
+                w[sides[:, j] == side] *= 0.5 / w[sides[:, j] == side].sum()
+            lr = LogisticRegression(C=1.0 / (alpha * len(w)), max_iter=2000)
+            lr.fit(Z, sides[:, j], sample_weight=w * len(w))
+            coefs.append(lr.coef_[0])
+            intercepts.append(lr.intercept_[0])
+    return DimensionHead(
+        mean=np.asarray(scaler.mean_, dtype=np.float64),
+        scale=np.asarray(scaler.scale_, dtype=np.float64),
+        coefs=[np.stack(coefs, axis=1)],
+        intercepts=[np.asarray(intercepts, dtype=np.float64)],
+        output="logistic",
         meta={
-            "targets": "ser_model.dimensions.CATEGORY_POSITIONS of each training file's category",
-            "hidden_layer_sizes": list(hidden_layer_sizes),
+            "targets": "side of 0.5 of ser_model.dimensions.CATEGORY_POSITIONS of each training file's category",
+            "model": "StandardScaler + one L2 LogisticRegression per dimension, sides weighted equally",
             "alpha": alpha,
-            "max_iter": max_iter,
         },
     )
 
 
-def _fit_head(X: np.ndarray, labels: list[str], w: np.ndarray | None, max_iter: int) -> Any:
-    return fit_dimension_head(X, labels, w, max_iter=max_iter)
+def _fit_head(X: np.ndarray, labels: list[str], w: np.ndarray | None) -> Any:
+    return fit_dimension_head(X, labels, w)
 
 
 FitJob = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
@@ -1697,9 +1713,10 @@ def train_bundle(
             condition copies :func:`held_out_channel_predictions` (30 more fits); False skips them
             (``train --cv quick``).
         n_jobs: processes for the fits (:func:`fit_pipelines`); the bundle is the same for any number.
-        dimension_head: also fit the arousal/valence regression head (:func:`fit_dimension_head`) on
-            the same rows and weights, when every label has a position; otherwise the bundle maps
-            its category probabilities (:meth:`ser_model.model.ModelBundle.dimensions`).
+        dimension_head: also fit the arousal/valence head (:func:`fit_dimension_head`) on the same
+            rows and weights, when every label has a position and both sides of each dimension are
+            present; otherwise the bundle maps its category probabilities
+            (:meth:`ser_model.model.ModelBundle.dimensions`).
 
     Returns:
         The fitted bundle; ``meta`` holds metrics, data fingerprint, params, versions, the feature
@@ -1753,7 +1770,7 @@ def train_bundle(
     if dimension_head and has_positions(labels):
         head_call = len(calls)
         y_labels = [labels[i] for i in y]
-        calls.append((_fit_head, (X, y_labels, jobs[0][2], int((params or {}).get("max_iter", 300)))))
+        calls.append((_fit_head, (X, y_labels, jobs[0][2])))
     held_out_jobs: list[FitJob] | None = None
     if held_out_calibration and by_corpus and cv_report is not None:  # their fits queue with the final ones
         held_out_jobs, held_out_tests = _held_out_corpus_jobs(table, augmented, labels, sample_weight)
@@ -1827,9 +1844,9 @@ def train_bundle(
     )
     if batch_weights is not None:
         bundle.weights[MODE_BATCH] = batch_weights
-    if head_call is not None:
+    if head_call is not None and fitted[head_call] is not None:
         bundle.dimension_head = fitted[head_call]
-        meta["dimensions"] = {"source": "trained regression head", **(fitted[head_call].meta or {})}
+        meta["dimensions"] = {"source": "trained dimension head", **(fitted[head_call].meta or {})}
     else:
         meta["dimensions"] = {"source": "category probabilities weighted by ser_model.dimensions.CATEGORY_POSITIONS"}
     return bundle

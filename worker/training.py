@@ -68,9 +68,9 @@ class TrainRequest:
             (:func:`corpus_balance_weights`; multiplied by ``weights``): ``speakers`` (the default: each
             corpus in proportion to its number of speakers, whatever its number of files), ``files``
             (each corpus the same total weight) or ``none`` (every file 1).
-        dimension_head: fit the arousal/valence regression head beside the category model
-            (:func:`ser_model.training.fit_dimension_head`); False (the default: leave-one-corpus-out
-            found no gain over it, ``benchmarks/results/dimensions.md``): the bundle maps its category
+        dimension_head: fit the arousal/valence head beside the category model
+            (:func:`ser_model.training.fit_dimension_head`; the default: leave-one-corpus-out it beat
+            the mapping, ``benchmarks/results/dimensions.md``); False: the bundle maps its category
             probabilities onto the dimensions.
     """
 
@@ -90,7 +90,7 @@ class TrainRequest:
     babble: str | None = None
     cv: str = "quick"
     balance: str = "speakers"
-    dimension_head: bool = False
+    dimension_head: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -111,7 +111,8 @@ def test_label_fields_take_the_bundles_dimensions_or_null(tmp_path):
     want = bundle.dimensions(X, proba)
     got = label_fields(bundle, X, proba)
     assert np.allclose([[r["arousal"], r["valence"]] for r in got], want, atol=0)
-    bundle.labels = [f"class{i}" for i in range(len(bundle.labels))]  # a label set without positions
+    bundle.labels = [f"class{i}" for i in range(len(bundle.labels))]  # a label set without positions ...
+    bundle.dimension_head = None  # ... has no head either (train fits one only for labels with positions)
     assert bundle.dimensions(X, proba) is None
     assert {(r["arousal"], r["valence"]) for r in label_fields(bundle, X, proba)} == {(None, None)}
 

@@ -85,12 +85,13 @@ def test_corpus_balance_gives_every_corpus_the_same_total_weight(tmp_path):
     assert np.mean(corpus_w) == pytest.approx(1.0)
 
 
-def _table(n_per: int = 12, seed: int = 0) -> FeatureTable:
+def _table(n_per: int = 12, seed: int = 0, order: tuple[str, str, str] = ("calm", "angry", "sad")) -> FeatureTable:
+    """Rows of 5 speakers of 3 corpora; the k-th label of ``order`` shifts every feature by 1.5 k."""
     rng = np.random.default_rng(seed)
     labels, speakers, paths, rows = [], [], [], []
     for s, spk in enumerate(["ravdess:01", "ravdess:02", "nemo:EB0", "nemo:IC0", "tess:OAF"]):
         for k in range(n_per):
-            lab = ["calm", "angry", "sad"][k % 3]
+            lab = order[k % 3]
             rows.append(rng.normal(size=12) + 1.5 * (k % 3) + 0.3 * s)
             labels.append(lab)
             speakers.append(spk)
@@ -278,15 +279,16 @@ def test_external_babble_folder_must_hold_audio(tmp_path):
 
 
 def test_the_dimension_head_is_trained_stored_and_orders_activated_above_calm():
-    """A bundle trained with the head keeps it through its bytes; the head puts rows of an activated
-    category (angry) above rows of a calm one on arousal, and a negative one below on valence."""
+    """A bundle trained with the head (logistic output) keeps it through its bytes; the head puts rows of
+    an activated category (angry) above rows of a calm one on arousal, and a negative one below on valence."""
     from ser_model.dimensions import CATEGORY_POSITIONS
     from ser_model.model import bundle_from_bytes, bundle_to_bytes, sha256_bytes
 
-    table = _table(n_per=24)
+    table = _table(n_per=24, order=("calm", "sad", "angry"))  # each dimension's sides apart along one line
     labels = ["calm", "angry", "sad"]
     b = train_bundle(table, labels=labels, params={"hidden_layer_sizes": (16,), "max_iter": 60}, dimension_head=True)
-    assert b.dimension_head is not None and b.meta["dimensions"]["source"] == "trained regression head"
+    assert b.dimension_head is not None and b.meta["dimensions"]["source"] == "trained dimension head"
+    assert b.dimension_head.output == "logistic"
     data = bundle_to_bytes(b)
     again = bundle_from_bytes(data, sha256_bytes(data))
     X = table.X

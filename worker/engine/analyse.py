@@ -66,7 +66,7 @@ def label_fields(bundle: Any, X: Any, proba: Any, modes: Sequence[str] | None = 
 
     labels: list[str] = list(bundle.labels)
     flags = bundle.flags(X, proba, modes)
-    dims = dimension_rows(bundle, X, proba)
+    dims = dimension_rows(bundle, X, proba, modes)
     out = []
     for i, p in enumerate(proba):
         probs = {lab: float(v) for lab, v in zip(labels, p, strict=True)}
