@@ -25,6 +25,10 @@ Protocol:
   from TESS, which this recipe trains on. Noise, rooms and codecs are drawn as in ``conditions.py``.
 - Reported per condition: WA and UAR over the 8 labels, agreement with the clean file's label, the
   share of the most frequent label, and the raw (uncalibrated) mean top probability.
+- Arousal and valence: each fold also fits the recipe's dimension head
+  (:func:`ser_model.training.fit_dimension_head`, on the same rows and weights as ``train`` does); per
+  condition the binary UAR of each dimension against the true category's side of 0.5, the share of files
+  on the same side as the clean file, and the mean absolute change from the clean file's value.
 
 Corpora: RAVDESS (CC BY-NC-SA 4.0), TESS (CC BY-NC-ND 4.0), nEMO (CC BY-NC-SA 4.0), LibriSpeech
 (CC BY 4.0); see ../shared/README.md.
@@ -50,7 +54,7 @@ from conditions import condition_matrix  # noqa: E402
 from corpora import CORPORA, load_tables, recipe_training_set  # noqa: E402
 
 from ser_model.degrade import TEST_CONDITIONS  # noqa: E402
-from ser_model.training import fit_pipelines, parallel_calls  # noqa: E402
+from ser_model.training import fit_dimension_head, fit_pipelines, parallel_calls  # noqa: E402
 from worker.settings import get_settings  # noqa: E402
 
 DEFAULT_CONDITIONS = ",".join(c.name for c in TEST_CONDITIONS)
@@ -82,6 +86,22 @@ def fold_training_set(tables: dict[str, tuple[Any, Any]], train_actors: set[str]
         "labels": labels,
         "params": d["params"],
     }
+
+
+def score_dimensions(truth: list[str], dims: np.ndarray, clean_dims: np.ndarray) -> dict[str, float]:
+    """Binary UAR of arousal and valence against the true categories' sides of 0.5, the share of rows on
+    the clean row's side, and the mean absolute change from the clean values (rows with values only)."""
+    from ser_model.dimensions import binary, positions, uar_binary
+
+    ok = np.isfinite(dims).all(axis=1)
+    side = binary(positions([t for t, k in zip(truth, ok, strict=True) if k]))
+    out: dict[str, float] = {}
+    for j, name in enumerate(("arousal", "valence")):
+        d, c = dims[ok, j], clean_dims[ok, j]
+        out[f"{name}_uar"] = uar_binary(side[:, j], binary(d))
+        out[f"{name}_agree"] = float(np.mean(binary(d) == binary(c)))
+        out[f"{name}_change"] = float(np.mean(np.abs(d - c)))
+    return out
 
 
 def score(truth: list[str], pred: list[str], clean_pred: list[str], top_p: np.ndarray) -> dict[str, Any]:
@@ -130,7 +150,9 @@ def main() -> None:
     folds = list(GroupKFold(5).split(rav.X, groups=spk))
     sets = [fold_training_set(tables, set(spk[tr])) for tr, _te in folds]
     fits = [(fit_pipelines, (s["params"], [(s["X"], s["y"], s["w"])])) for s in sets]
-    models = [m[0] for m in parallel_calls(fits, n_jobs=a.jobs)]  # a fit per process, one BLAS thread each
+    fits += [(fit_dimension_head, (s["X"], [s["labels"][i] for i in s["y"]], s["w"])) for s in sets]
+    fitted = parallel_calls(fits, n_jobs=a.jobs)  # a fit per process, one BLAS thread each
+    models, heads = [m[0] for m in fitted[: len(sets)]], fitted[len(sets) :]
     fit_s = time.time() - t0
     print(f"5 fold models fitted ({fit_s:.0f} s)", flush=True)
 
@@ -159,19 +181,25 @@ def main() -> None:
         "copies": a.copies,
     }
     preds: dict[str, list[str]] = {}
+    dims: dict[str, np.ndarray] = {}
     for name, X in Xc.items():
         pred = np.empty(len(rav.labels), dtype=object)
         top_p = np.zeros(len(rav.labels))
-        for (_tr, te), model, s in zip(folds, models, sets, strict=True):
+        dims[name] = np.full((len(rav.labels), 2), np.nan)
+        for (_tr, te), model, head, s in zip(folds, models, heads, sets, strict=True):
             ok = te[np.isfinite(X[te]).all(axis=1)]
             proba = model.predict_proba(X[ok])
             classes = np.asarray(model.classes_, dtype=int)
             pred[ok] = [s["labels"][classes[i]] for i in proba.argmax(axis=1)]
             top_p[ok] = proba.max(axis=1)
+            dims[name][ok] = head.predict(X[ok])
         preds[name] = [str(p) for p in pred]
         res["conditions"][name] = score(rav.labels, preds[name], preds.get("clean", preds[name]), top_p)
-        r = res["conditions"][name]
-        print(f"{name}: WA {r['wa']:.3f} UAR {r['uar']:.3f} agree {r['agree']:.2f}", flush=True)
+        res["conditions"][name]["dimensions"] = score_dimensions(rav.labels, dims[name], dims.get("clean", dims[name]))
+        r, d = res["conditions"][name], res["conditions"][name]["dimensions"]
+        print(f"{name}: WA {r['wa']:.3f} UAR {r['uar']:.3f} agree {r['agree']:.2f}; arousal UAR "
+              f"{d['arousal_uar']:.3f} agree {d['arousal_agree']:.2f}, valence UAR {d['valence_uar']:.3f} "
+              f"agree {d['valence_agree']:.2f}", flush=True)  # fmt: skip
     res["seconds"] = time.time() - t0
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -205,6 +233,26 @@ def render(res: dict[str, Any]) -> str:
             f"| {name} | {r['wa']:.3f} | {r['uar']:.3f} | {r['agree']:.2f} | {r['top_label']} "
             f"{100 * r['top_share']:.0f}% | {r['raw_confidence']:.2f} |"
         )
+    if all("dimensions" in r for r in res["conditions"].values()):
+        lines += [
+            "",
+            "## Arousal and valence (the dimension head)",
+            "",
+            "Each fold's dimension head (`ser_model.training.fit_dimension_head`) on the same files. UAR: binary "
+            "at 0.5 against the true category's side (`ser_model.dimensions`: high arousal angry, happy, fearful, "
+            "surprised; positive valence happy, surprised, neutral, calm); agree: the same side as the clean "
+            "file; change: the "
+            "mean absolute difference from the clean file's value.",
+            "",
+            "| condition | arousal UAR | arousal agree | arousal change | valence UAR | valence agree | valence change |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, r in res["conditions"].items():
+            d = r["dimensions"]
+            lines.append(
+                f"| {name} | {d['arousal_uar']:.3f} | {d['arousal_agree']:.2f} | {d['arousal_change']:.2f} | "
+                f"{d['valence_uar']:.3f} | {d['valence_agree']:.2f} | {d['valence_change']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -19,6 +19,20 @@ def _rows(labels: list[str], informative: bool, seed: int = 0) -> np.ndarray:
     return X
 
 
+def _bundle_with_head() -> tuple[np.ndarray, object]:
+    """40 feature rows of four categories and a small bundle trained on them with the dimension head."""
+    labels = ["angry", "calm", "happy", "sad"] * 10
+    X = _rows(labels, informative=True).astype(np.float32)
+    table = FeatureTable(X, labels, [f"s{i % 4}" for i in range(40)], [f"/d/{i}.wav" for i in range(40)], [], "fp")
+    b = train_bundle(
+        table,
+        labels=["angry", "calm", "happy", "sad"],
+        params={"hidden_layer_sizes": (8,), "max_iter": 20},
+        dimension_head=True,
+    )
+    return X, b
+
+
 def test_the_head_learns_the_side_of_each_category_and_outputs_probabilities():
     labels = ["angry", "calm", "happy", "sad"] * 30
     X = _rows(labels, informative=True)
@@ -74,15 +88,7 @@ def test_a_head_of_an_older_bundle_is_a_regression_and_an_unknown_output_is_refu
 def test_a_logistic_head_survives_the_bundle_bytes():
     from ser_model.model import bundle_from_bytes, bundle_to_bytes, sha256_bytes
 
-    labels = ["angry", "calm", "happy", "sad"] * 10
-    X = _rows(labels, informative=True).astype(np.float32)
-    table = FeatureTable(X, labels, [f"s{i % 4}" for i in range(40)], [f"/d/{i}.wav" for i in range(40)], [], "fp")
-    b = train_bundle(
-        table,
-        labels=["angry", "calm", "happy", "sad"],
-        params={"hidden_layer_sizes": (8,), "max_iter": 20},
-        dimension_head=True,
-    )
+    X, b = _bundle_with_head()
     data = bundle_to_bytes(b)
     again = bundle_from_bytes(data, sha256_bytes(data))
     assert again.dimension_head is not None and again.dimension_head.output == "logistic"
@@ -95,15 +101,7 @@ def test_rows_of_a_normalised_group_take_the_mapped_probabilities_and_rows_alone
     from ser_model.dimensions import mapped_dimensions
     from ser_model.speaker import MODE_BATCH, MODE_GLOBAL, MODE_SPEAKER
 
-    labels = ["angry", "calm", "happy", "sad"] * 10
-    X = _rows(labels, informative=True).astype(np.float32)
-    table = FeatureTable(X, labels, [f"s{i % 4}" for i in range(40)], [f"/d/{i}.wav" for i in range(40)], [], "fp")
-    b = train_bundle(
-        table,
-        labels=["angry", "calm", "happy", "sad"],
-        params={"hidden_layer_sizes": (8,), "max_iter": 20},
-        dimension_head=True,
-    )
+    X, b = _bundle_with_head()
     proba = b.predict_proba(X[:3])
     d = b.dimensions(X[:3], proba, [MODE_GLOBAL, MODE_BATCH, MODE_SPEAKER])
     np.testing.assert_allclose(d[0], b.dimension_head.predict(X[:1])[0])
