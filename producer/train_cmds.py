@@ -129,7 +129,8 @@ def train(
         typer.Option(
             help="Train the arousal/valence head (a logistic regression per dimension, on the same "
             "features). With --no-dimension-head the category probabilities are mapped onto the "
-            "dimensions, which did worse on corpora the model never heard (benchmarks/results/dimensions.md)."
+            "dimensions: worse on corpora the model never heard with the accurate features, a tie with "
+            "--features fast (benchmarks/results/dimensions.md)."
         ),
     ] = True,
     balance: Annotated[
