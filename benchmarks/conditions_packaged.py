@@ -3,7 +3,8 @@
 ``benchmarks/conditions.py`` measures the RAVDESS-only recipe under 22 channels; this measures the
 packaged default's recipe (RAVDESS + TESS + nEMO, two degraded copies a file with LibriSpeech babble,
 corpora weighted by their speakers, as ``ser-batch train`` trains it) on RAVDESS actors it never heard,
-each file alone, clean and through each of :data:`ser_model.degrade.TEST_CONDITIONS` (17 min on 2 cores).
+each file alone, clean and through each of :data:`ser_model.degrade.TEST_CONDITIONS` (17 min on 2 cores with
+an empty test-channel cache, about a minute once it is filled).
 
 Usage (from the repository root; features, copies and test channels are cached)::
 
