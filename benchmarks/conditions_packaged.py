@@ -27,9 +27,11 @@ Protocol:
 - Reported per condition: WA and UAR over the 8 labels, agreement with the clean file's label, the
   share of the most frequent label, and the raw (uncalibrated) mean top probability.
 - Arousal and valence: each fold also fits the recipe's dimension head
-  (:func:`ser_model.training.fit_dimension_head`, on the same rows and weights as ``train`` does); per
-  condition the binary UAR of each dimension against the true category's side of 0.5, the share of files
-  on the same side as the clean file, and the mean absolute change from the clean file's value.
+  (:func:`ser_model.training.fit_dimension_head`, on the same rows and weights as ``train`` does); a
+  file's dimensions are the mean of the head's and the mapped category probabilities, as the packaged
+  default gives them (:meth:`ser_model.model.ModelBundle.dimensions`). Per condition the binary UAR of
+  each dimension against the true category's side of 0.5, the share of files on the same side as the
+  clean file, and the mean absolute change from the clean file's value.
 
 Corpora: RAVDESS (CC BY-NC-SA 4.0), TESS (CC BY-NC-ND 4.0), nEMO (CC BY-NC-SA 4.0), LibriSpeech
 (CC BY 4.0); see ../shared/README.md.
@@ -55,6 +57,7 @@ from conditions import condition_matrix  # noqa: E402
 from corpora import CORPORA, load_tables, recipe_training_set  # noqa: E402
 
 from ser_model.degrade import TEST_CONDITIONS  # noqa: E402
+from ser_model.dimensions import mapped_dimensions  # noqa: E402
 from ser_model.training import fit_dimension_head, fit_pipelines, parallel_calls  # noqa: E402
 from worker.settings import get_settings  # noqa: E402
 
@@ -94,7 +97,7 @@ def score_dimensions(truth: list[str], dims: np.ndarray, clean_dims: np.ndarray)
     the clean row's side, and the mean absolute change from the clean values (rows with values only)."""
     from ser_model.dimensions import binary, positions, uar_binary
 
-    ok = np.isfinite(dims).all(axis=1)
+    ok = np.isfinite(dims).all(axis=1) & np.isfinite(clean_dims).all(axis=1)
     side = binary(positions([t for t, k in zip(truth, ok, strict=True) if k]))
     out: dict[str, float] = {}
     for j, name in enumerate(("arousal", "valence")):
@@ -154,6 +157,8 @@ def main() -> None:
     fits += [(fit_dimension_head, (s["X"], [s["labels"][i] for i in s["y"]], s["w"])) for s in sets]
     fitted = parallel_calls(fits, n_jobs=a.jobs)  # a fit per process, one BLAS thread each
     models, heads = [m[0] for m in fitted[: len(sets)]], fitted[len(sets) :]
+    if any(h is None for h in heads):
+        raise SystemExit("a fold's training set leaves a dimension with one side: no dimension head")
     fit_s = time.time() - t0
     print(f"5 fold models fitted ({fit_s:.0f} s)", flush=True)
 
@@ -193,7 +198,9 @@ def main() -> None:
             classes = np.asarray(model.classes_, dtype=int)
             pred[ok] = [s["labels"][classes[i]] for i in proba.argmax(axis=1)]
             top_p[ok] = proba.max(axis=1)
-            dims[name][ok] = head.predict(X[ok])
+            mapped = np.zeros((len(ok), len(s["labels"])))
+            mapped[:, classes] = proba
+            dims[name][ok] = 0.5 * (head.predict(X[ok]) + mapped_dimensions(mapped, s["labels"]))
         preds[name] = [str(p) for p in pred]
         res["conditions"][name] = score(rav.labels, preds[name], preds.get("clean", preds[name]), top_p)
         res["conditions"][name]["dimensions"] = score_dimensions(rav.labels, dims[name], dims.get("clean", dims[name]))
@@ -237,9 +244,10 @@ def render(res: dict[str, Any]) -> str:
     if all("dimensions" in r for r in res["conditions"].values()):
         lines += [
             "",
-            "## Arousal and valence (the dimension head)",
+            "## Arousal and valence (as the packaged default gives them)",
             "",
-            "Each fold's dimension head (`ser_model.training.fit_dimension_head`) on the same files. UAR: binary "
+            "The mean of each fold's dimension head (`ser_model.training.fit_dimension_head`) and its category "
+            "probabilities mapped onto the positions (`ModelBundle.dimensions`), on the same files. UAR: binary "
             "at 0.5 against the true category's side (`ser_model.dimensions`: high arousal angry, happy, fearful, "
             "surprised; positive valence happy, surprised, neutral, calm); agree: the same side as the clean "
             "file; change: the "

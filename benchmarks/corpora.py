@@ -164,7 +164,9 @@ def loco_cell(tables: dict[str, tuple[Any, Any]], left_out: str, recipe: dict[st
         f_glob = ex.submit(fit_pipelines, params, [(X, y, wa)], n_jobs=1)
         f_batch = ex.submit(fit_pipelines, params, [(Xb, y, wa)], n_jobs=1)
         f_head = ex.submit(fit_dimension_head, X, y_labels, wa)
+        f_bhead = ex.submit(fit_dimension_head, Xb, y_labels, wa)
         glob, batch, head = f_glob.result()[0], f_batch.result()[0], f_head.result()
+        heads = {"alone": head, "batch": f_bhead.result()}
     fit_s = time.time() - t0
     test = tables[left_out][0]
     known = np.asarray([lab in labels for lab in test.labels])
@@ -172,6 +174,7 @@ def loco_cell(tables: dict[str, tuple[Any, Any]], left_out: str, recipe: dict[st
     truth = [lab for lab, k in zip(test.labels, known, strict=True) if k]
     out: dict[str, Any] = {"train": train, "labels": labels, "epochs": params["max_iter"], "fit_s": fit_s,
                            "rows": len(y), "n_unknown_label": int((~known).sum())}  # fmt: skip
+    out["dimensions"] = {}
     for mode, model, Xm in (
         ("alone", glob, Xt),
         ("batch", batch, speaker_normalise(Xt, ["b"] * len(Xt), min_files=2)[0]),
@@ -180,13 +183,13 @@ def loco_cell(tables: dict[str, tuple[Any, Any]], left_out: str, recipe: dict[st
         proba[:, np.asarray(model.classes_, dtype=int)] = model.predict_proba(Xm)
         pred = [labels[i] for i in proba.argmax(axis=1)]
         out[mode] = _scores(truth, pred, proba.max(axis=1))
-        if mode == "alone":
-            out["dimensions"] = {
-                "mapped": _dim_scores(truth, mapped_dimensions(proba, labels)),
-                **({"head": _dim_scores(truth, head.predict(Xt))} if head is not None else {}),
-            }
-        else:
-            out["dimensions"]["mapped, batch-normalised"] = _dim_scores(truth, mapped_dimensions(proba, labels))
+        mapped = mapped_dimensions(proba, labels)
+        suffix = "" if mode == "alone" else ", batch-normalised"
+        out["dimensions"][f"mapped{suffix}"] = _dim_scores(truth, mapped)
+        if heads[mode] is not None:  # the head of the mode's own rows, alone and as the bundle averages it
+            h = heads[mode].predict(Xm)
+            out["dimensions"][f"head{suffix}"] = _dim_scores(truth, h)
+            out["dimensions"][f"mean of head and mapped{suffix}"] = _dim_scores(truth, 0.5 * (h + mapped))
     return out
 
 
@@ -375,9 +378,10 @@ def render_dimensions(res: dict[str, Any]) -> list[str]:
               "`ser_model.dimensions`); CCC against the true category's position. *mapped*: the category "
               "head's probabilities weighted by the positions, each file alone; *head*: the dimension head `train` fits "
               "(`ser_model.training.fit_dimension_head`: a logistic regression per dimension on the side of 0.5 of "
-              "the training files' categories, both sides weighted equally), each file alone; *mapped, "
-              "batch-normalised*: the batch-normalised model's probabilities mapped the same way, the left-out "
-              "corpus normalised as one batch (`--normalise batch`).", "",
+              "the training files' categories, both sides weighted equally), each file alone; *mean of head and "
+              "mapped*: their mean, what a bundle with heads gives (`ModelBundle.dimensions`); *..., "
+              "batch-normalised*: the same from the batch-normalised model and its head (fitted on the rows "
+              "normalised per corpus), the left-out corpus normalised as one batch (`--normalise batch`).", "",
               "| model | way | " + " | ".join(f"{c} arousal UAR / valence UAR (CCC a / v)" for c in CORPORA)
               + " | mean arousal UAR | mean valence UAR |", "|---" * (len(CORPORA) + 4) + "|"]  # fmt: skip
     for key, cells in res["rows"].items():
@@ -435,10 +439,11 @@ def fit_code_digest() -> str:
     import inspect
 
     from ser_model.model import build_pipeline
-    from ser_model.training import fit_dimension_head, fit_weighted, pipeline_for, training_params
+    from ser_model.training import DIMENSION_ALPHA, fit_dimension_head, fit_weighted, pipeline_for, training_params
 
-    fns = (training_params, pipeline_for, build_pipeline, fit_weighted, fit_dimension_head)
+    fns = (training_params, pipeline_for, build_pipeline, fit_weighted, fit_dimension_head, loco_cell)
     src = "".join(inspect.getsource(f) for f in fns) + json.dumps([training_params(n) for n in (1000, 5000, 15000)])
+    src += repr(DIMENSION_ALPHA)
     return hashlib.sha256(src.encode()).hexdigest()[:12]
 
 

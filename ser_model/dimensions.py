@@ -19,11 +19,14 @@ Two ways to get the dimensions of a recording:
 * :func:`mapped_dimensions`: the category head's probabilities weighted by the positions (no
   training; what every bundle can do);
 * :class:`DimensionHead`: a head trained on the same features (numpy forward pass at inference).
-  The packaged models' head (:func:`ser_model.training.fit_dimension_head`) is two linear logistic
-  regressions: the probability that a recording is high-arousal and that it is positive, learned from
-  the side of 0.5 of each training file's category, so that a corpus with only some categories still
-  teaches both dimensions. Leave-one-corpus-out it beat both the mapping and a non-linear (MLP)
-  regression onto the positions (``benchmarks/results/dimensions.md``).
+  The packaged default's heads (:func:`ser_model.training.fit_dimension_head`, one per pipeline) are
+  two linear logistic regressions: the probability that a recording is high-arousal and that it is
+  positive, learned from the side of 0.5 of each training file's category, so that a corpus with only
+  some categories still teaches both dimensions.
+
+A bundle with heads gives the mean of the two (:meth:`ser_model.model.ModelBundle.dimensions`):
+leave-one-corpus-out that mean beat the mapping in every mode, and a non-linear (MLP) regression onto
+the positions lost to both (``benchmarks/results/dimensions.md``).
 """
 
 from __future__ import annotations
@@ -97,7 +100,11 @@ def binary(values: np.ndarray) -> np.ndarray:
 
 
 def dimension_rows(
-    bundle: Any, X: np.ndarray, proba: np.ndarray, modes: Sequence[str] | None = None
+    bundle: Any,
+    X: np.ndarray,
+    proba: np.ndarray,
+    modes: Sequence[str] | None = None,
+    groups: Sequence[str | None] | None = None,
 ) -> list[tuple[float | None, float | None]]:
     """Per-row ``(arousal, valence)`` from a bundle's ``dimensions`` (:meth:`ser_model.model.ModelBundle.dimensions`).
 
@@ -106,13 +113,14 @@ def dimension_rows(
         X: raw features ``(n, n_features)``.
         proba: calibrated probabilities ``(n, len(labels))``.
         modes: per-row analysis mode, or None (every row labelled alone).
+        groups: per-row normalisation key of rows of a normalised mode (speaker or batch key), or None.
 
     Returns:
         ``n`` pairs of floats in [0, 1], or ``(None, None)`` for every row when the bundle gives no
         dimensions (labels without a position).
     """
     dimensions = getattr(bundle, "dimensions", None)
-    d = dimensions(X, proba, modes) if dimensions is not None else None
+    d = dimensions(X, proba, modes, groups) if dimensions is not None else None
     n = int(np.atleast_2d(proba).shape[0])
     if d is None:
         return [(None, None)] * n

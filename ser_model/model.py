@@ -138,50 +138,71 @@ class ModelBundle:
             }
         self.weights: dict[str, MLPWeights | None] = weights
         self.dimension_head: DimensionHead | None = None
+        self.dimension_heads: dict[str, DimensionHead] = {}
+        """Heads of the normalised modes (:data:`MODE_SPEAKER`, :data:`MODE_BATCH`), fitted on the rows
+        their pipelines were fitted on; :attr:`dimension_head` is the global one."""
 
-    def dimensions(self, X: np.ndarray, proba: np.ndarray, modes: Sequence[str] | None = None) -> np.ndarray | None:
+    def dimensions(
+        self,
+        X: np.ndarray,
+        proba: np.ndarray,
+        modes: Sequence[str] | None = None,
+        groups: Sequence[str | None] | None = None,
+    ) -> np.ndarray | None:
         """Arousal and valence of rows, each in [0, 1] (0.5 the neutral point; :mod:`ser_model.dimensions`).
 
-        Rows labelled alone (mode ``global``) take the bundle's trained head (:attr:`dimension_head`)
-        when it has one and it takes ``X``'s width. Rows classified by a normalised pipeline
-        (``speaker-adaptive``, ``batch-normalised``), and every row of a bundle without a head, take the
-        probability-weighted category positions (:func:`ser_model.dimensions.mapped_dimensions`) of
-        ``proba``: the group's own statistics remove the offset of a corpus or recording chain that
-        the head, which sees one file, cannot (leave-one-corpus-out, the left-out corpus as one batch:
-        arousal / valence UAR 0.77 / 0.70 mapped against 0.77 / 0.68 from the head,
-        ``benchmarks/results/dimensions.md``).
+        Each row's pair is the mean of two estimates from the pipeline that labelled it (its mode):
+        the probability-weighted category positions of ``proba``
+        (:func:`ser_model.dimensions.mapped_dimensions`) and the mode's trained head
+        (:attr:`dimension_head` for global rows, :attr:`dimension_heads` for speaker-adaptive and
+        batch-normalised rows, which it takes z-normalised by their group's statistics as the
+        pipeline did). Leave-one-corpus-out (``benchmarks/results/dimensions.md``) the mean beat the
+        mapping in every mode and tied the head alone on files labelled alone, while it keeps one
+        scale for every row of a batch. Without a head for the row's mode (a bundle trained with
+        ``--no-dimension-head``, the fast model, or no ``groups`` given for normalised rows), the
+        mapped positions alone.
 
         Args:
             X: raw features ``(n, n_features)`` of the rows.
             proba: their class probabilities ``(n, len(labels))``.
-            modes: per-row analysis mode (:data:`ser_model.speaker.MODE_GLOBAL` and the others), or
-                None for all global.
+            modes: per-row analysis mode (:data:`ser_model.speaker.MODE_GLOBAL`, ``MODE_SPEAKER``,
+                ``MODE_BATCH``; anything else counts as global), or None for all global.
+            groups: per-row normalisation key (speaker or batch key) of the normalised rows, as given to
+                :meth:`predict_proba_speakers` together with every other row of their groups; None
+                leaves normalised rows to the mapping.
 
         Returns:
-            float64 ``(n, 2)`` (arousal, valence), or None when the bundle has no head for the rows
-            that need one and a label of the bundle has no position (a model trained on labels other
-            than the eight emotions).
+            float64 ``(n, 2)`` (arousal, valence), or None when a label of the bundle has no position
+            (a model trained on labels other than the eight emotions; ``train`` fits no head for it).
 
         Raises:
-            ValueError: ``len(modes)`` is not ``n``.
+            ValueError: ``modes`` or ``groups`` is not of length ``n``.
         """
         from ser_model.dimensions import has_positions, mapped_dimensions
+        from ser_model.speaker import speaker_normalise
 
         X = np.atleast_2d(X)
         n = X.shape[0]
-        alone = np.ones(n, dtype=bool) if modes is None else np.asarray([m == MODE_GLOBAL for m in modes], dtype=bool)
-        if alone.shape != (n,):
-            raise ValueError(f"{len(alone)} analysis modes for {n} feature rows")
-        head = self.dimension_head
-        if head is None or head.n_features != X.shape[1]:
-            alone[:] = False
-        if alone.all():
-            return head.predict(X)  # type: ignore[union-attr]
+        row_modes = (
+            [MODE_GLOBAL] * n
+            if modes is None
+            else [m if m in (MODE_SPEAKER, MODE_BATCH) else MODE_GLOBAL for m in modes]
+        )
+        if len(row_modes) != n or (groups is not None and len(groups) != n):
+            raise ValueError(f"analysis modes / groups of another length than the {n} feature rows")
+        heads = {MODE_GLOBAL: self.dimension_head, **self.dimension_heads}
         if not has_positions(self.labels):
             return None
         out = mapped_dimensions(proba, self.labels)
-        if alone.any():
-            out[alone] = head.predict(X[alone])  # type: ignore[union-attr]
+        for mode in set(row_modes):
+            head = heads.get(mode)
+            rows = np.asarray([m == mode for m in row_modes])
+            if head is None or head.n_features != X.shape[1] or (mode != MODE_GLOBAL and groups is None):
+                continue
+            Xm = X[rows]
+            if mode != MODE_GLOBAL:  # the group's statistics over all its rows, as predict_proba_speakers
+                Xm = speaker_normalise(Xm, [g for g, r in zip(groups, rows, strict=True) if r], min_files=2)[0]  # type: ignore[arg-type]
+            out[rows] = 0.5 * (out[rows] + head.predict(Xm))
         return out
 
     @property
@@ -524,6 +545,11 @@ def _bundle_document(bundle: ModelBundle) -> dict[str, Any]:
         "trust": bundle.trust,
         "weights": {mode: None if w is None else w.to_dict() for mode, w in bundle.weights.items()},
         **({"dimension_head": bundle.dimension_head.to_dict()} if bundle.dimension_head is not None else {}),
+        **(
+            {"dimension_heads": {m: h.to_dict() for m, h in bundle.dimension_heads.items()}}
+            if bundle.dimension_heads
+            else {}
+        ),
     }
 
 
@@ -572,6 +598,12 @@ def _bundle_from_document(obj: dict[str, Any]) -> ModelBundle:
 
         try:
             bundle.dimension_head = DimensionHead.from_dict(obj["dimension_head"])
+            heads = obj.get("dimension_heads") or {}
+            if not isinstance(heads, dict):
+                raise TypeError("dimension_heads is not an object")
+            bundle.dimension_heads = {
+                str(m): DimensionHead.from_dict(h) for m, h in heads.items() if m in (MODE_SPEAKER, MODE_BATCH)
+            }
         except (KeyError, TypeError, ValueError) as e:
             raise BundleError(f"model bundle has an unusable dimension head: {type(e).__name__}: {e}") from None
     bundle.check_encoder()

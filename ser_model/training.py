@@ -41,6 +41,8 @@ from ser_model.speaker import (
     MIN_BATCH_FILES,
     MIN_SPEAKER_FILES,
     MODE_BATCH,
+    MODE_GLOBAL,
+    MODE_SPEAKER,
     apply_speaker_stats,
     speaker_normalise,
     speaker_statistics,
@@ -697,12 +699,13 @@ def fit_dimension_head(
 
     Returns:
         :class:`ser_model.dimensions.DimensionHead` (``output="logistic"``), or None when a dimension
-        has rows on one side only (e.g. only angry and happy: both high arousal), which leaves nothing
-        to learn; the bundle then maps its category probabilities.
+        has rows (of positive weight) on one side only (e.g. only angry and happy: both high arousal),
+        which leaves nothing to learn; the bundle then maps its category probabilities.
 
     Raises:
         KeyError: a label without a position.
-        ValueError: ``len(labels)`` or ``len(sample_weight)`` is not ``n``.
+        ValueError: ``len(labels)`` or ``len(sample_weight)`` is not ``n``, or a weight is negative or
+            not finite.
     """
     import warnings
 
@@ -717,11 +720,13 @@ def fit_dimension_head(
     if len(labels) != X.shape[0]:
         raise ValueError(f"{len(labels)} labels for {X.shape[0]} feature rows")
     sides = binary(positions(labels))
-    if any(len(np.unique(sides[:, j])) < 2 for j in range(sides.shape[1])):
-        return None
     base = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     if base.shape != (X.shape[0],):
         raise ValueError(f"sample_weight has shape {base.shape}, expected ({X.shape[0]},)")
+    if not np.isfinite(base).all() or (base < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative")
+    if any(base[sides[:, j] == side].sum() <= 0 for j in range(sides.shape[1]) for side in (True, False)):
+        return None  # a dimension with (weighted) rows on one side only: nothing to learn
     coefs, intercepts = [], []
     with warnings.catch_warnings(), one_blas_thread():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -1574,7 +1579,6 @@ def fit_trust(
     Raises:
         ValueError: ``cv_report`` has no out-of-fold probabilities.
     """
-    from ser_model.speaker import MODE_BATCH, MODE_GLOBAL, MODE_SPEAKER
 
     y_idx = encode_labels(table.labels, labels)
     n_aug = len(augmented.labels) if augmented is not None else 0
@@ -1713,10 +1717,11 @@ def train_bundle(
             condition copies :func:`held_out_channel_predictions` (30 more fits); False skips them
             (``train --cv quick``).
         n_jobs: processes for the fits (:func:`fit_pipelines`); the bundle is the same for any number.
-        dimension_head: also fit the arousal/valence head (:func:`fit_dimension_head`) on the same
-            rows and weights, when every label has a position and both sides of each dimension are
-            present; otherwise the bundle maps its category probabilities
-            (:meth:`ser_model.model.ModelBundle.dimensions`).
+        dimension_head: also fit the arousal/valence heads (:func:`fit_dimension_head`), one on the
+            rows and weights of each pipeline (global, speaker-adaptive, batch-normalised), when every
+            label has a position and both sides of each dimension are present; otherwise the bundle
+            maps its category probabilities (:meth:`ser_model.model.ModelBundle.dimensions`). False
+            here; ``ser-batch train`` (:class:`worker.training.TrainRequest`) turns it on by default.
 
     Returns:
         The fitted bundle; ``meta`` holds metrics, data fingerprint, params, versions, the feature
@@ -1766,11 +1771,13 @@ def train_bundle(
     from ser_model.dimensions import has_positions
 
     calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [(_fit_one, (dict(params or {}), *j)) for j in jobs]
-    head_call = None
+    head_calls: dict[str, int] = {}  # mode -> index in calls: a head on the rows of each pipeline
     if dimension_head and has_positions(labels):
-        head_call = len(calls)
-        y_labels = [labels[i] for i in y]
-        calls.append((_fit_head, (X, y_labels, jobs[0][2])))
+        for mode, job in ((MODE_GLOBAL, 0), (MODE_SPEAKER, speaker_job), (MODE_BATCH, batch_job)):
+            if job is not None:
+                head_calls[mode] = len(calls)
+                Xj, yj, wj = jobs[job]
+                calls.append((_fit_head, (Xj, [labels[i] for i in yj], wj)))
     held_out_jobs: list[FitJob] | None = None
     if held_out_calibration and by_corpus and cv_report is not None:  # their fits queue with the final ones
         held_out_jobs, held_out_tests = _held_out_corpus_jobs(table, augmented, labels, sample_weight)
@@ -1844,9 +1851,16 @@ def train_bundle(
     )
     if batch_weights is not None:
         bundle.weights[MODE_BATCH] = batch_weights
-    if head_call is not None and fitted[head_call] is not None:
-        bundle.dimension_head = fitted[head_call]
-        meta["dimensions"] = {"source": "trained dimension head", **(fitted[head_call].meta or {})}
+    heads = {mode: fitted[i] for mode, i in head_calls.items() if fitted[i] is not None}
+    if MODE_GLOBAL in heads:
+        bundle.dimension_head = heads.pop(MODE_GLOBAL)
+        bundle.dimension_heads = heads
+        meta["dimensions"] = {
+            "source": "mean of the trained dimension head and the category probabilities weighted by "
+            "ser_model.dimensions.CATEGORY_POSITIONS",
+            "modes": sorted([MODE_GLOBAL, *heads]),
+            **(bundle.dimension_head.meta or {}),
+        }
     else:
         meta["dimensions"] = {"source": "category probabilities weighted by ser_model.dimensions.CATEGORY_POSITIONS"}
     return bundle

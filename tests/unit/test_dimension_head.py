@@ -97,15 +97,73 @@ def test_a_logistic_head_survives_the_bundle_bytes():
     )
 
 
-def test_rows_of_a_normalised_group_take_the_mapped_probabilities_and_rows_alone_the_head():
+def test_each_row_takes_the_mean_of_its_modes_head_and_its_mapped_probabilities():
+    """Global rows: the global head and the mapping; rows of a speaker or a batch: that pipeline's head on
+    the rows normalised by their group, and the mapping; without the group keys, the mapping alone."""
     from ser_model.dimensions import mapped_dimensions
-    from ser_model.speaker import MODE_BATCH, MODE_GLOBAL, MODE_SPEAKER
+    from ser_model.speaker import MODE_BATCH, MODE_GLOBAL, MODE_SPEAKER, speaker_normalise
 
-    X, b = _bundle_with_head()
-    proba = b.predict_proba(X[:3])
-    d = b.dimensions(X[:3], proba, [MODE_GLOBAL, MODE_BATCH, MODE_SPEAKER])
-    np.testing.assert_allclose(d[0], b.dimension_head.predict(X[:1])[0])
-    np.testing.assert_allclose(d[1:], mapped_dimensions(proba[1:], b.labels))
-    assert not np.allclose(d[0], mapped_dimensions(proba[:1], b.labels)[0])  # the two ways differ
-    with pytest.raises(ValueError, match="analysis modes"):
-        b.dimensions(X[:3], proba, [MODE_GLOBAL])
+    labels = ["angry", "calm", "happy", "sad"] * 10
+    X = _rows(labels, informative=True).astype(np.float32)
+    table = FeatureTable(X, labels, [f"s{i % 4}" for i in range(40)], [f"/d/{i}.wav" for i in range(40)], [], "fp")
+    b = train_bundle(
+        table,
+        labels=["angry", "calm", "happy", "sad"],
+        params={"hidden_layer_sizes": (8,), "max_iter": 20},
+        dimension_head=True,
+        batch_normalised=True,
+        min_speaker_files=5,
+    )
+    assert set(b.dimension_heads) == {MODE_SPEAKER, MODE_BATCH} and b.dimension_head is not None
+    proba = b.predict_proba(X[:12])
+    mapped = mapped_dimensions(proba, b.labels)
+    alone = b.dimensions(X[:12], proba)
+    np.testing.assert_allclose(alone, 0.5 * (mapped + b.dimension_head.predict(X[:12])))
+    for mode in (MODE_SPEAKER, MODE_BATCH):
+        d = b.dimensions(X[:12], proba, [mode] * 12, ["g"] * 12)
+        Z = speaker_normalise(X[:12], ["g"] * 12, min_files=2)[0]
+        np.testing.assert_allclose(d, 0.5 * (mapped + b.dimension_heads[mode].predict(Z)))
+        assert not np.allclose(d, alone)
+        np.testing.assert_allclose(b.dimensions(X[:12], proba, [mode] * 12), mapped)  # no group keys
+    unknown = b.dimensions(X[:12], proba, ["utterance"] * 12)  # an unknown mode counts as global
+    np.testing.assert_allclose(unknown, alone)
+    assert b.dimensions(X[:0], proba[:0]).shape == (0, 2)
+    with pytest.raises(ValueError, match="length"):
+        b.dimensions(X[:3], proba[:3], [MODE_GLOBAL])
+
+
+def test_label_fields_pass_the_modes_and_groups_on(tmp_path):
+    """What a grouped batch stores (worker.engine.analyse.label_fields) is ModelBundle.dimensions with the
+    rows' modes and group keys, not the global answer."""
+    from ser_model.speaker import MODE_BATCH
+    from worker.engine.analyse import label_fields
+
+    labels = ["angry", "calm", "happy", "sad"] * 10
+    X = _rows(labels, informative=True).astype(np.float32)
+    table = FeatureTable(X, labels, [f"s{i % 4}" for i in range(40)], [f"/d/{i}.wav" for i in range(40)], [], "fp")
+    b = train_bundle(
+        table,
+        labels=["angry", "calm", "happy", "sad"],
+        params={"hidden_layer_sizes": (8,), "max_iter": 20},
+        dimension_head=True,
+        batch_normalised=True,
+    )
+    Xb = X[:20] + 2.0  # a batch recorded louder: its own statistics remove the offset
+    proba, modes = b.predict_proba_speakers(Xb, ["batch"] * 20, mode=MODE_BATCH, min_files=2)
+    assert set(modes) == {MODE_BATCH}
+    want = b.dimensions(Xb, proba, modes, ["batch"] * 20)
+    got = label_fields(b, Xb, proba, modes, ["batch"] * 20)
+    np.testing.assert_allclose([[r["arousal"], r["valence"]] for r in got], want)
+    assert not np.allclose(want, b.dimensions(Xb, proba))
+
+
+def test_zero_or_bad_weights():
+    """A side whose rows all weigh 0 leaves nothing to learn (no head); negative or NaN weights are refused."""
+    labels = ["angry", "calm"] * 20
+    X = _rows(labels, informative=True)
+    w = np.where(np.asarray(labels) == "calm", 0.0, 1.0)
+    assert fit_dimension_head(X, labels, w) is None
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        fit_dimension_head(X, labels, np.full(40, np.nan))
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        fit_dimension_head(X, labels, -np.ones(40))

@@ -43,7 +43,9 @@ def _prob_columns(probs: dict[str, float]) -> dict[str, float]:
     return {f"p_{lab}": p for lab, p in probs.items() if f"p_{lab}" in PROB_COLUMNS}
 
 
-def label_fields(bundle: Any, X: Any, proba: Any, modes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def label_fields(
+    bundle: Any, X: Any, proba: Any, modes: Sequence[str] | None = None, groups: Sequence[str | None] | None = None
+) -> list[dict[str, Any]]:
     """The label columns of rows classified together: emotion, confidence, probabilities, trust flags,
     arousal and valence.
 
@@ -52,8 +54,11 @@ def label_fields(bundle: Any, X: Any, proba: Any, modes: Sequence[str] | None = 
         X: raw features of the rows ``(n, N_FEATURES)`` (for the out-of-domain score and the
             dimension head).
         proba: calibrated probabilities ``(n, len(labels))``.
-        modes: per-row analysis mode (``"global"`` or ``"speaker-adaptive"``), which picks the
-            low-confidence threshold; default global.
+        modes: per-row analysis mode (``"global"``, ``"speaker-adaptive"`` or ``"batch-normalised"``),
+            which picks the low-confidence threshold and the dimension head; default global.
+        groups: per-row normalisation key the rows were classified with (the speaker, or the batch's
+            key), for the dimension heads of the normalised modes; None: those rows' dimensions are
+            their mapped probabilities.
 
     Returns:
         One dict per row with ``emotion``, ``confidence``, ``probabilities``, ``p_<label>``,
@@ -66,7 +71,7 @@ def label_fields(bundle: Any, X: Any, proba: Any, modes: Sequence[str] | None = 
 
     labels: list[str] = list(bundle.labels)
     flags = bundle.flags(X, proba, modes)
-    dims = dimension_rows(bundle, X, proba, modes)
+    dims = dimension_rows(bundle, X, proba, modes, groups)
     out = []
     for i, p in enumerate(proba):
         probs = {lab: float(v) for lab, v in zip(labels, p, strict=True)}

@@ -142,7 +142,7 @@ def classify_ready_speakers(batch_id: int, paths: Sequence[str], model: LoadedMo
             X = np.vstack([np.frombuffer(f, dtype="<f4") for _, f in found])
             proba, modes = bundle.predict_proba_speakers(X, [spk] * len(found), mode=mode)  # type: ignore[attr-defined]
             now = utcnow()
-            fields = label_fields(bundle, X, proba, modes)
+            fields = label_fields(bundle, X, proba, modes, [spk] * len(found))
             for (rid, _), f, mode in zip(found, fields, modes, strict=True):
                 session.execute(
                     update(Result)
