@@ -127,10 +127,11 @@ def train(
     dimension_head: Annotated[
         bool,
         typer.Option(
-            help="Train the arousal/valence head (a logistic regression per dimension, on the same "
-            "features). With --no-dimension-head the category probabilities are mapped onto the "
-            "dimensions: worse on corpora the model never heard with the accurate features, a tie with "
-            "--features fast (benchmarks/results/dimensions.md)."
+            help="Train arousal/valence heads (a logistic regression per dimension, on the same "
+            "features); a file's dimensions are then the mean of the head's and the category "
+            "probabilities mapped onto the dimensions. With --no-dimension-head, the mapping alone: worse "
+            "on corpora the model never heard with the accurate features, a tie with --features fast "
+            "(benchmarks/results/dimensions.md)."
         ),
     ] = True,
     balance: Annotated[

@@ -68,10 +68,10 @@ class TrainRequest:
             (:func:`corpus_balance_weights`; multiplied by ``weights``): ``speakers`` (the default: each
             corpus in proportion to its number of speakers, whatever its number of files), ``files``
             (each corpus the same total weight) or ``none`` (every file 1).
-        dimension_head: fit the arousal/valence head beside the category model
-            (:func:`ser_model.training.fit_dimension_head`; the default: leave-one-corpus-out it beat
-            the mapping, ``benchmarks/results/dimensions.md``); False: the bundle maps its category
-            probabilities onto the dimensions.
+        dimension_head: fit the arousal/valence heads beside the category model
+            (:func:`ser_model.training.fit_dimension_head`; the default: leave-one-corpus-out the mean
+            of head and mapping beat the mapping, ``benchmarks/results/dimensions.md``); False: the
+            bundle maps its category probabilities onto the dimensions.
     """
 
     data: list[str]

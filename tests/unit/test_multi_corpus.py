@@ -284,7 +284,9 @@ def test_the_dimension_head_is_trained_stored_and_orders_activated_above_calm():
     from ser_model.dimensions import CATEGORY_POSITIONS
     from ser_model.model import bundle_from_bytes, bundle_to_bytes, sha256_bytes
 
-    table = _table(n_per=24, order=("calm", "sad", "angry"))  # each dimension's sides apart along one line
+    table = _table(
+        n_per=24, order=("calm", "sad", "angry")
+    )  # sides apart along one line: a linear head cannot pick out a middle class
     labels = ["calm", "angry", "sad"]
     b = train_bundle(table, labels=labels, params={"hidden_layer_sizes": (16,), "max_iter": 60}, dimension_head=True)
     assert b.dimension_head is not None and b.meta["dimensions"]["source"].startswith("mean of the trained")
