@@ -46,7 +46,7 @@ def recipe(data: Path, out: Path, *, cv: str, fast: bool = False) -> list[str]:
     """Arguments of the packaged recipes (as in the README)."""
     if fast:
         return [f"ravdess:{data / 'ravdess'}", f"tess:{data / 'tess'}", f"nemo:{data / 'nemo'}",
-                "--features", "fast", "--conditions", "0", "--cv", cv, "--no-dimension-head",
+                "--features", "fast", "--conditions", "0", "--cv", cv,
                 "--output", str(out / "m.npz"), "--report", str(out / "rep"), "--no-register", "--local"]  # fmt: skip
     return [f"ravdess:{data / 'ravdess'}", f"tess:{data / 'tess'}", f"nemo:{data / 'nemo'}",
             "--conditions", "2", "--babble", str(data / "librispeech"), "--cv", cv,

@@ -129,9 +129,8 @@ def train(
         typer.Option(
             help="Train arousal/valence heads (a logistic regression per dimension, on the same "
             "features); a file's dimensions are then the mean of the head's and the category "
-            "probabilities mapped onto the dimensions. With --no-dimension-head, the mapping alone: worse "
-            "on corpora the model never heard with the accurate features, a tie with --features fast "
-            "(benchmarks/results/dimensions.md)."
+            "probabilities mapped onto the dimensions. With --no-dimension-head, the mapping alone, which "
+            "did worse on corpora the model never heard (benchmarks/results/dimensions.md)."
         ),
     ] = True,
     balance: Annotated[
