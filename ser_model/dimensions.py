@@ -25,8 +25,9 @@ Two ways to get the dimensions of a recording:
   some categories still teaches both dimensions.
 
 A bundle with heads gives the mean of the two (:meth:`ser_model.model.ModelBundle.dimensions`):
-leave-one-corpus-out that mean beat the mapping in every mode, and a non-linear (MLP) regression onto
-the positions lost to both (``benchmarks/results/dimensions.md``).
+leave-one-corpus-out that mean beat the mapping on arousal (files alone and batch-normalised) and on
+valence for files alone, and a non-linear (MLP) regression onto the positions lost to both
+(``benchmarks/results/dimensions.md``).
 """
 
 from __future__ import annotations
