@@ -122,9 +122,10 @@ def _scores(truth: list[str], pred: list[str], conf: np.ndarray) -> dict[str, An
 
 
 def loco_cell(tables: dict[str, tuple[Any, Any]], left_out: str, recipe: dict[str, Any], jobs: int) -> dict[str, Any]:
-    """Train the recipe on every corpus but ``left_out``; label ``left_out`` alone and batch-normalised."""
+    """Train the recipe on every corpus but ``left_out``; label ``left_out`` alone, batch-normalised and
+    speaker-adaptive (each of its speakers normalised by their own statistics, ``--speaker-from``)."""
     from ser_model.dimensions import mapped_dimensions
-    from ser_model.speaker import speaker_normalise
+    from ser_model.speaker import MIN_SPEAKER_FILES, apply_speaker_stats, speaker_normalise, speaker_statistics
     from ser_model.training import (
         batch_groups,
         copy_weights,
@@ -159,32 +160,45 @@ def loco_cell(tables: dict[str, tuple[Any, Any]], left_out: str, recipe: dict[st
     params = training_params(len(y))
     Xb = speaker_normalise(X, groups, min_files=2)[0]
     y_labels = [labels[i] for i in y]
+    # speaker-adaptive rows as train_bundle makes them: each training speaker's statistics from its clean files
+    stats = speaker_statistics(clean.X, clean.speakers, min_files=MIN_SPEAKER_FILES)
+    spk_keys = list(clean.speakers) + (list(copies.speakers) if copies is not None else [])
+    Xs, adapted = apply_speaker_stats(
+        np.vstack([clean.X] + ([copies.X] if copies is not None else [])), spk_keys, stats
+    )
+    Xs = Xs[adapted] if width is None else Xs[adapted][:, :width]
+    ys, ws = y[adapted], wa[adapted]
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as ex:
         f_glob = ex.submit(fit_pipelines, params, [(X, y, wa)], n_jobs=1)
         f_batch = ex.submit(fit_pipelines, params, [(Xb, y, wa)], n_jobs=1)
         f_head = ex.submit(fit_dimension_head, X, y_labels, wa)
         f_bhead = ex.submit(fit_dimension_head, Xb, y_labels, wa)
+        f_spk = ex.submit(fit_pipelines, params, [(Xs, ys, ws)], n_jobs=1)
+        f_shead = ex.submit(fit_dimension_head, Xs, [labels[i] for i in ys], ws)
         glob, batch, head = f_glob.result()[0], f_batch.result()[0], f_head.result()
-        heads = {"alone": head, "batch": f_bhead.result()}
+        spk_model = f_spk.result()[0]
+        heads = {"alone": head, "batch": f_bhead.result(), "speaker": f_shead.result()}
     fit_s = time.time() - t0
     test = tables[left_out][0]
     known = np.asarray([lab in labels for lab in test.labels])
     Xt = test.X[known] if width is None else test.X[known][:, :width]
     truth = [lab for lab, k in zip(test.labels, known, strict=True) if k]
+    test_spk = [sp for sp, k in zip(test.speakers, known, strict=True) if k]
     out: dict[str, Any] = {"train": train, "labels": labels, "epochs": params["max_iter"], "fit_s": fit_s,
                            "rows": len(y), "n_unknown_label": int((~known).sum())}  # fmt: skip
     out["dimensions"] = {}
     for mode, model, Xm in (
         ("alone", glob, Xt),
         ("batch", batch, speaker_normalise(Xt, ["b"] * len(Xt), min_files=2)[0]),
+        ("speaker", spk_model, speaker_normalise(Xt, test_spk, min_files=MIN_SPEAKER_FILES)[0]),
     ):
         proba = np.zeros((len(Xm), len(labels)))
         proba[:, np.asarray(model.classes_, dtype=int)] = model.predict_proba(Xm)
         pred = [labels[i] for i in proba.argmax(axis=1)]
         out[mode] = _scores(truth, pred, proba.max(axis=1))
         mapped = mapped_dimensions(proba, labels)
-        suffix = "" if mode == "alone" else ", batch-normalised"
+        suffix = {"alone": "", "batch": ", batch-normalised", "speaker": ", speaker-adaptive"}[mode]
         out["dimensions"][f"mapped{suffix}"] = _dim_scores(truth, mapped)
         if heads[mode] is not None:  # the head of the mode's own rows, alone and as the bundle averages it
             h = heads[mode].predict(Xm)
@@ -346,10 +360,13 @@ def render(res: dict[str, Any]) -> str:
         "(raw softmax for the LOCO models; the packaged models' calibrated confidence). Seed 0.",
         "",
     ]
-    for mode, title in (("alone", "Each file alone"), ("batch", "`--normalise batch` (the corpus as one batch)")):
+    for mode, title in (("alone", "Each file alone"), ("batch", "`--normalise batch` (the corpus as one batch)"),
+                        ("speaker", "`--speaker-from` (each speaker of the corpus normalised by their own files)")):  # fmt: skip
         lines += [f"## {title}", "", "| model | " + " | ".join(f"{c} WA / UAR (collapse, conf.)" for c in CORPORA)
                   + " | mean WA (TESS, nEMO) | mean WA (all three) |", "|---" * (len(CORPORA) + 3) + "|"]  # fmt: skip
         for key, cells in res["rows"].items():
+            if any(cell and mode not in cell for cell in cells.values()):
+                continue  # measured before this mode was
             row, was, was2 = [], [], []
             for c in CORPORA:
                 cell = cells.get(c)
@@ -381,7 +398,10 @@ def render_dimensions(res: dict[str, Any]) -> list[str]:
               "the training files' categories, both sides weighted equally), each file alone; *mean of head and "
               "mapped*: their mean, what a bundle with heads gives (`ModelBundle.dimensions`); *..., "
               "batch-normalised*: the same from the batch-normalised model and its head (fitted on the rows "
-              "normalised per corpus), the left-out corpus normalised as one batch (`--normalise batch`).", "",
+              "normalised per corpus), the left-out corpus normalised as one batch (`--normalise batch`); *..., "
+              "speaker-adaptive*: the same from the speaker-adaptive model and its head (fitted on the training "
+              "rows normalised per speaker), each left-out speaker normalised by their own files "
+              "(`--speaker-from`).", "",
               "| model | way | " + " | ".join(f"{c} arousal UAR / valence UAR (CCC a / v)" for c in CORPORA)
               + " | mean arousal UAR | mean valence UAR |", "|---" * (len(CORPORA) + 4) + "|"]  # fmt: skip
     for key, cells in res["rows"].items():
