@@ -157,9 +157,10 @@ class ModelBundle:
         (:attr:`dimension_head` for global rows, :attr:`dimension_heads` for speaker-adaptive and
         batch-normalised rows, which it takes z-normalised by their group's statistics as the
         pipeline did). Leave-one-corpus-out (``benchmarks/results/dimensions.md``) the mean beat the
-        mapping on arousal for files alone and batch-normalised (0.76 / 0.81 against 0.75 / 0.77 mean
-        UAR), on valence for files alone (0.69 against 0.67; 0.69 against 0.70 batch-normalised), and
-        tied the head alone on files alone, while it keeps one scale for every row of a batch. Without a head for the row's mode (a bundle trained with
+        mapping on arousal for files alone, batch-normalised and speaker-adaptive (0.76 / 0.81 / 0.85
+        against 0.75 / 0.77 / 0.81 mean UAR), on valence for files alone (0.69 against 0.67; 0.69 /
+        0.70 against 0.70 / 0.71 in the normalised modes), and tied the head alone on files alone,
+        while it keeps one scale for every row of a batch. Without a head for the row's mode (a bundle trained with
         ``--no-dimension-head``, the fast model, or no ``groups`` given for normalised rows), the
         mapped positions alone.
 
