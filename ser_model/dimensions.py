@@ -19,14 +19,14 @@ Two ways to get the dimensions of a recording:
 * :func:`mapped_dimensions`: the category head's probabilities weighted by the positions (no
   training; what every bundle can do);
 * :class:`DimensionHead`: a head trained on the same features (numpy forward pass at inference).
-  The packaged default's heads (:func:`ser_model.training.fit_dimension_head`, one per pipeline) are
+  Both packaged models' heads (:func:`ser_model.training.fit_dimension_head`, one per pipeline) are
   two linear logistic regressions: the probability that a recording is high-arousal and that it is
   positive, learned from the side of 0.5 of each training file's category, so that a corpus with only
   some categories still teaches both dimensions.
 
 A bundle with heads gives the mean of the two (:meth:`ser_model.model.ModelBundle.dimensions`):
-leave-one-corpus-out that mean beat the mapping on arousal (files alone and batch-normalised) and on
-valence for files alone, and a non-linear (MLP) regression onto the positions lost to both
+leave-one-corpus-out that mean beat the mapping on arousal (files alone, batch-normalised and
+speaker-adaptive) and on valence for files alone, and a non-linear (MLP) regression onto the positions lost to both
 (``benchmarks/results/dimensions.md``).
 """
 

@@ -161,7 +161,7 @@ class ModelBundle:
         against 0.75 / 0.77 / 0.81 mean UAR), on valence for files alone (0.69 against 0.67; 0.69 /
         0.70 against 0.70 / 0.71 in the normalised modes), and tied the head alone on files alone,
         while it keeps one scale for every row of a batch. Without a head for the row's mode (a bundle trained with
-        ``--no-dimension-head``, the fast model, or no ``groups`` given for normalised rows), the
+        ``--no-dimension-head`` or before the heads, or no ``groups`` given for normalised rows), the
         mapped positions alone.
 
         Args:

@@ -667,7 +667,7 @@ DIMENSION_ALPHA = 0.1
 (scikit-learn's ``C`` is ``1 / (alpha * n_rows)``, so that the penalty weighs the same against a few
 hundred rows as against the packaged recipe's 15,360): a strong penalty on 1,757 standardised
 features. Leave-one-corpus-out binary UAR (mean of the three shared corpora, arousal / valence; 7,000
-to 12,000 training rows) was flat for ``C`` between 1e-4 and 3e-3 (0.766-0.770 / 0.679-0.687; ``alpha``
+to 12,000 training rows; a one-off sweep, not kept in a result file) was flat for ``C`` between 1e-4 and 3e-3 (0.766-0.770 / 0.679-0.687; ``alpha``
 about 0.03-1) and lower at 1e-2 (0.749 / 0.676)."""
 
 
@@ -686,10 +686,11 @@ def fit_dimension_head(
     both dimensions. For each dimension a scikit-learn ``LogisticRegression`` (L2, lbfgs) is fitted
     with the rows' weights rescaled so that both sides weigh the same (what the mix of categories in
     the training corpora would otherwise decide); its output, the probability of high arousal or of
-    positive valence, is the dimension, 0.5 the boundary. A linear model was chosen over an MLP
-    regression onto the positions and over the category head's mapped probabilities because it did
-    better on corpora it never heard (``benchmarks/results/dimensions.md``; simpler models are the
-    usual cross-corpus baseline, Schuller et al. 2010). One BLAS thread: the same weights in any process.
+    positive valence, the head's estimate, 0.5 the boundary; a bundle averages it with its mapped
+    category probabilities (:meth:`ser_model.model.ModelBundle.dimensions`). A linear model was
+    chosen over an MLP regression onto the positions because it did better on corpora it never heard
+    (``benchmarks/results/dimensions.md``; simpler models are the usual cross-corpus baseline,
+    Schuller et al. 2010). One BLAS thread: the same weights in any process.
 
     Args:
         X: features ``(n, n_features)``.
