@@ -58,7 +58,7 @@ from corpora import CORPORA, load_tables, recipe_training_set  # noqa: E402
 
 from ser_model.degrade import TEST_CONDITIONS  # noqa: E402
 from ser_model.dimensions import mapped_dimensions  # noqa: E402
-from ser_model.training import fit_dimension_head, fit_pipelines, parallel_calls  # noqa: E402
+from ser_model.training import class_proba, fit_dimension_head, fit_pipelines, parallel_calls  # noqa: E402
 from worker.settings import get_settings  # noqa: E402
 
 DEFAULT_CONDITIONS = ",".join(c.name for c in TEST_CONDITIONS)
@@ -194,13 +194,10 @@ def main() -> None:
         dims[name] = np.full((len(rav.labels), 2), np.nan)
         for (_tr, te), model, head, s in zip(folds, models, heads, sets, strict=True):
             ok = te[np.isfinite(X[te]).all(axis=1)]
-            proba = model.predict_proba(X[ok])
-            classes = np.asarray(model.classes_, dtype=int)
-            pred[ok] = [s["labels"][classes[i]] for i in proba.argmax(axis=1)]
+            proba = class_proba(model, X[ok], len(s["labels"]))
+            pred[ok] = [s["labels"][i] for i in proba.argmax(axis=1)]
             top_p[ok] = proba.max(axis=1)
-            mapped = np.zeros((len(ok), len(s["labels"])))
-            mapped[:, classes] = proba
-            dims[name][ok] = 0.5 * (head.predict(X[ok]) + mapped_dimensions(mapped, s["labels"]))
+            dims[name][ok] = 0.5 * (head.predict(X[ok]) + mapped_dimensions(proba, s["labels"]))
         preds[name] = [str(p) for p in pred]
         res["conditions"][name] = score(rav.labels, preds[name], preds.get("clean", preds[name]), top_p)
         res["conditions"][name]["dimensions"] = score_dimensions(rav.labels, dims[name], dims.get("clean", dims[name]))

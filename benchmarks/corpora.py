@@ -128,6 +128,7 @@ def loco_cell(tables: dict[str, tuple[Any, Any]], left_out: str, recipe: dict[st
     from ser_model.speaker import MIN_SPEAKER_FILES, apply_speaker_stats, speaker_normalise, speaker_statistics
     from ser_model.training import (
         batch_groups,
+        class_proba,
         copy_weights,
         encode_labels,
         fit_dimension_head,
@@ -193,8 +194,7 @@ def loco_cell(tables: dict[str, tuple[Any, Any]], left_out: str, recipe: dict[st
         ("batch", batch, speaker_normalise(Xt, ["b"] * len(Xt), min_files=2)[0]),
         ("speaker", spk_model, speaker_normalise(Xt, test_spk, min_files=MIN_SPEAKER_FILES)[0]),
     ):
-        proba = np.zeros((len(Xm), len(labels)))
-        proba[:, np.asarray(model.classes_, dtype=int)] = model.predict_proba(Xm)
+        proba = class_proba(model, Xm, len(labels))
         pred = [labels[i] for i in proba.argmax(axis=1)]
         out[mode] = _scores(truth, pred, proba.max(axis=1))
         mapped = mapped_dimensions(proba, labels)

@@ -1081,17 +1081,17 @@ def cross_validate(
         fold_proba = np.zeros((len(te), len(labels)))
         ad = adapted[te]
         if ad.any():
-            fold_proba[ad] = _class_proba(model, Xn[te[ad]], len(labels))
+            fold_proba[ad] = class_proba(model, Xn[te[ad]], len(labels))
         if (~ad).any():
             glob = model if glob_job[i] is None else models[glob_job[i]]
-            fold_proba[~ad] = _class_proba(glob, table.X[te[~ad]], len(labels))
+            fold_proba[~ad] = class_proba(glob, table.X[te[~ad]], len(labels))
         proba[te] = fold_proba
         pred[te] = np.asarray(labels, dtype=object)[fold_proba.argmax(axis=1)]
         te_aug = None
         if aug_X is not None and grouped:  # the test speakers' degraded copies, out of fold too
             te_aug = np.isin(aug_spk, spk_arr[te])
             if te_aug.any():
-                aug_proba[aug_idx[te_aug]] = _class_proba(model, aug_X[te_aug], len(labels))
+                aug_proba[aug_idx[te_aug]] = class_proba(model, aug_X[te_aug], len(labels))
         if not speaker_adaptive and len(tr) >= 3:
             det = fit_ood(table.X[tr] if aug_X is None else np.vstack([table.X[tr], aug_X[use]]))
             ood_scores[te] = det.score(table.X[te])
@@ -1218,12 +1218,12 @@ def cross_validate_batch(
     for i, (_, te) in enumerate(splits):
         model = models[i]
         te_groups = [src_groups[j].replace("/clean", "/batch") if by_corpus else "batch" for j in te]
-        fold_proba = _class_proba(model, _batch_rows(table.X[te], te_groups), len(labels))
+        fold_proba = class_proba(model, _batch_rows(table.X[te], te_groups), len(labels))
         if aug_y is not None:  # the test speakers' degraded copies, one batch per kind of channel
             te_aug = np.isin(aug_spk, spk_arr[te])
             if te_aug.any():
                 Xa = _batch_rows(augmented.X[te_aug], list(aug_grp[te_aug]))  # type: ignore[union-attr,index]
-                aug_proba[te_aug] = _class_proba(model, Xa, len(labels))
+                aug_proba[te_aug] = class_proba(model, Xa, len(labels))
         proba[te] = fold_proba
         pred[te] = np.asarray(labels, dtype=object)[fold_proba.argmax(axis=1)]
         per_fold.append(float(np.mean(pred[te] == y[te])))
@@ -1355,7 +1355,7 @@ def _held_out_results(
         return _empty_held_out(len(labels))
     out_p, out_s, out_y, out_k = [], [], [], []
     for (Xte, yte, kind), (Xtr, _, _), model in zip(tests, jobs, models, strict=True):
-        out_p.append(_class_proba(model, Xte, len(labels)))
+        out_p.append(class_proba(model, Xte, len(labels)))
         out_s.append(fit_ood(Xtr).score(Xte))
         out_y.append(yte)
         out_k += [kind] * len(yte)
@@ -1449,8 +1449,17 @@ def public_metrics(report: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (report or {}).items() if k not in OOF_KEYS}
 
 
-def _class_proba(model: Pipeline, X: np.ndarray, n_labels: int) -> np.ndarray:
-    """``predict_proba`` over all ``n_labels`` classes (a class missing from a fold's training part gets 0)."""
+def class_proba(model: Pipeline, X: np.ndarray, n_labels: int) -> np.ndarray:
+    """``predict_proba`` over all ``n_labels`` classes (a class missing from a fold's training part gets 0).
+
+    Args:
+        model: a fitted pipeline whose ``classes_`` are label indices.
+        X: features ``(n, n_features)``.
+        n_labels: number of labels of the label order the indices refer to.
+
+    Returns:
+        float64 ``(n, n_labels)``, column ``k`` the probability of label ``k``.
+    """
     p = model.predict_proba(X)
     out = np.zeros((X.shape[0], n_labels))
     out[:, np.asarray(model.classes_, dtype=int)] = p

@@ -19,8 +19,9 @@ def _rows(labels: list[str], informative: bool, seed: int = 0) -> np.ndarray:
     return X
 
 
-def _bundle_with_head() -> tuple[np.ndarray, object]:
-    """40 feature rows of four categories and a small bundle trained on them with the dimension head."""
+def _bundle_with_head(**options: object) -> tuple[np.ndarray, object]:
+    """40 feature rows of four categories and a small bundle trained on them with the dimension head
+    (``options``: more arguments of ``train_bundle``)."""
     labels = ["angry", "calm", "happy", "sad"] * 10
     X = _rows(labels, informative=True).astype(np.float32)
     table = FeatureTable(X, labels, [f"s{i % 4}" for i in range(40)], [f"/d/{i}.wav" for i in range(40)], [], "fp")
@@ -29,6 +30,7 @@ def _bundle_with_head() -> tuple[np.ndarray, object]:
         labels=["angry", "calm", "happy", "sad"],
         params={"hidden_layer_sizes": (8,), "max_iter": 20},
         dimension_head=True,
+        **options,
     )
     return X, b
 
@@ -103,17 +105,7 @@ def test_each_row_takes_the_mean_of_its_modes_head_and_its_mapped_probabilities(
     from ser_model.dimensions import mapped_dimensions
     from ser_model.speaker import MODE_BATCH, MODE_GLOBAL, MODE_SPEAKER, speaker_normalise
 
-    labels = ["angry", "calm", "happy", "sad"] * 10
-    X = _rows(labels, informative=True).astype(np.float32)
-    table = FeatureTable(X, labels, [f"s{i % 4}" for i in range(40)], [f"/d/{i}.wav" for i in range(40)], [], "fp")
-    b = train_bundle(
-        table,
-        labels=["angry", "calm", "happy", "sad"],
-        params={"hidden_layer_sizes": (8,), "max_iter": 20},
-        dimension_head=True,
-        batch_normalised=True,
-        min_speaker_files=5,
-    )
+    X, b = _bundle_with_head(batch_normalised=True, min_speaker_files=5)
     assert set(b.dimension_heads) == {MODE_SPEAKER, MODE_BATCH} and b.dimension_head is not None
     proba = b.predict_proba(X[:12])
     mapped = mapped_dimensions(proba, b.labels)
@@ -138,16 +130,7 @@ def test_label_fields_pass_the_modes_and_groups_on(tmp_path):
     from ser_model.speaker import MODE_BATCH
     from worker.engine.analyse import label_fields
 
-    labels = ["angry", "calm", "happy", "sad"] * 10
-    X = _rows(labels, informative=True).astype(np.float32)
-    table = FeatureTable(X, labels, [f"s{i % 4}" for i in range(40)], [f"/d/{i}.wav" for i in range(40)], [], "fp")
-    b = train_bundle(
-        table,
-        labels=["angry", "calm", "happy", "sad"],
-        params={"hidden_layer_sizes": (8,), "max_iter": 20},
-        dimension_head=True,
-        batch_normalised=True,
-    )
+    X, b = _bundle_with_head(batch_normalised=True)
     Xb = X[:20] + 2.0  # a batch recorded louder: its own statistics remove the offset
     proba, modes = b.predict_proba_speakers(Xb, ["batch"] * 20, mode=MODE_BATCH, min_files=2)
     assert set(modes) == {MODE_BATCH}
