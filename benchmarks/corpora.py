@@ -124,15 +124,18 @@ def _scores(truth: list[str], pred: list[str], conf: np.ndarray) -> dict[str, An
 def loco_cell(tables: dict[str, tuple[Any, Any]], left_out: str, recipe: dict[str, Any], jobs: int) -> dict[str, Any]:
     """Train the recipe on every corpus but ``left_out``; label ``left_out`` alone, batch-normalised and
     speaker-adaptive (each of its speakers normalised by their own statistics, ``--speaker-from``)."""
+    from dataclasses import replace
+
     from ser_model.dimensions import mapped_dimensions
-    from ser_model.speaker import MIN_SPEAKER_FILES, apply_speaker_stats, speaker_normalise, speaker_statistics
+    from ser_model.speaker import MIN_SPEAKER_FILES, speaker_normalise
     from ser_model.training import (
-        batch_groups,
+        MODE_BATCH,
+        MODE_GLOBAL,
+        MODE_SPEAKER,
         class_proba,
-        copy_weights,
-        encode_labels,
         fit_dimension_head,
         fit_pipelines,
+        pipeline_rows,
         training_params,
     )
     from worker.training import corpus_balance_weights, ordered_labels
@@ -144,31 +147,21 @@ def loco_cell(tables: dict[str, tuple[Any, Any]], left_out: str, recipe: dict[st
     if copies is not None and recipe["copies"] < 2:  # fewer copies than cached: keep copy indices < n
         keep = np.asarray([int(p.rsplit("#cond", 1)[1].split(":")[0]) < recipe["copies"] for p in copies.paths])
         copies = copies.subset(keep)
+    if width is not None:  # the fast set: the hand-crafted columns (z-normalisation is per column)
+        clean = replace(clean, X=clean.X[:, :width])
+        copies = None if copies is None else replace(copies, X=copies.X[:, :width])
     labels = ordered_labels(set(clean.labels), None)
     source_of = {p: f"{s.split(':')[0]}:x" for p, s in zip(clean.paths, clean.speakers, strict=True)}
     by_speakers = recipe.get("balance") == "speakers"
     w = corpus_balance_weights(clean.paths, source_of, clean.speakers if by_speakers else None)
-    X = clean.X if width is None else clean.X[:, :width]
-    y = encode_labels(clean.labels, labels)
-    wa = w
-    groups = batch_groups(clean.paths, clean.speakers, True)
-    if copies is not None:
-        Xc = copies.X if width is None else copies.X[:, :width]
-        X = np.vstack([X, Xc])
-        y = np.concatenate([y, encode_labels(copies.labels, labels)])
-        wa = np.concatenate([w, copy_weights(w, clean, copies)])
-        groups += batch_groups(copies.paths, copies.speakers, True)
-    params = training_params(len(y))
-    Xb = speaker_normalise(X, groups, min_files=2)[0]
+    # the rows of each pipeline as train_bundle makes them (per-corpus batch groups, speaker statistics
+    # of each training speaker's clean files)
+    rows, _stats = pipeline_rows(clean, copies, labels, w, batch_normalised=True, by_corpus=True)
+    X, y, wa = rows[MODE_GLOBAL]
+    Xb = rows[MODE_BATCH][0]
+    Xs, ys, ws = rows[MODE_SPEAKER]
     y_labels = [labels[i] for i in y]
-    # speaker-adaptive rows as train_bundle makes them: each training speaker's statistics from its clean files
-    stats = speaker_statistics(clean.X, clean.speakers, min_files=MIN_SPEAKER_FILES)
-    spk_keys = list(clean.speakers) + (list(copies.speakers) if copies is not None else [])
-    Xs, adapted = apply_speaker_stats(
-        np.vstack([clean.X] + ([copies.X] if copies is not None else [])), spk_keys, stats
-    )
-    Xs = Xs[adapted] if width is None else Xs[adapted][:, :width]
-    ys, ws = y[adapted], wa[adapted]
+    params = training_params(len(y))
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as ex:
         f_glob = ex.submit(fit_pipelines, params, [(X, y, wa)], n_jobs=1)
@@ -459,9 +452,16 @@ def fit_code_digest() -> str:
     import inspect
 
     from ser_model.model import build_pipeline
-    from ser_model.training import DIMENSION_ALPHA, fit_dimension_head, fit_weighted, pipeline_for, training_params
+    from ser_model.training import (
+        DIMENSION_ALPHA,
+        fit_dimension_head,
+        fit_weighted,
+        pipeline_for,
+        pipeline_rows,
+        training_params,
+    )
 
-    fns = (training_params, pipeline_for, build_pipeline, fit_weighted, fit_dimension_head, loco_cell)
+    fns = (training_params, pipeline_for, build_pipeline, fit_weighted, fit_dimension_head, pipeline_rows, loco_cell)
     src = "".join(inspect.getsource(f) for f in fns) + json.dumps([training_params(n) for n in (1000, 5000, 15000)])
     src += repr(DIMENSION_ALPHA)
     return hashlib.sha256(src.encode()).hexdigest()[:12]

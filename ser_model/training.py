@@ -1667,6 +1667,72 @@ def _report(r: Any) -> dict[str, Any] | None:
     return r.result() if isinstance(r, Future) else r
 
 
+def pipeline_rows(
+    table: FeatureTable,
+    augmented: FeatureTable | None,
+    labels: Sequence[str],
+    sample_weight: np.ndarray | None = None,
+    *,
+    speaker_adaptive: bool = True,
+    batch_normalised: bool = False,
+    by_corpus: bool = False,
+    min_speaker_files: int = MIN_SPEAKER_FILES,
+) -> tuple[dict[str, FitJob], dict[str, Any]]:
+    """The training rows of each pipeline of a bundle, as :func:`train_bundle` fits them.
+
+    - global (:data:`MODE_GLOBAL`): the files of ``table`` and their copies ``augmented``, as they are;
+    - speaker-adaptive (:data:`MODE_SPEAKER`, with ``speaker_adaptive``): the rows of the speakers
+      with at least ``min_speaker_files`` clean files, each z-normalised by its speaker's statistics
+      over the clean files (:func:`ser_model.speaker.speaker_statistics`; copies by their source
+      speaker's); left out when fewer than two such speakers or fewer than two labels among them;
+    - batch-normalised (:data:`MODE_BATCH`, with ``batch_normalised``): every row z-normalised per
+      :func:`batch_groups` group (per corpus with ``by_corpus``).
+
+    Copies weigh what their file weighs (:func:`copy_weights`).
+
+    Args:
+        table: the clean training files, ``X`` ``(n, d)``.
+        augmented: their degraded copies ``(m, d)``, or None.
+        labels: the label order of the ``y`` indices.
+        sample_weight: ``(n,)`` weights of ``table``'s rows, or None.
+
+    Returns:
+        ``({mode: (X, y, w)}, speaker statistics)``: in the order global, speaker-adaptive,
+        batch-normalised; ``y`` label indices, ``w`` None without ``sample_weight``.
+    """
+    y_idx = encode_labels(table.labels, labels)
+    has_copies = augmented is not None and len(augmented.labels) > 0
+    X, y = table.X, y_idx
+    if has_copies:
+        X = np.vstack([X, augmented.X])
+        y = np.concatenate([y, encode_labels(augmented.labels, labels)])
+    all_rows = np.arange(len(y_idx))
+    aug_w = copy_weights(sample_weight, table, augmented)
+    rows: dict[str, FitJob] = {MODE_GLOBAL: (X, y, _weights(sample_weight, all_rows, len(y) - len(y_idx), aug_w))}
+    stats: dict[str, Any] = {}
+    if speaker_adaptive:
+        stats = speaker_statistics(table.X, table.speakers, min_files=min_speaker_files)
+        Z, adapted = apply_speaker_stats(table.X, table.speakers, stats)
+        Zs, ys, ws = Z[adapted], y_idx[adapted], _weights(sample_weight, all_rows[adapted])
+        if has_copies:
+            Za, ad_a = apply_speaker_stats(augmented.X, augmented.speakers, stats)
+            Zs = np.vstack([Zs, Za[ad_a]])
+            ys = np.concatenate([ys, encode_labels(augmented.labels, labels)[ad_a]])
+            ws = (
+                None
+                if ws is None
+                else np.concatenate([ws, aug_w[ad_a] if aug_w is not None else np.ones(int(ad_a.sum()))])
+            )
+        if len(stats) >= 2 and len(np.unique(ys)) >= 2:
+            rows[MODE_SPEAKER] = (Zs, ys, ws)
+    if batch_normalised:
+        groups = batch_groups(table.paths, table.speakers, by_corpus) + (
+            batch_groups(augmented.paths, augmented.speakers, by_corpus) if augmented is not None else []
+        )
+        rows[MODE_BATCH] = (_batch_rows(X, groups), y, rows[MODE_GLOBAL][2])
+    return rows, stats
+
+
 def train_bundle(
     table: FeatureTable,
     *,
@@ -1744,40 +1810,21 @@ def train_bundle(
     if len(table.labels) == 0:
         raise ValueError("no usable training files")
     labels = list(labels) if labels else sorted(set(table.labels))
-    y_idx = encode_labels(table.labels, labels)
-    X, y = table.X, y_idx
-    if augmented is not None and len(augmented.labels):
-        X = np.vstack([X, augmented.X])
-        y = np.concatenate([y, encode_labels(augmented.labels, labels)])
-    all_rows = np.arange(len(y_idx))
     if batch_normalised is None:
         batch_normalised = batch_cv_report is not None
-    aug_w = copy_weights(sample_weight, table, augmented)
-    jobs: list[FitJob] = [(X, y, _weights(sample_weight, all_rows, len(y) - len(y_idx), aug_w))]
-    stats: dict[str, Any] = {}
-    speaker_job = batch_job = None
-    if speaker_adaptive:
-        stats = speaker_statistics(table.X, table.speakers, min_files=min_speaker_files)
-        Z, adapted = apply_speaker_stats(table.X, table.speakers, stats)
-        Zs, ys, ws = Z[adapted], y_idx[adapted], _weights(sample_weight, all_rows[adapted])
-        if augmented is not None and len(augmented.labels):
-            Za, ad_a = apply_speaker_stats(augmented.X, augmented.speakers, stats)
-            Zs = np.vstack([Zs, Za[ad_a]])
-            ys = np.concatenate([ys, encode_labels(augmented.labels, labels)[ad_a]])
-            ws = (
-                None
-                if ws is None
-                else np.concatenate([ws, aug_w[ad_a] if aug_w is not None else np.ones(int(ad_a.sum()))])
-            )
-        if len(stats) >= 2 and len(np.unique(ys)) >= 2:
-            speaker_job = len(jobs)
-            jobs.append((Zs, ys, ws))
-    if batch_normalised:
-        groups = batch_groups(table.paths, table.speakers, by_corpus) + (
-            batch_groups(augmented.paths, augmented.speakers, by_corpus) if augmented is not None else []
-        )
-        batch_job = len(jobs)
-        jobs.append((_batch_rows(X, groups), y, jobs[0][2]))
+    rows, stats = pipeline_rows(
+        table,
+        augmented,
+        labels,
+        sample_weight,
+        speaker_adaptive=speaker_adaptive,
+        batch_normalised=batch_normalised,
+        by_corpus=by_corpus,
+        min_speaker_files=min_speaker_files,
+    )
+    jobs: list[FitJob] = list(rows.values())  # global, then speaker-adaptive, then batch-normalised
+    index = {mode: i for i, mode in enumerate(rows)}
+    speaker_job, batch_job = index.get(MODE_SPEAKER), index.get(MODE_BATCH)
     from ser_model.dimensions import has_positions
 
     calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [(_fit_one, (dict(params or {}), *j)) for j in jobs]

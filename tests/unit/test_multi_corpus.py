@@ -11,6 +11,9 @@ import pytest
 from ser_model.datasets import DatasetError, load_dataset, load_sources, parse_sources
 from ser_model.labels import LabelParseError, parse_nemo_name
 from ser_model.training import (
+    MODE_BATCH,
+    MODE_GLOBAL,
+    MODE_SPEAKER,
     PCA_COMPONENTS,
     REFERENCE_ROWS,
     SAMPLE_PASSES,
@@ -23,6 +26,7 @@ from ser_model.training import (
     fit_pipelines,
     parallel_calls,
     pipeline_for,
+    pipeline_rows,
     shared_fit_pool,
     train_bundle,
     training_params,
@@ -230,6 +234,33 @@ def test_a_copy_weighs_what_its_file_weighs():
     )
     np.testing.assert_array_equal(copy_weights(w, table, aug), [w[1], 1.0])
     assert copy_weights(None, table, aug) is None
+
+
+def test_pipeline_rows_are_the_rows_each_pipeline_of_a_bundle_trains_on():
+    table = _table(n_per=6)
+    labels = ["angry", "calm", "sad"]
+    w = np.linspace(0.5, 2.0, len(table.labels))
+    aug = FeatureTable(table.X[:4] + 0.1, table.labels[:4], table.speakers[:4],
+                       [p + "#cond0:noise" for p in table.paths[:4]], [], "x")  # fmt: skip
+    rows, stats = pipeline_rows(table, aug, labels, w, batch_normalised=True, by_corpus=True, min_speaker_files=6)
+    assert list(rows) == [MODE_GLOBAL, MODE_SPEAKER, MODE_BATCH]
+    X, y, wg = rows[MODE_GLOBAL]
+    assert X.shape == (len(table.labels) + 4, 12) and len(y) == len(wg) == X.shape[0]
+    np.testing.assert_array_equal(wg[-4:], w[:4])  # a copy weighs what its file weighs
+    # speaker-adaptive: each speaker's rows (copies too) z-normalised by the statistics of its clean files
+    Zs, ys, ws = rows[MODE_SPEAKER]
+    assert set(stats) == set(table.speakers) and Zs.shape == X.shape
+    first = Zs[:6]  # ravdess:01's clean rows
+    np.testing.assert_allclose(first.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(Zs[-4:], (aug.X - table.X[:6].mean(0)) / table.X[:6].std(0), rtol=1e-3, atol=1e-3)
+    # batch-normalised: every corpus and kind of channel its own group, the global weights
+    Xb, yb, wb = rows[MODE_BATCH]
+    nemo = np.asarray([str(s).startswith("nemo") for s in table.speakers])
+    np.testing.assert_allclose(Xb[: len(nemo)][nemo].mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_array_equal(wb, wg)
+    # too few files a speaker: no speaker-adaptive rows; without weights no weights
+    rows, stats = pipeline_rows(table, None, labels, None, min_speaker_files=7)
+    assert list(rows) == [MODE_GLOBAL] and stats == {} and rows[MODE_GLOBAL][2] is None
 
 
 def _write_corpus(root, n_actors: int = 3) -> None:
