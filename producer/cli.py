@@ -831,11 +831,17 @@ def _main() -> None:
             sys.exit(EXIT_USAGE)
         if type(e).__name__ == "Abort":  # click turns Ctrl-C (KeyboardInterrupt) into Abort
             _interrupted()
-        if isinstance(e, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError) and e.filename:
-            # a path the user gave (--output into a missing folder, onto a folder): a usage error, in words
-            err.print(
-                f"[red]error:[/] cannot use {escape(str(e.filename))}: {escape(e.strerror or str(e))}", highlight=False
+        if (
+            isinstance(
+                e, FileNotFoundError | FileExistsError | IsADirectoryError | NotADirectoryError | PermissionError
             )
+            and e.filename
+        ):
+            # a path the user gave (--output into a missing folder, onto a folder, under a file): a usage error, in words
+            why = e.strerror or str(e)
+            if isinstance(e, FileExistsError):  # a folder to create where a file is
+                why = "a file is in the way of a folder to create"
+            err.print(f"[red]error:[/] cannot use {escape(str(e.filename))}: {escape(why)}", highlight=False)
             sys.exit(EXIT_USAGE)
         storage = storage_error_message(e, _current_batch)  # a full or read-only database: no SQL text
         if storage:

@@ -148,6 +148,21 @@ def test_usage_errors_exit_2(tmp_path):
     assert p.returncode == 2 and "cannot use" in p.stderr and "No such file or directory" in p.stderr
 
 
+def test_an_output_under_a_file_is_a_usage_error_for_every_writer(tmp_path):
+    """``report``, ``plot`` and ``labels export`` create the output's folder: a file in its way is one line, exit 2."""
+    db = tmp_path / "ser.db"
+    assert run(["submit", "-q", str(EXAMPLES / "03-01-01-01-01-01-01.wav")], db).returncode == 0
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    for cmd in (["report", "1"], ["plot", "1"], ["labels", "export", "1"]):
+        for out, why in ((blocker / "x", "a file is in the way"), (blocker / "out" / "x", "Not a directory")):
+            p = run([*cmd, "--output", str(out)], db)
+            no_traceback(p)
+            assert p.returncode == 2, (cmd, p.stderr)
+            assert f"cannot use {blocker}" in p.stderr and why in p.stderr, (cmd, p.stderr)
+            assert len(p.stderr.strip().splitlines()) <= 2, p.stderr  # labels export prints its count first
+
+
 def test_paths_that_look_like_console_markup_are_printed_as_they_are(tmp_path):
     """A path such as ``.../[/ok].wav`` (folder ``[``, file ``ok].wav``) is not rich markup: no traceback."""
     folder = tmp_path / "["
