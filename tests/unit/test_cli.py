@@ -312,13 +312,27 @@ def test_evaluate_names_the_files_it_could_not_read(tmp_path):
     assert p.returncode == 2 and "could be read" in p.stderr
 
 
-def test_a_model_that_cannot_load_leaves_a_batch_to_resume(tmp_path):
-    """SER_ENCODER_DIR pointing nowhere: a clear error naming the saved batch; --resume finishes it."""
+def test_an_encoder_folder_that_is_not_one_is_a_bad_setting_before_anything_is_written(tmp_path):
     db = tmp_path / "ser.db"
     wav = str(EXAMPLES / "03-01-01-01-01-01-01.wav")
-    p = run(["submit", "-q", wav], db, SER_ENCODER_DIR=str(tmp_path / "nowhere"))
+    for cmd in (["submit", "-q", wav], ["status"]):
+        p = run(cmd, db, SER_ENCODER_DIR=str(tmp_path / "nowhere"))
+        no_traceback(p)
+        assert p.returncode == 2 and "SER_ENCODER_DIR: no model.bin in" in p.stderr, p.stderr
+    assert not db.exists() or not rows(db, 1)  # no batch recorded
+
+
+def test_a_model_that_cannot_load_leaves_a_batch_to_resume(tmp_path):
+    """An encoder folder with another model.bin than the bundle's: a clear error naming the saved
+    batch; --resume finishes it."""
+    db = tmp_path / "ser.db"
+    wav = str(EXAMPLES / "03-01-01-01-01-01-01.wav")
+    other = tmp_path / "enc"
+    other.mkdir()
+    (other / "model.bin").write_bytes(b"another encoder")
+    p = run(["submit", "-q", wav], db, SER_ENCODER_DIR=str(other))
     no_traceback(p)
-    assert p.returncode == 1 and "--resume 1" in " ".join(p.stderr.split())
+    assert p.returncode == 1 and "--resume 1" in " ".join(p.stderr.split()), p.stderr
     assert [r["status"] for r in rows(db, 1)] == ["pending"]  # recorded, not lost
     p = run(["submit", "-q", "--resume", "1"], db)
     assert p.returncode == 0, p.stderr
