@@ -382,11 +382,16 @@ def models_list() -> None:
 
 
 def _model_row(session: Any, version: str | None) -> Any:
+    """The ``models`` row of ``version`` (a version, or a packaged name: ``default``, ``fast``), or of
+    the active model when None; no such model is a usage error."""
     from worker.storage.db import ModelVersion
-    from worker.storage.registry import active_version, ensure_default_model
+    from worker.storage.registry import RegistryError, active_version, ensure_default_model, resolve_version
 
     ensure_default_model(session)
-    version = version or active_version(session)
+    try:
+        version = resolve_version(session, version) if version else active_version(session)
+    except RegistryError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
     row = session.get(ModelVersion, version) if version else None
     if row is None:
         raise CliError(f"no model version {version!r}", EXIT_USAGE)
@@ -394,7 +399,9 @@ def _model_row(session: Any, version: str | None) -> Any:
 
 
 def models_show(
-    version: Annotated[str | None, typer.Argument(help="Model version [default: the active one].")] = None,
+    version: Annotated[
+        str | None, typer.Argument(help="Model version, or default / fast [default: the active one].")
+    ] = None,
     report: Annotated[
         Path | None,
         typer.Option(help="Also draw its confusion matrix and reliability diagram PNGs into this folder."),
@@ -453,15 +460,17 @@ def models_show(
             err.print(f"[yellow]nothing to draw[/]: model {info['version']} stores no confusion matrix or calibration")
 
 
-def models_activate(version: Annotated[str, typer.Argument(help="Version to make active.")]) -> None:
+def models_activate(
+    version: Annotated[str, typer.Argument(help="Version to make active, or a packaged model: default, fast.")],
+) -> None:
     """Make VERSION the active model (one transaction); new work, on every worker, uses it."""
     from sqlalchemy.orm import Session
 
-    from worker.storage.registry import RegistryError, activate, ensure_default_model
+    from worker.storage.registry import RegistryError, activate
 
     engine = open_engine()
     with Session(engine) as session, session.begin():
-        ensure_default_model(session)
+        version = _model_row(session, version).version
         try:
             activate(session, version)
         except RegistryError as e:
@@ -470,7 +479,7 @@ def models_activate(version: Annotated[str, typer.Argument(help="Version to make
 
 
 def models_export(
-    version: Annotated[str, typer.Argument(help="Model version.")],
+    version: Annotated[str, typer.Argument(help="Model version, or default / fast.")],
     output: Annotated[Path, typer.Argument(help="Bundle file to write (.npz); a .json sidecar goes beside it.")],
 ) -> None:
     """Write a registered model's bundle (checksum verified) and its metadata sidecar to a file.

@@ -393,3 +393,18 @@ def test_ctrl_c_during_an_embedded_batch_exits_and_resume_finishes_it(tmp_path):
     assert p.returncode == 0, p.stderr
     got = rows(db, 1)
     assert len(got) == 8 and {r["status"] for r in got} == {"done"}
+
+
+def test_models_commands_take_the_packaged_names_as_submit_does(tmp_path):
+    db = tmp_path / "ser.db"
+    p = run(["models", "activate", "fast"], db)
+    assert p.returncode == 0 and "active model: fast-" in p.stdout, p.stderr
+    con = sqlite3.connect(db)
+    active = con.execute("SELECT version, source FROM models WHERE active").fetchall()
+    con.close()
+    assert len(active) == 1 and active[0][1] == "package:fast"
+    p = run(["models", "show", "default"], db)
+    assert p.returncode == 0 and "default-" in p.stdout, p.stderr
+    p = run(["models", "activate", "nope"], db)
+    no_traceback(p)
+    assert p.returncode == 2 and "no model version 'nope'" in p.stderr
