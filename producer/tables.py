@@ -281,6 +281,17 @@ def print_trust(trust: dict[str, Any] | None) -> None:
                 _threshold_text(c),
             )
         console.print(t)
+        for mode, c in cal.items():
+            held = c.get("held_out_corpora")
+            if held:  # the multi-corpus calibration: fitted for, and measured on, corpora a model never heard
+                console.print(
+                    f"{mode}, on held-out corpora (each predicted by a model of the other corpora; what the "
+                    f"temperature is fitted for): ECE {fmt_metric(held.get('ece_after'))}, mean conf. "
+                    f"{fmt_metric(held.get('mean_confidence_before'))} -> {fmt_metric(held.get('mean_confidence_after'))}"
+                    f" against WA {fmt_metric(held.get('wa'))} ({held.get('n')} files); on the training corpora's own "
+                    "unseen speakers (the table) it is cautious",
+                    highlight=False,
+                )
     if ood:
         share = ood.get("oof_out_of_domain_share")
         pct = ood.get("percentile")

@@ -58,7 +58,7 @@ def test_the_reported_defaults_are_shown(tmp_path):
         ("submit",): ["Processes for embedded mode [default: all cores].", "Files per unit of work [default:"],
         ("evaluate",): ["Model version [default: the active one]."],
         ("rescore",): ["Model version [default: the active one]."],
-        ("models", "show"): ["Model version [default: the active one]."],
+        ("models", "show"): ["Model version, or default / fast [default: the active one]."],
         ("train",): [
             "Bundle file to write [default: in SER_MODEL_DIR].",
             "Folder for metrics.json and the plots [default: next to the bundle].",

@@ -263,6 +263,9 @@ def test_models_show_prints_calibration_and_draws_reliability(batch_db, tmp_path
         assert f"{c['ece_before']:.3f} -> {c['ece_after']:.3f}" in p.stdout
         assert f"{c['mean_confidence_before']:.3f} -> {c['mean_confidence_after']:.3f}" in p.stdout
         assert f"{c['low_confidence_threshold']:.2f}" in p.stdout
+        held = c.get("held_out_corpora")
+        if held:  # the ECE the temperature was fitted for is shown beside the table's
+            assert "on held-out corpora" in p.stdout and f"ECE {held['ece_after']:.3f}" in " ".join(p.stdout.split())
     assert f"score > {trust['ood']['threshold']:.3f}" in p.stdout
     assert f"{trust['ood']['oof_out_of_domain_share']:.1%}" in p.stdout
     png = out / "reliability_diagram.png"
