@@ -827,7 +827,14 @@ def _main() -> None:
     except Exception as e:  # noqa: BLE001 - last resort: one line, never a traceback
         # click's usage errors (typer >= 0.22 vendors click as typer._click, so match by behaviour)
         if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
-            e.show()
+            if hasattr(e, "format_message"):  # one line like every other error, and where the help is
+                msg = " ".join(str(e.format_message()).replace("Value error, ", "").split())
+                ctx = getattr(e, "ctx", None)
+                where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+                if msg:  # no message: a command group called alone, whose help is already shown
+                    err.print(f"[red]error:[/] {escape(msg)}{escape(where)}", highlight=False, soft_wrap=True)
+            else:
+                e.show()
             sys.exit(EXIT_USAGE)
         if type(e).__name__ == "Abort":  # click turns Ctrl-C (KeyboardInterrupt) into Abort
             _interrupted()

@@ -148,6 +148,24 @@ def test_usage_errors_exit_2(tmp_path):
     assert p.returncode == 2 and "cannot use" in p.stderr and "No such file or directory" in p.stderr
 
 
+def test_a_bad_option_is_one_error_line_naming_the_help_to_read(tmp_path):
+    db = tmp_path / "ser.db"
+    cases = {
+        ("results", "--status", "bogus"): "'bogus' is not one of 'pending', 'done', 'failed'",
+        ("submit", "--bogus"): "No such option: --bogus",
+        ("nosuchcmd",): "No such command 'nosuchcmd'",
+    }
+    for args, said in cases.items():
+        p = run(list(args), db)
+        no_traceback(p)
+        assert p.returncode == 2, (args, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], (args, p.stderr)
+        assert "Value error" not in lines[0] and "--help`" in lines[0], lines[0]
+    p = run(["models"], db)  # a group alone: its help, no empty error line
+    assert p.returncode == 2 and "activate" in p.stdout + p.stderr and "error:" not in p.stderr
+
+
 def test_an_output_under_a_file_is_a_usage_error_for_every_writer(tmp_path):
     """``report``, ``plot`` and ``labels export`` create the output's folder: a file in its way is one line, exit 2."""
     db = tmp_path / "ser.db"
