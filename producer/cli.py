@@ -48,6 +48,22 @@ def _literal(text: str | None) -> str | None:
     return None if text is None else escape(text)
 
 
+def _reflow(text: str) -> str:
+    """A docstring's paragraphs each on one line (rich keeps a docstring's line breaks, which then fall
+    mid-sentence at the terminal's width); lines that start a list item or are indented stay as they are."""
+    out = []
+    for para in text.split("\n\n"):
+        lines = para.split("\n")
+        merged = [lines[0]]
+        for line in lines[1:]:
+            if line.startswith((" ", "-", "*", "\t")) or not merged[-1].strip():
+                merged.append(line)
+            else:
+                merged[-1] = f"{merged[-1].rstrip()} {line.strip()}"
+        out.append("\n".join(merged))
+    return "\n\n".join(out)
+
+
 def literal_help(command: Any) -> None:
     """Make the help of ``command``, its parameters and all its subcommands read exactly as written.
 
@@ -60,7 +76,7 @@ def literal_help(command: Any) -> None:
     """
     for attr in ("help", "short_help", "epilog"):
         if isinstance(getattr(command, attr, None), str):
-            setattr(command, attr, _literal(getattr(command, attr)))
+            setattr(command, attr, _literal(_reflow(getattr(command, attr))))
     for param in getattr(command, "params", []):
         if isinstance(getattr(param, "help", None), str):
             param.help = _literal(param.help)
@@ -161,7 +177,8 @@ def submit(
     speaker_from: Annotated[
         str | None,
         typer.Option(
-            help="Which files share a speaker: ravdess, tess, parent (folder name) or regex:PATTERN. "
+            help="Which files share a speaker: ravdess, tess, parent (folder name), file (each file its own "
+            "speaker) or regex:PATTERN; with --channels split also one per channel, ROLE=SPEC;ROLE=SPEC. "
             "Speakers with enough files are classified after normalising by their own statistics."
         ),
     ] = None,
@@ -199,7 +216,9 @@ def submit(
     """Label every audio file under PATHS and record one row per file (per channel with --channels split).
 
     Without SER_BROKER_URL the batch is processed on this machine with all cores; with it, the files
-    are queued for `ser-batch worker` processes. Exit code 0 when every file is done, 3 when some failed.
+    are queued for `ser-batch worker` processes. Exit code 0 when every file is done, 3 when some failed
+    (each has a failed row with its reason), 2 for a usage error or bad setting found before anything is
+    written, 1 for any other error (the batch is kept: finish it with --resume N), 130 when interrupted.
     """
     from producer.submit import (
         PageQueue,
