@@ -105,9 +105,15 @@ def check_url(url: str) -> str:
     Raises:
         ValueError: anything else.
     """
-    u = urlsplit(url)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        raise ValueError(f"not an http(s) URL: {safe_url(url)!r}")
+    try:
+        u = urlsplit(url)
+        ok = u.scheme in ("http", "https") and bool(u.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        shown = safe_url(url)
+        given = f"{shown!r}" if shown != "<invalid URL>" else "the value given (not repeated: it may hold a token)"
+        raise ValueError(f"{given} is not an http(s) URL with a host, e.g. https://hooks.example.com/ser")
     return url
 
 

@@ -426,3 +426,15 @@ def test_models_commands_take_the_packaged_names_as_submit_does(tmp_path):
     p = run(["models", "activate", "nope"], db)
     no_traceback(p)
     assert p.returncode == 2 and "no model version 'nope'" in p.stderr
+
+
+def test_a_bad_webhook_url_says_what_is_expected_and_never_repeats_a_token(tmp_path):
+    from worker.urls import check_url
+
+    with pytest.raises(ValueError, match="not repeated") as e:
+        check_url("notaurl-secret123")
+    assert "secret123" not in str(e.value)
+    with pytest.raises(ValueError, match=r"'ftp://x\.org/…' is not an http\(s\) URL") as e:
+        check_url("ftp://x.org/token-abc")
+    assert "token-abc" not in str(e.value)
+    assert check_url("https://hooks.example.com/t?k=1") == "https://hooks.example.com/t?k=1"
