@@ -222,6 +222,7 @@ def submit(
     """
     from producer.submit import (
         PageQueue,
+        check_encoder_setting,
         check_notify_url,
         configured_chunk_size,
         open_batch,
@@ -275,6 +276,9 @@ def submit(
     if resume is None and not paths:
         raise CliError("give at least one file or folder (or --resume BATCH_ID)", EXIT_USAGE)
     model_version = resolve_model_option(model) if model is not None else None
+
+    if not s.broker_url:  # labelled here: the encoder folder must be here too
+        check_encoder_setting()
 
     def named(batch_id: int) -> None:
         global _current_batch
@@ -849,7 +853,7 @@ def _main() -> None:
             if hasattr(e, "format_message"):  # one line like every other error, and where the help is
                 msg = " ".join(str(e.format_message()).replace("Value error, ", "").split())
                 ctx = getattr(e, "ctx", None)
-                where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+                where = f" (see `{ctx.command_path if ctx is not None else 'ser-batch'} --help`)"
                 if msg:  # no message: a command group called alone, whose help is already shown
                     err.print(f"[red]error:[/] {escape(msg)}{escape(where)}", highlight=False, soft_wrap=True)
             else:

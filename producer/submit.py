@@ -310,6 +310,27 @@ def configured_chunk_size(option: int | None) -> int | None:
     return option or (s.chunk_size if "chunk_size" in s.model_fields_set else None)
 
 
+def check_encoder_setting() -> None:
+    """Embedded mode labels on this machine: ``SER_ENCODER_DIR``, when set, must be a folder with a
+    ``model.bin`` here (checked before a batch is recorded; workers and a distributed producer do not
+    need it, so it is not a check of every command's settings).
+
+    Raises:
+        CliError: set to a folder without ``model.bin`` (usage error).
+    """
+    from pathlib import Path
+
+    from ser_model.encoder import ENCODER_DIR_ENV
+
+    folder = os.environ.get(ENCODER_DIR_ENV)
+    if folder and not (Path(folder).expanduser() / "model.bin").is_file():
+        raise CliError(
+            f"{ENCODER_DIR_ENV}: no model.bin in {folder}: give a CTranslate2 Whisper folder, or unset it for the "
+            "packaged one",
+            EXIT_USAGE,
+        )
+
+
 def check_notify_url(url: str | None) -> str | None:
     """A checked webhook URL (``--notify`` / ``SER_NOTIFY_URL``), or None when none is given.
 

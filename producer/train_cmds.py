@@ -497,6 +497,7 @@ def models_export(
         packaged = PACKAGED_MODELS.get((m.source or "").removeprefix(PACKAGE_PREFIX), PACKAGED_MODELS["default"])
         data = m.bundle if m.bundle is not None else packaged.read_bytes()
         checksum, labels, fv, metrics = m.checksum, list(m.labels), m.feature_version, dict(m.metrics or {})
+        version = m.version  # the registered version, also when a packaged name (default, fast) was typed
     if sha256_bytes(data) != checksum.lower():  # refuse to export a corrupted bundle
         raise CliError(f"model {version!r}: stored bundle does not match its checksum; refusing to export it")
     output.parent.mkdir(parents=True, exist_ok=True)

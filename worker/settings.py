@@ -127,17 +127,6 @@ class Settings(BaseSettings):
             return None
         return check_broker_url(v)
 
-    @field_validator("encoder_dir")
-    @classmethod
-    def _check_encoder_dir(cls, v: str | None) -> str | None:
-        if not v:  # SER_ENCODER_DIR= (empty) is unset: the packaged encoder
-            return None
-        if not (Path(v).expanduser() / "model.bin").is_file():
-            raise ValueError(
-                f"no model.bin in {v}: give a CTranslate2 Whisper folder, or unset it for the packaged one"
-            )
-        return v
-
     @field_validator("notify_secret")
     @classmethod
     def _check_notify_secret(cls, v: str | None) -> str | None:

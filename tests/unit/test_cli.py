@@ -330,14 +330,16 @@ def test_evaluate_names_the_files_it_could_not_read(tmp_path):
     assert p.returncode == 2 and "could be read" in p.stderr
 
 
-def test_an_encoder_folder_that_is_not_one_is_a_bad_setting_before_anything_is_written(tmp_path):
+def test_an_encoder_folder_that_is_not_one_is_refused_before_an_embedded_batch_is_recorded(tmp_path):
     db = tmp_path / "ser.db"
     wav = str(EXAMPLES / "03-01-01-01-01-01-01.wav")
-    for cmd in (["submit", "-q", wav], ["status"]):
-        p = run(cmd, db, SER_ENCODER_DIR=str(tmp_path / "nowhere"))
-        no_traceback(p)
-        assert p.returncode == 2 and "SER_ENCODER_DIR: no model.bin in" in p.stderr, p.stderr
+    p = run(["submit", "-q", wav], db, SER_ENCODER_DIR=str(tmp_path / "nowhere"))
+    no_traceback(p)
+    assert p.returncode == 2 and "SER_ENCODER_DIR: no model.bin in" in p.stderr, p.stderr
     assert not db.exists() or not rows(db, 1)  # no batch recorded
+    # commands that label nothing here (and distributed producers, workers) do not need the folder
+    assert run(["status"], db, SER_ENCODER_DIR=str(tmp_path / "nowhere")).returncode in (0, 2)
+    assert "SER_ENCODER_DIR" not in run(["config"], db, SER_ENCODER_DIR=str(tmp_path / "nowhere")).stderr
 
 
 def test_a_model_that_cannot_load_leaves_a_batch_to_resume(tmp_path):
@@ -423,6 +425,9 @@ def test_models_commands_take_the_packaged_names_as_submit_does(tmp_path):
     assert len(active) == 1 and active[0][1] == "package:fast"
     p = run(["models", "show", "default"], db)
     assert p.returncode == 0 and "default-" in p.stdout, p.stderr
+    p = run(["models", "export", "fast", str(tmp_path / "fast.npz")], db)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "fast.npz.json").read_text())["version"] == active[0][0]  # not "fast"
     p = run(["models", "activate", "nope"], db)
     no_traceback(p)
     assert p.returncode == 2 and "no model version 'nope'" in p.stderr
