@@ -75,9 +75,7 @@ def train(
     dataset: Annotated[
         DatasetKind, typer.Option(help="How labels (and speakers) of PATHs without KIND: are read.")
     ] = DatasetKind.ravdess,
-    emotions: Annotated[
-        str | None, typer.Option(help="Comma-separated subset of labels, e.g. calm,happy,fearful,disgust.")
-    ] = None,
+    emotions: Annotated[str | None, typer.Option(help="Comma-separated subset of labels, e.g. calm,happy,sad.")] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Bundle file to write [default: in SER_MODEL_DIR].")
     ] = None,
@@ -110,8 +108,8 @@ def train(
     babble: Annotated[
         Path | None,
         typer.Option(
-            help="Folder of recordings of other voices (e.g. ../shared/data/librispeech) that the degraded "
-            "copies' babble is drawn from [default: other training speakers].",
+            help="Folder of recordings of other voices (e.g. the shared LibriSpeech folder) that the "
+            "degraded copies' babble is drawn from [default: other training speakers].",
             exists=True,
             file_okay=False,
         ),
@@ -129,8 +127,8 @@ def train(
         typer.Option(
             help="Train arousal/valence heads (a logistic regression per dimension, on the same "
             "features); a file's dimensions are then the mean of the head's and the category "
-            "probabilities mapped onto the dimensions. With --no-dimension-head, the mapping alone, which "
-            "did worse on corpora the model never heard (benchmarks/results/dimensions.md)."
+            "probabilities mapped onto the dimensions. Off: the mapping alone, which did worse on "
+            "corpora the model never heard (benchmarks, dimensions.md)."
         ),
     ] = True,
     balance: Annotated[
@@ -143,7 +141,7 @@ def train(
 ) -> None:
     """Train an MLP on labelled recordings, report speaker-independent metrics, save and register a bundle.
 
-    Labels come from RAVDESS or TESS names (fear -> fearful, ps -> surprised), from one folder per
+    Labels come from RAVDESS, TESS or nEMO names (fear -> fearful, ps -> surprised, anger -> angry), from one folder per
     label, or from a CSV manifest with columns path,label[,speaker]. With SER_BROKER_URL set (and no
     --local) the job runs as a `ser.train` task on the `training` queue and this command follows it.
     """
