@@ -71,7 +71,7 @@ def fold_training_set(tables: dict[str, tuple[Any, Any]], train_actors: set[str]
     Returns:
         ``X`` ``(n, d)``, ``y`` label indices ``(n,)``, ``w`` weights ``(n,)``, ``labels``, ``params``.
     """
-    from ser_model.training import copy_weights, encode_labels
+    from ser_model.training import MODE_GLOBAL, pipeline_rows
 
     clean, copies = tables["ravdess"]
     fold_tables = {
@@ -82,14 +82,8 @@ def fold_training_set(tables: dict[str, tuple[Any, Any]], train_actors: set[str]
         ),
     }
     d = recipe_training_set(fold_tables, list(CORPORA))
-    clean, copies, labels, w = d["clean"], d["copies"], d["labels"], d["weights"]
-    return {
-        "X": np.vstack([clean.X, copies.X]),
-        "y": np.concatenate([encode_labels(clean.labels, labels), encode_labels(copies.labels, labels)]),
-        "w": np.concatenate([w, copy_weights(w, clean, copies)]),
-        "labels": labels,
-        "params": d["params"],
-    }
+    X, y, w = pipeline_rows(d["clean"], d["copies"], d["labels"], d["weights"], speaker_adaptive=False)[0][MODE_GLOBAL]
+    return {"X": X, "y": y, "w": w, "labels": d["labels"], "params": d["params"]}
 
 
 def score_dimensions(truth: list[str], dims: np.ndarray, clean_dims: np.ndarray) -> dict[str, float]:

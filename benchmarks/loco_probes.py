@@ -59,7 +59,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from corpora import CORPORA, _dim_scores, load_tables, recipe_training_set  # noqa: E402
+from corpora import CORPORA, _dim_scores, _scores, load_tables, recipe_training_set  # noqa: E402
 
 from worker.settings import get_settings  # noqa: E402
 
@@ -72,11 +72,11 @@ def _speed_features(path: str, factor: float) -> np.ndarray:
     import soxr
 
     from ser_model.audio import load_audio
+    from ser_model.encoder import get_encoder
     from ser_model.featureset import ACCURATE, extract
-    from ser_model.training import _encoder_for
 
     y, _ = load_audio(path)
-    return extract(soxr.resample(y, 16000, 16000 / factor).astype(np.float32), ACCURATE, _encoder_for(ACCURATE))
+    return extract(soxr.resample(y, 16000, 16000 / factor).astype(np.float32), ACCURATE, get_encoder())
 
 
 def _speed_chunk(paths: list[str], factor: float) -> np.ndarray:
@@ -135,20 +135,21 @@ def probe_fold(
     from ser_model.dimensions import mapped_dimensions
     from ser_model.threads import one_blas_thread
     from ser_model.training import (
+        MODE_GLOBAL,
         class_proba,
-        copy_weights,
-        encode_labels,
         fit_dimension_head,
         fit_weighted,
         pipeline_for,
+        pipeline_rows,
         training_params,
     )
 
     d = recipe_training_set(tables, [c for c in CORPORA if c != left_out])
     clean, cop, labels, w = d["clean"], d["copies"], d["labels"], d["weights"]
-    y_clean = encode_labels(clean.labels, labels)
+    recipe = pipeline_rows(clean, cop, labels, w, speaker_adaptive=False)[0][MODE_GLOBAL]  # files, then copies
+    y_clean = recipe[1][: len(clean.labels)]
     corpus = np.asarray([str(s).split(":")[0] for s in clean.speakers])
-    parts = [(clean.X, y_clean, w), (cop.X, encode_labels(cop.labels, labels), copy_weights(w, clean, cop))]
+    parts = [recipe]
     if probe == "speaker-swap":
         rng = np.random.default_rng(seed)
         parts.append((_swap_rows(clean.X, np.asarray([str(s) for s in clean.speakers]), rng), y_clean, w))
@@ -176,12 +177,10 @@ def probe_fold(
             model = fit_weighted(pipeline_for(params, *X.shape), X, y, wa)
         head = fit_dimension_head(X, [labels[i] for i in y], wa)
     proba = class_proba(model, Xt, len(labels))
-    pred = np.asarray([labels[i] for i in proba.argmax(axis=1)])
+    scores = _scores(list(truth), [labels[i] for i in proba.argmax(axis=1)], proba.max(axis=1))
     dims = _dim_scores(list(truth), 0.5 * (head.predict(Xt) + mapped_dimensions(proba, labels)))
     return {
-        "wa": float(np.mean(pred == truth)),
-        "uar": float(np.mean([np.mean(pred[truth == lab] == lab) for lab in set(truth)])),
-        "top_share": float(max(np.mean(pred == lab) for lab in set(pred))),
+        **{k: scores[k] for k in ("wa", "uar", "top_share")},
         "arousal_uar": dims["arousal_uar"],
         "valence_uar": dims["valence_uar"],
     }
