@@ -318,12 +318,10 @@ def check_encoder_setting() -> None:
     Raises:
         CliError: set to a folder without ``model.bin`` (usage error).
     """
-    from pathlib import Path
-
-    from ser_model.encoder import ENCODER_DIR_ENV
+    from ser_model.encoder import ENCODER_DIR_ENV, default_encoder_dir
 
     folder = os.environ.get(ENCODER_DIR_ENV)
-    if folder and not (Path(folder).expanduser() / "model.bin").is_file():
+    if folder and not (default_encoder_dir() / "model.bin").is_file():  # the folder the encoder will load
         raise CliError(
             f"{ENCODER_DIR_ENV}: no model.bin in {folder}: give a CTranslate2 Whisper folder, or unset it for the "
             "packaged one",
