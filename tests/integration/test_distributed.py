@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from services import REPO, SLOW_SEGMENTS, batch_counts, poll, result_rows, ser_batch, wait_batch_finished
 
+from worker.celery_app.config import make_app, restore_timing
+from worker.settings import Settings
+
 pytestmark = pytest.mark.integration
 
 
@@ -35,6 +38,23 @@ def _flags(url: str, batch_id: int | None = None) -> dict[str, tuple[float, bool
         str(r["path"]): (float(r["ood_score"]), bool(r["out_of_domain"]), bool(r["low_confidence"]))  # type: ignore[arg-type]
         for r in result_rows(url, batch_id)
     }
+
+
+def _unacked_state(client) -> str:  # type: ignore[no-untyped-def]
+    """What Redis holds unacknowledged: each message's task, chunk and age, the restore mutex, the queue."""
+    import time
+
+    now = time.time()
+    ages = dict(client.zrange("unacked_index", 0, -1, withscores=True))
+    held = []
+    for tag, raw in client.hgetall("unacked").items():
+        message = json.loads(raw)[0]
+        message = json.loads(message) if isinstance(message, str) else message
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        held.append(f"{message['headers'].get('task')} {args[1]} age {now - ages.get(tag, now):.1f} s")
+    return (
+        f"unacked: {held}; unacked_mutex ttl {client.ttl('unacked_mutex')} s; classify queue {client.llen('classify')}"
+    )
 
 
 PRODUCER_SCRIPT = """
@@ -181,9 +201,28 @@ def test_worker_killed_mid_batch_then_replaced_leaves_every_file_done_once(
     assert 0 < c["pending"] < 200, c
     in_flight = started()
     assert in_flight, "the chunk in flight finished before the kill; nothing to redo"
-    assert redis_server.client().hlen("unacked") > 0  # messages were in flight when it died
+    client = redis_server.client()
+    dead_tags = set(client.hkeys("unacked"))
+    assert dead_tags  # messages were in flight when it died
+    # The worst moment to die: in the middle of kombu's sweep for dead workers' messages, holding its lock (a
+    # worker sweeps every second here, so a SIGKILL sometimes lands there; with kombu's 300-s lock expiry, the
+    # dead worker's messages then stayed unacknowledged for five minutes). Left behind as a dying worker leaves it.
+    settings = Settings(broker_url=broker_url, visibility_timeout_s=8, task_time_limit_s=6, task_soft_time_limit_s=5)
+    restore_every_s, mutex_s = restore_timing(settings)
+    with make_app(settings).connection_for_write() as conn:
+        assert conn.default_channel.unacked_mutex_expire == mutex_s  # the expiry kombu gives the lock it takes
+    client.set("unacked_mutex", "token of the dead worker", ex=mutex_s)
     fresh = start_workers(env, name="fresh", concurrency=2)
     fresh.wait_ready()
+    # Its messages are given back once the visibility timeout and the lock have expired, at the next sweep.
+    try:
+        poll(
+            lambda: not dead_tags & set(client.hkeys("unacked")),
+            timeout_s=8 + mutex_s + 2 * restore_every_s + 10,
+            what="the dead worker's messages given back",
+        )
+    except TimeoutError as e:
+        raise AssertionError(f"{e}; {_unacked_state(client)}") from None
     counts = wait_batch_finished(pg_url, batch_id, timeout_s=120)  # the fresh worker's sweeper recovers
     assert counts == {"pending": 0, "done": 200, "failed": 0, "total": 200}
     rows = result_rows(pg_url, batch_id)
@@ -193,7 +232,10 @@ def test_worker_killed_mid_batch_then_replaced_leaves_every_file_done_once(
     attempts = {str(r["path"]): int(r["attempts"]) for r in rows}  # type: ignore[call-overload]
     assert all(attempts[p] >= 2 for p in in_flight), {p: attempts[p] for p in in_flight}  # started again
     # every message of the dead worker is dealt with (the last acknowledgements follow the last row writes)
-    poll(lambda: redis_server.client().hlen("unacked") == 0, timeout_s=20, what="no unacknowledged message")
+    try:
+        poll(lambda: client.hlen("unacked") == 0, timeout_s=20, what="no unacknowledged message")
+    except TimeoutError as e:
+        raise AssertionError(f"{e}; {_unacked_state(client)}; fresh worker log tail:\n{fresh.log()[-3000:]}") from None
 
 
 def test_pool_process_killed_mid_task_is_replaced_and_its_chunk_requeued(

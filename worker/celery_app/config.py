@@ -37,6 +37,26 @@ def check_time_limits(s: Settings) -> None:
         )
 
 
+def restore_timing(s: Settings) -> tuple[int, int]:
+    """How often a worker looks for a dead worker's messages, and how long one look may hold the lock.
+
+    kombu's Redis transport gives a message back to the queue once it has been unacknowledged for
+    ``visibility_timeout`` seconds; workers look for such messages every ``unacked_restore_interval``
+    seconds, one at a time under a Redis lock (``unacked_mutex``) that expires after
+    ``unacked_mutex_expire`` seconds. The lock expiry bounds how long a worker SIGKILLed while it held
+    the lock delays everybody else's look: kombu's default, 300 s, postponed the redelivery of a dead
+    worker's messages by up to five minutes. Looks that overlap once a lock has expired are harmless:
+    each message is given back in a transaction that watches the ``unacked`` hash, so it goes back once.
+
+    Returns:
+        ``(restore_every_s, mutex_expire_s)``: a tenth of the visibility timeout, between 1 s and 60 s;
+        and the lock expiry, one look's interval but at least 5 s (a look giving back thousands of
+        messages takes seconds).
+    """
+    restore_every_s = max(1, min(60, s.visibility_timeout_s // 10))
+    return restore_every_s, max(5, restore_every_s)
+
+
 def make_app(s: Settings) -> Celery:
     """A Celery app configured from settings ``s`` (the module-level :data:`app` uses the settings in force).
 
@@ -45,7 +65,7 @@ def make_app(s: Settings) -> Celery:
     """
     check_time_limits(s)
     celery_app = Celery("ser_batch", include=["worker.celery_app.tasks", "worker.celery_app.train_tasks"])
-    restore_every_s = max(1, min(60, s.visibility_timeout_s // 10))
+    restore_every_s, restore_mutex_s = restore_timing(s)
     celery_app.conf.update(
         # Unset broker: a memory broker, so importing this module never needs Redis (the CLI
         # refuses distributed commands without SER_BROKER_URL).
@@ -60,6 +80,9 @@ def make_app(s: Settings) -> Celery:
             # passed (kombu's default sweep is every 100 s); a tenth of the timeout, at most a minute.
             "unacked_restore_interval": restore_every_s,
             "unacked_restore_throttle": 1,
+            # The lock one sweep holds (kombu's default 300 s). A worker killed in the middle of a
+            # sweep leaves it behind, and nobody restores a dead worker's messages until it expires.
+            "unacked_mutex_expire": restore_mutex_s,
         },
         # Tasks carry ids and paths only: JSON keeps messages readable and rules out pickle.
         task_serializer="json",
