@@ -228,8 +228,15 @@ def test_a_worker_that_stops_consuming_exits_for_its_supervisor(
     env = env_for(url, broker_url, SER_WATCHDOG_STALL_S="5")
     w = start_workers(env, name="stalls", concurrency=1).wait_ready()
     capp = make_app(Settings(broker_url=broker_url, database_url=url))
-    replies = capp.control.cancel_consumer("classify", destination=[f"stalls@{os.uname().nodename}"], reply=True)
-    assert replies, "the worker acknowledged the cancel_consumer command"
+    # Asked again until the worker answers: it subscribes to remote-control broadcasts on its first event-loop
+    # tick, after it logged "ready", and a busy machine may answer later than a second (cancelling twice is harmless)
+    poll(
+        lambda: capp.control.cancel_consumer(
+            "classify", destination=[f"stalls@{os.uname().nodename}"], reply=True, timeout=5, limit=1
+        ),
+        timeout_s=60,
+        what="the worker acknowledges the cancel_consumer command",
+    )
     p = ser_batch(["submit", str(recordings(4))], env)  # messages now wait in the queue
     assert p.returncode == 0, p.stderr
     poll(lambda: w.proc.poll() is not None, timeout_s=120, what="the stalled worker exits")

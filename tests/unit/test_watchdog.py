@@ -10,8 +10,10 @@ from worker.celery_app.watchdog import StallDetector
 
 def test_stall_needs_waiting_messages_an_idle_process_and_silence():
     d = StallDetector(stall_s=30)
-    assert not d.observe(waiting=5, idle_processes=1, now=1000.0)
+    # the detector's clock starts at the real time.monotonic() (since boot): the fake clock starts with an
+    # observation that resets it, or the first check would depend on the machine's uptime
     assert not d.observe(waiting=0, idle_processes=2, now=1000.0)  # nothing to take: fine
+    assert not d.observe(waiting=5, idle_processes=1, now=1000.0)
     assert not d.observe(waiting=5, idle_processes=1, now=1029.0)
     assert d.observe(waiting=5, idle_processes=1, now=1031.0)  # 31 s with work waiting and a free process
     d.received()
