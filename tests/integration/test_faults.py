@@ -415,17 +415,17 @@ def test_task_over_its_time_limit_is_failed_once_not_redelivered(
         pg_url,
         broker_url,
         SER_CHUNK_SIZE="1",
-        SER_TASK_SOFT_TIME_LIMIT_S="1",
-        SER_TASK_TIME_LIMIT_S="3",
-        SER_VISIBILITY_TIMEOUT_S="6",
+        SER_TASK_SOFT_TIME_LIMIT_S="4",
+        SER_TASK_TIME_LIMIT_S="8",
+        SER_VISIBILITY_TIMEOUT_S="12",
     )
     w = start_workers(env, name="w", concurrency=1).wait_ready()
-    # 2-s windows every second: about 600 segments of the 10-minute file, several seconds of work
-    # however fast the extractor gets (with VAD segments it now finishes in under the 1-s limit);
-    # a 3.8-s file is 3 windows, each heard by the encoder padded to 4 s (tens of ms)
+    # 2-s windows every second: about 600 segments of the 10-minute file, about 30 s of work here (with
+    # VAD segments it would finish in about a second); a 3.8-s file is 3 windows, each heard by the encoder
+    # padded to 4 s: 0.06 s, 0.4 s for a pool process's first file, a tenth of the soft limit
     p = ser_batch(["submit", str(folder), "--wait", "-q", "--segment", "window:2:1"], env, timeout_s=120)
     assert p.returncode == 3, p.stdout + p.stderr
-    time.sleep(10)  # > visibility timeout + the restore sweep: a redelivery would have happened by now
+    time.sleep(15)  # > visibility timeout + the restore sweep: a redelivery would have happened by now
     rows = {Path(str(r["path"])).name: r for r in _exactly_once(pg_url, 1, folder)}
     noisy = rows.pop("zz_noise_10min.wav")
     assert noisy["status"] == "failed" and str(noisy["error"]).startswith("time limit exceeded"), noisy
